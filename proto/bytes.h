@@ -50,6 +50,10 @@ inline uint32_t get_u24(const uint8_t* p) {
 inline uint32_t get_u32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
 }
+// Little-endian, for formats defined that way (zstd's magic number).
+inline uint32_t get_u32_le(const uint8_t* p) {
+  return (uint32_t{p[3]} << 24) | (uint32_t{p[2]} << 16) | (uint32_t{p[1]} << 8) | p[0];
+}
 inline uint64_t get_u64(const uint8_t* p) { return (uint64_t{get_u32(p)} << 32) | get_u32(p + 4); }
 
 // Reads forward through a span. Every read checks the bytes are there; after a failed read

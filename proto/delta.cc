@@ -1,8 +1,6 @@
 #include "proto/delta.h"
 
-#include <algorithm>
-#include <cstring>
-
+#include "proto/bytes.h"
 #include "proto/c_deleter.h"
 #include "proto/delta_matcher.h"
 
@@ -151,10 +149,23 @@ Result<DeltaHeader> parse_delta(std::span<const uint8_t> payload) {
   }
   h.id = VersionId::from_bytes(&payload[at]);
   h.frame = payload.subspan(header);
+  // Exactly one current-format zstd frame: no legacy formats (libzstd still decodes them, with
+  // older, less hardened code), no skippable or trailing frames.
+  if (h.frame.size() < 4 || get_u32_le(h.frame.data()) != ZSTD_MAGICNUMBER) {
+    return Status(Code::kMalformed, "not a zstd frame");
+  }
+  if (ZSTD_findFrameCompressedSize(h.frame.data(), h.frame.size()) != h.frame.size()) {
+    return Status(Code::kMalformed, "payload is not exactly one zstd frame");
+  }
   const unsigned long long size = ZSTD_getFrameContentSize(h.frame.data(), h.frame.size());
   if (size == ZSTD_CONTENTSIZE_ERROR) return Status(Code::kMalformed, "not a zstd frame");
   if (size == ZSTD_CONTENTSIZE_UNKNOWN) {
     return Status(Code::kMalformed, "zstd frame does not declare its size");
+  }
+  // A block costs at least 3 bytes and yields at most ZSTD_BLOCKSIZE_MAX: a frame claiming
+  // more than its bytes can produce would only make the decoder allocate for nothing.
+  if (size > (h.frame.size() / 3 + 1) * uint64_t{ZSTD_BLOCKSIZE_MAX}) {
+    return Status(Code::kMalformed, "zstd frame claims more than it can hold");
   }
   h.content_size = size;
   return h;
@@ -179,13 +190,13 @@ Status DeltaDecoder::decode(const DeltaHeader& header, std::optional<std::span<c
   const size_t base_size = header.kind == DeltaKind::kDelta ? base->size() : 0;
   if (base_size > kMaxDeltaSpan) return Status(Code::kTooLarge, "base too large");
 
+  // Memory is bounded by the declared size, checked above against the limit and against what
+  // the frame's bytes can hold; one-shot decoding needs no window limit of its own.
   ZSTD_DCtx* d = zstd_->d.get();
   ZSTD_DCtx_reset(d, ZSTD_reset_session_only);
-  // A frame may ask for any window; allow only what base plus declared body needs.
-  const uint32_t window_log = window_log_for(base_size + header.content_size + 1);
-  ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, static_cast<int>(window_log));
-  if (header.kind == DeltaKind::kDelta) {
-    ZSTD_DCtx_refPrefix(d, base->data(), base->size());
+  if (header.kind == DeltaKind::kDelta &&
+      ZSTD_isError(ZSTD_DCtx_refPrefix(d, base->data(), base->size()))) {
+    return Status(Code::kInternal, "zstd refused the base");
   }
   out.resize(header.content_size);
   const size_t r =

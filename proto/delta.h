@@ -2,9 +2,11 @@
 // The delta codec: a body coded against a version the other side already holds.
 //
 // A payload is either a full body (plain zstd) or a delta: a zstd frame whose matches may
-// reach into a base version used as a raw-content prefix (RFC 8878 §3.1.1.3 lets offsets run
-// past the start of the frame into a dictionary's content). Any zstd 1.5 decoder with the base
-// as prefix rebuilds the body: `zstd -d --patch-from=BASE` reads the frame part.
+// reach into a base version used as a raw-content prefix (RFC 8878 §5: a raw-content
+// dictionary precedes the frame's content, and offsets may reach into it while the output is
+// within the window). Delta frames declare their content size and are single-segment, as
+// zstd's own --patch-from frames are; any zstd 1.5 decoder given the base as a raw-content
+// dictionary or prefix rebuilds the body (`zstd -d --patch-from=BASE` reads the frame part).
 //
 // Payload layout (all integers big-endian):
 //
@@ -15,9 +17,11 @@
 //   | kind=0 | body id (16 B)              | zstd frame ...                                 |
 //   +--------+-----------------------------+------------------------------------------------+
 //
-// Every frame carries its content size and zstd's XXH64 checksum. The decoder refuses a frame
-// whose declared size is over the caller's limit before it allocates, and checks the rebuilt
-// body against the body id before it returns a byte.
+// The encoder puts the content size and zstd's XXH64 checksum in every frame. The decoder
+// accepts exactly one current-format zstd frame that declares its size, refuses a size over
+// the caller's limit (or beyond what the frame's bytes could produce) before it allocates,
+// checks the checksum when present, and checks the rebuilt body against the body id before
+// it returns a byte.
 //
 // How the encoder is fast (the rest is in delta_matcher.h): the engine finds the long stretches
 // the body shares with the base itself, with a sparse index of the base built once per base
@@ -46,8 +50,8 @@ inline constexpr size_t kDeltaHeaderDelta = 1 + 16 + 16;
 inline constexpr size_t kMaxDeltaSpan = size_t{1} << 30;
 
 // A base version indexed for the encoder. Building one reads the base once and writes a table
-// of about base-size bytes (one 32-bit slot per 4 base bytes). Immutable afterwards: many
-// encoders on many threads may use one PreparedBase at once.
+// of 2 to 4 bytes per base byte (a 32-bit slot for every 4th position, load factor at most
+// 1/2). Immutable afterwards: many encoders on many threads may use one PreparedBase at once.
 class PreparedBase {
  public:
   // |bytes| must stay valid and unchanged for the life of this object; the caller owns them
@@ -156,10 +160,11 @@ class DeltaDecoder {
   DeltaDecoder& operator=(const DeltaDecoder&) = delete;
 
   // Rebuilds the body of |header| into |out| (replacing its contents). For a delta, |base|
-  // must hold the bytes of header.base; std::nullopt means the caller does not hold that base.
-  // Errors, each distinct:
+  // must hold the bytes of header.base (and must not point into |out|); std::nullopt means the
+  // caller does not hold that base. Errors, each distinct:
   //   kBaseNotHeld  a delta whose base the caller does not hold;
-  //   kTooLarge     the body would be larger than |max_output| (checked before allocating);
+  //   kTooLarge     the body would be larger than |max_output| (checked before allocating),
+  //                 or the base is larger than kMaxDeltaSpan;
   //   kCorrupt      the frame does not decode, or fails zstd's checksum;
   //   kIdMismatch   the rebuilt body does not hash to header.id.
   // On error |out| holds no usable body.

@@ -116,7 +116,8 @@ inline uint32_t ml_code(uint32_t ml) {
   return ml < 131 ? kCodes.ml[ml] : std::min<uint32_t>(highbit(ml - 3) + 36, 52);
 }
 
-// About log2(x + 1) in 1/256 bit: integer part from the high bit, fraction linear in between.
+// About 256 * (log2(x + 1) + 1): integer part from the high bit, fraction linear in between.
+// Prices are differences of weights, so the constant cancels.
 inline uint32_t weight(uint64_t x) {
   x += 1;
   const uint32_t h = 63 - static_cast<uint32_t>(__builtin_clzll(x));
@@ -169,7 +170,7 @@ void configure_sequence_cctx(ZSTD_CCtx* c) {
 }
 
 void build_anchor_index(std::span<const uint8_t> base, std::vector<uint32_t>& table, int& bits) {
-  const size_t samples = base.size() / kAnchorSampleStep + 1;
+  const size_t samples = base.size() < 8 ? 1 : (base.size() - 8) / kAnchorSampleStep + 1;
   bits = static_cast<int>(std::max<uint32_t>(6, ceil_log2(samples * 2)));
   table.assign(size_t{1} << bits, 0);
   if (base.size() < 8) return;
@@ -263,6 +264,10 @@ bool DeltaMatcher::run(const PreparedBase& base, std::span<const uint8_t> body,
   m_ = static_cast<uint32_t>(base.bytes().size());
   n_ = static_cast<uint32_t>(body.size());
   p_ = params;
+  // Knobs from outside are clamped to values the loops below rely on to make progress.
+  p_.min_anchor = std::max(p_.min_anchor, 16u);
+  p_.sufficient = std::max(p_.sufficient, 8u);
+  p_.skip = std::max(p_.skip, 1u);
   seqs_ = &seqs;
   seqs.clear();
 
@@ -646,7 +651,7 @@ void DeltaMatcher::parse_gap_greedy(uint32_t gap_begin, uint32_t gap_end) {
       misses = 0;
       continue;
     }
-    if (longest_ >= 4 || (longest_ == 3 && longest_cand_.off == reps_.r[0])) {
+    if (longest_ >= 3) {  // Only repeat offsets yield 3-byte matches (the chain needs 4).
       emit(i, longest_cand_.off, longest_cand_.len);
       i += longest_cand_.len;
       misses = 0;

@@ -7,15 +7,16 @@
 //
 //  1. Anchors. Scan the body for long stretches it shares with the base. At each position try
 //     the offsets of the last three anchors (an edit leaves the rest of a page at the same
-//     distance) and one slot of the base's sparse index (PreparedBase: every 16th base
+//     distance) and one slot of the base's sparse index (PreparedBase: every 4th base
 //     position, keyed by its 8 bytes); extend both ways; keep the longest if it is at least
 //     min_anchor bytes and jump past it. Unchanged stretches cost one compare per 8 bytes.
 //  2. Gaps. The bytes between anchors (a few % of a typical page) are parsed optimally, the way
 //     zstd's optimal parser does: a forward dynamic program over positions that prices literals
 //     and matches with adaptive symbol statistics and follows the repeat-offset rules of
 //     RFC 8878 §3.1.1.5. Its matches come from three places: the repeat offsets; the sparse
-//     index of the base, whose hits are extended back to where they start, so any copy longer
-//     than kAnchorSampleStep + 7 bytes is found wherever it lies in the base; and a hash chain
+//     index of the base, whose hits are extended back to where they start, so a copy longer
+//     than kAnchorSampleStep + 7 bytes is usually found wherever it lies in the base (one
+//     position per slot: a colliding gram can hide one); and a hash chain
 //     over what the gap replaced (the base bytes next to the copies of the anchors that frame
 //     it, as many as the gap is long) and the body before the position, for short matches.
 //     (Indexing wider windows of the base bought 0.2% of ratio for 10% of speed; indexing all
@@ -142,7 +143,10 @@ class DeltaMatcher {
 
   // Chain over virtual positions: head_ and chain_ hold tag_ + 1 + position; anything else
   // is stale (written by an earlier run). Each position is inserted at most once (the bitmap
-  // for the base, a high-water mark for the body), so chains never loop.
+  // for the base, a high-water mark for the body), so chains never loop while base + body
+  // fits the chain table (2^22 positions); beyond it positions share slots and a walk may
+  // revisit one, which costs search quality, never correctness (every candidate's bytes are
+  // compared, and walks are bounded by their depth).
   std::vector<uint32_t> head_, chain_;
   uint32_t head_bits_ = 0, chain_mask_ = 0;
   uint32_t tag_ = 0, span_ = 0;

@@ -1,3 +1,4 @@
+#include "proto/c_deleter.h"
 #include "proto/delta.h"
 
 #include <catch2/catch.hpp>
@@ -279,5 +280,67 @@ TEST_CASE("DeltaDecoder never returns wrong bytes from a corrupted payload", "[d
         }
       }
     }
+  }
+}
+
+TEST_CASE("parse_delta accepts exactly one current zstd frame that can hold its size", "[delta]") {
+  DeltaEncoder enc;
+  const Bytes body = to_bytes(std::string(5000, 'q'));
+  const Bytes good = encode(enc, nullptr, body);
+  REQUIRE(parse_delta(good).ok());
+
+  SECTION("two frames back to back") {
+    Bytes two = good;
+    two.insert(two.end(), good.begin() + kDeltaHeaderFull, good.end());
+    CHECK(parse_delta(two).status().code() == Code::kMalformed);
+  }
+  SECTION("a legacy (v0.7) magic number") {
+    Bytes legacy = good;
+    legacy[kDeltaHeaderFull] = 0x27;  // 0xFD2FB527 little-endian.
+    CHECK(parse_delta(legacy).status().code() == Code::kMalformed);
+  }
+  SECTION("a skippable frame") {
+    Bytes skippable(good.begin(), good.begin() + kDeltaHeaderFull);
+    const uint8_t frame[] = {0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4};
+    skippable.insert(skippable.end(), std::begin(frame), std::end(frame));
+    CHECK(parse_delta(skippable).status().code() == Code::kMalformed);
+  }
+  SECTION("17 bytes claiming a 512 MiB body, refused before anything is allocated") {
+    Bytes bomb(good.begin(), good.begin() + kDeltaHeaderFull);
+    // Magic; descriptor: 8-byte content size, single segment; size; one raw 1-byte last block.
+    const uint8_t frame[] = {0x28, 0xb5, 0x2f, 0xfd, 0xe0, 0, 0, 0, 0x20, 0, 0, 0, 0, 9, 0, 0, 'x'};
+    bomb.insert(bomb.end(), std::begin(frame), std::end(frame));
+    CHECK(parse_delta(bomb).status().code() == Code::kMalformed);
+  }
+}
+
+TEST_CASE("Delta frames decode with zstd's raw-content dictionary API too", "[delta]") {
+  // Interoperability: nothing about a delta frame is private to DeltaDecoder.
+  DeltaEncoder enc;
+  const auto v = versions(20, 80, 3);
+  for (size_t i = 1; i < v.size(); ++i) {
+    const Bytes payload = encode(enc, &v[i - 1], v[i]);
+    REQUIRE(payload[0] == static_cast<uint8_t>(DeltaKind::kDelta));
+    Bytes out(v[i].size());
+    std::unique_ptr<ZSTD_DCtx, CDeleter<ZSTD_freeDCtx>> d(ZSTD_createDCtx());
+    const size_t r = ZSTD_decompress_usingDict(
+        d.get(), out.data(), out.size(), payload.data() + kDeltaHeaderDelta,
+        payload.size() - kDeltaHeaderDelta, v[i - 1].data(), v[i - 1].size());
+    REQUIRE_FALSE(ZSTD_isError(r));
+    CHECK(out == v[i]);
+  }
+}
+
+TEST_CASE("Matcher knobs out of range are clamped, never hang or corrupt", "[delta]") {
+  DeltaDecoder dec;
+  const auto v = versions(21, 60, 3);
+  EncodeOptions o;
+  o.matcher = MatcherParams{0, 0, 0, 0, 0, 0, 0};
+  DeltaEncoder enc(o);
+  for (size_t i = 1; i < v.size(); ++i) {
+    const Bytes payload = encode(enc, &v[i - 1], v[i]);
+    Bytes out;
+    REQUIRE(decode(dec, payload, &v[i - 1], v[i].size(), out).ok());
+    CHECK(out == v[i]);
   }
 }
