@@ -381,14 +381,18 @@ int main(int argc, char** argv) {
         "\nsizes are %% of original bytes; speeds in MB/s of original bytes; "
         "level %d, best of %d runs per pair\n",
         opt.level, opt.repeat);
-    std::printf(
-        "delta / level-19 limit   %.3f   (target <= 1.15; zstd frames, checksums in both)\n",
-        ratio);
-    std::printf(
-        "payload / level-19 limit %.3f   (delta plus kind and two version ids, 33 B each)\n",
-        total.limit ? double(total.payload) / total.limit : 0.0);
-    std::printf("delta / xdelta3 -9       %.3f   (target < 1)\n",
-                total.xdelta3 ? double(total.delta) / total.xdelta3 : 0.0);
+    if (opt.peers) {
+      std::printf(
+          "delta / level-19 limit   %.3f   (target <= 1.15; zstd frames, checksums in both)\n",
+          ratio);
+      std::printf(
+          "payload / level-19 limit %.3f   (delta plus kind and two version ids, 33 B each)\n",
+          total.limit ? double(total.payload) / total.limit : 0.0);
+      std::printf("delta / xdelta3 -9       %.3f   (target < 1)\n",
+                  total.xdelta3 ? double(total.delta) / total.xdelta3 : 0.0);
+    } else {
+      std::printf("delta bytes              %zu   (no peers measured: --no-peers)\n", total.delta);
+    }
     std::printf("encode / zstd -3 speed   %.2f    (target >= 1, base preparation included)\n",
                 enc_x);
     std::printf("decode / zstd -3 speed   %.2f    (target >= 1)\n", dec_x);
