@@ -1,0 +1,194 @@
+#pragma once
+// The tunnel session: one connection's streams, flow control, pings and drain, following
+// proto/PROTOCOL.md. It does no I/O: the owner feeds it the plaintext the peer sent
+// (receive), sends what it produces (take_output), and tells it the time. Both sides of a
+// connection can be wired together in memory, which is how the tests drive it.
+//
+// Flow control counts DATA payload bytes (RFC 9113 §5.2 semantics). Receiving: each stream
+// may be sent at most our stream window, the connection our connection window; the consumer
+// calls consume() as it takes bytes, and WINDOW_UPDATEs grant them back once half a window
+// has been taken (batched). Sending: send_data() takes only what both windows allow and says
+// how much; on_send_window() says when to try again.
+//
+// Re-entrancy: handler methods run inside receive() and on_timeout(); they may call any
+// method of the session (send, reset, respond) but must not destroy it — defer that to a
+// later loop turn.
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "proto/frame.h"
+#include "proto/headers.h"
+#include "proto/status.h"
+
+namespace coilgun::tunnel {
+
+using proto::BodyMode;
+using proto::GoawayCode;
+using proto::HeaderField;
+using proto::ResetReason;
+using proto::VersionId;
+
+// The connection window every side assumes before the peer raises it (PROTOCOL.md §3).
+inline constexpr uint32_t kInitialConnectionWindow = 1 << 20;
+// The stream window every side assumes before SETTINGS say otherwise. Windows are never set
+// below it, so a peer that has not yet seen our SETTINGS never overruns us.
+inline constexpr uint32_t kDefaultStreamWindow = 256 * 1024;
+
+struct SessionOptions {
+  bool client = true;  // The edge: opens streams. The agent: accepts them.
+  uint32_t max_frame_payload = proto::kDefaultMaxFramePayload;  // Largest frame we accept.
+  uint32_t stream_window = kDefaultStreamWindow;                // Receive window of each stream.
+  uint32_t connection_window = 16u << 20;                       // Receive window of the connection.
+  uint32_t max_streams = 1000;                                  // Concurrent streams we accept.
+  size_t max_header_block = 64 * 1024;  // Decompressed, per block we accept.
+  uint64_t ping_interval_ms = 10000;    // 0: never ping.
+  uint64_t ping_timeout_ms = 30000;     // Unanswered this long: dead link.
+};
+
+class Session {
+ public:
+  class Handler {
+   public:
+    virtual ~Handler() = default;
+    // Agent side: a stream opened with a request. |held| and |fields| are valid during the
+    // call only. |end_stream|: no request body follows.
+    virtual void on_request(uint32_t stream, std::span<const VersionId> held,
+                            std::span<const HeaderField> fields, bool end_stream) {
+      (void)stream, (void)held, (void)fields, (void)end_stream;
+    }
+    // Edge side: the response head of a stream this side opened.
+    virtual void on_response(uint32_t stream, uint16_t status, BodyMode mode,
+                             std::span<const HeaderField> fields, bool end_stream) {
+      (void)stream, (void)status, (void)mode, (void)fields, (void)end_stream;
+    }
+    // Body bytes (valid during the call). Call consume() when they are taken.
+    virtual void on_data(uint32_t stream, std::span<const uint8_t> data, bool end_stream) = 0;
+    // Trailer fields; the stream's receiving side is over.
+    virtual void on_trailers(uint32_t stream, std::span<const HeaderField> fields) {
+      (void)stream, (void)fields;
+    }
+    // The stream is gone: the peer reset it, the session reset it because the peer broke a
+    // rule on it, or a GOAWAY said it will never be processed (kRefused). Not called for
+    // streams the owner resets with reset().
+    virtual void on_stream_reset(uint32_t stream, ResetReason reason) = 0;
+    // A window grew: |stream| may send more; stream 0 means every stream may.
+    virtual void on_send_window(uint32_t stream) { (void)stream; }
+    // The peer is draining: it will process nothing above |last_stream|.
+    virtual void on_goaway(uint32_t last_stream, GoawayCode code) { (void)last_stream, (void)code; }
+  };
+
+  // Queues this side's SETTINGS and connection WINDOW_UPDATE. |handler| must outlive it.
+  Session(const SessionOptions& options, Handler& handler, uint64_t now_ms);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Takes bytes from the peer and delivers the events they complete. An error is fatal for
+  // the connection: a GOAWAY saying why has been queued; flush the output and close.
+  Status receive(std::span<const uint8_t> data, uint64_t now_ms);
+
+  // Appends the frames produced so far to |out|.
+  void take_output(std::vector<uint8_t>& out);
+  size_t output_bytes() const { return out_.size(); }
+
+  // Edge: opens a stream. Errors: kClosed (draining, or the session failed), kRefused (the
+  // peer's stream limit is reached), kTooLarge / kMalformed (header fields).
+  Result<uint32_t> submit_request(std::span<const VersionId> held,
+                                  std::span<const HeaderField> fields, bool end_stream);
+  // Agent: answers a stream with its response head.
+  Status submit_response(uint32_t stream, uint16_t status, BodyMode mode,
+                         std::span<const HeaderField> fields, bool end_stream);
+  // Queues as much of |data| as both send windows allow, in frames no larger than the
+  // peer accepts, and returns how much. With |end_stream| the stream's sending side ends
+  // once all of |data| is taken (an empty |data| just ends it). kClosed if the stream is gone.
+  Result<size_t> send_data(uint32_t stream, std::span<const uint8_t> data, bool end_stream);
+  // Ends the sending side with trailer fields.
+  Status submit_trailers(uint32_t stream, std::span<const HeaderField> fields);
+  // Bytes |stream| may send right now.
+  size_t send_window(uint32_t stream) const;
+  // Abandons a stream (RESET to the peer); no further events for it.
+  void reset(uint32_t stream, ResetReason reason);
+  // The consumer took |n| bytes of |stream|'s DATA: grants them back to the peer.
+  void consume(uint32_t stream, size_t n);
+  // Starts a drain: GOAWAY with the last stream this side processed; no new streams.
+  void goaway(GoawayCode code, std::string_view debug);
+
+  // Runs timers due at |now_ms| (pings). kTimeout if the peer stopped answering pings: the
+  // connection is dead.
+  Status on_timeout(uint64_t now_ms);
+  // When on_timeout() next has work (UINT64_MAX: never).
+  uint64_t next_timeout_ms() const;
+
+  std::optional<uint64_t> rtt_ms() const { return rtt_ms_; }
+  size_t open_streams() const { return streams_.size(); }
+  bool stream_open(uint32_t stream) const { return streams_.count(stream) != 0; }
+  bool draining() const { return goaway_sent_ || goaway_received_; }
+  bool failed() const { return failed_; }
+
+ private:
+  struct Stream {
+    int64_t send_window = 0;       // May go negative after the peer lowers its window.
+    uint32_t recv_window = 0;      // What the peer may still send us on this stream.
+    uint32_t recv_unconsumed = 0;  // Delivered to the handler, not consumed yet.
+    uint32_t recv_unacked = 0;     // Consumed, not yet granted back.
+    bool local_end = false;        // We sent END_STREAM (or trailers).
+    bool remote_end = false;       // The peer did.
+    bool head_seen = false;        // The response head was received (edge) or sent (agent).
+  };
+
+  Status on_frame(const proto::Frame& f);
+  Status on_request_frame(const proto::Frame& f);
+  Status on_response_frame(const proto::Frame& f);
+  Status on_data_frame(const proto::Frame& f);
+  Status on_trailers_frame(const proto::Frame& f);
+  Status on_window_update_frame(const proto::Frame& f);
+  Status on_settings_frame(const proto::Frame& f);
+  Status on_goaway_frame(const proto::Frame& f);
+  Status fail(Status status);
+  void close_if_done(uint32_t id);
+  // Counts |n| received bytes as taken at the connection level; grants in batches.
+  void grant_connection(uint32_t n);
+  void stream_error(uint32_t id, ResetReason reason);
+  Status encode_fields(std::span<const HeaderField> fields);
+  Stream* find(uint32_t id);
+
+  SessionOptions options_;
+  Handler& handler_;
+  proto::FrameDecoder decoder_;
+  proto::HeaderEncoder header_encoder_;
+  proto::HeaderDecoder header_decoder_;
+  std::vector<uint8_t> in_;     // Bytes of a frame not complete yet.
+  std::vector<uint8_t> out_;    // Frames not taken yet.
+  std::vector<uint8_t> block_;  // Scratch for header blocks.
+  std::unordered_map<uint32_t, Stream> streams_;
+
+  // Peer's settings (what we may send).
+  uint32_t peer_max_frame_payload_ = proto::kDefaultMaxFramePayload;
+  uint32_t peer_stream_window_ = kDefaultStreamWindow;
+  uint32_t peer_max_streams_ = 1000;
+  size_t peer_max_header_block_ = 64 * 1024;
+
+  int64_t send_conn_window_ = kInitialConnectionWindow;
+  uint32_t recv_conn_window_;  // What the peer may still send on the connection.
+  uint32_t recv_conn_unacked_ = 0;
+
+  uint32_t next_stream_id_ = 1;    // Edge: next id to open.
+  uint32_t last_peer_stream_ = 0;  // Agent: highest id the peer opened.
+  bool goaway_sent_ = false;
+  bool goaway_received_ = false;
+  uint32_t goaway_last_stream_ = proto::kMaxStreamId;
+  bool failed_ = false;
+
+  uint64_t now_ms_ = 0;
+  uint64_t next_ping_ms_;
+  uint64_t ping_sent_ms_ = 0;
+  bool ping_outstanding_ = false;
+  std::optional<uint64_t> rtt_ms_;
+};
+
+}  // namespace coilgun::tunnel

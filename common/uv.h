@@ -1,0 +1,247 @@
+#pragma once
+// RAII owners for libuv: a loop, TCP listeners, streams and connectors, timers, signals and
+// cross-thread wakeups.
+//
+// Lifetime rules (libuv's contract): a handle's memory may be freed only in its close
+// callback, which runs on a later loop turn. So each owner here keeps its libuv handle in a
+// separate heap block; the owner's destructor clears the handle's back pointer and closes it,
+// and the block frees itself in the close callback. Callbacks reach their owner through that
+// back pointer and do nothing once it is cleared, so an owner may be destroyed at any time on
+// its loop's thread, even from inside one of its own callbacks (the callback must then return
+// without touching |this|). Everything here belongs to one loop and one thread unless a
+// comment says otherwise (Async::send is the only cross-thread entry).
+//
+// Errors from libuv (negative ints) are converted once, here, with from_uv().
+
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "proto/status.h"
+
+namespace coilgun::uv {
+
+// Converts libuv error |err| into a Status with |what| as the message. Timeouts, refusals
+// and resets map to kTimeout, kRefused and kClosed; other errors to kIo.
+Status from_uv(int err, const char* what, Side side = Side::kInternal);
+
+// Something the loop deletes for its owner on a later turn (see Loop::defer_delete).
+class Deferred {
+ public:
+  virtual ~Deferred() = default;
+};
+
+// One libuv loop. Create, run and destroy it on one thread.
+class Loop {
+ public:
+  Loop();
+  // close(), if not done yet.
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  uv_loop_t* get() { return &loop_; }
+  // Runs until stop() or until nothing is left to do.
+  void run();
+  // Makes run() return after the current turn. Loop thread only.
+  void stop();
+  // The loop's cached monotonic time in milliseconds.
+  uint64_t now_ms() const { return uv_now(&loop_); }
+
+  // Takes |object| and deletes it on a later loop turn: the way to destroy something from
+  // inside its own callback without pulling the stack out from under it.
+  void defer_delete(std::unique_ptr<Deferred> object);
+
+  // Deletes what is deferred, closes every handle still open (their owners must be gone or
+  // never used again), runs the loop until their close callbacks ran, and closes it. Returns
+  // uv_loop_close's result: 0 unless a handle could not be closed (tests require 0).
+  int close();
+
+ private:
+  static void on_flush(uv_timer_t* t);
+  bool closed_ = false;
+
+  uv_loop_t loop_;
+  uv_timer_t* flush_timer_;  // Freed in its close callback.
+  std::vector<std::unique_ptr<Deferred>> doomed_;
+};
+
+// Parses "1.2.3.4" or "::1" with |port| into |out|. Returns false if |ip| is not an address.
+bool parse_ip(const std::string& ip, uint16_t port, sockaddr_storage& out);
+// "ip:port" ("[ip]:port" for IPv6) of a socket address.
+std::string format_address(const sockaddr* addr);
+
+class TcpStream;
+
+// A connected TCP socket. Reading delivers bytes to the handler as they arrive; writing
+// queues owned buffers.
+class TcpStream {
+ public:
+  class Handler {
+   public:
+    virtual ~Handler() = default;
+    // Bytes read. The span is valid only during the call.
+    virtual void on_read(std::span<const uint8_t> data) = 0;
+    // The peer closed its side (no more reads).
+    virtual void on_eof() = 0;
+    // A read or write failed; the stream is unusable. Called at most once.
+    virtual void on_error(Status status) = 0;
+    // Every queued write has reached the kernel (the write queue is empty).
+    virtual void on_drained() {}
+  };
+
+  // Wraps an initialized, connected handle (takes ownership of its heap block).
+  TcpStream(uv_tcp_t* handle, Handler* handler);
+  ~TcpStream();
+  TcpStream(const TcpStream&) = delete;
+  TcpStream& operator=(const TcpStream&) = delete;
+
+  void set_handler(Handler* handler);
+  Status start_read();
+  void stop_read();
+  bool reading() const { return reading_; }
+
+  // Queues |data| for writing; the stream owns it until libuv is done with it (a buffer may
+  // outlive this TcpStream and is freed in the write callback). Errors are also reported
+  // through on_error.
+  Status write(std::vector<uint8_t>&& data);
+  // Bytes queued and not yet handed to the kernel.
+  size_t write_queue_bytes() const;
+  // Half-closes after every queued write (FIN).
+  void shutdown();
+  // Bytes read and written so far, for link-byte metrics.
+  uint64_t bytes_read() const { return bytes_read_; }
+  uint64_t bytes_written() const { return bytes_written_; }
+
+  std::string peer_address() const;
+  // The peer's IP without the port.
+  std::string peer_ip() const;
+  void set_nodelay(bool on);
+
+ private:
+  static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf);
+  static void on_read_cb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void on_write_cb(uv_write_t* req, int status);
+  void fail(Status status);
+
+  uv_tcp_t* handle_;
+  Handler* handler_;
+  bool reading_ = false;
+  bool failed_ = false;
+  uint64_t bytes_read_ = 0, bytes_written_ = 0;
+};
+
+// Accepts TCP connections on one address. Each worker loop may listen on the same address:
+// SO_REUSEPORT lets the kernel spread connections over them.
+class TcpListener {
+ public:
+  // Called with each accepted connection; the callee owns it.
+  using OnAccept = std::function<void(std::unique_ptr<TcpStream>)>;
+
+  explicit TcpListener(Loop& loop);
+  ~TcpListener();
+  TcpListener(const TcpListener&) = delete;
+  TcpListener& operator=(const TcpListener&) = delete;
+
+  // Binds |host| (an IP address) and |port| (0: any free port) and starts listening.
+  Status listen(const std::string& host, uint16_t port, OnAccept on_accept, int backlog = 1024);
+  // The bound port (useful after listen on port 0).
+  uint16_t port() const;
+  std::string address() const;
+  // Stops accepting (the socket closes on a later turn).
+  void close();
+
+ private:
+  static void on_connection(uv_stream_t* server, int status);
+
+  Loop& loop_;
+  uv_tcp_t* handle_ = nullptr;
+  OnAccept on_accept_;
+};
+
+// Connects to host:port (a name is resolved first), with a deadline.
+class TcpConnector {
+ public:
+  using OnConnect = std::function<void(Result<std::unique_ptr<TcpStream>>)>;
+
+  explicit TcpConnector(Loop& loop);
+  // Cancels a connection attempt in flight (its callback never runs).
+  ~TcpConnector();
+  TcpConnector(const TcpConnector&) = delete;
+  TcpConnector& operator=(const TcpConnector&) = delete;
+
+  // Starts one attempt; |done| runs exactly once (on the loop), unless this connector is
+  // destroyed first. One attempt at a time.
+  void connect(const std::string& host, uint16_t port, std::chrono::milliseconds timeout,
+               OnConnect done);
+  bool busy() const { return attempt_ != nullptr; }
+
+ private:
+  struct Attempt;
+  void finish(Result<std::unique_ptr<TcpStream>> result);
+
+  Loop& loop_;
+  Attempt* attempt_ = nullptr;  // Owned; see uv.cc for how it outlives a cancel.
+  OnConnect done_;
+};
+
+// A one-shot or repeating timer.
+class Timer {
+ public:
+  explicit Timer(Loop& loop);
+  ~Timer();
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+
+  // (Re)starts the timer: |fn| runs after |delay|, then every |repeat| if nonzero.
+  void start(std::chrono::milliseconds delay, std::function<void()> fn,
+             std::chrono::milliseconds repeat = std::chrono::milliseconds(0));
+  void stop();
+  bool active() const;
+
+ private:
+  static void on_timer(uv_timer_t* t);
+  uv_timer_t* handle_;
+  std::function<void()> fn_;
+};
+
+// Watches a signal (SIGTERM, SIGINT, SIGHUP, ...) on a loop.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(Loop& loop);
+  ~SignalWatcher();
+  SignalWatcher(const SignalWatcher&) = delete;
+  SignalWatcher& operator=(const SignalWatcher&) = delete;
+
+  Status start(int signum, std::function<void(int)> fn);
+
+ private:
+  static void on_signal(uv_signal_t* s, int signum);
+  uv_signal_t* handle_;
+  std::function<void(int)> fn_;
+};
+
+// Wakes a loop from another thread: send() may be called from any thread; |fn| runs on the
+// loop's thread (several sends may coalesce into one run).
+class Async {
+ public:
+  Async(Loop& loop, std::function<void()> fn);
+  ~Async();
+  Async(const Async&) = delete;
+  Async& operator=(const Async&) = delete;
+
+  void send();
+
+ private:
+  static void on_async(uv_async_t* a);
+  uv_async_t* handle_;
+  std::function<void()> fn_;
+};
+
+}  // namespace coilgun::uv

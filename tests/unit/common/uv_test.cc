@@ -1,0 +1,179 @@
+#include "common/uv.h"
+
+#include <catch2/catch.hpp>
+#include <thread>
+
+using namespace coilgun;
+using namespace coilgun::uv;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Echoes what it reads; closes when the peer does.
+struct Echo : TcpStream::Handler {
+  std::unique_ptr<TcpStream> stream;
+  bool eof = false;
+  void on_read(std::span<const uint8_t> data) override {
+    REQUIRE(stream->write(std::vector<uint8_t>(data.begin(), data.end())).ok());
+  }
+  void on_eof() override {
+    eof = true;
+    stream->shutdown();
+  }
+  void on_error(Status) override {}
+};
+
+// Sends a payload, collects what comes back, and stops the loop when it has all of it.
+struct Client : TcpStream::Handler {
+  Loop& loop;
+  std::unique_ptr<TcpStream> stream;
+  std::vector<uint8_t> sent, received;
+  bool eof = false;
+  explicit Client(Loop& l) : loop(l) {}
+  void on_read(std::span<const uint8_t> data) override {
+    received.insert(received.end(), data.begin(), data.end());
+    if (received.size() == sent.size()) stream->shutdown();
+  }
+  void on_eof() override {
+    eof = true;
+    loop.stop();
+  }
+  void on_error(Status) override { loop.stop(); }
+};
+
+}  // namespace
+
+TEST_CASE("A listener and a connector echo a megabyte byte for byte", "[uv]") {
+  Loop loop;
+  {
+    TcpListener listener(loop);
+    Echo echo;
+    REQUIRE(listener
+                .listen("127.0.0.1", 0,
+                        [&](std::unique_ptr<TcpStream> s) {
+                          echo.stream = std::move(s);
+                          echo.stream->set_handler(&echo);
+                          REQUIRE(echo.stream->start_read().ok());
+                        })
+                .ok());
+    REQUIRE(listener.port() != 0);
+
+    Client client(loop);
+    client.sent.resize(1 << 20);
+    for (size_t i = 0; i < client.sent.size(); ++i) client.sent[i] = static_cast<uint8_t>(i * 7);
+    TcpConnector connector(loop);
+    Status connect_status(Code::kInternal, "not called");
+    connector.connect("127.0.0.1", listener.port(), 2000ms, [&](auto result) {
+      connect_status = result.status();
+      if (!result.ok()) return loop.stop();
+      client.stream = std::move(result.value());
+      client.stream->set_handler(&client);
+      REQUIRE(client.stream->start_read().ok());
+      REQUIRE(client.stream->write(std::vector<uint8_t>(client.sent)).ok());
+    });
+    Timer guard(loop);  // Bounds the test in time: a hang fails instead of blocking forever.
+    guard.start(10s, [&] { loop.stop(); });
+    loop.run();
+
+    CHECK(connect_status.ok());
+    CHECK(client.received == client.sent);
+    CHECK(client.eof);
+    CHECK(echo.eof);
+    CHECK(client.stream->bytes_written() == client.sent.size());
+    CHECK(echo.stream->bytes_read() == client.sent.size());
+  }
+  CHECK(loop.close() == 0);
+}
+
+TEST_CASE("Connecting to a closed port reports a refusal", "[uv]") {
+  Loop loop;
+  uint16_t port;
+  {
+    TcpListener probe(loop);  // Find a free port, then close it.
+    REQUIRE(probe.listen("127.0.0.1", 0, [](auto) {}).ok());
+    port = probe.port();
+  }
+  {
+    TcpConnector connector(loop);
+    Code code = Code::kOk;
+    connector.connect("127.0.0.1", port, 2000ms, [&](auto r) {
+      code = r.status().code();
+      loop.stop();
+    });
+    loop.run();
+    CHECK(code == Code::kRefused);
+  }
+  CHECK(loop.close() == 0);
+}
+
+TEST_CASE("A connector destroyed mid-attempt never calls back and leaks nothing", "[uv]") {
+  Loop loop;
+  {
+    TcpListener listener(loop);
+    REQUIRE(listener.listen("127.0.0.1", 0, [](auto) {}).ok());
+    bool called = false;
+    {
+      TcpConnector connector(loop);
+      connector.connect("localhost", listener.port(), 2000ms, [&](auto) { called = true; });
+    }  // Destroyed while the name lookup is in flight.
+    Timer t(loop);
+    t.start(50ms, [&] { loop.stop(); });
+    loop.run();
+    CHECK_FALSE(called);
+  }
+  CHECK(loop.close() == 0);
+}
+
+TEST_CASE("Timers fire, may be destroyed from their own callback, and defer_delete waits", "[uv]") {
+  Loop loop;
+  {
+    int fired = 0;
+    auto* doomed = new Timer(loop);
+    doomed->start(1ms, [&] {
+      ++fired;
+      delete doomed;  // Destroying a timer inside its callback must be safe.
+    });
+    struct Marker : Deferred {
+      bool* flag;
+      explicit Marker(bool* f) : flag(f) {}
+      ~Marker() override { *flag = true; }
+    };
+    bool deleted = false;
+    loop.defer_delete(std::make_unique<Marker>(&deleted));
+    CHECK_FALSE(deleted);  // Not before the loop turns.
+    Timer repeat(loop);
+    int ticks = 0;
+    repeat.start(
+        1ms,
+        [&] {
+          if (++ticks == 3) {
+            repeat.stop();
+            loop.stop();
+          }
+        },
+        1ms);
+    loop.run();
+    CHECK(fired == 1);
+    CHECK(ticks == 3);
+    CHECK(deleted);
+  }
+  CHECK(loop.close() == 0);
+}
+
+TEST_CASE("Async wakes its loop from another thread", "[uv]") {
+  Loop loop;
+  {
+    int woken = 0;
+    Async async(loop, [&] {
+      ++woken;
+      loop.stop();
+    });
+    std::thread other([&] { async.send(); });
+    Timer guard(loop);
+    guard.start(5s, [&] { loop.stop(); });
+    loop.run();
+    other.join();
+    CHECK(woken == 1);
+  }
+  CHECK(loop.close() == 0);
+}
