@@ -1,0 +1,112 @@
+#pragma once
+// What both daemons share around their own logic: worker threads with one loop each, the
+// admin listener, signals, drain and the metrics every daemon publishes.
+//
+//   main thread: signals (SIGTERM/SIGINT: drain, a second one exits at once; SIGHUP is left
+//                to a later milestone), the admin HTTP listener (/metrics /stats /ready
+//                /healthz), waiting for the workers;
+//   worker i:    its own uv::Loop and Worker object (listeners, connections, exchanges).
+//
+// The metrics registry and the version store are shared by all threads (they are thread-safe);
+// everything else belongs to one worker.
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/http_server.h"
+#include "common/metrics.h"
+#include "common/uv.h"
+#include "common/version_store.h"
+
+namespace coilgun::daemon {
+
+// The metrics every daemon publishes (names fixed by issue #3's interface).
+class Metrics {
+ public:
+  explicit Metrics(metrics::Registry& registry);
+
+  // Counts a finished request by status class and observes its duration.
+  void request(int status, double seconds);
+  // Registers the store's figures as gauges read at render time.
+  void watch_store(VersionStore& store);
+
+  metrics::Registry& registry;
+  metrics::Counter& body_bytes;    // coilgun_body_bytes_total
+  metrics::Counter& link_in;       // coilgun_link_bytes_total{direction="in"}
+  metrics::Counter& link_out;      // coilgun_link_bytes_total{direction="out"}
+  metrics::Counter& delta_delta;   // coilgun_delta_responses_total{result="delta"}
+  metrics::Counter& delta_full;    // ...{result="full"}
+  metrics::Counter& delta_stream;  // ...{result="stream"}
+  metrics::Gauge& tunnels;         // coilgun_tunnel_connections
+  metrics::Histogram& duration;    // coilgun_request_duration_seconds
+  metrics::CounterFamily& errors;  // coilgun_errors_total{reason}
+
+ private:
+  metrics::Counter* by_class_[6];  // coilgun_requests_total{code="1xx".."5xx"}, [0] other
+};
+
+// One worker's logic; created, used and destroyed on its own thread.
+class Worker {
+ public:
+  virtual ~Worker() = default;
+  // Binds listeners. |port_override| (when nonzero) replaces the configured port of the main
+  // listener: the first worker binds the configured one (maybe 0, any), the others then bind
+  // the port it got (SO_REUSEPORT). Returns the bound port of the main listener.
+  virtual Result<uint16_t> start(uint16_t port_override) = 0;
+  // Stops accepting new work; what is in flight goes on. drained() reports when it is done.
+  virtual void drain() = 0;
+  virtual bool drained() const = 0;
+  // Closes everything now (the drain deadline passed).
+  virtual void stop() = 0;
+};
+
+struct DaemonOptions {
+  std::string name;  // "coilgun-edge" / "coilgun-origin", for logs.
+  unsigned workers = 1;
+  std::string admin_host = "127.0.0.1";
+  uint16_t admin_port = 0;
+  std::chrono::milliseconds drain_timeout{10000};
+};
+
+class Daemon {
+ public:
+  using MakeWorker = std::function<std::unique_ptr<Worker>(uv::Loop& loop, unsigned index)>;
+  // Extra /stats members, called on the main thread.
+  using StatsFn = std::function<nlohmann::json()>;
+  // Whether the daemon can serve now (before draining): /ready is 200 only when true.
+  using ReadyFn = std::function<bool()>;
+
+  Daemon(DaemonOptions options, metrics::Registry& registry, MakeWorker make, StatsFn stats,
+         ReadyFn ready);
+  ~Daemon();
+
+  // Starts the workers and the admin listener, logs where they listen, and runs until every
+  // worker stopped (after a drain, or a failure). Returns the process exit code.
+  int run();
+
+ private:
+  struct WorkerThread;
+  class Admin;
+  void begin_drain();
+  void worker_exited();
+  void join_workers();
+
+  DaemonOptions options_;
+  metrics::Registry& registry_;
+  MakeWorker make_;
+  StatsFn stats_;
+  ReadyFn ready_;
+  uv::Loop loop_;
+  std::vector<std::unique_ptr<WorkerThread>> workers_;
+  std::unique_ptr<Admin> admin_;
+  std::atomic<bool> draining_{false};
+  std::chrono::steady_clock::time_point started_;
+  uv::Timer* deadline_ = nullptr;  // The drain deadline, while run() runs.
+};
+
+}  // namespace coilgun::daemon

@@ -1,0 +1,245 @@
+#include "common/http_client.h"
+
+#include <algorithm>
+
+namespace coilgun::http {
+
+class ClientConnection::ParserEvents : public Parser::Handler {
+ public:
+  explicit ParserEvents(ClientConnection& c) : c_(c) {}
+  void on_response_head(ResponseHead&& head) override {
+    if (head.is_interim()) {
+      interim = true;
+      if (head.status == 100 && c_.handler_ != nullptr) c_.handler_->on_continue();
+      return;
+    }
+    c_.response_started_ = true;
+    if (c_.handler_ != nullptr) c_.handler_->on_response_head(std::move(head));
+  }
+  void on_body(std::span<const uint8_t> data) override {
+    if (c_.handler_ != nullptr) c_.handler_->on_response_body(data);
+  }
+  void on_message_complete() override {
+    if (interim) return;  // The final response follows.
+    complete = true;
+    c_.reusable_ = c_.parser_->keep_alive() && c_.request_complete_ && !c_.failed_;
+    ClientHandler* h = c_.handler_;
+    c_.handler_ = nullptr;
+    if (h != nullptr) h->on_response_end();  // May hand this connection back to the pool.
+  }
+  bool interim = false;
+  bool complete = false;
+
+ private:
+  ClientConnection& c_;
+};
+
+ClientConnection::ClientConnection(std::unique_ptr<uv::TcpStream> socket, Parser::Limits limits)
+    : socket_(std::move(socket)),
+      events_(std::make_unique<ParserEvents>(*this)),
+      parser_(std::make_unique<Parser>(Parser::Mode::kResponse, *events_, limits)) {
+  socket_->set_handler(this);
+  socket_->set_nodelay(true);
+}
+
+ClientConnection::~ClientConnection() = default;
+
+Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uint64_t length,
+                                      ClientHandler* handler) {
+  if (failed_) return Status(Code::kClosed, "backend connection failed", Side::kUpstream, true);
+  handler_ = handler;
+  response_started_ = false;
+  reusable_ = false;
+  events_->complete = false;
+  events_->interim = false;
+  request_framing_ = framing;
+  remove(head.headers, "Content-Length");
+  remove(head.headers, "Transfer-Encoding");
+  if (framing == BodyFraming::kContentLength) {
+    set(head.headers, "Content-Length", std::to_string(length));
+  } else if (framing == BodyFraming::kChunked) {
+    set(head.headers, "Transfer-Encoding", "chunked");
+  }
+  request_complete_ = framing == BodyFraming::kNone ||
+                      (framing == BodyFraming::kContentLength && length == 0);
+  std::vector<uint8_t> out;
+  COILGUN_TRY(write_request_head(head, out));
+  parser_->set_request_was_head(head.method == "HEAD");
+  COILGUN_TRY(socket_->write(std::move(out)));
+  return socket_->start_read();
+}
+
+Status ClientConnection::send_body(std::span<const uint8_t> data) {
+  if (failed_) return Status(Code::kClosed, "backend connection failed", Side::kUpstream, true);
+  if (data.empty()) return Status::Ok();
+  std::vector<uint8_t> out;
+  if (request_framing_ == BodyFraming::kChunked) {
+    write_chunk(data, out);
+  } else {
+    out.assign(data.begin(), data.end());
+  }
+  return socket_->write(std::move(out));
+}
+
+Status ClientConnection::send_end() {
+  if (failed_) return Status(Code::kClosed, "backend connection failed", Side::kUpstream, true);
+  request_complete_ = true;
+  if (request_framing_ != BodyFraming::kChunked) return Status::Ok();
+  std::vector<uint8_t> out;
+  COILGUN_TRY(write_last_chunk({}, out));
+  return socket_->write(std::move(out));
+}
+
+void ClientConnection::pause_reading() {
+  paused_ = true;
+  socket_->stop_read();
+}
+
+void ClientConnection::resume_reading() {
+  if (!paused_) return;
+  paused_ = false;
+  if (!failed_) (void)socket_->start_read();
+  feed_pending();
+}
+
+void ClientConnection::detach() {
+  handler_ = nullptr;
+  reusable_ = false;
+}
+
+void ClientConnection::on_read(std::span<const uint8_t> data) {
+  if (failed_) return;
+  if (idle_) {  // Nothing may arrive between exchanges.
+    fail(Status(Code::kProtocol, "backend sent bytes on an idle connection", Side::kUpstream));
+    return;
+  }
+  pending_.insert(pending_.end(), data.begin(), data.end());
+  feed_pending();
+}
+
+void ClientConnection::feed_pending() {
+  while (!pending_.empty() && !failed_ && !paused_) {
+    auto r = parser_->feed(pending_);
+    if (!r.ok()) {
+      fail(r.status().from(Side::kUpstream));
+      return;
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(*r));
+    if (parser_->paused()) {
+      if (events_->interim) {
+        events_->interim = false;
+        parser_->resume();
+        continue;
+      }
+      // The response is complete. Anything after it was never asked for.
+      if (!pending_.empty()) reusable_ = false;
+      if (reusable_) parser_->resume();
+      pending_.clear();
+      return;
+    }
+    if (*r == 0) return;
+  }
+}
+
+void ClientConnection::on_eof() {
+  if (failed_) return;
+  const Status s = parser_->finish();  // Ends a close-delimited body.
+  reusable_ = false;
+  if (idle_) {
+    failed_ = true;
+    if (pool_ != nullptr) pool_->drop_idle(this);
+    return;
+  }
+  if (!events_->complete) {
+    fail(s.ok() ? Status(Code::kClosed, "backend closed the connection", Side::kUpstream, true)
+                : s.from(Side::kUpstream));
+  }
+}
+
+void ClientConnection::on_error(Status status) { fail(status.from(Side::kUpstream)); }
+
+void ClientConnection::on_drained() {
+  if (handler_ != nullptr) handler_->on_writable();
+}
+
+void ClientConnection::fail(Status status) {
+  if (failed_) return;
+  failed_ = true;
+  reusable_ = false;
+  socket_->stop_read();
+  if (idle_) {
+    if (pool_ != nullptr) pool_->drop_idle(this);
+    return;
+  }
+  ClientHandler* h = handler_;
+  handler_ = nullptr;
+  if (h != nullptr) h->on_error(status);
+}
+
+// ---- ClientPool ---------------------------------------------------------------------------
+
+ClientPool::ClientPool(uv::Loop& loop, std::string host, uint16_t port, size_t max_idle,
+                       std::chrono::milliseconds connect_timeout, Parser::Limits limits)
+    : loop_(loop),
+      host_(std::move(host)),
+      port_(port),
+      max_idle_(max_idle),
+      connect_timeout_(connect_timeout),
+      limits_(limits) {}
+
+ClientPool::~ClientPool() {
+  for (auto& c : idle_) c->pool_ = nullptr;
+}
+
+void ClientPool::acquire(OnAcquire done, bool fresh) {
+  if (!fresh && !idle_.empty()) {
+    std::unique_ptr<ClientConnection> c = std::move(idle_.back());
+    idle_.pop_back();
+    c->idle_ = false;
+    c->pool_ = nullptr;
+    c->reused_ = true;
+    done(std::move(c));
+    return;
+  }
+  auto connector = std::make_unique<uv::TcpConnector>(loop_);
+  uv::TcpConnector* raw = connector.get();
+  connecting_.push_back(std::move(connector));
+  raw->connect(host_, port_, connect_timeout_,
+               [this, raw, done = std::move(done)](Result<std::unique_ptr<uv::TcpStream>> r) {
+                 // The connector is done with us: it may go (see TcpConnector::finish).
+                 auto it = std::find_if(connecting_.begin(), connecting_.end(),
+                                        [raw](const auto& p) { return p.get() == raw; });
+                 std::unique_ptr<uv::TcpConnector> keep;
+                 if (it != connecting_.end()) {
+                   keep = std::move(*it);
+                   connecting_.erase(it);
+                 }
+                 if (!r.ok()) {
+                   done(r.status().from(Side::kUpstream));
+                   return;
+                 }
+                 done(std::make_unique<ClientConnection>(std::move(r.value()), limits_));
+               });
+}
+
+void ClientPool::release(std::unique_ptr<ClientConnection> c) {
+  if (c == nullptr) return;
+  if (c->reusable() && !c->failed_ && idle_.size() < max_idle_) {
+    c->handler_ = nullptr;
+    c->idle_ = true;
+    c->pool_ = this;
+    idle_.push_back(std::move(c));
+    return;
+  }
+  loop_.defer_delete(std::move(c));
+}
+
+void ClientPool::drop_idle(ClientConnection* c) {
+  auto it = std::find_if(idle_.begin(), idle_.end(), [c](const auto& p) { return p.get() == c; });
+  if (it == idle_.end()) return;
+  std::unique_ptr<ClientConnection> gone = std::move(*it);
+  idle_.erase(it);
+  loop_.defer_delete(std::move(gone));  // Inside its own callback: not now.
+}
+
+}  // namespace coilgun::http

@@ -1,0 +1,312 @@
+#include "common/http_server.h"
+
+#include <algorithm>
+
+namespace coilgun::http {
+namespace {
+// Pipelined bytes buffered while a response is in progress, before reading stops.
+constexpr size_t kMaxPending = 256 * 1024;
+}  // namespace
+
+class ServerConnection::ParserEvents : public Parser::Handler {
+ public:
+  explicit ParserEvents(ServerConnection& c) : c_(c) {}
+  void on_request_head(RequestHead&& head) override {
+    c_.request_ = std::move(head);
+    c_.in_exchange_ = true;
+    c_.request_done_ = false;
+    c_.response_started_ = false;
+    c_.head_request_ = c_.request_.method == "HEAD";
+    c_.close_after_ = !c_.request_.keep_alive();
+    c_.exchange_data = nullptr;
+    c_.idle_.stop();
+    c_.handler_.on_request(c_);
+  }
+  void on_body(std::span<const uint8_t> data) override {
+    if (c_.in_exchange_) c_.handler_.on_request_body(c_, data);
+  }
+  void on_message_complete() override {
+    c_.request_done_ = true;
+    if (c_.in_exchange_) c_.handler_.on_request_end(c_);
+  }
+
+ private:
+  ServerConnection& c_;
+};
+
+ServerConnection::ServerConnection(uv::Loop& loop, std::unique_ptr<uv::TcpStream> socket,
+                                   ServerHandler& handler, const ServerOptions& options)
+    : loop_(loop),
+      socket_(std::move(socket)),
+      handler_(handler),
+      options_(options),
+      events_(std::make_unique<ParserEvents>(*this)),
+      parser_(std::make_unique<Parser>(Parser::Mode::kRequest, *events_, options.limits)),
+      idle_(loop) {
+  socket_->set_handler(this);
+  socket_->set_nodelay(true);
+  if (!socket_->start_read().ok()) {
+    // Reported on the next turn: the handler must not hear about a connection from inside
+    // its own accept callback before it registered it.
+    idle_.start(std::chrono::milliseconds(0), [this] { close(); });
+    return;
+  }
+  arm_idle();
+}
+
+ServerConnection::~ServerConnection() = default;
+
+std::string ServerConnection::peer_ip() const { return socket_->peer_ip(); }
+
+void ServerConnection::arm_idle() {
+  idle_.start(options_.idle_timeout, [this] {
+    if (!in_exchange_) close();
+  });
+}
+
+void ServerConnection::on_read(std::span<const uint8_t> data) {
+  if (closed_ || closing_) return;
+  pending_.insert(pending_.end(), data.begin(), data.end());
+  if (!in_exchange_) arm_idle();
+  process();
+}
+
+void ServerConnection::process() {
+  if (closing_) return;
+  while (!closed_ && !pending_.empty()) {
+    // A response is being written: the next request waits its turn.
+    if (in_exchange_ && request_done_) break;
+    if (reading_paused_ && in_exchange_) break;
+    auto r = parser_->feed(pending_);
+    if (closed_) return;
+    if (!r.ok()) {
+      fail_request(r.status());
+      return;
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(*r));
+    if (!parser_->paused() && *r == 0) break;
+    if (parser_->paused()) break;  // Resumed when the exchange ends.
+  }
+  if (closed_) return;
+  // Stop reading while too much waits; resume when the exchange ends.
+  if (pending_.size() > kMaxPending || reading_paused_) {
+    socket_->stop_read();
+  } else if (!eof_) {
+    (void)socket_->start_read();
+  }
+  if (eof_ && !in_exchange_) close();
+}
+
+void ServerConnection::fail_request(const Status& s) {
+  int status = 400;
+  if (s.code() == Code::kTooLarge) status = 431;
+  if (s.code() == Code::kUnsupported) status = 501;
+  if (s.code() == Code::kClosed) {  // Bytes after a request that asked to close.
+    pending_.clear();
+    return;
+  }
+  if (in_exchange_) {
+    in_exchange_ = false;
+    handler_.on_abort(*this);
+  }
+  if (!response_started_) {
+    response_started_ = true;
+    respond_simple(status, status_reason(status), true);
+  } else {
+    close();
+  }
+}
+
+void ServerConnection::write(std::vector<uint8_t>&& bytes) {
+  if (closed_ || closing_) return;
+  (void)socket_->write(std::move(bytes));
+  if (!writable()) was_unwritable_ = true;
+}
+
+void ServerConnection::send_continue() {
+  if (closed_ || response_started_) return;
+  static const std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+  write(std::vector<uint8_t>(kContinue.begin(), kContinue.end()));
+}
+
+Status ServerConnection::respond_head(ResponseHead head, ResponseFraming framing,
+                                      uint64_t length) {
+  if (closed_ || !in_exchange_) return Status(Code::kClosed, "exchange is over");
+  if (response_started_) return Status(Code::kInternal, "response head already written");
+  remove_hop_by_hop(head.headers);
+  head.version_minor = 1;
+  if (framing == ResponseFraming::kChunked && request_.version_minor == 0) {
+    framing = ResponseFraming::kUntilClose;  // HTTP/1.0 clients do not speak chunked.
+  }
+  switch (framing) {
+    case ResponseFraming::kNone:
+      break;
+    case ResponseFraming::kContentLength:
+      set(head.headers, "Content-Length", std::to_string(length));
+      break;
+    case ResponseFraming::kChunked:
+      remove(head.headers, "Content-Length");
+      if (!head_request_) set(head.headers, "Transfer-Encoding", "chunked");
+      break;
+    case ResponseFraming::kUntilClose:
+      remove(head.headers, "Content-Length");
+      close_after_ = true;
+      break;
+  }
+  if (close_after_) set(head.headers, "Connection", "close");
+  else if (request_.version_minor == 0) set(head.headers, "Connection", "keep-alive");
+  std::vector<uint8_t> out;
+  COILGUN_TRY(write_response_head(head, out));
+  response_started_ = true;
+  framing_ = head_request_ ? ResponseFraming::kNone : framing;
+  write(std::move(out));
+  return Status::Ok();
+}
+
+Status ServerConnection::respond_body(std::span<const uint8_t> data) {
+  if (closed_ || !in_exchange_) return Status(Code::kClosed, "exchange is over");
+  if (!response_started_) return Status(Code::kInternal, "response head not written");
+  if (data.empty() || framing_ == ResponseFraming::kNone) return Status::Ok();
+  std::vector<uint8_t> out;
+  if (framing_ == ResponseFraming::kChunked) {
+    out.reserve(data.size() + 16);
+    write_chunk(data, out);
+  } else {
+    out.assign(data.begin(), data.end());
+  }
+  write(std::move(out));
+  return Status::Ok();
+}
+
+Status ServerConnection::respond_end(std::span<const Header> trailers) {
+  if (closed_ || !in_exchange_) return Status(Code::kClosed, "exchange is over");
+  if (!response_started_) return Status(Code::kInternal, "response head not written");
+  if (framing_ == ResponseFraming::kChunked) {
+    std::vector<uint8_t> out;
+    COILGUN_TRY(write_last_chunk(trailers, out));
+    write(std::move(out));
+  }
+  finish_exchange();
+  return Status::Ok();
+}
+
+void ServerConnection::respond_simple(int status, std::string_view body, bool close,
+                                      std::string_view content_type) {
+  if (closed_) return;
+  ResponseHead head;
+  head.status = status;
+  head.headers.push_back({"Content-Type", std::string(content_type)});
+  if (!options_.server_name.empty()) head.headers.push_back({"Server", options_.server_name});
+  if (close) close_after_ = true;
+  if (!in_exchange_) {
+    // An error before any request (or after the last one): a bare response, then close.
+    in_exchange_ = true;
+    response_started_ = false;
+    head_request_ = false;
+  }
+  response_started_ = false;
+  if (!respond_head(std::move(head), ResponseFraming::kContentLength, body.size()).ok()) return;
+  (void)respond_body(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()),
+                                              body.size()));
+  (void)respond_end();
+}
+
+void ServerConnection::finish_exchange() {
+  in_exchange_ = false;
+  exchange_data = nullptr;
+  if (close_after_ || !request_done_) {
+    // Closing after this response; also when it went out before its request was fully read
+    // (an error): the rest of that request cannot be told apart from a next one. The FIN
+    // follows the queued writes; the handler hears on_closed on the next turn.
+    closing_ = true;
+    socket_->stop_read();
+    socket_->shutdown();
+    idle_.start(std::chrono::milliseconds(0), [this] { close(); });
+    return;
+  }
+  parser_->resume();
+  arm_idle();
+  reading_paused_ = false;
+  process();
+}
+
+bool ServerConnection::writable() const {
+  return socket_->write_queue_bytes() <= options_.high_watermark;
+}
+
+void ServerConnection::pause_reading() {
+  reading_paused_ = true;
+  socket_->stop_read();
+}
+
+void ServerConnection::resume_reading() {
+  if (!reading_paused_) return;
+  reading_paused_ = false;
+  process();
+}
+
+void ServerConnection::on_eof() {
+  eof_ = true;
+  if (closed_ || closing_) return;
+  const Status s = parser_->finish();
+  if (in_exchange_ && !request_done_) {
+    // The client went away mid-request.
+    close();
+    return;
+  }
+  (void)s;
+  if (!in_exchange_) close();
+  // Otherwise the response in progress finishes first (a client may half-close after its
+  // request); finish_exchange() then sees eof_ through process().
+}
+
+void ServerConnection::on_error(Status) { close(); }
+
+void ServerConnection::on_drained() {
+  if (was_unwritable_ && socket_->write_queue_bytes() <= options_.low_watermark) {
+    was_unwritable_ = false;
+    if (in_exchange_) handler_.on_writable(*this);
+  }
+}
+
+void ServerConnection::close() {
+  if (closed_) return;
+  closed_ = true;
+  idle_.stop();
+  socket_->stop_read();
+  if (in_exchange_) {
+    in_exchange_ = false;
+    handler_.on_abort(*this);
+  }
+  handler_.on_closed(*this);
+}
+
+// ---- Server -------------------------------------------------------------------------------
+
+Server::Server(uv::Loop& loop, ServerOptions options)
+    : loop_(loop), options_(std::move(options)), listener_(loop) {}
+
+Server::~Server() { close_all(); }
+
+Status Server::listen(const std::string& host, uint16_t port) {
+  return listener_.listen(host, port, [this](std::unique_ptr<uv::TcpStream> socket) {
+    auto* c = new ServerConnection(loop_, std::move(socket), *this, options_);
+    open_.push_back(c);
+    ++connections_;
+  });
+}
+
+void Server::on_closed(ServerConnection& c) {
+  auto it = std::find(open_.begin(), open_.end(), &c);
+  if (it == open_.end()) return;
+  open_.erase(it);
+  --connections_;
+  loop_.defer_delete(std::unique_ptr<uv::Deferred>(&c));
+}
+
+void Server::close_all() {
+  std::vector<ServerConnection*> all = open_;
+  for (ServerConnection* c : all) c->close();
+}
+
+}  // namespace coilgun::http

@@ -1,0 +1,718 @@
+#include "edge/edge.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace coilgun::edge {
+namespace {
+
+using proto::BodyMode;
+using proto::HeaderField;
+using proto::ResetReason;
+using Clock = std::chrono::steady_clock;
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// "Host:8080" -> "host"; "[::1]:8080" -> "::1".
+std::string host_without_port(std::string_view authority) {
+  if (!authority.empty() && authority[0] == '[') {
+    const size_t end = authority.find(']');
+    return lower(authority.substr(1, end == std::string_view::npos ? end : end - 1));
+  }
+  return lower(authority.substr(0, authority.find(':')));
+}
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+// One client request, carried over a tunnel stream.
+class ClientExchange : public uv::Deferred {
+ public:
+  ClientExchange(EdgeWorker& worker, http::ServerConnection& c);
+  ~ClientExchange() override { *alive_ = false; }
+
+  void begin();
+  void on_client_body(std::span<const uint8_t> data);
+  void on_client_end();
+  void on_client_abort();
+  void on_client_writable();
+
+  void on_response(uint16_t status, BodyMode mode, std::span<const HeaderField> fields, bool end);
+  void on_data(std::span<const uint8_t> data, bool end);
+  void on_trailers(std::span<const HeaderField> fields);
+  void on_reset(ResetReason reason);
+  void on_window();
+  void on_tunnel_lost();
+
+ private:
+  bool send_request(bool full);
+  void send_body();
+  void rebuild();
+  void serve(BlobRef body);
+  void refetch(const char* why);
+  void fail(int status, const char* reason);
+  void finish();
+  void release_stream();
+  void write_head(http::ResponseFraming framing, uint64_t length);
+
+  EdgeWorker& worker_;
+  Shared& shared_;
+  http::ServerConnection* client_;
+  TunnelLink* link_ = nullptr;
+  uint32_t stream_ = 0;
+
+  std::string method_, target_, authority_, host_, key_;
+  std::vector<std::pair<std::string, std::string>> fields_;  // What goes to the agent.
+  bool has_body_ = false;
+  bool client_body_done_ = false;
+  std::vector<uint8_t> body_out_;  // Request body waiting for the tunnel window.
+
+  uint16_t status_ = 0;
+  BodyMode mode_ = BodyMode::kNone;
+  std::vector<http::Header> response_headers_;
+  bool head_sent_ = false;
+  std::vector<uint8_t> payload_;  // Coded: the delta payload as it arrives.
+  uint64_t unconsumed_ = 0;       // Streamed bytes written to the client, not granted back.
+  bool refetched_ = false;
+  bool retried_ = false;
+  bool finished_ = false;
+  log::DeltaResult result_ = log::DeltaResult::kNone;
+  uint64_t body_bytes_ = 0, link_bytes_ = 0;
+  std::string error_;
+  Clock::time_point started_ = Clock::now();
+  double upstream_ms_ = -1;
+  uv::Timer timeout_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+ClientExchange::ClientExchange(EdgeWorker& worker, http::ServerConnection& c)
+    : worker_(worker), shared_(worker.shared()), client_(&c), timeout_(worker.loop()) {}
+
+void ClientExchange::begin() {
+  const http::RequestHead& req = client_->request();
+  method_ = req.method;
+  target_ = req.target;
+  authority_ = std::string(http::find(req.headers, "host").value_or(""));
+  // An absolute-form target (RFC 9112 §3.2.2) names the host itself.
+  if (target_.starts_with("http://") || target_.starts_with("https://")) {
+    const size_t start = target_.find("//") + 2;
+    const size_t slash = target_.find('/', start);
+    authority_ = target_.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    target_ = slash == std::string::npos ? "/" : target_.substr(slash);
+  }
+  if (authority_.empty()) return fail(400, "no_host");
+  if (target_.empty() || target_[0] != '/') {
+    if (!(method_ == "OPTIONS" && target_ == "*")) return fail(400, "bad_target");
+  }
+  host_ = host_without_port(authority_);
+  const config::EdgeRoute* route = config::match_route(shared_.config, host_);
+  if (route == nullptr) return fail(421, "unknown_host");
+  AgentPool* pool = worker_.pool_for(*route);
+  link_ = pool->pick();
+  if (link_ == nullptr) return fail(502, "tunnel_down");
+  key_ = route->agent.to_string() + '\n' + host_ + '\n' + target_;
+
+  const auto length = http::find(req.headers, "content-length");
+  has_body_ = (length.has_value() && *length != "0") ||
+              http::has_token(req.headers, "transfer-encoding", "chunked");
+  std::vector<http::Header> headers = req.headers;
+  http::remove_hop_by_hop(headers);
+  http::remove(headers, "host");
+  http::remove(headers, "expect");
+  http::add_forwarded_for(headers, client_->peer_ip());
+  fields_ = {{":method", method_}, {":scheme", "http"}, {":authority", authority_},
+             {":path", target_}};
+  for (auto& h : headers) fields_.emplace_back(lower(h.name), std::move(h.value));
+
+  timeout_.start(shared_.config.limits.request_timeout, [this] { fail(504, "request_timeout"); });
+  if (!send_request(false)) return;
+  if (req.expects_continue()) client_->send_continue();
+}
+
+// Opens the stream. |full|: name no held versions (a refetch after a delta that could not be
+// used).
+bool ClientExchange::send_request(bool full) {
+  std::vector<proto::VersionId> held;
+  if (!full && method_ == "GET") held = shared_.store.versions(key_);
+  std::vector<HeaderField> fields;
+  fields.reserve(fields_.size());
+  for (const auto& [n, v] : fields_) fields.push_back({n, v});
+  auto stream = link_->session().submit_request(held, fields, !has_body_);
+  if (!stream.ok()) {
+    if (stream.status().code() == Code::kTooLarge || stream.status().code() == Code::kMalformed) {
+      fail(431, "request_fields_over_limit");
+    } else {
+      fail(502, "tunnel_busy");
+    }
+    return false;
+  }
+  stream_ = *stream;
+  link_->attach(stream_, this);
+  link_->flush();
+  return true;
+}
+
+void ClientExchange::on_client_body(std::span<const uint8_t> data) {
+  if (finished_ || link_ == nullptr) return;
+  body_out_.insert(body_out_.end(), data.begin(), data.end());
+  send_body();
+}
+
+void ClientExchange::on_client_end() {
+  client_body_done_ = true;
+  if (has_body_ && !finished_ && link_ != nullptr) send_body();
+}
+
+// Request body into the tunnel as the window allows; the client is read only as fast.
+void ClientExchange::send_body() {
+  if (!has_body_ || link_ == nullptr || !link_->session().stream_open(stream_)) return;
+  auto taken = link_->session().send_data(stream_, body_out_, client_body_done_);
+  if (!taken.ok()) return;
+  body_out_.erase(body_out_.begin(), body_out_.begin() + static_cast<long>(*taken));
+  link_->flush();
+  if (client_ == nullptr) return;
+  if (body_out_.size() > 256 * 1024) {
+    client_->pause_reading();
+  } else {
+    client_->resume_reading();
+  }
+}
+
+void ClientExchange::on_window() {
+  if (!body_out_.empty() || (client_body_done_ && has_body_)) send_body();
+}
+
+void ClientExchange::on_response(uint16_t status, BodyMode mode,
+                                 std::span<const HeaderField> fields, bool end) {
+  upstream_ms_ = seconds_since(started_) * 1000;
+  status_ = status;
+  mode_ = mode;
+  response_headers_.clear();
+  for (const HeaderField& f : fields) {
+    response_headers_.push_back({std::string(f.name), std::string(f.value)});
+  }
+  if (mode == BodyMode::kNone) {
+    write_head(http::ResponseFraming::kNone, 0);
+    if (client_ != nullptr) (void)client_->respond_end();
+    return finish();
+  }
+  if (mode == BodyMode::kStream) {
+    result_ = log::DeltaResult::kStream;
+    auto cl = http::find(response_headers_, "content-length");
+    if (cl) {
+      const uint64_t n = std::strtoull(std::string(*cl).c_str(), nullptr, 10);
+      http::remove(response_headers_, "content-length");
+      write_head(http::ResponseFraming::kContentLength, n);
+    } else {
+      write_head(http::ResponseFraming::kChunked, 0);
+    }
+  }
+  if (end) on_data({}, true);
+}
+
+void ClientExchange::write_head(http::ResponseFraming framing, uint64_t length) {
+  if (client_ == nullptr || head_sent_) return;
+  http::ResponseHead head;
+  head.status = status_;
+  head.headers = std::move(response_headers_);
+  if (framing == http::ResponseFraming::kNone && method_ != "HEAD" && status_ != 204 &&
+      status_ != 304 && !http::find(head.headers, "content-length")) {
+    http::set(head.headers, "Content-Length", "0");
+  }
+  head_sent_ = true;
+  if (!client_->respond_head(std::move(head), framing, length).ok()) {
+    return fail(502, "bad_response_fields");
+  }
+}
+
+void ClientExchange::on_data(std::span<const uint8_t> data, bool end) {
+  if (finished_) return;
+  link_bytes_ += data.size();
+  if (mode_ == BodyMode::kCoded) {
+    if (payload_.size() + data.size() > shared_.config.limits.max_coded_body + 64) {
+      return fail(502, "coded_body_over_limit");
+    }
+    payload_.insert(payload_.end(), data.begin(), data.end());
+    link_->session().consume(stream_, data.size());
+    if (end) rebuild();
+    else link_->flush();
+    return;
+  }
+  if (mode_ != BodyMode::kStream) return;
+  body_bytes_ += data.size();
+  shared_.metrics.body_bytes.inc(data.size());
+  if (client_ != nullptr && !data.empty()) (void)client_->respond_body(data);
+  unconsumed_ += data.size();
+  on_client_writable();
+  if (end) {
+    if (client_ != nullptr) (void)client_->respond_end();
+    finish();
+  }
+}
+
+void ClientExchange::on_client_writable() {
+  // Streamed bytes are granted back to the agent once the client socket took them.
+  if (link_ == nullptr || unconsumed_ == 0 || finished_) return;
+  if (client_ != nullptr && !client_->writable()) return;
+  link_->session().consume(stream_, unconsumed_);
+  unconsumed_ = 0;
+  link_->flush();
+}
+
+void ClientExchange::on_trailers(std::span<const HeaderField> fields) {
+  if (finished_) return;
+  std::vector<http::Header> trailers;
+  for (const HeaderField& f : fields) trailers.push_back({std::string(f.name), std::string(f.value)});
+  if (mode_ == BodyMode::kStream) {
+    if (client_ != nullptr) (void)client_->respond_end(trailers);
+    return finish();
+  }
+  on_data({}, true);
+}
+
+// The whole payload is here: decode it, check it, keep it, serve it.
+void ClientExchange::rebuild() {
+  auto header = proto::parse_delta(payload_);
+  if (!header.ok()) return refetch("malformed_payload");
+  result_ = header->kind == proto::DeltaKind::kDelta ? log::DeltaResult::kDelta
+                                                     : log::DeltaResult::kFull;
+  auto decode = [this, h = *header](BlobRef base) {
+    std::optional<std::span<const uint8_t>> base_bytes;
+    if (base) base_bytes = base->bytes();
+    std::vector<uint8_t> out;
+    const Status s =
+        worker_.decoder().decode(h, base_bytes, shared_.config.limits.max_coded_body, out);
+    if (!s.ok()) {
+      // Never wrong bytes to a client: ask again for the whole body.
+      return refetch(code_name(s.code()));
+    }
+    BlobRef blob = Blob::make(std::move(out), h.id);
+    if (status_ == 200 && method_ == "GET") shared_.store.put(key_, blob);
+    serve(std::move(blob));
+  };
+  if (header->kind != proto::DeltaKind::kDelta) return decode(nullptr);
+  shared_.store.lookup(key_, header->base, [this, decode, alive = alive_](BlobRef base) {
+    if (!*alive || finished_) return;
+    if (!base) return refetch("base_not_held");
+    decode(std::move(base));
+  });
+}
+
+void ClientExchange::serve(BlobRef body) {
+  (result_ == log::DeltaResult::kDelta ? shared_.metrics.delta_delta
+                                       : shared_.metrics.delta_full)
+      .inc();
+  body_bytes_ = body->size();
+  shared_.metrics.body_bytes.inc(body->size());
+  http::remove(response_headers_, "content-length");
+  write_head(http::ResponseFraming::kContentLength, body->size());
+  if (client_ != nullptr) {
+    (void)client_->respond_body(body->bytes());
+    (void)client_->respond_end();
+  }
+  finish();
+}
+
+void ClientExchange::refetch(const char* why) {
+  shared_.metrics.errors.with({"refetch"}).inc();
+  log::warn("delta not usable, fetching in full", {{"reason", why}, {"host", host_}, {"path", target_}});
+  if (refetched_ || has_body_) return fail(502, "verify_failed");
+  refetched_ = true;
+  release_stream();
+  payload_.clear();
+  if (link_ == nullptr || !link_->ready()) return fail(502, "tunnel_lost");
+  send_request(true);
+}
+
+void ClientExchange::on_reset(ResetReason reason) {
+  stream_ = 0;  // The link forgot the stream already.
+  if (finished_) return;
+  if (reason == ResetReason::kRefused && !head_sent_ && !retried_ && !has_body_) {
+    // Never processed (the agent was draining): try once more on another tunnel.
+    retried_ = true;
+    AgentPool* pool = worker_.pool_for(*config::match_route(shared_.config, host_));
+    link_ = pool->pick();
+    if (link_ != nullptr && send_request(refetched_)) return;
+    return fail(502, "tunnel_down");
+  }
+  if (reason == ResetReason::kBaseMissing && !refetched_) return refetch("base_missing");
+  switch (reason) {
+    case ResetReason::kUpstreamTimeout:
+      return fail(504, "backend_timeout");
+    case ResetReason::kUpstreamFailed:
+      return fail(502, "backend_failed");
+    default:
+      return fail(502, "stream_reset");
+  }
+}
+
+void ClientExchange::on_tunnel_lost() {
+  link_ = nullptr;
+  stream_ = 0;
+  fail(502, "tunnel_lost");
+}
+
+void ClientExchange::on_client_abort() {
+  client_ = nullptr;
+  if (finished_) return;
+  shared_.metrics.errors.with({"client_gone"}).inc();
+  if (link_ != nullptr && stream_ != 0) {
+    link_->session().reset(stream_, ResetReason::kCancel);  // Frees the agent at once.
+    link_->flush();
+  }
+  error_ = "client_gone";
+  status_ = 499;
+  finish();
+}
+
+void ClientExchange::fail(int status, const char* reason) {
+  if (finished_) return;
+  error_ = reason;
+  shared_.metrics.errors.with({reason}).inc();
+  if (link_ != nullptr && stream_ != 0 && link_->session().stream_open(stream_)) {
+    link_->session().reset(stream_, ResetReason::kCancel);
+    link_->flush();
+  }
+  status_ = static_cast<uint16_t>(status);
+  if (client_ != nullptr) {
+    if (!head_sent_) {
+      head_sent_ = true;
+      const bool close = status == 400 || status == 431;
+      client_->respond_simple(status, std::string(http::status_reason(status)) + " (" + reason + ")\n",
+                              close);
+    } else {
+      client_->close();  // A response already begun cannot be turned into an error.
+    }
+  }
+  finish();
+}
+
+void ClientExchange::release_stream() {
+  if (link_ != nullptr && stream_ != 0) link_->detach(stream_);
+  stream_ = 0;
+}
+
+void ClientExchange::finish() {
+  if (finished_) return;
+  finished_ = true;
+  *alive_ = false;
+  timeout_.stop();
+  release_stream();
+  const double secs = seconds_since(started_);
+  shared_.metrics.request(status_, secs);
+  if (result_ == log::DeltaResult::kStream) shared_.metrics.delta_stream.inc();
+  if (log::access_enabled()) {
+    log::AccessRecord r;
+    r.ts = std::chrono::system_clock::now();
+    r.method = method_;
+    r.host = host_;
+    r.path = target_;
+    r.status = status_;
+    r.body_bytes = body_bytes_;
+    r.link_bytes = link_bytes_;
+    r.delta = result_;
+    r.duration_ms = secs * 1000;
+    r.upstream_ms = upstream_ms_;
+    r.error = error_;
+    log::access(r);
+  }
+  // respond_end() may already have started the connection's next pipelined exchange.
+  if (client_ != nullptr && client_->exchange_data == this) client_->exchange_data = nullptr;
+  client_ = nullptr;
+  worker_.exchange_done(this);
+}
+
+// ---- TunnelLink ---------------------------------------------------------------------------
+
+TunnelLink::TunnelLink(AgentPool& pool, std::unique_ptr<uv::TcpStream> socket,
+                       std::unique_ptr<tls::TlsSession> tls)
+    : pool_(pool) {
+  const config::EdgeConfig& c = pool.worker().shared().config;
+  tunnel::SessionOptions o;
+  o.client = true;
+  o.stream_window = static_cast<uint32_t>(c.tunnel.stream_window);
+  o.connection_window = static_cast<uint32_t>(c.tunnel.connection_window);
+  o.max_header_block = c.limits.max_header_bytes;
+  o.ping_interval_ms = static_cast<uint64_t>(c.tunnel.ping_interval.count());
+  o.ping_timeout_ms = 3 * o.ping_interval_ms;
+  conn_ = std::make_unique<tunnel::Connection>(pool.worker().loop(), std::move(socket),
+                                               std::move(tls), o, *this, *this,
+                                               c.tunnel.connect_timeout);
+}
+
+TunnelLink::~TunnelLink() = default;
+
+ClientExchange* TunnelLink::find(uint32_t stream) {
+  auto it = exchanges_.find(stream);
+  return it == exchanges_.end() ? nullptr : it->second;
+}
+
+void TunnelLink::on_response(uint32_t stream, uint16_t status, proto::BodyMode mode,
+                             std::span<const HeaderField> fields, bool end_stream) {
+  if (ClientExchange* ex = find(stream)) ex->on_response(status, mode, fields, end_stream);
+}
+
+void TunnelLink::on_data(uint32_t stream, std::span<const uint8_t> data, bool end_stream) {
+  if (ClientExchange* ex = find(stream)) ex->on_data(data, end_stream);
+}
+
+void TunnelLink::on_trailers(uint32_t stream, std::span<const HeaderField> fields) {
+  if (ClientExchange* ex = find(stream)) ex->on_trailers(fields);
+}
+
+void TunnelLink::on_stream_reset(uint32_t stream, proto::ResetReason reason) {
+  ClientExchange* ex = find(stream);
+  exchanges_.erase(stream);
+  if (ex != nullptr) ex->on_reset(reason);
+}
+
+void TunnelLink::on_send_window(uint32_t stream) {
+  if (stream != 0) {
+    if (ClientExchange* ex = find(stream)) ex->on_window();
+    return;
+  }
+  std::vector<ClientExchange*> all;
+  for (auto& [id, ex] : exchanges_) all.push_back(ex);
+  for (ClientExchange* ex : all) ex->on_window();
+}
+
+void TunnelLink::on_goaway(uint32_t, proto::GoawayCode) {
+  log::info("agent draining this tunnel", {{"agent", pool_.agent()}});
+}
+
+void TunnelLink::on_ready(tunnel::Connection& c) {
+  ready_ = true;
+  (void)c;
+  pool_.link_ready(this);
+}
+
+void TunnelLink::on_closed(tunnel::Connection&, Status why) {
+  std::vector<ClientExchange*> all;
+  for (auto& [id, ex] : exchanges_) all.push_back(ex);
+  exchanges_.clear();
+  for (ClientExchange* ex : all) ex->on_tunnel_lost();
+  pool_.link_closed(this, why);
+}
+
+void TunnelLink::on_link_bytes(uint64_t in, uint64_t out) {
+  pool_.worker().shared().metrics.link_in.inc(in);
+  pool_.worker().shared().metrics.link_out.inc(out);
+}
+
+// ---- AgentPool ----------------------------------------------------------------------------
+
+AgentPool::AgentPool(EdgeWorker& worker, const config::EdgeRoute& route)
+    : worker_(worker), route_(route), slots_(std::max<uint32_t>(1, worker.shared().config.tunnel.connections)) {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    slots_[i].retry = std::make_unique<uv::Timer>(worker_.loop());
+    connect(i);
+  }
+}
+
+AgentPool::~AgentPool() { stop(); }
+
+void AgentPool::connect(size_t i) {
+  if (stopping_) return;
+  Slot& slot = slots_[i];
+  slot.connector = std::make_unique<uv::TcpConnector>(worker_.loop());
+  slot.connector->connect(
+      route_.agent.host, route_.agent.port, worker_.shared().config.tunnel.connect_timeout,
+      [this, i](Result<std::unique_ptr<uv::TcpStream>> r) {
+        Slot& s = slots_[i];
+        std::unique_ptr<uv::TcpConnector> done = std::move(s.connector);  // Freed on return.
+        if (!r.ok()) {
+          log::debug("cannot reach agent", {{"agent", agent()}, {"error", r.status().to_string()}});
+          return schedule(i);
+        }
+        auto tls = tls::TlsSession::client(worker_.shared().tls, route_.agent_name);
+        if (!tls.ok()) {
+          log::error("cannot start TLS", {{"error", tls.status().to_string()}});
+          return schedule(i);
+        }
+        s.link = std::make_unique<TunnelLink>(*this, std::move(r.value()), std::move(tls.value()));
+      });
+}
+
+void AgentPool::schedule(size_t i) {
+  if (stopping_) return;
+  Slot& slot = slots_[i];
+  const auto& t = worker_.shared().config.tunnel;
+  slot.backoff = slot.backoff.count() == 0 ? t.backoff_min : std::min(slot.backoff * 2, t.backoff_max);
+  // Jittered: somewhere in the upper half of the backoff, so edges do not reconnect in step.
+  const auto half = slot.backoff.count() / 2;
+  const auto delay = std::chrono::milliseconds(half + static_cast<long>(worker_.rng()() % (half + 1)));
+  slot.retry->start(delay, [this, i] { connect(i); });
+}
+
+void AgentPool::link_ready(TunnelLink* link) {
+  for (Slot& s : slots_) {
+    if (s.link.get() == link) s.backoff = std::chrono::milliseconds(0);
+  }
+  worker_.shared().metrics.tunnels.add(1);
+  log::info("tunnel up", {{"agent", agent()}});
+}
+
+void AgentPool::link_closed(TunnelLink* link, const Status& why) {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    if (s.link.get() != link) continue;
+    const bool was_ready = link->was_ready();
+    struct Holder : uv::Deferred {
+      std::unique_ptr<TunnelLink> link;
+    };
+    auto h = std::make_unique<Holder>();
+    h->link = std::move(s.link);
+    worker_.loop().defer_delete(std::move(h));
+    if (was_ready) {
+      worker_.shared().metrics.tunnels.sub(1);
+      worker_.shared().metrics.errors.with({"tunnel_lost"}).inc();
+      log::warn("tunnel down", {{"agent", agent()}, {"reason", why.to_string()}});
+    } else {
+      log::warn("tunnel failed", {{"agent", agent()}, {"reason", why.to_string()}});
+    }
+    schedule(i);
+    return;
+  }
+}
+
+TunnelLink* AgentPool::pick() {
+  TunnelLink* best = nullptr;
+  for (Slot& s : slots_) {
+    if (s.link && s.link->ready() && (best == nullptr || s.link->load() < best->load())) {
+      best = s.link.get();
+    }
+  }
+  return best;
+}
+
+void AgentPool::drain() {
+  stopping_ = true;
+  for (Slot& s : slots_) {
+    s.retry->stop();
+    s.connector.reset();
+    if (s.link) s.link->drain();
+  }
+}
+
+void AgentPool::stop() {
+  stopping_ = true;
+  for (Slot& s : slots_) {
+    s.retry->stop();
+    s.connector.reset();
+    if (s.link) s.link->close(Status(Code::kClosed, "edge stopping"));
+  }
+}
+
+bool AgentPool::idle() const {
+  for (const Slot& s : slots_) {
+    if (s.link) return false;
+  }
+  return true;
+}
+
+// ---- EdgeWorker ---------------------------------------------------------------------------
+
+namespace {
+http::ServerOptions server_options(const config::EdgeConfig& c) {
+  http::ServerOptions o;
+  o.limits.max_header_bytes = c.limits.max_header_bytes;
+  o.idle_timeout = c.limits.client_idle_timeout;
+  o.server_name = "coilgun-edge";
+  return o;
+}
+}  // namespace
+
+EdgeWorker::EdgeWorker(uv::Loop& loop, Shared& shared, unsigned index)
+    : http::Server(loop, server_options(shared.config)),
+      shared_(shared),
+      index_(index),
+      rng_(std::random_device{}()) {}
+
+EdgeWorker::~EdgeWorker() {
+  stop();
+  pools_.clear();
+}
+
+Result<uint16_t> EdgeWorker::start(uint16_t port_override) {
+  const config::HostPort& l = shared_.config.listen;
+  COILGUN_TRY(listen(l.host, port_override != 0 ? port_override : l.port));
+  // Tunnels to every agent come up now, before the first request needs one.
+  if (shared_.config.default_route) pool_for(*shared_.config.default_route);
+  for (const config::EdgeRoute& r : shared_.config.routes) pool_for(r);
+  log::info("listening", {{"role", "http"}, {"address", address()}, {"worker", index_}});
+  return port();
+}
+
+AgentPool* EdgeWorker::pool_for(const config::EdgeRoute& route) {
+  const std::string key = route.agent.to_string() + '|' + route.agent_name;
+  auto it = pools_.find(key);
+  if (it != pools_.end()) return it->second.get();
+  auto pool = std::make_unique<AgentPool>(*this, route);
+  AgentPool* raw = pool.get();
+  pools_[key] = std::move(pool);
+  return raw;
+}
+
+void EdgeWorker::on_request(http::ServerConnection& c) {
+  if (draining_) {
+    c.respond_simple(503, "draining\n", true);
+    return;
+  }
+  auto* ex = new ClientExchange(*this, c);
+  c.exchange_data = ex;
+  ++exchanges_;
+  ex->begin();
+}
+
+void EdgeWorker::on_request_body(http::ServerConnection& c, std::span<const uint8_t> data) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_body(data);
+}
+
+void EdgeWorker::on_request_end(http::ServerConnection& c) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_end();
+}
+
+void EdgeWorker::on_abort(http::ServerConnection& c) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_abort();
+}
+
+void EdgeWorker::on_writable(http::ServerConnection& c) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_writable();
+}
+
+void EdgeWorker::exchange_done(ClientExchange* ex) {
+  --exchanges_;
+  loop_.defer_delete(std::unique_ptr<uv::Deferred>(ex));
+}
+
+void EdgeWorker::drain() {
+  draining_ = true;
+  stop_accepting();
+  for (auto& [k, p] : pools_) p->drain();
+}
+
+bool EdgeWorker::drained() const {
+  if (exchanges_ > 0) return false;
+  for (const auto& [k, p] : pools_) {
+    if (!p->idle()) return false;
+  }
+  return true;
+}
+
+void EdgeWorker::stop() {
+  draining_ = true;
+  stop_accepting();
+  close_all();
+  for (auto& [k, p] : pools_) p->stop();
+}
+
+}  // namespace coilgun::edge

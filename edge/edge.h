@@ -1,0 +1,156 @@
+#pragma once
+// coilgun-edge's logic: serves clients over HTTP/1.1 and carries their requests to origin
+// agents over tunnels.
+//
+// Per worker: the client listener, and per agent a pool of tunnel connections (config
+// tunnel.connections, default 2) that reconnect with capped, jittered backoff. A request is
+// routed by Host to its agent and sent on the least busy tunnel with the ids of the versions
+// this edge holds for its cache key. A coded response is rebuilt from the delta, checked
+// against its version id, stored as the newest version and served; a base the edge no longer
+// holds, or a body that fails its check, is fetched again in full, never served. Streamed
+// responses go to the client as they arrive, and the tunnel window is granted back only as
+// the client socket takes them.
+//
+// Failures and their answers: no route for the Host 421; no tunnel up 502 at once (reason
+// "tunnel_down"); tunnel lost mid-request 502 ("tunnel_lost"); backend refused 502
+// ("backend_failed"); backend or exchange too slow 504.
+
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/config.h"
+#include "common/daemon.h"
+#include "common/http_server.h"
+#include "common/tls.h"
+#include "common/tunnel_connection.h"
+#include "common/version_store.h"
+#include "proto/delta.h"
+
+namespace coilgun::edge {
+
+struct Shared {
+  const config::EdgeConfig& config;
+  std::shared_ptr<const tls::TlsContext> tls;
+  VersionStore& store;
+  daemon::Metrics& metrics;
+};
+
+class EdgeWorker;
+class AgentPool;
+class ClientExchange;
+
+// One tunnel connection to an agent, and the exchanges using it.
+class TunnelLink : public tunnel::Session::Handler, public tunnel::Connection::Owner {
+ public:
+  TunnelLink(AgentPool& pool, std::unique_ptr<uv::TcpStream> socket,
+             std::unique_ptr<tls::TlsSession> tls);
+  ~TunnelLink() override;
+
+  bool ready() const { return ready_ && !conn_->closed() && !conn_->session().draining(); }
+  // TLS came up on this connection at some point (it counted as a tunnel).
+  bool was_ready() const { return ready_; }
+  tunnel::Session& session() { return conn_->session(); }
+  void flush() { conn_->flush(); }
+  void close(Status why) { conn_->close(why); }
+  void drain() { conn_->drain(); }
+  size_t load() const { return exchanges_.size(); }
+  void attach(uint32_t stream, ClientExchange* ex) { exchanges_[stream] = ex; }
+  void detach(uint32_t stream) { exchanges_.erase(stream); }
+
+  // tunnel::Session::Handler
+  void on_response(uint32_t stream, uint16_t status, proto::BodyMode mode,
+                   std::span<const proto::HeaderField> fields, bool end_stream) override;
+  void on_data(uint32_t stream, std::span<const uint8_t> data, bool end_stream) override;
+  void on_trailers(uint32_t stream, std::span<const proto::HeaderField> fields) override;
+  void on_stream_reset(uint32_t stream, proto::ResetReason reason) override;
+  void on_send_window(uint32_t stream) override;
+  void on_goaway(uint32_t last_stream, proto::GoawayCode code) override;
+
+  // tunnel::Connection::Owner
+  void on_ready(tunnel::Connection& c) override;
+  void on_closed(tunnel::Connection& c, Status why) override;
+  void on_link_bytes(uint64_t in, uint64_t out) override;
+
+ private:
+  ClientExchange* find(uint32_t stream);
+
+  AgentPool& pool_;
+  std::unique_ptr<tunnel::Connection> conn_;
+  std::unordered_map<uint32_t, ClientExchange*> exchanges_;
+  bool ready_ = false;
+};
+
+// The tunnels to one agent: keeps |connections| of them up, reconnecting with backoff.
+class AgentPool {
+ public:
+  AgentPool(EdgeWorker& worker, const config::EdgeRoute& route);
+  ~AgentPool();
+
+  // The ready tunnel with the fewest streams, or nullptr when none is up.
+  TunnelLink* pick();
+  void drain();
+  void stop();
+  bool idle() const;
+  EdgeWorker& worker() { return worker_; }
+  const config::EdgeRoute& route() const { return route_; }
+  std::string agent() const { return route_.agent.to_string(); }
+
+  // From TunnelLink.
+  void link_ready(TunnelLink* link);
+  void link_closed(TunnelLink* link, const Status& why);
+
+ private:
+  struct Slot {
+    std::unique_ptr<uv::TcpConnector> connector;
+    std::unique_ptr<TunnelLink> link;
+    std::unique_ptr<uv::Timer> retry;
+    std::chrono::milliseconds backoff{0};
+  };
+  void connect(size_t i);
+  void schedule(size_t i);
+
+  EdgeWorker& worker_;
+  const config::EdgeRoute& route_;
+  std::vector<Slot> slots_;
+  bool stopping_ = false;
+};
+
+class EdgeWorker : public daemon::Worker, public http::Server {
+ public:
+  EdgeWorker(uv::Loop& loop, Shared& shared, unsigned index);
+  ~EdgeWorker() override;
+
+  Result<uint16_t> start(uint16_t port_override) override;
+  void drain() override;
+  bool drained() const override;
+  void stop() override;
+
+  Shared& shared() { return shared_; }
+  uv::Loop& loop() { return loop_; }
+  proto::DeltaDecoder& decoder() { return decoder_; }
+  std::mt19937& rng() { return rng_; }
+  // The pool for a route's agent (one per distinct agent address).
+  AgentPool* pool_for(const config::EdgeRoute& route);
+  void exchange_done(ClientExchange* ex);
+
+  // http::Server (ServerHandler)
+  void on_request(http::ServerConnection& c) override;
+  void on_request_body(http::ServerConnection& c, std::span<const uint8_t> data) override;
+  void on_request_end(http::ServerConnection& c) override;
+  void on_abort(http::ServerConnection& c) override;
+  void on_writable(http::ServerConnection& c) override;
+
+ private:
+  Shared& shared_;
+  unsigned index_;
+  std::unordered_map<std::string, std::unique_ptr<AgentPool>> pools_;
+  proto::DeltaDecoder decoder_;
+  std::mt19937 rng_;
+  size_t exchanges_ = 0;
+  bool draining_ = false;
+};
+
+}  // namespace coilgun::edge

@@ -1,0 +1,581 @@
+#include "origin/agent.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "common/log.h"
+
+namespace coilgun::origin {
+namespace {
+
+using proto::BodyMode;
+using proto::HeaderField;
+using proto::ResetReason;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::string_view kVia = "1.1 coilgun";
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// Bodies worth a delta: text of any kind. Images, video, archives and anything already
+// compressed go through as they are.
+bool delta_worthy(const http::ResponseHead& head) {
+  if (auto enc = http::find(head.headers, "content-encoding")) {
+    if (!http::iequals(*enc, "identity")) return false;
+  }
+  if (http::find(head.headers, "content-range")) return false;
+  if (head.status == 206) return false;
+  auto ct = http::find(head.headers, "content-type");
+  if (!ct) return true;  // Unknown: a poor base costs ratio, never correctness.
+  const std::string t = lower(*ct);
+  return t.starts_with("text/") || t.find("json") != std::string::npos ||
+         t.find("javascript") != std::string::npos || t.find("xml") != std::string::npos ||
+         t.find("ecmascript") != std::string::npos;
+}
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+// One stream: the edge's request, the backend exchange, the answer.
+class Exchange : public http::ClientHandler, public uv::Deferred {
+ public:
+  Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::VersionId> held,
+           std::span<const HeaderField> fields, bool end_stream);
+  ~Exchange() override { *alive_ = false; }
+
+  void start();
+  void on_request_data(std::span<const uint8_t> data, bool end_stream);
+  void on_send_window() { pump(); }
+  // The edge reset the stream (the client went away): abandon it.
+  void cancel();
+
+  // http::ClientHandler
+  void on_response_head(http::ResponseHead&& head) override;
+  void on_response_body(std::span<const uint8_t> data) override;
+  void on_response_end() override;
+  void on_error(Status status) override;
+  void on_writable() override;
+
+ private:
+  enum class Mode { kPending, kNone, kCoded, kStream };
+
+  void acquire(bool fresh);
+  void send_request();
+  void respond_coded();
+  void find_base(size_t index);
+  void encode(BlobRef base);
+  void switch_to_stream();
+  void pump();
+  void fail(ResetReason reason, const char* why);
+  void drop_backend();
+  void finish();
+  Status submit(BodyMode mode, bool end_stream);
+
+  EdgeLink& link_;
+  AgentWorker& worker_;
+  Shared& shared_;
+  uint32_t stream_;
+  std::vector<proto::VersionId> held_;
+  http::RequestHead request_;
+  std::string host_, key_;
+  http::BodyFraming request_framing_ = http::BodyFraming::kNone;
+  uint64_t request_length_ = 0;
+  bool request_end_;
+  std::vector<uint8_t> early_body_;  // Request bytes that came before the backend did.
+  uint64_t unconsumed_ = 0;          // Forwarded request bytes not yet granted back.
+
+  std::unique_ptr<http::ClientConnection> conn_;
+  bool retried_ = false;
+  uv::Timer timeout_;
+
+  Mode mode_ = Mode::kPending;
+  int status_ = 0;
+  std::vector<std::pair<std::string, std::string>> response_fields_;
+  std::vector<uint8_t> body_;      // Coded: the whole body. Stream: bytes not yet sent.
+  std::vector<uint8_t> payload_;   // Coded: the delta payload.
+  size_t sent_ = 0;
+  bool backend_done_ = false;
+  bool finished_ = false;
+  proto::VersionId id_;
+  log::DeltaResult result_ = log::DeltaResult::kNone;
+  uint64_t body_bytes_ = 0;
+  Clock::time_point started_ = Clock::now();
+  double upstream_ms_ = -1;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::VersionId> held,
+                   std::span<const HeaderField> fields, bool end_stream)
+    : link_(link),
+      worker_(link.worker()),
+      shared_(link.worker().shared()),
+      stream_(stream),
+      held_(held.begin(), held.end()),
+      request_end_(end_stream),
+      timeout_(link.worker().loop()) {
+  std::string authority;
+  for (const HeaderField& f : fields) {
+    if (f.name == ":method") {
+      request_.method = f.value;
+    } else if (f.name == ":path") {
+      request_.target = f.value;
+    } else if (f.name == ":authority") {
+      authority = f.value;
+    } else if (f.name[0] != ':') {
+      request_.headers.push_back({std::string(f.name), std::string(f.value)});
+    }
+  }
+  if (authority.empty()) authority = http::find(request_.headers, "host").value_or("");
+  host_ = lower(authority);
+  // The cache key: this agent's namespace, the host and the target.
+  key_ = shared_.config.namespace_name + '\n' + host_ + '\n' + request_.target;
+  if (!end_stream) {
+    const auto cl = http::find(request_.headers, "content-length");
+    request_framing_ = cl ? http::BodyFraming::kContentLength : http::BodyFraming::kChunked;
+    if (cl) request_length_ = std::strtoull(std::string(*cl).c_str(), nullptr, 10);
+  }
+  http::remove_hop_by_hop(request_.headers);
+  http::set(request_.headers, "Host", authority);
+  // Deltas must see plain bytes.
+  http::set(request_.headers, "Accept-Encoding", "identity");
+  http::add_via(request_.headers, kVia);
+}
+
+void Exchange::start() {
+  if (request_.method.empty() || request_.target.empty()) {
+    return fail(ResetReason::kProtocol, "request_without_method_or_path");
+  }
+  acquire(false);
+}
+
+void Exchange::acquire(bool fresh) {
+  worker_.backend().acquire(
+      [this, alive = alive_](Result<std::unique_ptr<http::ClientConnection>> r) {
+        if (!*alive) {
+          if (r.ok()) worker_.backend().release(std::move(r.value()));
+          return;
+        }
+        if (finished_) return;
+        if (!r.ok()) {
+          return fail(r.status().code() == Code::kTimeout ? ResetReason::kUpstreamTimeout
+                                                          : ResetReason::kUpstreamFailed,
+                      "backend_refused");
+        }
+        conn_ = std::move(r.value());
+        send_request();
+      },
+      fresh);
+}
+
+void Exchange::send_request() {
+  const Status s = conn_->send_request(request_, request_framing_, request_length_, this);
+  if (!s.ok()) return on_error(s);
+  timeout_.start(shared_.config.backend_pool.response_timeout,
+                 [this] { fail(ResetReason::kUpstreamTimeout, "backend_timeout"); });
+  if (!early_body_.empty()) {
+    (void)conn_->send_body(early_body_);
+    unconsumed_ += early_body_.size();
+    early_body_.clear();
+  }
+  if (request_end_) (void)conn_->send_end();
+  on_writable();
+}
+
+void Exchange::on_request_data(std::span<const uint8_t> data, bool end_stream) {
+  if (finished_) return;
+  request_end_ = end_stream;
+  if (!conn_) {
+    // Held until the backend connection is there; the stream window bounds it.
+    early_body_.insert(early_body_.end(), data.begin(), data.end());
+    return;
+  }
+  (void)conn_->send_body(data);
+  unconsumed_ += data.size();
+  if (end_stream) (void)conn_->send_end();
+  on_writable();
+}
+
+void Exchange::on_writable() {
+  // Request bytes the backend socket took are granted back to the edge.
+  if (conn_ && conn_->writable() && unconsumed_ > 0) {
+    link_.session().consume(stream_, unconsumed_);
+    unconsumed_ = 0;
+    link_.flush();
+  }
+}
+
+void Exchange::on_response_head(http::ResponseHead&& head) {
+  timeout_.stop();
+  upstream_ms_ = seconds_since(started_) * 1000;
+  status_ = head.status;
+  const bool bodyless = request_.method == "HEAD" || head.status == 204 || head.status == 304;
+  const auto cl = http::find(head.headers, "content-length");
+  const uint64_t length = cl ? std::strtoull(std::string(*cl).c_str(), nullptr, 10) : 0;
+  http::remove_hop_by_hop(head.headers);
+  if (bodyless) {
+    mode_ = Mode::kNone;
+  } else if (request_.method == "GET" && delta_worthy(head) &&
+             (!cl || length <= shared_.config.delta.max_body)) {
+    mode_ = Mode::kCoded;
+    http::remove(head.headers, "content-length");  // The edge sets it from the rebuilt body.
+    if (cl) body_.reserve(length);
+  } else {
+    mode_ = Mode::kStream;
+  }
+  for (auto& h : head.headers) response_fields_.emplace_back(lower(h.name), std::move(h.value));
+  if (mode_ == Mode::kNone) {
+    if (!submit(BodyMode::kNone, true).ok()) return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
+  } else if (mode_ == Mode::kStream) {
+    result_ = log::DeltaResult::kStream;
+    if (!submit(BodyMode::kStream, false).ok()) {
+      return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
+    }
+  }
+}
+
+Status Exchange::submit(BodyMode mode, bool end_stream) {
+  std::vector<HeaderField> fields;
+  fields.reserve(response_fields_.size());
+  for (const auto& [n, v] : response_fields_) fields.push_back({n, v});
+  const Status s =
+      link_.session().submit_response(stream_, static_cast<uint16_t>(status_), mode, fields, end_stream);
+  link_.flush();
+  return s;
+}
+
+void Exchange::on_response_body(std::span<const uint8_t> data) {
+  body_bytes_ += data.size();
+  shared_.metrics.body_bytes.inc(data.size());
+  if (mode_ == Mode::kCoded) {
+    body_.insert(body_.end(), data.begin(), data.end());
+    if (body_.size() > shared_.config.delta.max_body) switch_to_stream();
+    return;
+  }
+  if (mode_ != Mode::kStream) return;
+  if (body_.empty()) {
+    auto taken = link_.session().send_data(stream_, data, false);
+    if (!taken.ok()) return fail(ResetReason::kInternal, "stream_gone");
+    data = data.subspan(*taken);
+    link_.flush();
+  }
+  if (!data.empty()) {
+    // The edge cannot take more now: keep the rest and stop reading the backend.
+    body_.insert(body_.end(), data.begin(), data.end());
+    conn_->pause_reading();
+  }
+}
+
+void Exchange::switch_to_stream() {
+  // Longer than a delta is worth: what was buffered goes first, the rest as it comes.
+  mode_ = Mode::kStream;
+  result_ = log::DeltaResult::kStream;
+  if (!submit(BodyMode::kStream, false).ok()) return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
+  conn_->pause_reading();
+  pump();
+}
+
+void Exchange::on_response_end() {
+  backend_done_ = true;
+  // The backend's part is over: its connection goes back to the pool (or away).
+  worker_.backend().release(std::move(conn_));
+  if (mode_ == Mode::kNone) return finish();
+  if (mode_ == Mode::kCoded) return respond_coded();
+  pump();
+}
+
+void Exchange::respond_coded() {
+  id_ = proto::VersionId::of(body_);
+  find_base(0);
+}
+
+// Tries the versions the edge holds, newest first, for one this agent holds under the same
+// key. The store may answer later (an asynchronous tier).
+void Exchange::find_base(size_t index) {
+  if (index >= held_.size()) return encode(nullptr);
+  shared_.store.lookup(key_, held_[index], [this, index, alive = alive_](BlobRef base) {
+    if (!*alive || finished_) return;
+    if (base) return encode(std::move(base));
+    find_base(index + 1);
+  });
+}
+
+void Exchange::encode(BlobRef base) {
+  proto::DeltaEncoder& enc = worker_.encoder();
+  const Status s = enc.encode(base ? &base->prepared() : nullptr, body_, id_, payload_);
+  if (!s.ok()) return fail(ResetReason::kInternal, "encode_failed");
+  const bool delta = enc.last_stats().kind == proto::DeltaKind::kDelta;
+  result_ = delta ? log::DeltaResult::kDelta : log::DeltaResult::kFull;
+  (delta ? shared_.metrics.delta_delta : shared_.metrics.delta_full).inc();
+  if (status_ == 200) shared_.store.put(key_, Blob::make(std::move(body_), id_));
+  body_.clear();
+  if (!submit(BodyMode::kCoded, false).ok()) return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
+  sent_ = 0;
+  pump();
+}
+
+// Sends what is waiting, as far as the windows allow; called again on on_send_window.
+void Exchange::pump() {
+  if (finished_) return;
+  if (mode_ == Mode::kCoded && !payload_.empty()) {
+    auto taken = link_.session().send_data(
+        stream_, std::span<const uint8_t>(payload_).subspan(sent_), true);
+    if (!taken.ok()) return fail(ResetReason::kInternal, "stream_gone");
+    sent_ += *taken;
+    link_.flush();
+    if (sent_ == payload_.size()) finish();
+    return;
+  }
+  if (mode_ != Mode::kStream) return;
+  if (!body_.empty()) {
+    auto taken = link_.session().send_data(stream_, body_, backend_done_);
+    if (!taken.ok()) return fail(ResetReason::kInternal, "stream_gone");
+    body_.erase(body_.begin(), body_.begin() + static_cast<long>(*taken));
+    link_.flush();
+    if (!body_.empty()) return;
+    if (backend_done_) return finish();
+    if (conn_) conn_->resume_reading();
+    return;
+  }
+  if (backend_done_) {
+    (void)link_.session().send_data(stream_, {}, true);
+    link_.flush();
+    finish();
+  }
+}
+
+void Exchange::on_error(Status status) {
+  timeout_.stop();
+  // A reused keep-alive connection the backend had closed: one retry on a fresh one, when
+  // nothing of the response came and the request can be sent again.
+  if (conn_ && conn_->reused() && !conn_->response_started() && !retried_ &&
+      request_framing_ == http::BodyFraming::kNone) {
+    retried_ = true;
+    drop_backend();
+    return acquire(true);
+  }
+  log::debug("backend failed", {{"error", status.to_string()}, {"host", host_}});
+  fail(status.code() == Code::kTimeout ? ResetReason::kUpstreamTimeout
+                                       : ResetReason::kUpstreamFailed,
+       "backend_failed");
+}
+
+void Exchange::cancel() {
+  if (finished_) return;
+  shared_.metrics.errors.with({"client_gone"}).inc();
+  drop_backend();
+  finished_ = true;
+  *alive_ = false;
+  link_.finished(stream_);
+}
+
+void Exchange::fail(ResetReason reason, const char* why) {
+  if (finished_) return;
+  shared_.metrics.errors.with({why}).inc();
+  link_.session().reset(stream_, reason);
+  link_.flush();
+  log::warn("exchange failed", {{"reason", why},
+                                {"reset", proto::reset_reason_name(reason)},
+                                {"host", host_},
+                                {"path", request_.target}});
+  status_ = reason == ResetReason::kUpstreamTimeout ? 504 : 502;
+  drop_backend();
+  finish();
+}
+
+void Exchange::drop_backend() {
+  if (!conn_) return;
+  conn_->detach();  // Mid-exchange: never reused.
+  worker_.loop().defer_delete(std::move(conn_));
+}
+
+void Exchange::finish() {
+  if (finished_) return;
+  finished_ = true;
+  *alive_ = false;
+  timeout_.stop();
+  const double secs = seconds_since(started_);
+  shared_.metrics.request(status_, secs);
+  if (result_ == log::DeltaResult::kStream) shared_.metrics.delta_stream.inc();
+  if (log::access_enabled()) {
+    log::AccessRecord r;
+    r.ts = std::chrono::system_clock::now();
+    r.method = request_.method;
+    r.host = host_;
+    r.path = request_.target;
+    r.status = status_;
+    r.body_bytes = body_bytes_;
+    r.link_bytes = mode_ == Mode::kCoded ? payload_.size() : body_bytes_;
+    r.delta = result_;
+    r.duration_ms = secs * 1000;
+    r.upstream_ms = upstream_ms_;
+    log::access(r);
+  }
+  link_.finished(stream_);
+}
+
+// ---- EdgeLink -----------------------------------------------------------------------------
+
+EdgeLink::EdgeLink(AgentWorker& worker, std::unique_ptr<uv::TcpStream> socket,
+                   std::unique_ptr<tls::TlsSession> tls)
+    : worker_(worker) {
+  const config::OriginConfig& c = worker.shared().config;
+  tunnel::SessionOptions o;
+  o.client = false;
+  o.stream_window = static_cast<uint32_t>(c.tunnel.stream_window);
+  o.connection_window = static_cast<uint32_t>(c.tunnel.connection_window);
+  o.max_streams = c.tunnel.max_streams;
+  o.max_header_block = c.limits.max_header_bytes;
+  o.ping_interval_ms = static_cast<uint64_t>(c.tunnel.ping_interval.count());
+  o.ping_timeout_ms = 3 * o.ping_interval_ms;
+  conn_ = std::make_unique<tunnel::Connection>(worker.loop(), std::move(socket), std::move(tls),
+                                               o, *this, *this, std::chrono::seconds(10));
+}
+
+EdgeLink::~EdgeLink() = default;
+
+void EdgeLink::on_ready(tunnel::Connection& c) {
+  ready_ = true;
+  worker_.shared().metrics.tunnels.add(1);
+  log::info("tunnel up", {{"peer", c.peer_address()}, {"edge", c.peer_subject()}});
+}
+
+void EdgeLink::on_closed(tunnel::Connection& c, Status why) {
+  if (ready_) {
+    worker_.shared().metrics.tunnels.sub(1);
+    log::info("tunnel down", {{"peer", c.peer_address()}, {"reason", why.to_string()}});
+  } else {
+    // Refused before a single frame: an edge we could not authenticate, or a stray client.
+    worker_.shared().metrics.errors.with({"tunnel_handshake"}).inc();
+    log::warn("tunnel refused", {{"peer", c.peer_address()}, {"reason", why.to_string()}});
+  }
+  std::vector<uint32_t> open;
+  for (auto& [id, ex] : exchanges_) open.push_back(id);
+  for (uint32_t id : open) {
+    auto it = exchanges_.find(id);
+    if (it != exchanges_.end()) it->second->cancel();
+  }
+  worker_.link_closed(this);
+}
+
+void EdgeLink::on_link_bytes(uint64_t in, uint64_t out) {
+  worker_.shared().metrics.link_in.inc(in);
+  worker_.shared().metrics.link_out.inc(out);
+}
+
+void EdgeLink::on_request(uint32_t stream, std::span<const tunnel::VersionId> held,
+                          std::span<const HeaderField> fields, bool end_stream) {
+  auto ex = std::make_unique<Exchange>(*this, stream, held, fields, end_stream);
+  Exchange* raw = ex.get();
+  exchanges_[stream] = std::move(ex);
+  raw->start();
+}
+
+void EdgeLink::on_data(uint32_t stream, std::span<const uint8_t> data, bool end_stream) {
+  auto it = exchanges_.find(stream);
+  if (it != exchanges_.end()) it->second->on_request_data(data, end_stream);
+}
+
+void EdgeLink::on_stream_reset(uint32_t stream, ResetReason) {
+  auto it = exchanges_.find(stream);
+  if (it != exchanges_.end()) it->second->cancel();
+}
+
+void EdgeLink::on_send_window(uint32_t stream) {
+  if (stream != 0) {
+    auto it = exchanges_.find(stream);
+    if (it != exchanges_.end()) it->second->on_send_window();
+    return;
+  }
+  std::vector<uint32_t> ids;
+  for (auto& [id, ex] : exchanges_) ids.push_back(id);
+  for (uint32_t id : ids) {
+    auto it = exchanges_.find(id);
+    if (it != exchanges_.end()) it->second->on_send_window();
+  }
+}
+
+void EdgeLink::finished(uint32_t stream) {
+  auto it = exchanges_.find(stream);
+  if (it == exchanges_.end()) return;
+  std::unique_ptr<Exchange> ex = std::move(it->second);
+  exchanges_.erase(it);
+  worker_.loop().defer_delete(std::move(ex));  // Maybe inside its own callback.
+}
+
+// ---- AgentWorker --------------------------------------------------------------------------
+
+AgentWorker::AgentWorker(uv::Loop& loop, Shared& shared, unsigned index)
+    : loop_(loop),
+      shared_(shared),
+      index_(index),
+      listener_(loop),
+      backend_(loop, shared.config.backend.host, shared.config.backend.port,
+               shared.config.backend_pool.max_idle_per_worker,
+               shared.config.backend_pool.connect_timeout,
+               http::Parser::Limits{.max_header_bytes = shared.config.limits.max_header_bytes,
+                                    .max_headers = 256}),
+      encoder_(proto::EncodeOptions{.full_level = shared.config.delta.full_level,
+                                    .effort = shared.config.delta.effort,
+                                    .matcher = std::nullopt}) {}
+
+AgentWorker::~AgentWorker() { stop(); }
+
+Result<uint16_t> AgentWorker::start(uint16_t port_override) {
+  const config::HostPort& l = shared_.config.listen;
+  const uint16_t port = port_override != 0 ? port_override : l.port;
+  COILGUN_TRY(listener_.listen(l.host, port, [this](std::unique_ptr<uv::TcpStream> s) {
+    on_accept(std::move(s));
+  }));
+  log::info("listening", {{"role", "tunnel"}, {"address", listener_.address()}, {"worker", index_}});
+  return listener_.port();
+}
+
+void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
+  if (draining_) return;
+  auto tls = tls::TlsSession::server(shared_.tls);
+  if (!tls.ok()) {
+    log::error("cannot start TLS", {{"error", tls.status().to_string()}});
+    return;
+  }
+  links_.push_back(std::make_unique<EdgeLink>(*this, std::move(socket), std::move(tls.value())));
+}
+
+void AgentWorker::link_closed(EdgeLink* link) {
+  auto it = std::find_if(links_.begin(), links_.end(),
+                         [link](const auto& p) { return p.get() == link; });
+  if (it == links_.end()) return;
+  std::unique_ptr<EdgeLink> gone = std::move(*it);
+  links_.erase(it);
+  struct Holder : uv::Deferred {
+    std::unique_ptr<EdgeLink> link;
+  };
+  auto h = std::make_unique<Holder>();
+  h->link = std::move(gone);
+  loop_.defer_delete(std::move(h));
+}
+
+void AgentWorker::drain() {
+  draining_ = true;
+  listener_.close();
+  std::vector<EdgeLink*> all;
+  for (auto& l : links_) all.push_back(l.get());
+  for (EdgeLink* l : all) l->drain();
+}
+
+void AgentWorker::stop() {
+  draining_ = true;
+  listener_.close();
+  std::vector<EdgeLink*> all;
+  for (auto& l : links_) all.push_back(l.get());
+  for (EdgeLink* l : all) l->close(Status(Code::kClosed, "agent stopping"));
+}
+
+}  // namespace coilgun::origin

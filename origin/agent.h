@@ -1,0 +1,107 @@
+#pragma once
+// coilgun-origin's logic: accepts tunnels from edges and serves their streams from the
+// backend web server.
+//
+// For each stream (one HTTP exchange) the agent forwards the request to the backend over a
+// keep-alive pool, asking for identity encoding, then answers in one of two ways:
+//   coded   the body is buffered (up to delta.max_body) and sent as one delta payload
+//           (proto/delta.h): a delta against the newest version the edge said it holds and
+//           this agent holds under the same cache key, or the full body in zstd. GET
+//           responses with textual, identity-encoded bodies.
+//   stream  everything else, and any body that outgrows the limit: the bytes go through as
+//           they arrive, paced by the tunnel's flow control (the backend socket is not read
+//           while the edge cannot take more), so nothing large is ever held whole.
+// Backend failures become stream resets the edge turns into 502 (refused, broken) or 504
+// (too slow).
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/config.h"
+#include "common/daemon.h"
+#include "common/http_client.h"
+#include "common/tls.h"
+#include "common/tunnel_connection.h"
+#include "common/version_store.h"
+#include "proto/delta.h"
+
+namespace coilgun::origin {
+
+// What every worker of the agent shares; outlives them.
+struct Shared {
+  const config::OriginConfig& config;
+  std::shared_ptr<const tls::TlsContext> tls;
+  VersionStore& store;
+  daemon::Metrics& metrics;
+};
+
+class AgentWorker;
+class Exchange;
+
+// One tunnel connection from an edge and the exchanges on it.
+class EdgeLink : public tunnel::Session::Handler, public tunnel::Connection::Owner {
+ public:
+  EdgeLink(AgentWorker& worker, std::unique_ptr<uv::TcpStream> socket,
+           std::unique_ptr<tls::TlsSession> tls);
+  ~EdgeLink() override;
+
+  tunnel::Session& session() { return conn_->session(); }
+  void flush() { conn_->flush(); }
+  void drain() { conn_->drain(); }
+  void close(Status why) { conn_->close(why); }
+  AgentWorker& worker() { return worker_; }
+  // An exchange is over: forget it (deleted on a later turn).
+  void finished(uint32_t stream);
+
+  // tunnel::Session::Handler
+  void on_request(uint32_t stream, std::span<const tunnel::VersionId> held,
+                  std::span<const proto::HeaderField> fields, bool end_stream) override;
+  void on_data(uint32_t stream, std::span<const uint8_t> data, bool end_stream) override;
+  void on_stream_reset(uint32_t stream, proto::ResetReason reason) override;
+  void on_send_window(uint32_t stream) override;
+
+  // tunnel::Connection::Owner
+  void on_ready(tunnel::Connection& c) override;
+  void on_closed(tunnel::Connection& c, Status why) override;
+  void on_link_bytes(uint64_t in, uint64_t out) override;
+
+ private:
+  AgentWorker& worker_;
+  std::unique_ptr<tunnel::Connection> conn_;
+  std::unordered_map<uint32_t, std::unique_ptr<Exchange>> exchanges_;
+  bool ready_ = false;
+};
+
+class AgentWorker : public daemon::Worker {
+ public:
+  AgentWorker(uv::Loop& loop, Shared& shared, unsigned index);
+  ~AgentWorker() override;
+
+  Result<uint16_t> start(uint16_t port_override) override;
+  void drain() override;
+  bool drained() const override { return links_.empty(); }
+  void stop() override;
+
+  uv::Loop& loop() { return loop_; }
+  Shared& shared() { return shared_; }
+  http::ClientPool& backend() { return backend_; }
+  proto::DeltaEncoder& encoder() { return encoder_; }
+  // A link closed: drop it (on a later turn).
+  void link_closed(EdgeLink* link);
+
+ private:
+  void on_accept(std::unique_ptr<uv::TcpStream> socket);
+
+  uv::Loop& loop_;
+  Shared& shared_;
+  unsigned index_;
+  uv::TcpListener listener_;
+  http::ClientPool backend_;
+  proto::DeltaEncoder encoder_;
+  std::vector<std::unique_ptr<EdgeLink>> links_;
+  bool draining_ = false;
+};
+
+}  // namespace coilgun::origin
