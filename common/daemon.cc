@@ -20,28 +20,28 @@ metrics::CounterFamily& link_family(metrics::Registry& r) {
                    "Bytes on the tunnel's TCP sockets (TLS included), by direction", {"direction"});
 }
 metrics::CounterFamily& delta_family(metrics::Registry& r) {
-  return r.counter("coilgun_delta_responses_total",
-                   "Responses by how their body crossed the link", {"result"});
+  return r.counter("coilgun_delta_responses_total", "Responses by how their body crossed the link",
+                   {"result"});
 }
 }  // namespace
 
 Metrics::Metrics(metrics::Registry& r)
     : registry(r),
-      body_bytes(r.counter("coilgun_body_bytes_total",
-                           "Response body bytes before link encoding")),
+      body_bytes(r.counter("coilgun_body_bytes_total", "Response body bytes before link encoding")),
       link_in(link_family(r).with({"in"})),
       link_out(link_family(r).with({"out"})),
       delta_delta(delta_family(r).with({"delta"})),
       delta_full(delta_family(r).with({"full"})),
       delta_stream(delta_family(r).with({"stream"})),
       tunnels(r.gauge("coilgun_tunnel_connections", "Tunnel connections up")),
+      in_flight(r.gauge("coilgun_exchanges_in_flight", "Requests being answered now")),
       duration(r.histogram("coilgun_request_duration_seconds",
                            "Time from request head to the end of the response",
                            metrics::kLatencySecondsBuckets)),
       errors(r.counter("coilgun_errors_total", "Failed exchanges and connections, by reason",
                        {"reason"})) {
-  auto& requests = r.counter("coilgun_requests_total", "Requests answered, by status class",
-                             {"code"});
+  auto& requests =
+      r.counter("coilgun_requests_total", "Requests answered, by status class", {"code"});
   static const char* kClasses[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
   for (int i = 0; i < 6; ++i) by_class_[i] = &requests.with({kClasses[i]});
 }
@@ -61,13 +61,20 @@ void Metrics::watch_store(VersionStore& store) {
                     [&store] { return static_cast<double>(store.stats().keys); });
 }
 
+nlohmann::json store_json(const VersionStore& store) {
+  const VersionStoreStats s = store.stats();
+  return {{"keys", s.keys},     {"versions", s.versions}, {"bytes", s.bytes},
+          {"hits", s.hits},     {"misses", s.misses},     {"evictions", s.evictions},
+          {"rejects", s.rejects}};
+}
+
 // ---- Workers ------------------------------------------------------------------------------
 
 struct Daemon::WorkerThread {
   std::thread thread;
-  std::mutex mutex;                 // Guards |command| against the worker tearing it down.
+  std::mutex mutex;  // Guards |command| against the worker tearing it down.
   uv::Async* command = nullptr;
-  std::atomic<int> request{0};      // 1: drain, 2: stop now.
+  std::atomic<int> request{0};  // 1: drain, 2: stop now.
   std::atomic<bool> exited{false};
 };
 
@@ -92,7 +99,8 @@ class Daemon::Admin : public http::Server {
       return c.respond_simple(200, d_.registry_.render_prometheus(), false,
                               metrics::Registry::kPrometheusContentType);
     }
-    if (path == "/stats") return c.respond_simple(200, stats().dump(2) + "\n", false, "application/json");
+    if (path == "/stats")
+      return c.respond_simple(200, stats().dump(2) + "\n", false, "application/json");
     if (path == "/healthz") return c.respond_simple(200, "ok\n");
     if (path == "/ready") {
       if (d_.draining_) return c.respond_simple(503, "draining\n");
@@ -118,16 +126,16 @@ class Daemon::Admin : public http::Server {
     nlohmann::json j = {
         {"daemon", d_.options_.name},
         {"version", COILGUN_VERSION},
-        {"uptime_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                         d_.started_)
-                               .count()},
+        {"uptime_seconds",
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - d_.started_).count()},
         {"workers", d_.options_.workers},
         {"draining", d_.draining_.load()},
         {"ready", !d_.draining_ && d_.ready_()},
         {"metrics", d_.registry_.to_json()},
     };
     if (d_.stats_) {
-      for (auto& [k, v] : d_.stats_().items()) j[k] = v;
+      const nlohmann::json extra = d_.stats_();  // Named: items() must not outlive it.
+      for (const auto& [k, v] : extra.items()) j[k] = v;
     }
     return j;
   }
@@ -191,12 +199,15 @@ int Daemon::run() {
             loop.stop();
           } else if (req == kDrain) {
             worker->drain();
-            watch.start(std::chrono::milliseconds(0), [&] {
-              if (worker->drained()) {
-                worker->stop();
-                loop.stop();
-              }
-            }, std::chrono::milliseconds(20));
+            watch.start(
+                std::chrono::milliseconds(0),
+                [&] {
+                  if (worker->drained()) {
+                    worker->stop();
+                    loop.stop();
+                  }
+                },
+                std::chrono::milliseconds(20));
           }
         });
         {
@@ -243,8 +254,9 @@ int Daemon::run() {
   uv::SignalWatcher term(loop_), intr(loop_);
   auto on_signal = [this](int signum) {
     if (!draining_) {
-      log::info("draining", {{"signal", signum},
-                             {"deadline_ms", static_cast<int64_t>(options_.drain_timeout.count())}});
+      log::info("draining",
+                {{"signal", signum},
+                 {"deadline_ms", static_cast<int64_t>(options_.drain_timeout.count())}});
       begin_drain();
       return;
     }
@@ -255,8 +267,9 @@ int Daemon::run() {
   (void)intr.start(SIGINT, on_signal);
   uv::Timer deadline(loop_);
   deadline_ = &deadline;
-  log::info("started", {{"daemon", options_.name}, {"version", COILGUN_VERSION},
-                        {"workers", options_.workers}});
+  log::info(
+      "started",
+      {{"daemon", options_.name}, {"version", COILGUN_VERSION}, {"workers", options_.workers}});
   loop_.run();
   deadline_ = nullptr;
   admin_.reset();

@@ -43,12 +43,16 @@ class Metrics {
   metrics::Counter& delta_full;    // ...{result="full"}
   metrics::Counter& delta_stream;  // ...{result="stream"}
   metrics::Gauge& tunnels;         // coilgun_tunnel_connections
+  metrics::Gauge& in_flight;       // coilgun_exchanges_in_flight
   metrics::Histogram& duration;    // coilgun_request_duration_seconds
   metrics::CounterFamily& errors;  // coilgun_errors_total{reason}
 
  private:
   metrics::Counter* by_class_[6];  // coilgun_requests_total{code="1xx".."5xx"}, [0] other
 };
+
+// The version store's figures as a /stats member.
+nlohmann::json store_json(const VersionStore& store);
 
 // One worker's logic; created, used and destroyed on its own thread.
 class Worker {

@@ -60,8 +60,8 @@ Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uin
   } else if (framing == BodyFraming::kChunked) {
     set(head.headers, "Transfer-Encoding", "chunked");
   }
-  request_complete_ = framing == BodyFraming::kNone ||
-                      (framing == BodyFraming::kContentLength && length == 0);
+  request_complete_ =
+      framing == BodyFraming::kNone || (framing == BodyFraming::kContentLength && length == 0);
   std::vector<uint8_t> out;
   COILGUN_TRY(write_request_head(head, out));
   parser_->set_request_was_head(head.method == "HEAD");

@@ -16,6 +16,7 @@ class ServerConnection::ParserEvents : public Parser::Handler {
     c_.in_exchange_ = true;
     c_.request_done_ = false;
     c_.response_started_ = false;
+    c_.response_done_ = false;
     c_.head_request_ = c_.request_.method == "HEAD";
     c_.close_after_ = !c_.request_.keep_alive();
     c_.exchange_data = nullptr;
@@ -27,7 +28,12 @@ class ServerConnection::ParserEvents : public Parser::Handler {
   }
   void on_message_complete() override {
     c_.request_done_ = true;
-    if (c_.in_exchange_) c_.handler_.on_request_end(c_);
+    if (!c_.in_exchange_) return;
+    if (c_.response_done_) {
+      c_.end_exchange();  // Answered before the request formally ended (no body).
+    } else {
+      c_.handler_.on_request_end(c_);
+    }
   }
 
  private:
@@ -71,23 +77,29 @@ void ServerConnection::on_read(std::span<const uint8_t> data) {
   process();
 }
 
+// Feeds received bytes to the parser. Parser callbacks may end an exchange (a handler that
+// answers at once); the parser is only ever resumed here, after feed() returned, never from
+// inside its own callbacks.
 void ServerConnection::process() {
-  if (closing_) return;
-  while (!closed_ && !pending_.empty()) {
-    // A response is being written: the next request waits its turn.
-    if (in_exchange_ && request_done_) break;
+  if (closing_ || closed_) return;
+  while (!pending_.empty()) {
+    if (in_exchange_ && request_done_) break;  // A response is being written: the next waits.
     if (reading_paused_ && in_exchange_) break;
+    if (parser_->paused()) {
+      if (in_exchange_) break;
+      parser_->resume();
+    }
+    in_feed_ = true;
     auto r = parser_->feed(pending_);
-    if (closed_) return;
+    in_feed_ = false;
+    if (closed_ || closing_) return;
     if (!r.ok()) {
       fail_request(r.status());
       return;
     }
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(*r));
-    if (!parser_->paused() && *r == 0) break;
-    if (parser_->paused()) break;  // Resumed when the exchange ends.
+    if (*r == 0 && !parser_->paused()) break;  // Needs more bytes.
   }
-  if (closed_) return;
   // Stop reading while too much waits; resume when the exchange ends.
   if (pending_.size() > kMaxPending || reading_paused_) {
     socket_->stop_read();
@@ -129,8 +141,7 @@ void ServerConnection::send_continue() {
   write(std::vector<uint8_t>(kContinue.begin(), kContinue.end()));
 }
 
-Status ServerConnection::respond_head(ResponseHead head, ResponseFraming framing,
-                                      uint64_t length) {
+Status ServerConnection::respond_head(ResponseHead head, ResponseFraming framing, uint64_t length) {
   if (closed_ || !in_exchange_) return Status(Code::kClosed, "exchange is over");
   if (response_started_) return Status(Code::kInternal, "response head already written");
   remove_hop_by_hop(head.headers);
@@ -153,8 +164,10 @@ Status ServerConnection::respond_head(ResponseHead head, ResponseFraming framing
       close_after_ = true;
       break;
   }
-  if (close_after_) set(head.headers, "Connection", "close");
-  else if (request_.version_minor == 0) set(head.headers, "Connection", "keep-alive");
+  if (close_after_)
+    set(head.headers, "Connection", "close");
+  else if (request_.version_minor == 0)
+    set(head.headers, "Connection", "keep-alive");
   std::vector<uint8_t> out;
   COILGUN_TRY(write_response_head(head, out));
   response_started_ = true;
@@ -206,28 +219,36 @@ void ServerConnection::respond_simple(int status, std::string_view body, bool cl
   }
   response_started_ = false;
   if (!respond_head(std::move(head), ResponseFraming::kContentLength, body.size()).ok()) return;
-  (void)respond_body(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()),
-                                              body.size()));
+  (void)respond_body(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
   (void)respond_end();
 }
 
+// The response is complete. The exchange ends when its request has ended too; a request
+// with a body still coming cannot be told apart from the next one, so the connection closes
+// after such a response (an early error answer).
 void ServerConnection::finish_exchange() {
+  response_done_ = true;
+  if (request_done_) return end_exchange();
+  if (parser_->framing() != BodyFraming::kNone) close_after_ = true;
+  if (close_after_) return end_exchange();
+  // No body: the request's end is parsed next (in this feed, or the next one).
+}
+
+void ServerConnection::end_exchange() {
   in_exchange_ = false;
   exchange_data = nullptr;
-  if (close_after_ || !request_done_) {
-    // Closing after this response; also when it went out before its request was fully read
-    // (an error): the rest of that request cannot be told apart from a next one. The FIN
-    // follows the queued writes; the handler hears on_closed on the next turn.
+  if (close_after_) {
+    // The FIN follows the queued writes; the handler hears on_closed on the next turn.
     closing_ = true;
     socket_->stop_read();
     socket_->shutdown();
     idle_.start(std::chrono::milliseconds(0), [this] { close(); });
     return;
   }
-  parser_->resume();
   arm_idle();
   reading_paused_ = false;
-  process();
+  if (!in_feed_) process();  // Inside a parser callback, process() goes on when feed returns.
 }
 
 bool ServerConnection::writable() const {

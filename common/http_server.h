@@ -107,6 +107,7 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
   void process();
   void fail_request(const Status& s);
   void finish_exchange();
+  void end_exchange();
   void arm_idle();
   void write(std::vector<uint8_t>&& bytes);
 
@@ -122,6 +123,8 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
   bool in_exchange_ = false;
   bool request_done_ = false;
   bool response_started_ = false;
+  bool response_done_ = false;
+  bool in_feed_ = false;  // Inside parser_->feed(): callbacks must not feed or resume it.
   bool head_request_ = false;
   bool close_after_ = false;
   bool closed_ = false;

@@ -153,32 +153,20 @@ size_t utf8_sequence(std::string_view s, size_t* bad) {
   if (b0 < 0x80) {
     return 1;
   }
-  size_t need;  // Continuation bytes.
+  if (b0 < 0xC2 || b0 > 0xF4) {  // A continuation byte, an overlong lead (C0, C1), or F5+.
+    *bad = 1;
+    return 0;
+  }
+  size_t need = 1;  // Continuation bytes.
   unsigned char lo = 0x80, hi = 0xBF;
-  if (b0 < 0xC2) {
-    *bad = 1;
-    return 0;
-  } else if (b0 < 0xE0) {
-    need = 1;
-  } else if (b0 < 0xF0) {
-    need = 2;
-    if (b0 == 0xE0) {
-      lo = 0xA0;  // No overlong forms.
-    }
-    if (b0 == 0xED) {
-      hi = 0x9F;  // No surrogates.
-    }
-  } else if (b0 < 0xF5) {
+  if (b0 >= 0xF0) {
     need = 3;
-    if (b0 == 0xF0) {
-      lo = 0x90;  // No overlong forms.
-    }
-    if (b0 == 0xF4) {
-      hi = 0x8F;  // Nothing above U+10FFFF.
-    }
-  } else {
-    *bad = 1;
-    return 0;
+    lo = b0 == 0xF0 ? 0x90 : 0x80;  // No overlong forms.
+    hi = b0 == 0xF4 ? 0x8F : 0xBF;  // Nothing above U+10FFFF.
+  } else if (b0 >= 0xE0) {
+    need = 2;
+    lo = b0 == 0xE0 ? 0xA0 : 0x80;  // No overlong forms.
+    hi = b0 == 0xED ? 0x9F : 0xBF;  // No surrogates.
   }
   if (s.size() < 2 || byte(1) < lo || byte(1) > hi) {
     *bad = 1;

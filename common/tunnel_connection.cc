@@ -142,7 +142,9 @@ void Connection::close(Status why) {
   owner_.on_closed(*this, why);
 }
 
-void Connection::on_eof() { close(Status(Code::kClosed, "tunnel closed by peer", Side::kTunnel, true)); }
+void Connection::on_eof() {
+  close(Status(Code::kClosed, "tunnel closed by peer", Side::kTunnel, true));
+}
 
 void Connection::on_error(Status status) { close(status.from(Side::kTunnel)); }
 

@@ -98,6 +98,7 @@ ClientExchange::ClientExchange(EdgeWorker& worker, http::ServerConnection& c)
     : worker_(worker), shared_(worker.shared()), client_(&c), timeout_(worker.loop()) {}
 
 void ClientExchange::begin() {
+  shared_.metrics.in_flight.add(1);
   const http::RequestHead& req = client_->request();
   method_ = req.method;
   target_ = req.target;
@@ -106,7 +107,8 @@ void ClientExchange::begin() {
   if (target_.starts_with("http://") || target_.starts_with("https://")) {
     const size_t start = target_.find("//") + 2;
     const size_t slash = target_.find('/', start);
-    authority_ = target_.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    authority_ =
+        target_.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
     target_ = slash == std::string::npos ? "/" : target_.substr(slash);
   }
   if (authority_.empty()) return fail(400, "no_host");
@@ -129,8 +131,8 @@ void ClientExchange::begin() {
   http::remove(headers, "host");
   http::remove(headers, "expect");
   http::add_forwarded_for(headers, client_->peer_ip());
-  fields_ = {{":method", method_}, {":scheme", "http"}, {":authority", authority_},
-             {":path", target_}};
+  fields_ = {
+      {":method", method_}, {":scheme", "http"}, {":authority", authority_}, {":path", target_}};
   for (auto& h : headers) fields_.emplace_back(lower(h.name), std::move(h.value));
 
   timeout_.start(shared_.config.limits.request_timeout, [this] { fail(504, "request_timeout"); });
@@ -243,8 +245,10 @@ void ClientExchange::on_data(std::span<const uint8_t> data, bool end) {
     }
     payload_.insert(payload_.end(), data.begin(), data.end());
     link_->session().consume(stream_, data.size());
-    if (end) rebuild();
-    else link_->flush();
+    if (end)
+      rebuild();
+    else
+      link_->flush();
     return;
   }
   if (mode_ != BodyMode::kStream) return;
@@ -271,7 +275,8 @@ void ClientExchange::on_client_writable() {
 void ClientExchange::on_trailers(std::span<const HeaderField> fields) {
   if (finished_) return;
   std::vector<http::Header> trailers;
-  for (const HeaderField& f : fields) trailers.push_back({std::string(f.name), std::string(f.value)});
+  for (const HeaderField& f : fields)
+    trailers.push_back({std::string(f.name), std::string(f.value)});
   if (mode_ == BodyMode::kStream) {
     if (client_ != nullptr) (void)client_->respond_end(trailers);
     return finish();
@@ -283,8 +288,8 @@ void ClientExchange::on_trailers(std::span<const HeaderField> fields) {
 void ClientExchange::rebuild() {
   auto header = proto::parse_delta(payload_);
   if (!header.ok()) return refetch("malformed_payload");
-  result_ = header->kind == proto::DeltaKind::kDelta ? log::DeltaResult::kDelta
-                                                     : log::DeltaResult::kFull;
+  result_ =
+      header->kind == proto::DeltaKind::kDelta ? log::DeltaResult::kDelta : log::DeltaResult::kFull;
   auto decode = [this, h = *header](BlobRef base) {
     std::optional<std::span<const uint8_t>> base_bytes;
     if (base) base_bytes = base->bytes();
@@ -308,8 +313,7 @@ void ClientExchange::rebuild() {
 }
 
 void ClientExchange::serve(BlobRef body) {
-  (result_ == log::DeltaResult::kDelta ? shared_.metrics.delta_delta
-                                       : shared_.metrics.delta_full)
+  (result_ == log::DeltaResult::kDelta ? shared_.metrics.delta_delta : shared_.metrics.delta_full)
       .inc();
   body_bytes_ = body->size();
   shared_.metrics.body_bytes.inc(body->size());
@@ -324,7 +328,8 @@ void ClientExchange::serve(BlobRef body) {
 
 void ClientExchange::refetch(const char* why) {
   shared_.metrics.errors.with({"refetch"}).inc();
-  log::warn("delta not usable, fetching in full", {{"reason", why}, {"host", host_}, {"path", target_}});
+  log::warn("delta not usable, fetching in full",
+            {{"reason", why}, {"host", host_}, {"path", target_}});
   if (refetched_ || has_body_) return fail(502, "verify_failed");
   refetched_ = true;
   release_stream();
@@ -387,8 +392,8 @@ void ClientExchange::fail(int status, const char* reason) {
     if (!head_sent_) {
       head_sent_ = true;
       const bool close = status == 400 || status == 431;
-      client_->respond_simple(status, std::string(http::status_reason(status)) + " (" + reason + ")\n",
-                              close);
+      client_->respond_simple(
+          status, std::string(http::status_reason(status)) + " (" + reason + ")\n", close);
     } else {
       client_->close();  // A response already begun cannot be turned into an error.
     }
@@ -406,6 +411,7 @@ void ClientExchange::finish() {
   finished_ = true;
   *alive_ = false;
   timeout_.stop();
+  shared_.metrics.in_flight.sub(1);
   release_stream();
   const double secs = seconds_since(started_);
   shared_.metrics.request(status_, secs);
@@ -444,9 +450,9 @@ TunnelLink::TunnelLink(AgentPool& pool, std::unique_ptr<uv::TcpStream> socket,
   o.max_header_block = c.limits.max_header_bytes;
   o.ping_interval_ms = static_cast<uint64_t>(c.tunnel.ping_interval.count());
   o.ping_timeout_ms = 3 * o.ping_interval_ms;
-  conn_ = std::make_unique<tunnel::Connection>(pool.worker().loop(), std::move(socket),
-                                               std::move(tls), o, *this, *this,
-                                               c.tunnel.connect_timeout);
+  conn_ =
+      std::make_unique<tunnel::Connection>(pool.worker().loop(), std::move(socket), std::move(tls),
+                                           o, *this, *this, c.tunnel.connect_timeout);
 }
 
 TunnelLink::~TunnelLink() = default;
@@ -511,7 +517,9 @@ void TunnelLink::on_link_bytes(uint64_t in, uint64_t out) {
 // ---- AgentPool ----------------------------------------------------------------------------
 
 AgentPool::AgentPool(EdgeWorker& worker, const config::EdgeRoute& route)
-    : worker_(worker), route_(route), slots_(std::max<uint32_t>(1, worker.shared().config.tunnel.connections)) {
+    : worker_(worker),
+      route_(route),
+      slots_(std::max<uint32_t>(1, worker.shared().config.tunnel.connections)) {
   for (size_t i = 0; i < slots_.size(); ++i) {
     slots_[i].retry = std::make_unique<uv::Timer>(worker_.loop());
     connect(i);
@@ -546,10 +554,12 @@ void AgentPool::schedule(size_t i) {
   if (stopping_) return;
   Slot& slot = slots_[i];
   const auto& t = worker_.shared().config.tunnel;
-  slot.backoff = slot.backoff.count() == 0 ? t.backoff_min : std::min(slot.backoff * 2, t.backoff_max);
+  slot.backoff =
+      slot.backoff.count() == 0 ? t.backoff_min : std::min(slot.backoff * 2, t.backoff_max);
   // Jittered: somewhere in the upper half of the backoff, so edges do not reconnect in step.
   const auto half = slot.backoff.count() / 2;
-  const auto delay = std::chrono::milliseconds(half + static_cast<long>(worker_.rng()() % (half + 1)));
+  const auto delay =
+      std::chrono::milliseconds(half + static_cast<long>(worker_.rng()() % (half + 1)));
   slot.retry->start(delay, [this, i] { connect(i); });
 }
 

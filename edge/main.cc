@@ -78,17 +78,14 @@ int main(int argc, char** argv) {
         return std::make_unique<edge::EdgeWorker>(loop, shared, index);
       },
       [&store, &metrics] {
-        const VersionStoreStats s = store.stats();
         const double body = static_cast<double>(metrics.body_bytes.value());
         const double link = static_cast<double>(metrics.link_in.value());
-        return nlohmann::json{
-            {"tunnels", metrics.tunnels.value()},
-            {"body_bytes", metrics.body_bytes.value()},
-            {"link_bytes_in", metrics.link_in.value()},
-            {"link_bytes_out", metrics.link_out.value()},
-            {"link_over_body", body > 0 ? link / body : 0.0},
-            {"store", {{"keys", s.keys}, {"versions", s.versions}, {"bytes", s.bytes},
-                       {"hits", s.hits}, {"misses", s.misses}, {"evictions", s.evictions}}}};
+        return nlohmann::json{{"tunnels", metrics.tunnels.value()},
+                              {"body_bytes", metrics.body_bytes.value()},
+                              {"link_bytes_in", metrics.link_in.value()},
+                              {"link_bytes_out", metrics.link_out.value()},
+                              {"link_over_body", body > 0 ? link / body : 0.0},
+                              {"store", daemon::store_json(store)}};
       },
       [&metrics] { return metrics.tunnels.value() > 0; });
   return d.run();

@@ -99,8 +99,8 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   Mode mode_ = Mode::kPending;
   int status_ = 0;
   std::vector<std::pair<std::string, std::string>> response_fields_;
-  std::vector<uint8_t> body_;      // Coded: the whole body. Stream: bytes not yet sent.
-  std::vector<uint8_t> payload_;   // Coded: the delta payload.
+  std::vector<uint8_t> body_;     // Coded: the whole body. Stream: bytes not yet sent.
+  std::vector<uint8_t> payload_;  // Coded: the delta payload.
   size_t sent_ = 0;
   bool backend_done_ = false;
   bool finished_ = false;
@@ -150,6 +150,7 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
 }
 
 void Exchange::start() {
+  shared_.metrics.in_flight.add(1);
   if (request_.method.empty() || request_.target.empty()) {
     return fail(ResetReason::kProtocol, "request_without_method_or_path");
   }
@@ -232,7 +233,8 @@ void Exchange::on_response_head(http::ResponseHead&& head) {
   }
   for (auto& h : head.headers) response_fields_.emplace_back(lower(h.name), std::move(h.value));
   if (mode_ == Mode::kNone) {
-    if (!submit(BodyMode::kNone, true).ok()) return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
+    if (!submit(BodyMode::kNone, true).ok())
+      return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
   } else if (mode_ == Mode::kStream) {
     result_ = log::DeltaResult::kStream;
     if (!submit(BodyMode::kStream, false).ok()) {
@@ -245,8 +247,8 @@ Status Exchange::submit(BodyMode mode, bool end_stream) {
   std::vector<HeaderField> fields;
   fields.reserve(response_fields_.size());
   for (const auto& [n, v] : response_fields_) fields.push_back({n, v});
-  const Status s =
-      link_.session().submit_response(stream_, static_cast<uint16_t>(status_), mode, fields, end_stream);
+  const Status s = link_.session().submit_response(stream_, static_cast<uint16_t>(status_), mode,
+                                                   fields, end_stream);
   link_.flush();
   return s;
 }
@@ -277,7 +279,8 @@ void Exchange::switch_to_stream() {
   // Longer than a delta is worth: what was buffered goes first, the rest as it comes.
   mode_ = Mode::kStream;
   result_ = log::DeltaResult::kStream;
-  if (!submit(BodyMode::kStream, false).ok()) return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
+  if (!submit(BodyMode::kStream, false).ok())
+    return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
   conn_->pause_reading();
   pump();
 }
@@ -316,7 +319,8 @@ void Exchange::encode(BlobRef base) {
   (delta ? shared_.metrics.delta_delta : shared_.metrics.delta_full).inc();
   if (status_ == 200) shared_.store.put(key_, Blob::make(std::move(body_), id_));
   body_.clear();
-  if (!submit(BodyMode::kCoded, false).ok()) return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
+  if (!submit(BodyMode::kCoded, false).ok())
+    return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
   sent_ = 0;
   pump();
 }
@@ -325,8 +329,8 @@ void Exchange::encode(BlobRef base) {
 void Exchange::pump() {
   if (finished_) return;
   if (mode_ == Mode::kCoded && !payload_.empty()) {
-    auto taken = link_.session().send_data(
-        stream_, std::span<const uint8_t>(payload_).subspan(sent_), true);
+    auto taken =
+        link_.session().send_data(stream_, std::span<const uint8_t>(payload_).subspan(sent_), true);
     if (!taken.ok()) return fail(ResetReason::kInternal, "stream_gone");
     sent_ += *taken;
     link_.flush();
@@ -369,6 +373,7 @@ void Exchange::on_error(Status status) {
 
 void Exchange::cancel() {
   if (finished_) return;
+  shared_.metrics.in_flight.sub(1);
   shared_.metrics.errors.with({"client_gone"}).inc();
   drop_backend();
   finished_ = true;
@@ -401,6 +406,7 @@ void Exchange::finish() {
   finished_ = true;
   *alive_ = false;
   timeout_.stop();
+  shared_.metrics.in_flight.sub(1);
   const double secs = seconds_since(started_);
   shared_.metrics.request(status_, secs);
   if (result_ == log::DeltaResult::kStream) shared_.metrics.delta_stream.inc();
@@ -435,8 +441,8 @@ EdgeLink::EdgeLink(AgentWorker& worker, std::unique_ptr<uv::TcpStream> socket,
   o.max_header_block = c.limits.max_header_bytes;
   o.ping_interval_ms = static_cast<uint64_t>(c.tunnel.ping_interval.count());
   o.ping_timeout_ms = 3 * o.ping_interval_ms;
-  conn_ = std::make_unique<tunnel::Connection>(worker.loop(), std::move(socket), std::move(tls),
-                                               o, *this, *this, std::chrono::seconds(10));
+  conn_ = std::make_unique<tunnel::Connection>(worker.loop(), std::move(socket), std::move(tls), o,
+                                               *this, *this, std::chrono::seconds(10));
 }
 
 EdgeLink::~EdgeLink() = default;
@@ -531,10 +537,10 @@ AgentWorker::~AgentWorker() { stop(); }
 Result<uint16_t> AgentWorker::start(uint16_t port_override) {
   const config::HostPort& l = shared_.config.listen;
   const uint16_t port = port_override != 0 ? port_override : l.port;
-  COILGUN_TRY(listener_.listen(l.host, port, [this](std::unique_ptr<uv::TcpStream> s) {
-    on_accept(std::move(s));
-  }));
-  log::info("listening", {{"role", "tunnel"}, {"address", listener_.address()}, {"worker", index_}});
+  COILGUN_TRY(listener_.listen(
+      l.host, port, [this](std::unique_ptr<uv::TcpStream> s) { on_accept(std::move(s)); }));
+  log::info("listening",
+            {{"role", "tunnel"}, {"address", listener_.address()}, {"worker", index_}});
   return listener_.port();
 }
 
@@ -549,8 +555,8 @@ void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
 }
 
 void AgentWorker::link_closed(EdgeLink* link) {
-  auto it = std::find_if(links_.begin(), links_.end(),
-                         [link](const auto& p) { return p.get() == link; });
+  auto it =
+      std::find_if(links_.begin(), links_.end(), [link](const auto& p) { return p.get() == link; });
   if (it == links_.end()) return;
   std::unique_ptr<EdgeLink> gone = std::move(*it);
   links_.erase(it);

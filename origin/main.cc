@@ -78,12 +78,9 @@ int main(int argc, char** argv) {
         return std::make_unique<origin::AgentWorker>(loop, shared, index);
       },
       [&store, &cfg] {
-        const VersionStoreStats s = store.stats();
-        return nlohmann::json{
-            {"backend", cfg.backend.to_string()},
-            {"namespace", cfg.namespace_name},
-            {"store", {{"keys", s.keys}, {"versions", s.versions}, {"bytes", s.bytes},
-                       {"hits", s.hits}, {"misses", s.misses}, {"evictions", s.evictions}}}};
+        return nlohmann::json{{"backend", cfg.backend.to_string()},
+                              {"namespace", cfg.namespace_name},
+                              {"store", daemon::store_json(store)}};
       },
       [] { return true; });
   return d.run();

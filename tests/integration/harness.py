@@ -182,8 +182,10 @@ class Pair:
     """A sample origin, an agent and an edge on loopback, with fresh certificates."""
 
     def __init__(self, tmp, corpus=None, origin_args=(), edge_args=(), backend_port=None,
-                 workers=1, start_origin=True):
+                 workers=1, start_origin=True, origin_env=None, edge_env=None):
         self.tmp = tmp
+        self.origin_env = merged_env(origin_env)
+        self.edge_env = merged_env(edge_env)
         self.certs = Certs(os.path.join(tmp, "certs"))
         self.site = None
         if backend_port is None:
@@ -203,7 +205,7 @@ class Pair:
         self.agent_port = agent_port
         self.edge = Process([binary("coilgun-edge"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
                              "--agent", f"127.0.0.1:{agent_port}", "--workers", str(workers)]
-                            + self.certs.edge_flags() + list(edge_args), "edge")
+                            + self.certs.edge_flags() + list(edge_args), "edge", env=self.edge_env)
         _, self.http_port = self.edge.address("http")
         _, self.edge_admin = self.edge.address("admin")
         if start_origin:
@@ -213,7 +215,7 @@ class Pair:
         self.origin = Process([binary("coilgun-origin"), "--listen", f"127.0.0.1:{port or getattr(self, 'agent_port', 0) or 0}",
                                "--admin", "127.0.0.1:0", "--backend", f"http://127.0.0.1:{self.backend_port}",
                                "--workers", str(self.workers)] + self.certs.agent_flags() + self.origin_args,
-                              "origin")
+                              "origin", env=self.origin_env)
         _, self.tunnel_port = self.origin.address("tunnel")
         _, self.origin_admin = self.origin.address("admin")
 
@@ -225,6 +227,12 @@ class Pair:
         for p in (self.edge, self.origin, self.site):
             if p is not None:
                 p.stop()
+
+
+def merged_env(extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COILGUN_")}
+    env.update(extra or {})
+    return env
 
 
 def free_port():

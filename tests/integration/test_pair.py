@@ -1,0 +1,409 @@
+"""Integration tests: real coilgun-origin, coilgun-edge and sample-origin processes on loopback.
+
+    python3 -m unittest tests/integration/test_pair.py     (COILGUN_BUILD picks the build)
+
+Each test starts its own processes with ports from the kernel and certificates made for it.
+"""
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import get, metrics  # noqa: E402
+
+LINK_IN = 'coilgun_link_bytes_total{direction="in"}'
+
+
+def raw_exchange(port, data, timeout=5.0):
+    """Sends raw bytes; returns everything received until the server closes (or the timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                return out, True  # Closed by the server.
+            out += chunk
+        return out, False
+
+
+def make_corpus(directory, versions):
+    """A one-series corpus (series "page") from a list of bodies."""
+    os.makedirs(os.path.join(directory, "page"))
+    files = []
+    for i, body in enumerate(versions):
+        name = f"{i:04d}.html"
+        with open(os.path.join(directory, "page", name), "wb") as f:
+            f.write(body)
+        files.append({"file": name})
+    with open(os.path.join(directory, "manifest.json"), "w") as f:
+        json.dump({"series": [{"name": "page", "content_type": "text/html", "versions": files}]}, f)
+
+
+def news_versions(n):
+    base = [f"<article id=a{i}><h2>Headline number {i} about the river and the market</h2>"
+            f"<p>{'lorem ipsum dolor sit amet ' * 12}</p></article>\n" for i in range(400)]
+    out = []
+    for v in range(n):
+        page = list(base)
+        page[v * 7 % 400] = f"<article><h2>Breaking: version {v}</h2></article>\n"
+        out.append(("<html><body><p>Updated 10:%02d</p>\n" % v + "".join(page) + "</body></html>\n").encode())
+    return out
+
+
+class PairTestCase(unittest.TestCase):
+    def setUp(self):
+        self._tmp = harness.TempDir()
+        self.tmp = self._tmp.__enter__()
+        self.pairs = []
+        self.procs = []
+
+    def tearDown(self):
+        for p in self.pairs:
+            p.stop()
+        for p in self.procs:
+            p.stop()
+        self._tmp.__exit__(None, None, None)
+
+    def pair(self, **kw):
+        p = harness.Pair(self.tmp, **kw)
+        self.pairs.append(p)
+        return p
+
+
+class TestDeltas(PairTestCase):
+    def test_pages_cross_as_small_deltas_byte_exact(self):
+        versions = news_versions(8)
+        corpus = os.path.join(self.tmp, "corpus")
+        make_corpus(corpus, versions)
+        p = self.pair(corpus=corpus)
+        link = []
+        for v in versions:
+            before = metrics(p.edge_admin)[LINK_IN]
+            status, headers, body = get(p.http_port, "/page")
+            link.append(metrics(p.edge_admin)[LINK_IN] - before)
+            self.assertEqual(status, 200)
+            self.assertEqual(body, v)
+            self.assertEqual(int(headers["content-length"]), len(v))
+        m = metrics(p.edge_admin)
+        self.assertEqual(m['coilgun_delta_responses_total{result="full"}'], 1)
+        self.assertEqual(m['coilgun_delta_responses_total{result="delta"}'], len(versions) - 1)
+        # A ~110 KB page after the first: well under 1 KB on the wire.
+        self.assertLess(max(link[1:]), 1000)
+        self.assertGreater(link[0], 1000)
+        self.assertEqual(m["coilgun_body_bytes_total"], sum(len(v) for v in versions))
+
+    def test_the_changing_site_is_served_through_the_pair(self):
+        p = self.pair()
+        seen = set()
+        for _ in range(6):
+            status, headers, body = get(p.http_port, "/")
+            self.assertEqual(status, 200)
+            self.assertIn(b"The Daily Coil", body)
+            seen.add(body)
+        self.assertEqual(len(seen), 6)  # Every request saw a different page.
+        m = metrics(p.edge_admin)
+        self.assertGreaterEqual(m['coilgun_delta_responses_total{result="delta"}'], 5)
+        status, _, body = get(p.http_port, "/api/headlines")
+        self.assertEqual(status, 200)
+        self.assertEqual(len(json.loads(body)["stories"]), 40)
+
+    def test_the_backend_sees_identity_encoding_via_and_forwarded_for(self):
+        p = self.pair()
+        status, _, body = get(p.http_port, "/headers", headers={"Accept-Encoding": "gzip, br",
+                                                                "Connection": "keep-alive, x-drop",
+                                                                "X-Drop": "secret", "X-Keep": "1"})
+        self.assertEqual(status, 200)
+        fields = {k.lower(): v for k, v in json.loads(body)["headers"]}
+        self.assertEqual(fields["accept-encoding"], "identity")
+        self.assertIn("coilgun", fields["via"])
+        self.assertEqual(fields["x-forwarded-for"], "127.0.0.1")
+        self.assertEqual(fields["host"], "www.example.com")
+        self.assertEqual(fields["x-keep"], "1")
+        self.assertNotIn("x-drop", fields)  # Named in Connection: hop-by-hop.
+
+
+class TestHttp(PairTestCase):
+    def test_pipelined_requests_are_answered_in_order(self):
+        p = self.pair()
+        req = b"".join(b"GET /status/%d HTTP/1.1\r\nHost: www.example.com\r\n\r\n" % c for c in (201, 202, 203))
+        req += b"GET /status/204 HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n"
+        out, closed = raw_exchange(p.http_port, req)
+        statuses = [line.split()[1] for line in out.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+        self.assertEqual(statuses, [b"201", b"202", b"203", b"204"])
+        self.assertTrue(closed)
+
+    def test_head_204_and_post_with_expect_continue(self):
+        p = self.pair()
+        status, headers, body = get(p.http_port, "/", method="HEAD")
+        self.assertEqual(status, 200)
+        self.assertEqual(body, b"")
+        self.assertGreater(int(headers["content-length"]), 10000)
+        status, _, body = get(p.http_port, "/status/204")
+        self.assertEqual((status, body), (204, b""))
+        payload = os.urandom(300000)
+        status, _, body = get(p.http_port, "/echo", method="POST", body=payload,
+                              headers={"Expect": "100-continue", "Content-Type": "application/octet-stream"})
+        self.assertEqual(status, 200)
+        self.assertEqual(body, payload)
+
+    def test_chunked_request_body_crosses_intact(self):
+        p = self.pair()
+        chunks = [os.urandom(n) for n in (1, 1000, 70000, 5)]
+        body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+        req = (b"POST /echo HTTP/1.1\r\nHost: www.example.com\r\nTransfer-Encoding: chunked\r\n"
+               b"Connection: close\r\n\r\n" + body)
+        out, closed = raw_exchange(p.http_port, req)
+        head, _, rest = out.partition(b"\r\n\r\n")
+        self.assertIn(b"200", head.split(b"\r\n")[0])
+        self.assertEqual(rest, b"".join(chunks))
+
+
+class TestBadInput(PairTestCase):
+    def test_malformed_request_gets_400_and_close(self):
+        p = self.pair()
+        for bad in (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n"):
+            out, closed = raw_exchange(p.http_port, bad)
+            self.assertTrue(out.startswith(b"HTTP/1.1 400"), out[:60])
+            self.assertTrue(closed, bad)
+
+    def test_oversized_headers_get_431(self):
+        p = self.pair()
+        req = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"
+        out, closed = raw_exchange(p.http_port, req)
+        self.assertTrue(out.startswith(b"HTTP/1.1 431"), out[:60])
+        self.assertTrue(closed)
+
+    def test_unknown_host_gets_421(self):
+        conf = os.path.join(self.tmp, "edge.toml")
+        p = self.pair()
+        with open(conf, "w") as f:
+            f.write(f'[[route]]\nhosts = ["www.example.com", "*.example.org"]\nagent = "127.0.0.1:{p.tunnel_port}"\n'
+                    f'agent_name = "127.0.0.1"\n')
+        edge = harness.Process([harness.binary("coilgun-edge"), "-c", conf, "--listen", "127.0.0.1:0",
+                                "--admin", "127.0.0.1:0", "--workers", "1"] + p.certs.edge_flags(), "edge2")
+        self.procs.append(edge)
+        _, port = edge.address("http")
+        edge.wait_for(lambda r: r.get("msg") == "tunnel up", what="tunnel up")
+        self.assertEqual(get(port, "/", host="www.example.com")[0], 200)
+        self.assertEqual(get(port, "/", host="news.example.org:8080")[0], 200)
+        self.assertEqual(get(port, "/", host="www.other.net")[0], 421)
+
+
+class TestFaults(PairTestCase):
+    def test_backend_refusing_gives_502(self):
+        p = self.pair(backend_port=harness.free_port())
+        t0 = time.monotonic()
+        status, _, body = get(p.http_port, "/")
+        self.assertEqual(status, 502)
+        self.assertIn(b"backend", body)
+        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertGreaterEqual(metrics(p.origin_admin)['coilgun_errors_total{reason="backend_refused"}'], 1)
+
+    def test_slow_backend_gives_504(self):
+        p = self.pair(origin_env={"COILGUN_BACKEND_POOL_RESPONSE_TIMEOUT": "400ms"})
+        t0 = time.monotonic()
+        status, _, body = get(p.http_port, "/slow?ms=5000")
+        elapsed = time.monotonic() - t0
+        self.assertEqual(status, 504)
+        self.assertLess(elapsed, 2.0)
+        self.assertGreaterEqual(metrics(p.edge_admin)['coilgun_errors_total{reason="backend_timeout"}'], 1)
+
+    def test_unreachable_agent_fails_fast_and_service_resumes(self):
+        p = self.pair(start_origin=False)
+        t0 = time.monotonic()
+        status, _, body = get(p.http_port, "/")
+        self.assertEqual(status, 502)
+        self.assertIn(b"tunnel_down", body)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertEqual(get(p.edge_admin, "/ready", host="127.0.0.1")[0], 503)
+        # The agent comes (back): the edge reconnects by itself.
+        p.start_origin(port=p.agent_port)
+        p.wait_ready(timeout=15)
+        self.assertEqual(get(p.http_port, "/")[0], 200)
+        self.assertEqual(get(p.edge_admin, "/ready", host="127.0.0.1")[0], 200)
+
+    def test_tunnel_lost_mid_request_gives_502_within_a_second(self):
+        p = self.pair()
+        result = {}
+
+        def slow():
+            t0 = time.monotonic()
+            result["status"], _, result["body"] = get(p.http_port, "/slow?ms=8000", timeout=15)
+            result["elapsed"] = time.monotonic() - t0
+
+        t = threading.Thread(target=slow)
+        t.start()
+        harness.wait_until(lambda: metrics(p.origin_admin)["coilgun_exchanges_in_flight"] >= 1,
+                           what="the request reaching the agent")
+        killed = time.monotonic()
+        p.origin.proc.kill()
+        t.join(timeout=10)
+        self.assertEqual(result["status"], 502)
+        self.assertIn(b"tunnel_lost", result["body"])
+        self.assertLess(time.monotonic() - killed, 1.5)
+        # And it recovers when the agent is back.
+        p.start_origin(port=p.tunnel_port)
+        harness.wait_until(lambda: get(p.http_port, "/")[0] == 200, timeout=15, what="recovery")
+
+    def test_an_edge_with_a_certificate_from_another_ca_gets_nothing(self):
+        p = self.pair()
+        other = harness.Certs(os.path.join(self.tmp, "other"), edges=("intruder",))
+        edge = harness.Process([harness.binary("coilgun-edge"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                                "--agent", f"127.0.0.1:{p.tunnel_port}", "--agent-name", "127.0.0.1",
+                                "--workers", "1", "--tls-ca", p.certs.path("ca.pem"),
+                                "--tls-cert", other.path("edge-intruder.pem"),
+                                "--tls-key", other.path("edge-intruder.key")], "intruder")
+        self.procs.append(edge)
+        _, port = edge.address("http")
+        p.origin.wait_for(lambda r: r.get("msg") == "tunnel refused", what="tunnel refused")
+        status, _, body = get(port, "/headers")
+        self.assertEqual(status, 502)
+        # The intruder never had a request forwarded: the agent's request counter did not move.
+        before = metrics(p.origin_admin)['coilgun_requests_total{code="2xx"}']
+        self.assertEqual(before, 0)
+
+    def test_a_client_leaving_mid_response_frees_its_stream(self):
+        p = self.pair()
+        with socket.create_connection(("127.0.0.1", p.http_port), timeout=5) as s:
+            s.sendall(b"GET /big?bytes=1073741824 HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
+            got = 0
+            while got < 2_000_000:
+                got += len(s.recv(65536))
+        # The edge resets the stream; the agent drops the backend exchange at once.
+        harness.wait_until(lambda: metrics(p.origin_admin).get('coilgun_errors_total{reason="client_gone"}', 0) >= 1,
+                           timeout=5, what="the agent dropping the stream")
+        self.assertEqual(get(p.http_port, "/status/200")[0], 200)  # The tunnel is fine.
+
+
+class TestLoad(PairTestCase):
+    def test_200_concurrent_clients_through_one_tunnel(self):
+        p = self.pair(edge_env={"COILGUN_TUNNEL_CONNECTIONS": "1"})
+        self.assertEqual(metrics(p.edge_admin)["coilgun_tunnel_connections"], 1)
+
+        def one(i):
+            payload = (f"client {i} " * (50 + i)).encode()
+            return get(p.http_port, "/echo", method="POST", body=payload, timeout=30), payload
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=200) as pool:
+            results = list(pool.map(one, range(200)))
+        for (status, _, body), payload in results:
+            self.assertEqual(status, 200)
+            self.assertEqual(body, payload)
+        self.assertEqual(metrics(p.edge_admin)['coilgun_requests_total{code="2xx"}'], 200)
+
+    def test_a_gibibyte_streams_through_with_flat_memory(self):
+        p = self.pair()
+        size = 1 << 30
+        peak = {"edge": 0, "origin": 0}
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak["edge"] = max(peak["edge"], p.edge.rss_kib())
+                peak["origin"] = max(peak["origin"], p.origin.rss_kib())
+                stop.wait(0.05)
+
+        base = {"edge": p.edge.rss_kib(), "origin": p.origin.rss_kib()}
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        got = 0
+        with socket.create_connection(("127.0.0.1", p.http_port), timeout=30) as s:
+            s.sendall(b"GET /big?bytes=%d HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n" % size)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(65536)
+            head, _, rest = head.partition(b"\r\n\r\n")
+            self.assertIn(b" 200 ", head.split(b"\r\n")[0])
+            self.assertIn(b"content-length: %d" % size, head.lower())
+            got = len(rest)
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+        stop.set()
+        sampler.join()
+        self.assertEqual(got, size)
+        for name in ("edge", "origin"):
+            growth_mib = (peak[name] - base[name]) / 1024
+            self.assertLess(growth_mib, 64, f"{name} grew {growth_mib:.1f} MiB while streaming 1 GiB")
+        self.assertEqual(metrics(p.edge_admin)['coilgun_delta_responses_total{result="stream"}'], 1)
+
+
+class TestOperations(PairTestCase):
+    def test_sigterm_drains_in_flight_requests(self):
+        p = self.pair()
+        result = {}
+
+        def slow():
+            result["status"], _, result["body"] = get(p.http_port, "/slow?ms=1500", timeout=15)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        harness.wait_until(lambda: metrics(p.edge_admin)["coilgun_exchanges_in_flight"] >= 1,
+                           what="the request in flight")
+        p.edge.signal(signal.SIGTERM)
+        p.edge.wait_for(lambda r: r.get("msg") == "draining", what="draining")
+        self.assertEqual(get(p.edge_admin, "/ready", host="127.0.0.1")[0], 503)
+        t.join(timeout=10)
+        self.assertEqual(result.get("status"), 200)
+        self.assertEqual(p.edge.proc.wait(timeout=10), 0)
+
+    def test_check_version_and_help(self):
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        origin, edge = harness.binary("coilgun-origin"), harness.binary("coilgun-edge")
+        ok = subprocess.run([origin, "--check", "--backend", "http://127.0.0.1:1"] + certs.agent_flags(),
+                            capture_output=True)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        bad = subprocess.run([origin, "--check", "--backend", "http://127.0.0.1:1", "--tls-ca", certs.path("ca.pem"),
+                              "--tls-cert", certs.path("agent.pem"), "--tls-key", certs.path("edge-edge.key")],
+                             capture_output=True)
+        self.assertEqual(bad.returncode, 1)
+        ok = subprocess.run([edge, "--check", "--agent", "127.0.0.1:2408"] + certs.edge_flags(), capture_output=True)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        for b in (origin, edge):
+            v = subprocess.run([b, "--version"], capture_output=True)
+            self.assertEqual(v.returncode, 0)
+            self.assertIn(b"0.", v.stdout)
+            h = subprocess.run([b, "--help"], capture_output=True)
+            self.assertEqual(h.returncode, 0)
+            self.assertIn(b"--tls-ca", h.stdout)
+
+    def test_admin_endpoints_publish_the_metrics(self):
+        p = self.pair()
+        get(p.http_port, "/")
+        get(p.http_port, "/")
+        for port in (p.edge_admin, p.origin_admin):
+            m = metrics(port)
+            for name in ('coilgun_requests_total{code="2xx"}', "coilgun_body_bytes_total",
+                         'coilgun_link_bytes_total{direction="in"}', 'coilgun_link_bytes_total{direction="out"}',
+                         'coilgun_delta_responses_total{result="delta"}', "coilgun_tunnel_connections",
+                         "coilgun_request_duration_seconds_count"):
+                self.assertIn(name, m)
+            self.assertEqual(m['coilgun_requests_total{code="2xx"}'], 2)
+            self.assertEqual(get(port, "/healthz", host="127.0.0.1")[0], 200)
+            self.assertEqual(get(port, "/ready", host="127.0.0.1")[0], 200)
+            stats = json.loads(get(port, "/stats", host="127.0.0.1")[2])
+            self.assertIn("metrics", stats)
+        self.assertEqual(metrics(p.edge_admin)["coilgun_tunnel_connections"], 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
