@@ -292,7 +292,9 @@ struct EdgeLimits {
   uint64_t max_header_bytes = 64 * kKiB;    // max_header_bytes: of a client request head.
   uint64_t max_coded_body = 64 * kMiB;      // max_coded_body: largest body rebuilt from a delta.
   milliseconds client_idle_timeout{60000};  // client_idle_timeout: idle keep-alive clients.
-  milliseconds request_timeout{60000};      // request_timeout: whole exchange deadline.
+  // request_timeout: longest wait without progress (request body sent, response head or body
+  // received, the client taking bytes); a long transfer that keeps moving is never cut.
+  milliseconds request_timeout{60000};
   friend bool operator==(const EdgeLimits&, const EdgeLimits&) = default;
 };
 

@@ -1,5 +1,7 @@
 #include "common/daemon.h"
 
+#include <sys/prctl.h>
+
 #include <csignal>
 #include <future>
 #include <mutex>
@@ -63,9 +65,8 @@ void Metrics::watch_store(VersionStore& store) {
 
 nlohmann::json store_json(const VersionStore& store) {
   const VersionStoreStats s = store.stats();
-  return {{"keys", s.keys},     {"versions", s.versions}, {"bytes", s.bytes},
-          {"hits", s.hits},     {"misses", s.misses},     {"evictions", s.evictions},
-          {"rejects", s.rejects}};
+  return {{"keys", s.keys},     {"versions", s.versions},   {"bytes", s.bytes},    {"hits", s.hits},
+          {"misses", s.misses}, {"evictions", s.evictions}, {"rejects", s.rejects}};
 }
 
 // ---- Workers ------------------------------------------------------------------------------
@@ -168,6 +169,10 @@ Daemon::~Daemon() {
 int Daemon::run() {
   started_ = std::chrono::steady_clock::now();
   std::signal(SIGPIPE, SIG_IGN);
+  // Transparent huge pages inflate a proxy's RSS: with THP "always", khugepaged backs sparse
+  // thread stacks and malloc arenas with 2 MiB pages, so memory grows with nothing held (the
+  // advice databases such as Redis give too). Failure (an old kernel) changes nothing else.
+  (void)prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
   uv::Async exited(loop_, [this] { worker_exited(); });
 
   // Start workers one by one: the first binds the configured port (maybe 0), the others the

@@ -31,6 +31,23 @@ struct WriteReq {
 
 }  // namespace
 
+struct Linger {
+  Loop* loop;
+  uv_tcp_t* handle;
+  uv_shutdown_t* shutdown;  // Null once its callback ran.
+  uv_timer_t timer;
+};
+
+// Closes a lingering socket (cancelling what it still had to send, if anything) and frees the
+// record once its timer is closed.
+void end_linger(Linger* l) {
+  if (l->shutdown != nullptr) l->shutdown->data = nullptr;
+  l->shutdown = nullptr;
+  close_and_free(l->handle);
+  std::erase(l->loop->lingering_, l);
+  uv_close(as_handle(&l->timer), [](uv_handle_t* t) { delete static_cast<Linger*>(t->data); });
+}
+
 Status from_uv(int err, const char* what, Side side) {
   switch (err) {
     case UV_ETIMEDOUT:
@@ -51,6 +68,7 @@ Status from_uv(int err, const char* what, Side side) {
 
 Loop::Loop() : flush_timer_(new uv_timer_t) {
   uv_loop_init(&loop_);
+  loop_.data = this;
   uv_timer_init(&loop_, flush_timer_);
   flush_timer_->data = this;
 }
@@ -61,6 +79,7 @@ int Loop::close() {
   if (closed_) return 0;
   closed_ = true;
   doomed_.clear();
+  while (!lingering_.empty()) end_linger(lingering_.back());
   close_and_free(flush_timer_);
   // Let the close callbacks of everything already closing run, then close stragglers (owned
   // by nobody any more: a bug elsewhere, but never a hang here).
@@ -129,7 +148,27 @@ TcpStream::TcpStream(uv_tcp_t* handle, Handler* handler) : handle_(handle), hand
   handle_->data = this;
 }
 
-TcpStream::~TcpStream() { close_and_free(handle_); }
+TcpStream::~TcpStream() {
+  if (shutdown_ != nullptr && !failed_) {
+    linger();
+    return;
+  }
+  close_and_free(handle_);
+}
+
+void TcpStream::linger() {
+  stop_read();
+  handle_->data = nullptr;
+  auto* loop = static_cast<Loop*>(handle_->loop->data);
+  auto* l = new Linger{loop, handle_, shutdown_, {}};
+  shutdown_->data = l;
+  uv_timer_init(handle_->loop, &l->timer);
+  l->timer.data = l;
+  uv_timer_start(
+      &l->timer, [](uv_timer_t* t) { end_linger(static_cast<Linger*>(t->data)); },
+      static_cast<uint64_t>(kLingerTimeout.count()), 0);
+  loop->lingering_.push_back(l);
+}
 
 void TcpStream::set_handler(Handler* handler) { handler_ = handler; }
 
@@ -204,10 +243,27 @@ size_t TcpStream::write_queue_bytes() const {
 }
 
 void TcpStream::shutdown() {
+  if (shutdown_ != nullptr || failed_) return;
   auto* req = new uv_shutdown_t;
-  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(handle_),
-                  [](uv_shutdown_t* r, int) { delete r; }) < 0) {
+  req->data = nullptr;
+  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(handle_), on_shutdown_cb) < 0) {
     delete req;
+    return;
+  }
+  shutdown_ = req;
+}
+
+// |req->data| is null while the stream lives (or when it was closed outright), and the
+// Linger record once the stream is gone: the FIN is out, so the socket can close now.
+void TcpStream::on_shutdown_cb(uv_shutdown_t* req, int) {
+  auto* l = static_cast<Linger*>(req->data);
+  auto* self = static_cast<TcpStream*>(req->handle->data);
+  delete req;
+  if (l != nullptr) {
+    l->shutdown = nullptr;
+    end_linger(l);
+  } else if (self != nullptr) {
+    self->shutdown_ = nullptr;
   }
 }
 

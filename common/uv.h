@@ -31,6 +31,9 @@ namespace coilgun::uv {
 // and resets map to kTimeout, kRefused and kClosed; other errors to kIo.
 Status from_uv(int err, const char* what, Side side = Side::kInternal);
 
+// A stream destroyed after shutdown(), still sending (see TcpStream::~TcpStream).
+struct Linger;
+
 // Something the loop deletes for its owner on a later turn (see Loop::defer_delete).
 class Deferred {
  public:
@@ -58,14 +61,18 @@ class Loop {
   // inside its own callback without pulling the stack out from under it.
   void defer_delete(std::unique_ptr<Deferred> object);
 
-  // Deletes what is deferred, closes every handle still open (their owners must be gone or
-  // never used again), runs the loop until their close callbacks ran, and closes it. Returns
-  // uv_loop_close's result: 0 unless a handle could not be closed (tests require 0).
+  // Deletes what is deferred, cuts lingering streams short, closes every handle still open
+  // (their owners must be gone or never used again), runs the loop until their close callbacks
+  // ran, and closes it. Returns uv_loop_close's result: 0 unless a handle could not be closed
+  // (tests require 0).
   int close();
 
  private:
   static void on_flush(uv_timer_t* t);
+  friend class TcpStream;
+  friend void end_linger(Linger* l);
   bool closed_ = false;
+  std::vector<Linger*> lingering_;  // Owned: each frees itself when its socket is closed.
 
   uv_loop_t loop_;
   uv_timer_t* flush_timer_;  // Freed in its close callback.
@@ -98,7 +105,11 @@ class TcpStream {
 
   // Wraps an initialized, connected handle (takes ownership of its heap block).
   TcpStream(uv_tcp_t* handle, Handler* handler);
+  // Closes the socket. After shutdown(), until the FIN is out, the socket lingers
+  // instead: its queued bytes and the FIN still go out (closing at once would cancel them and
+  // cut a response short), bounded by kLingerTimeout; Loop::close() cuts lingering short.
   ~TcpStream();
+  static constexpr std::chrono::milliseconds kLingerTimeout{10000};
   TcpStream(const TcpStream&) = delete;
   TcpStream& operator=(const TcpStream&) = delete;
 
@@ -128,9 +139,12 @@ class TcpStream {
   static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf);
   static void on_read_cb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
   static void on_write_cb(uv_write_t* req, int status);
+  static void on_shutdown_cb(uv_shutdown_t* req, int status);
   void fail(Status status);
+  void linger();
 
   uv_tcp_t* handle_;
+  uv_shutdown_t* shutdown_ = nullptr;  // Pending shutdown; freed in its callback.
   Handler* handler_;
   bool reading_ = false;
   bool failed_ = false;

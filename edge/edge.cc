@@ -63,6 +63,8 @@ class ClientExchange : public uv::Deferred {
   void finish();
   void release_stream();
   void write_head(http::ResponseFraming framing, uint64_t length);
+  void arm_timeout(std::chrono::milliseconds delay);
+  void progress() { last_progress_ms_ = worker_.loop().now_ms(); }
 
   EdgeWorker& worker_;
   Shared& shared_;
@@ -90,7 +92,8 @@ class ClientExchange : public uv::Deferred {
   std::string error_;
   Clock::time_point started_ = Clock::now();
   double upstream_ms_ = -1;
-  uv::Timer timeout_;
+  uv::Timer timeout_;  // request_timeout: fires after that long without progress.
+  uint64_t last_progress_ms_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
@@ -135,7 +138,8 @@ void ClientExchange::begin() {
       {":method", method_}, {":scheme", "http"}, {":authority", authority_}, {":path", target_}};
   for (auto& h : headers) fields_.emplace_back(lower(h.name), std::move(h.value));
 
-  timeout_.start(shared_.config.limits.request_timeout, [this] { fail(504, "request_timeout"); });
+  progress();
+  arm_timeout(shared_.config.limits.request_timeout);
   if (!send_request(false)) return;
   if (req.expects_continue()) client_->send_continue();
 }
@@ -163,8 +167,21 @@ bool ClientExchange::send_request(bool full) {
   return true;
 }
 
+// The deadline moves with progress (the request body, the response, the client taking bytes),
+// so a long download is never cut; only a stall is. The timer re-arms for what is left rather
+// than restarting on every chunk.
+void ClientExchange::arm_timeout(std::chrono::milliseconds delay) {
+  timeout_.start(delay, [this] {
+    const uint64_t idle = worker_.loop().now_ms() - last_progress_ms_;
+    const auto limit = static_cast<uint64_t>(shared_.config.limits.request_timeout.count());
+    if (idle < limit) return arm_timeout(std::chrono::milliseconds(limit - idle));
+    fail(504, "request_timeout");
+  });
+}
+
 void ClientExchange::on_client_body(std::span<const uint8_t> data) {
   if (finished_ || link_ == nullptr) return;
+  progress();
   body_out_.insert(body_out_.end(), data.begin(), data.end());
   send_body();
 }
@@ -196,6 +213,7 @@ void ClientExchange::on_window() {
 void ClientExchange::on_response(uint16_t status, BodyMode mode,
                                  std::span<const HeaderField> fields, bool end) {
   upstream_ms_ = seconds_since(started_) * 1000;
+  progress();
   status_ = status;
   mode_ = mode;
   response_headers_.clear();
@@ -238,6 +256,7 @@ void ClientExchange::write_head(http::ResponseFraming framing, uint64_t length) 
 
 void ClientExchange::on_data(std::span<const uint8_t> data, bool end) {
   if (finished_) return;
+  progress();
   link_bytes_ += data.size();
   if (mode_ == BodyMode::kCoded) {
     if (payload_.size() + data.size() > shared_.config.limits.max_coded_body + 64) {
@@ -267,6 +286,7 @@ void ClientExchange::on_client_writable() {
   // Streamed bytes are granted back to the agent once the client socket took them.
   if (link_ == nullptr || unconsumed_ == 0 || finished_) return;
   if (client_ != nullptr && !client_->writable()) return;
+  progress();
   link_->session().consume(stream_, unconsumed_);
   unconsumed_ = 0;
   link_->flush();

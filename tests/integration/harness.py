@@ -197,6 +197,7 @@ class Pair:
         self.backend_port = backend_port
         self.origin_args = list(origin_args)
         self.workers = workers
+        self.tunnels = int((edge_env or {}).get("COILGUN_TUNNEL_CONNECTIONS", 2)) * workers
         self.origin = None
         self.tunnel_port = None
         if start_origin:
@@ -219,9 +220,13 @@ class Pair:
         _, self.tunnel_port = self.origin.address("tunnel")
         _, self.origin_admin = self.origin.address("admin")
 
-    def wait_ready(self, timeout=10.0):
-        """Until the edge reports a tunnel up (its /ready turns 200)."""
+    def wait_ready(self, timeout=10.0, tunnels=None):
+        """Until the edge has every tunnel connection up, so that no late TLS handshake lands in
+        a test's byte counts."""
         self.edge.wait_for(lambda r: r.get("msg") == "tunnel up", timeout=timeout, what="tunnel up")
+        want = self.tunnels if tunnels is None else tunnels
+        wait_until(lambda: metrics(self.edge_admin)["coilgun_tunnel_connections"] >= want,
+                   timeout=timeout, what=f"{want} tunnel connections")
 
     def stop(self):
         for p in (self.edge, self.origin, self.site):

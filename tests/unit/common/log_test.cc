@@ -12,7 +12,6 @@
 #include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -98,7 +97,17 @@ std::string read_all(const fs::path& path) {
   return ss.str();
 }
 
-const std::regex kTimestamp(R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)");
+// "2026-11-22T08:30:00.123Z": 'd' marks a digit, anything else must match itself. (Not
+// std::regex: under the sanitizers GCC 12 warns inside libstdc++'s regex.)
+bool is_timestamp(std::string_view ts) {
+  constexpr std::string_view kShape = "dddd-dd-ddTdd:dd:dd.dddZ";
+  if (ts.size() != kShape.size()) return false;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const bool ok = kShape[i] == 'd' ? (ts[i] >= '0' && ts[i] <= '9') : ts[i] == kShape[i];
+    if (!ok) return false;
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -116,7 +125,7 @@ TEST_CASE("A log line is one JSON object with ts, level, msg and the fields in o
   const std::string raw = capture.lines().at(0);
   const nlohmann::json j = capture.only_line();
   REQUIRE(j.is_object());
-  CHECK(std::regex_match(j["ts"].get<std::string>(), kTimestamp));
+  CHECK(is_timestamp(j["ts"].get<std::string>()));
   CHECK(j["level"] == "info");
   CHECK(j["msg"] == "tunnel up");
   CHECK(j["peer"] == "a");
@@ -306,7 +315,7 @@ TEST_CASE("The access log writes one line whatever the level, and can be turned 
   std::vector<std::string> lines = capture.lines();
   REQUIRE(lines.size() == 2);
   const nlohmann::json k = nlohmann::json::parse(lines[1]);
-  CHECK(std::regex_match(k["ts"].get<std::string>(), kTimestamp));  // Defaulted to now.
+  CHECK(is_timestamp(k["ts"].get<std::string>()));  // Defaulted to now.
   CHECK(k["delta"] == "none");
   CHECK(k["upstream_ms"] == 0.5);
   CHECK(k["error"] == "tunnel_lost");
