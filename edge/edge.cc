@@ -227,6 +227,9 @@ void ClientExchange::on_response(uint16_t status, BodyMode mode,
   }
   if (mode == BodyMode::kStream) {
     result_ = log::DeltaResult::kStream;
+    // Counted before any body byte is written, like delta and full: whoever has read the
+    // whole response sees it counted (coilgun-replay attributes results that way).
+    shared_.metrics.delta_stream.inc();
     auto cl = http::find(response_headers_, "content-length");
     if (cl) {
       const uint64_t n = std::strtoull(std::string(*cl).c_str(), nullptr, 10);
@@ -435,7 +438,6 @@ void ClientExchange::finish() {
   release_stream();
   const double secs = seconds_since(started_);
   shared_.metrics.request(status_, secs);
-  if (result_ == log::DeltaResult::kStream) shared_.metrics.delta_stream.inc();
   if (log::access_enabled()) {
     log::AccessRecord r;
     r.ts = std::chrono::system_clock::now();
