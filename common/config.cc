@@ -644,6 +644,9 @@ ConfigResult<std::string> non_empty_path(std::string_view s) {
   return std::string(s);
 }
 
+// Any path, or "" for none (the default).
+ConfigResult<std::string> any_path(std::string_view s) { return std::string(s); }
+
 ConfigResult<std::string> namespace_value(std::string_view s) {
   if (s.empty() || s.size() > 64) {
     return ConfigError{"namespace must be 1..64 characters, got " + quote(s)};
@@ -867,6 +870,7 @@ const std::vector<KeyDef<OriginDraft>>& origin_keys() {
       int_key<D>("tunnel.max_streams", COILGUN_CONFIG_FIELD(cfg.tunnel.max_streams), 1, 1 << 20),
       log_level_key<D>("log.level", COILGUN_CONFIG_FIELD(cfg.log.level)),
       bool_key<D>("log.access", COILGUN_CONFIG_FIELD(cfg.log.access)),
+      string_key<D>("log.file", COILGUN_CONFIG_FIELD(cfg.log.file), any_path),
   };
   return keys;
 }
@@ -903,6 +907,7 @@ const std::vector<KeyDef<EdgeDraft>>& edge_keys() {
       duration_key<D>("limits.request_timeout", COILGUN_CONFIG_FIELD(cfg.limits.request_timeout)),
       log_level_key<D>("log.level", COILGUN_CONFIG_FIELD(cfg.log.level)),
       bool_key<D>("log.access", COILGUN_CONFIG_FIELD(cfg.log.access)),
+      string_key<D>("log.file", COILGUN_CONFIG_FIELD(cfg.log.file), any_path),
   };
   return keys;
 }
@@ -1120,6 +1125,7 @@ ConfigResult<Invocation<Config>> load(
   bool help = false;
   bool version = false;
   bool check = false;
+  bool print_config = false;
   app.add_option("-c,--config", config_path, "TOML config file (or COILGUN_CONFIG)")
       ->type_name("FILE");
   std::vector<std::string> values(flag_defs.size());
@@ -1130,6 +1136,8 @@ ConfigResult<Invocation<Config>> load(
                           ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast));
   }
   app.add_flag("--check", check, "Validate the config and certificates, then exit 0 or 1");
+  app.add_flag("--print-config", print_config,
+               "Print the effective configuration (TOML, secrets redacted), then exit");
   app.add_flag("--version", version, "Print the version and exit");
   app.add_flag("-h,--help", help, "Print this help and exit");
   app.footer(
@@ -1145,6 +1153,7 @@ ConfigResult<Invocation<Config>> load(
   inv.help = help;
   inv.version = version;
   inv.check = check;
+  inv.print_config = print_config;
   if (help || version) return inv;
 
   if (config_path.empty()) {

@@ -202,7 +202,8 @@ struct TlsConfig {
 // [log]
 struct LogConfig {
   LogLevel level = LogLevel::kInfo;  // level
-  bool access = true;                // access: one JSON line per request on stderr.
+  bool access = true;                // access: one JSON line per request.
+  std::string file;                  // file: append lines here (reopened on SIGUSR1); "" = stderr.
   friend bool operator==(const LogConfig&, const LogConfig&) = default;
 };
 
@@ -332,7 +333,9 @@ template <typename Config>
 struct Invocation {
   bool check = false;    // --check: validate config and certificates, then exit 0 or 1.
   bool version = false;  // --version: print the version and exit.
-  bool help = false;     // --help: print help_text and exit.
+  // --print-config: print the effective configuration (to_toml), then exit 0.
+  bool print_config = false;
+  bool help = false;  // --help: print help_text and exit.
   // The usage text (always filled in, so a caller may print it after an error too).
   std::string help_text;
   // The file read, from -c or COILGUN_CONFIG; "" when none.

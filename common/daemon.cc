@@ -6,7 +6,9 @@
 #include <future>
 #include <mutex>
 
+#include "common/daemon_main.h"
 #include "common/log.h"
+#include "common/sd_notify.h"
 
 #ifndef COILGUN_VERSION
 #define COILGUN_VERSION "0.0.0"
@@ -270,11 +272,27 @@ int Daemon::run() {
   };
   (void)term.start(SIGTERM, on_signal);
   (void)intr.start(SIGINT, on_signal);
-  uv::Timer deadline(loop_);
+  uv::SignalWatcher hup(loop_), usr1(loop_);
+  (void)hup.start(SIGHUP, [this](int) { reload(); });
+  (void)usr1.start(SIGUSR1, [](int) {
+    const Status reopened = log::reopen();
+    if (reopened.ok()) {
+      log::info("log file reopened", {});
+    } else {
+      log::error("cannot reopen the log file: still writing the old one",
+                 {{"error", reopened.to_string()}});
+    }
+  });
+  uv::Timer deadline(loop_), status(loop_);
   deadline_ = &deadline;
   log::info(
       "started",
       {{"daemon", options_.name}, {"version", COILGUN_VERSION}, {"workers", options_.workers}});
+  sd::notify("READY=1\n" + status_line());
+  if (options_.status) {
+    status.start(
+        options_.status_interval, [this] { sd::notify(status_line()); }, options_.status_interval);
+  }
   loop_.run();
   deadline_ = nullptr;
   admin_.reset();
@@ -289,7 +307,24 @@ void Daemon::join_workers() {
   }
 }
 
+std::string Daemon::status_line() const {
+  return options_.status ? "STATUS=" + options_.status() : std::string();
+}
+
+void Daemon::reload() {
+  if (draining_ || !options_.reload) return;
+  sd::notify(sd::reloading_state());
+  log::info("reloading", {{"daemon", options_.name}});
+  if (options_.reload()) {
+    log::info("reloaded", {{"daemon", options_.name}});
+  } else {
+    log::error("reload failed: keeping the running configuration", {{"daemon", options_.name}});
+  }
+  sd::notify("READY=1\n" + status_line());
+}
+
 void Daemon::begin_drain() {
+  if (!draining_) sd::notify("STOPPING=1\nSTATUS=draining");
   draining_ = true;
   for (auto& w : workers_) {
     w->request = kDrain;
@@ -319,6 +354,24 @@ void Daemon::worker_exited() {
   if (admin_) admin_->close_all();
   admin_.reset();
   loop_.stop();
+}
+
+}  // namespace coilgun::daemon
+
+namespace coilgun::daemon {
+
+bool apply_log(const config::LogConfig& log, const config::LogConfig* before, std::string* error) {
+  if (before == nullptr || log.file != before->file) {
+    if (log.file.empty()) {
+      log::set_sink_stderr();
+    } else if (Status s = log::set_sink_file(log.file); !s.ok()) {
+      *error = "log.file: " + s.to_string();
+      return false;
+    }
+  }
+  log::set_level(static_cast<log::Level>(log.level));
+  log::set_access_enabled(log.access);
+  return true;
 }
 
 }  // namespace coilgun::daemon

@@ -2,9 +2,11 @@
 // What both daemons share around their own logic: worker threads with one loop each, the
 // admin listener, signals, drain and the metrics every daemon publishes.
 //
-//   main thread: signals (SIGTERM/SIGINT: drain, a second one exits at once; SIGHUP is left
-//                to a later milestone), the admin HTTP listener (/metrics /stats /ready
-//                /healthz), waiting for the workers;
+//   main thread: signals (SIGTERM/SIGINT: drain, a second one exits at once; SIGHUP: reload
+//                configuration and certificates; SIGUSR1: reopen the log file), the admin
+//                HTTP listener (/metrics /stats /ready /healthz), systemd notifications
+//                (READY, STATUS, RELOADING, STOPPING: common/sd_notify.h), waiting for the
+//                workers;
 //   worker i:    its own uv::Loop and Worker object (listeners, connections, exchanges).
 //
 // The metrics registry and the version store are shared by all threads (they are thread-safe);
@@ -75,6 +77,13 @@ struct DaemonOptions {
   std::string admin_host = "127.0.0.1";
   uint16_t admin_port = 0;
   std::chrono::milliseconds drain_timeout{10000};
+  // The STATUS= line for systemd (tunnel state, live ratio), sent at start, after a reload and
+  // every status_interval. Main thread. Null: no STATUS.
+  std::function<std::string()> status;
+  std::chrono::milliseconds status_interval{5000};
+  // SIGHUP: reload configuration and certificates. It validates everything first; on failure it
+  // keeps the old ones, logs why and returns false. Main thread. Null: SIGHUP is ignored.
+  std::function<bool()> reload;
 };
 
 class Daemon {
@@ -97,6 +106,8 @@ class Daemon {
   struct WorkerThread;
   class Admin;
   void begin_drain();
+  void reload();
+  std::string status_line() const;
   void worker_exited();
   void join_workers();
 

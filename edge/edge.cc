@@ -92,6 +92,7 @@ class ClientExchange : public uv::Deferred {
   std::string error_;
   Clock::time_point started_ = Clock::now();
   double upstream_ms_ = -1;
+  std::shared_ptr<const Settings> settings_;  // As of begin(), for the whole exchange.
   uv::Timer timeout_;  // request_timeout: fires after that long without progress.
   uint64_t last_progress_ms_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
@@ -101,6 +102,7 @@ ClientExchange::ClientExchange(EdgeWorker& worker, http::ServerConnection& c)
     : worker_(worker), shared_(worker.shared()), client_(&c), timeout_(worker.loop()) {}
 
 void ClientExchange::begin() {
+  settings_ = shared_.now();
   shared_.metrics.in_flight.add(1);
   const http::RequestHead& req = client_->request();
   method_ = req.method;
@@ -119,7 +121,7 @@ void ClientExchange::begin() {
     if (!(method_ == "OPTIONS" && target_ == "*")) return fail(400, "bad_target");
   }
   host_ = host_without_port(authority_);
-  const config::EdgeRoute* route = config::match_route(shared_.config, host_);
+  const config::EdgeRoute* route = config::match_route(settings_->config, host_);
   if (route == nullptr) return fail(421, "unknown_host");
   AgentPool* pool = worker_.pool_for(*route);
   link_ = pool->pick();
@@ -139,7 +141,7 @@ void ClientExchange::begin() {
   for (auto& h : headers) fields_.emplace_back(lower(h.name), std::move(h.value));
 
   progress();
-  arm_timeout(shared_.config.limits.request_timeout);
+  arm_timeout(settings_->config.limits.request_timeout);
   if (!send_request(false)) return;
   if (req.expects_continue()) client_->send_continue();
 }
@@ -173,7 +175,7 @@ bool ClientExchange::send_request(bool full) {
 void ClientExchange::arm_timeout(std::chrono::milliseconds delay) {
   timeout_.start(delay, [this] {
     const uint64_t idle = worker_.loop().now_ms() - last_progress_ms_;
-    const auto limit = static_cast<uint64_t>(shared_.config.limits.request_timeout.count());
+    const auto limit = static_cast<uint64_t>(settings_->config.limits.request_timeout.count());
     if (idle < limit) return arm_timeout(std::chrono::milliseconds(limit - idle));
     fail(504, "request_timeout");
   });
@@ -262,7 +264,7 @@ void ClientExchange::on_data(std::span<const uint8_t> data, bool end) {
   progress();
   link_bytes_ += data.size();
   if (mode_ == BodyMode::kCoded) {
-    if (payload_.size() + data.size() > shared_.config.limits.max_coded_body + 64) {
+    if (payload_.size() + data.size() > settings_->config.limits.max_coded_body + 64) {
       return fail(502, "coded_body_over_limit");
     }
     payload_.insert(payload_.end(), data.begin(), data.end());
@@ -318,7 +320,7 @@ void ClientExchange::rebuild() {
     if (base) base_bytes = base->bytes();
     std::vector<uint8_t> out;
     const Status s =
-        worker_.decoder().decode(h, base_bytes, shared_.config.limits.max_coded_body, out);
+        worker_.decoder().decode(h, base_bytes, settings_->config.limits.max_coded_body, out);
     if (!s.ok()) {
       // Never wrong bytes to a client: ask again for the whole body.
       return refetch(code_name(s.code()));
@@ -367,7 +369,7 @@ void ClientExchange::on_reset(ResetReason reason) {
   if (reason == ResetReason::kRefused && !head_sent_ && !retried_ && !has_body_) {
     // Never processed (the agent was draining): try once more on another tunnel.
     retried_ = true;
-    AgentPool* pool = worker_.pool_for(*config::match_route(shared_.config, host_));
+    AgentPool* pool = worker_.pool_for(*config::match_route(settings_->config, host_));
     link_ = pool->pick();
     if (link_ != nullptr && send_request(refetched_)) return;
     return fail(502, "tunnel_down");
@@ -464,7 +466,8 @@ void ClientExchange::finish() {
 TunnelLink::TunnelLink(AgentPool& pool, std::unique_ptr<uv::TcpStream> socket,
                        std::unique_ptr<tls::TlsSession> tls)
     : pool_(pool) {
-  const config::EdgeConfig& c = pool.worker().shared().config;
+  const auto settings = pool.worker().shared().now();
+  const config::EdgeConfig& c = settings->config;
   tunnel::SessionOptions o;
   o.client = true;
   o.stream_window = static_cast<uint32_t>(c.tunnel.stream_window);
@@ -541,7 +544,7 @@ void TunnelLink::on_link_bytes(uint64_t in, uint64_t out) {
 AgentPool::AgentPool(EdgeWorker& worker, const config::EdgeRoute& route)
     : worker_(worker),
       route_(route),
-      slots_(std::max<uint32_t>(1, worker.shared().config.tunnel.connections)) {
+      slots_(std::max<uint32_t>(1, worker.shared().now()->config.tunnel.connections)) {
   for (size_t i = 0; i < slots_.size(); ++i) {
     slots_[i].retry = std::make_unique<uv::Timer>(worker_.loop());
     connect(i);
@@ -555,7 +558,7 @@ void AgentPool::connect(size_t i) {
   Slot& slot = slots_[i];
   slot.connector = std::make_unique<uv::TcpConnector>(worker_.loop());
   slot.connector->connect(
-      route_.agent.host, route_.agent.port, worker_.shared().config.tunnel.connect_timeout,
+      route_.agent.host, route_.agent.port, worker_.shared().now()->config.tunnel.connect_timeout,
       [this, i](Result<std::unique_ptr<uv::TcpStream>> r) {
         Slot& s = slots_[i];
         std::unique_ptr<uv::TcpConnector> done = std::move(s.connector);  // Freed on return.
@@ -563,7 +566,8 @@ void AgentPool::connect(size_t i) {
           log::debug("cannot reach agent", {{"agent", agent()}, {"error", r.status().to_string()}});
           return schedule(i);
         }
-        auto tls = tls::TlsSession::client(worker_.shared().tls, route_.agent_name);
+        // New connections use the certificates of the moment (a reload changes them).
+        auto tls = tls::TlsSession::client(worker_.shared().now()->tls, route_.agent_name);
         if (!tls.ok()) {
           log::error("cannot start TLS", {{"error", tls.status().to_string()}});
           return schedule(i);
@@ -575,7 +579,8 @@ void AgentPool::connect(size_t i) {
 void AgentPool::schedule(size_t i) {
   if (stopping_) return;
   Slot& slot = slots_[i];
-  const auto& t = worker_.shared().config.tunnel;
+  const auto settings = worker_.shared().now();
+  const auto& t = settings->config.tunnel;
   slot.backoff =
       slot.backoff.count() == 0 ? t.backoff_min : std::min(slot.backoff * 2, t.backoff_max);
   // Jittered: somewhere in the upper half of the backoff, so edges do not reconnect in step.
@@ -664,7 +669,7 @@ http::ServerOptions server_options(const config::EdgeConfig& c) {
 }  // namespace
 
 EdgeWorker::EdgeWorker(uv::Loop& loop, Shared& shared, unsigned index)
-    : http::Server(loop, server_options(shared.config)),
+    : http::Server(loop, server_options(shared.now()->config)),
       shared_(shared),
       index_(index),
       rng_(std::random_device{}()) {}
@@ -675,11 +680,12 @@ EdgeWorker::~EdgeWorker() {
 }
 
 Result<uint16_t> EdgeWorker::start(uint16_t port_override) {
-  const config::HostPort& l = shared_.config.listen;
+  const auto settings = shared_.now();
+  const config::HostPort& l = settings->config.listen;
   COILGUN_TRY(listen(l.host, port_override != 0 ? port_override : l.port));
   // Tunnels to every agent come up now, before the first request needs one.
-  if (shared_.config.default_route) pool_for(*shared_.config.default_route);
-  for (const config::EdgeRoute& r : shared_.config.routes) pool_for(r);
+  if (settings->config.default_route) pool_for(*settings->config.default_route);
+  for (const config::EdgeRoute& r : settings->config.routes) pool_for(r);
   log::info("listening", {{"role", "http"}, {"address", address()}, {"worker", index_}});
   return port();
 }

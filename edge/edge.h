@@ -23,6 +23,7 @@
 
 #include "common/config.h"
 #include "common/daemon.h"
+#include "common/daemon_main.h"
 #include "common/http_server.h"
 #include "common/tls.h"
 #include "common/tunnel_connection.h"
@@ -31,11 +32,15 @@
 
 namespace coilgun::edge {
 
+using Settings = daemon::Settings<config::EdgeConfig>;
+
+// What every worker shares. Settings are replaced whole on SIGHUP: take a snapshot (now())
+// when starting a piece of work and keep it for that work.
 struct Shared {
-  const config::EdgeConfig& config;
-  std::shared_ptr<const tls::TlsContext> tls;
+  daemon::Reloadable<Settings>& settings;
   VersionStore& store;
   daemon::Metrics& metrics;
+  std::shared_ptr<const Settings> now() const { return settings.get(); }
 };
 
 class EdgeWorker;
@@ -113,7 +118,7 @@ class AgentPool {
   void schedule(size_t i);
 
   EdgeWorker& worker_;
-  const config::EdgeRoute& route_;
+  const config::EdgeRoute route_;  // A copy: the pool outlives the settings it was made from.
   std::vector<Slot> slots_;
   bool stopping_ = false;
 };

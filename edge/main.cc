@@ -2,11 +2,11 @@
 // wires the objects together; the logic lives in edge.cc.
 
 #include <cstdio>
-#include <ctime>
 #include <thread>
 
 #include "common/config.h"
 #include "common/daemon.h"
+#include "common/daemon_main.h"
 #include "common/log.h"
 #include "common/tls.h"
 #include "common/version_store.h"
@@ -16,46 +16,45 @@ extern char** environ;
 
 using namespace coilgun;
 
-int main(int argc, char** argv) {
-  const config::EnvMap env = config::environment_from(environ);
-  auto inv = config::load_edge(argc, argv, env);
-  if (!inv.ok()) {
-    std::fprintf(stderr, "coilgun-edge: %s\n", inv.error().c_str());
-    return 2;
-  }
-  if (inv->help) {
-    std::fputs(inv->help_text.c_str(), stdout);
-    return 0;
-  }
-  if (inv->version) {
-    std::printf("coilgun-edge %s\n", COILGUN_VERSION);
-    return 0;
-  }
-  const config::EdgeConfig& cfg = inv->config;
-  log::set_level(static_cast<log::Level>(cfg.log.level));
-  log::set_access_enabled(cfg.log.access);
-  for (const std::string& w : inv->warnings) log::warn("configuration", {{"warning", w}});
+namespace {
 
-  const tls::TlsFiles files{cfg.tls.ca, cfg.tls.cert, cfg.tls.key};
-  std::string detail;
-  if (auto files_ok = config::check_files(cfg.tls); !files_ok.ok()) {
-    std::fprintf(stderr, "coilgun-edge: %s\n", files_ok.error().c_str());
-    return 1;
+// Keys a SIGHUP cannot apply: listeners, threads, the store and the client-side HTTP limits
+// are set up once. (Routes, TLS files, tunnel and other limits apply to new work at once.)
+std::vector<std::string> restart_only(const config::EdgeConfig& a, const config::EdgeConfig& b) {
+  std::vector<std::string> keys;
+  if (!(a.listen == b.listen)) keys.push_back("listen");
+  if (!(a.admin == b.admin)) keys.push_back("admin");
+  if (a.workers != b.workers) keys.push_back("workers");
+  if (!(a.store == b.store)) keys.push_back("store");
+  if (a.limits.max_header_bytes != b.limits.max_header_bytes) {
+    keys.push_back("limits.max_header_bytes");
   }
-  auto tls = tls::TlsContext::client(files, &detail);
-  if (!tls.ok()) {
-    std::fprintf(stderr, "coilgun-edge: TLS: %s\n", detail.c_str());
-    return 1;
+  if (a.limits.client_idle_timeout != b.limits.client_idle_timeout) {
+    keys.push_back("limits.client_idle_timeout");
   }
-  if (inv->check) {
-    if (!tls::check_files(files, tls::Role::kClient, std::time(nullptr), &detail).ok()) {
-      std::fprintf(stderr, "coilgun-edge: TLS: %s\n", detail.c_str());
-      return 1;
-    }
-    std::printf("coilgun-edge: configuration OK (%s)\n",
-                inv->config_path.empty() ? "no file" : inv->config_path.c_str());
-    return 0;
-  }
+  return keys;
+}
+
+std::string status(const edge::Shared& shared) {
+  const auto tunnels = shared.metrics.tunnels.value();
+  const double body = static_cast<double>(shared.metrics.body_bytes.value());
+  const double link = static_cast<double>(shared.metrics.link_in.value());
+  char text[128];
+  std::snprintf(text, sizeof text, "%lld tunnel%s up, link/body %.2f%%",
+                static_cast<long long>(tunnels), tunnels == 1 ? "" : "s",
+                body > 0 ? 100 * link / body : 0.0);
+  return text;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto env = [] { return config::environment_from(environ); };
+  int exit_code = 0;
+  auto settings = daemon::start_up("coilgun-edge", &config::load_edge, tls::Role::kClient, argc,
+                                   argv, env(), &exit_code);
+  if (settings == nullptr) return exit_code;
+  const config::EdgeConfig& cfg = settings->config;
 
   metrics::Registry registry;
   daemon::Metrics metrics(registry);
@@ -64,7 +63,8 @@ int main(int argc, char** argv) {
       .max_bytes = cfg.store.max_bytes,
       .prepare_on_lookup = false});  // The edge decodes against bases; it never encodes.
   metrics.watch_store(store);
-  edge::Shared shared{cfg, tls.value(), store, metrics};
+  daemon::Reloadable<edge::Settings> current(settings);
+  edge::Shared shared{current, store, metrics};
 
   daemon::DaemonOptions opts;
   opts.name = "coilgun-edge";
@@ -72,6 +72,9 @@ int main(int argc, char** argv) {
   opts.admin_host = cfg.admin.host;
   opts.admin_port = cfg.admin.port;
   opts.drain_timeout = cfg.drain_timeout;
+  opts.status = [&shared] { return status(shared); };
+  opts.reload = daemon::reloader<config::EdgeConfig>(&config::load_edge, tls::Role::kClient, argc,
+                                                     argv, env, current, restart_only);
   daemon::Daemon d(
       opts, registry,
       [&shared](uv::Loop& loop, unsigned index) {

@@ -95,6 +95,7 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   std::unique_ptr<http::ClientConnection> conn_;
   bool retried_ = false;
   uv::Timer timeout_;
+  std::shared_ptr<const Settings> settings_;  // As of the request, for the whole exchange.
 
   Mode mode_ = Mode::kPending;
   int status_ = 0;
@@ -120,7 +121,8 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
       stream_(stream),
       held_(held.begin(), held.end()),
       request_end_(end_stream),
-      timeout_(link.worker().loop()) {
+      timeout_(link.worker().loop()),
+      settings_(shared_.now()) {
   std::string authority;
   for (const HeaderField& f : fields) {
     if (f.name == ":method") {
@@ -136,7 +138,7 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
   if (authority.empty()) authority = http::find(request_.headers, "host").value_or("");
   host_ = lower(authority);
   // The cache key: this agent's namespace, the host and the target.
-  key_ = shared_.config.namespace_name + '\n' + host_ + '\n' + request_.target;
+  key_ = settings_->config.namespace_name + '\n' + host_ + '\n' + request_.target;
   if (!end_stream) {
     const auto cl = http::find(request_.headers, "content-length");
     request_framing_ = cl ? http::BodyFraming::kContentLength : http::BodyFraming::kChunked;
@@ -179,7 +181,7 @@ void Exchange::acquire(bool fresh) {
 void Exchange::send_request() {
   const Status s = conn_->send_request(request_, request_framing_, request_length_, this);
   if (!s.ok()) return on_error(s);
-  timeout_.start(shared_.config.backend_pool.response_timeout,
+  timeout_.start(settings_->config.backend_pool.response_timeout,
                  [this] { fail(ResetReason::kUpstreamTimeout, "backend_timeout"); });
   if (!early_body_.empty()) {
     (void)conn_->send_body(early_body_);
@@ -224,7 +226,7 @@ void Exchange::on_response_head(http::ResponseHead&& head) {
   if (bodyless) {
     mode_ = Mode::kNone;
   } else if (request_.method == "GET" && delta_worthy(head) &&
-             (!cl || length <= shared_.config.delta.max_body)) {
+             (!cl || length <= settings_->config.delta.max_body)) {
     mode_ = Mode::kCoded;
     http::remove(head.headers, "content-length");  // The edge sets it from the rebuilt body.
     if (cl) body_.reserve(length);
@@ -258,7 +260,7 @@ void Exchange::on_response_body(std::span<const uint8_t> data) {
   shared_.metrics.body_bytes.inc(data.size());
   if (mode_ == Mode::kCoded) {
     body_.insert(body_.end(), data.begin(), data.end());
-    if (body_.size() > shared_.config.delta.max_body) switch_to_stream();
+    if (body_.size() > settings_->config.delta.max_body) switch_to_stream();
     return;
   }
   if (mode_ != Mode::kStream) return;
@@ -311,7 +313,7 @@ void Exchange::find_base(size_t index) {
 }
 
 void Exchange::encode(BlobRef base) {
-  proto::DeltaEncoder& enc = worker_.encoder();
+  proto::DeltaEncoder& enc = worker_.encoder(settings_->config.delta);
   const Status s = enc.encode(base ? &base->prepared() : nullptr, body_, id_, payload_);
   if (!s.ok()) return fail(ResetReason::kInternal, "encode_failed");
   const bool delta = enc.last_stats().kind == proto::DeltaKind::kDelta;
@@ -432,7 +434,8 @@ void Exchange::finish() {
 EdgeLink::EdgeLink(AgentWorker& worker, std::unique_ptr<uv::TcpStream> socket,
                    std::unique_ptr<tls::TlsSession> tls)
     : worker_(worker) {
-  const config::OriginConfig& c = worker.shared().config;
+  const auto settings = worker.shared().now();
+  const config::OriginConfig& c = settings->config;
   tunnel::SessionOptions o;
   o.client = false;
   o.stream_window = static_cast<uint32_t>(c.tunnel.stream_window);
@@ -523,19 +526,26 @@ AgentWorker::AgentWorker(uv::Loop& loop, Shared& shared, unsigned index)
       shared_(shared),
       index_(index),
       listener_(loop),
-      backend_(loop, shared.config.backend.host, shared.config.backend.port,
-               shared.config.backend_pool.max_idle_per_worker,
-               shared.config.backend_pool.connect_timeout,
-               http::Parser::Limits{.max_header_bytes = shared.config.limits.max_header_bytes,
-                                    .max_headers = 256}),
-      encoder_(proto::EncodeOptions{.full_level = shared.config.delta.full_level,
-                                    .effort = shared.config.delta.effort,
-                                    .matcher = std::nullopt}) {}
+      backend_(
+          loop, shared.now()->config.backend.host, shared.now()->config.backend.port,
+          shared.now()->config.backend_pool.max_idle_per_worker,
+          shared.now()->config.backend_pool.connect_timeout,
+          http::Parser::Limits{.max_header_bytes = shared.now()->config.limits.max_header_bytes,
+                               .max_headers = 256}) {}
+
+proto::DeltaEncoder& AgentWorker::encoder(const config::DeltaConfig& delta) {
+  if (encoder_ == nullptr || !(encoder_config_ == delta)) {
+    encoder_ = std::make_unique<proto::DeltaEncoder>(proto::EncodeOptions{
+        .full_level = delta.full_level, .effort = delta.effort, .matcher = std::nullopt});
+    encoder_config_ = delta;
+  }
+  return *encoder_;
+}
 
 AgentWorker::~AgentWorker() { stop(); }
 
 Result<uint16_t> AgentWorker::start(uint16_t port_override) {
-  const config::HostPort& l = shared_.config.listen;
+  const config::HostPort l = shared_.now()->config.listen;
   const uint16_t port = port_override != 0 ? port_override : l.port;
   COILGUN_TRY(listener_.listen(
       l.host, port, [this](std::unique_ptr<uv::TcpStream> s) { on_accept(std::move(s)); }));
@@ -546,7 +556,8 @@ Result<uint16_t> AgentWorker::start(uint16_t port_override) {
 
 void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
   if (draining_) return;
-  auto tls = tls::TlsSession::server(shared_.tls);
+  // New tunnels use the certificates of the moment (a reload changes them).
+  auto tls = tls::TlsSession::server(shared_.now()->tls);
   if (!tls.ok()) {
     log::error("cannot start TLS", {{"error", tls.status().to_string()}});
     return;

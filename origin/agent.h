@@ -21,6 +21,7 @@
 
 #include "common/config.h"
 #include "common/daemon.h"
+#include "common/daemon_main.h"
 #include "common/http_client.h"
 #include "common/tls.h"
 #include "common/tunnel_connection.h"
@@ -29,12 +30,15 @@
 
 namespace coilgun::origin {
 
-// What every worker of the agent shares; outlives them.
+using Settings = daemon::Settings<config::OriginConfig>;
+
+// What every worker of the agent shares; outlives them. Settings are replaced whole on SIGHUP:
+// take a snapshot (now()) when starting a piece of work and keep it for that work.
 struct Shared {
-  const config::OriginConfig& config;
-  std::shared_ptr<const tls::TlsContext> tls;
+  daemon::Reloadable<Settings>& settings;
   VersionStore& store;
   daemon::Metrics& metrics;
+  std::shared_ptr<const Settings> now() const { return settings.get(); }
 };
 
 class AgentWorker;
@@ -86,8 +90,10 @@ class AgentWorker : public daemon::Worker {
 
   uv::Loop& loop() { return loop_; }
   Shared& shared() { return shared_; }
+  // The backend pool is built once (backend and backend_pool are restart-only keys).
   http::ClientPool& backend() { return backend_; }
-  proto::DeltaEncoder& encoder() { return encoder_; }
+  // The encoder for |delta| (rebuilt when a reload changed it).
+  proto::DeltaEncoder& encoder(const config::DeltaConfig& delta);
   // A link closed: drop it (on a later turn).
   void link_closed(EdgeLink* link);
 
@@ -99,7 +105,8 @@ class AgentWorker : public daemon::Worker {
   unsigned index_;
   uv::TcpListener listener_;
   http::ClientPool backend_;
-  proto::DeltaEncoder encoder_;
+  config::DeltaConfig encoder_config_;
+  std::unique_ptr<proto::DeltaEncoder> encoder_;
   std::vector<std::unique_ptr<EdgeLink>> links_;
   bool draining_ = false;
 };

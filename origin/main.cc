@@ -2,11 +2,11 @@
 // objects together; the logic lives in agent.cc.
 
 #include <cstdio>
-#include <ctime>
 #include <thread>
 
 #include "common/config.h"
 #include "common/daemon.h"
+#include "common/daemon_main.h"
 #include "common/log.h"
 #include "common/tls.h"
 #include "common/version_store.h"
@@ -16,46 +16,46 @@ extern char** environ;
 
 using namespace coilgun;
 
-int main(int argc, char** argv) {
-  const config::EnvMap env = config::environment_from(environ);
-  auto inv = config::load_origin(argc, argv, env);
-  if (!inv.ok()) {
-    std::fprintf(stderr, "coilgun-origin: %s\n", inv.error().c_str());
-    return 2;
-  }
-  if (inv->help) {
-    std::fputs(inv->help_text.c_str(), stdout);
-    return 0;
-  }
-  if (inv->version) {
-    std::printf("coilgun-origin %s\n", COILGUN_VERSION);
-    return 0;
-  }
-  const config::OriginConfig& cfg = inv->config;
-  log::set_level(static_cast<log::Level>(cfg.log.level));
-  log::set_access_enabled(cfg.log.access);
-  for (const std::string& w : inv->warnings) log::warn("configuration", {{"warning", w}});
+namespace {
 
-  const tls::TlsFiles files{cfg.tls.ca, cfg.tls.cert, cfg.tls.key};
-  std::string detail;
-  if (auto files_ok = config::check_files(cfg.tls); !files_ok.ok()) {
-    std::fprintf(stderr, "coilgun-origin: %s\n", files_ok.error().c_str());
-    return 1;
+// Keys a SIGHUP cannot apply: listeners, threads, the store and the backend pool are set up
+// once. (TLS files, delta, namespace, limits, tunnel and timeouts apply to new work at once.)
+std::vector<std::string> restart_only(const config::OriginConfig& a,
+                                      const config::OriginConfig& b) {
+  std::vector<std::string> keys;
+  if (!(a.listen == b.listen)) keys.push_back("listen");
+  if (!(a.admin == b.admin)) keys.push_back("admin");
+  if (a.workers != b.workers) keys.push_back("workers");
+  if (!(a.store == b.store)) keys.push_back("store");
+  if (!(a.backend == b.backend)) keys.push_back("backend");
+  if (a.backend_pool.max_idle_per_worker != b.backend_pool.max_idle_per_worker ||
+      a.backend_pool.connect_timeout != b.backend_pool.connect_timeout) {
+    keys.push_back("backend_pool");
   }
-  auto tls = tls::TlsContext::server(files, &detail);
-  if (!tls.ok()) {
-    std::fprintf(stderr, "coilgun-origin: TLS: %s\n", detail.c_str());
-    return 1;
+  if (a.limits.max_header_bytes != b.limits.max_header_bytes) {
+    keys.push_back("limits.max_header_bytes");
   }
-  if (inv->check) {
-    if (!tls::check_files(files, tls::Role::kServer, std::time(nullptr), &detail).ok()) {
-      std::fprintf(stderr, "coilgun-origin: TLS: %s\n", detail.c_str());
-      return 1;
-    }
-    std::printf("coilgun-origin: configuration OK (%s)\n",
-                inv->config_path.empty() ? "no file" : inv->config_path.c_str());
-    return 0;
-  }
+  return keys;
+}
+
+std::string status(const origin::Shared& shared) {
+  const auto tunnels = shared.metrics.tunnels.value();
+  char text[160];
+  std::snprintf(text, sizeof text, "%lld edge tunnel%s, backend %s",
+                static_cast<long long>(tunnels), tunnels == 1 ? "" : "s",
+                shared.now()->config.backend.to_string().c_str());
+  return text;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto env = [] { return config::environment_from(environ); };
+  int exit_code = 0;
+  auto settings = daemon::start_up("coilgun-origin", &config::load_origin, tls::Role::kServer, argc,
+                                   argv, env(), &exit_code);
+  if (settings == nullptr) return exit_code;
+  const config::OriginConfig& cfg = settings->config;
 
   metrics::Registry registry;
   daemon::Metrics metrics(registry);
@@ -64,7 +64,8 @@ int main(int argc, char** argv) {
       .max_bytes = cfg.store.max_bytes,
       .prepare_on_lookup = true});  // The agent looks versions up only to use them as bases.
   metrics.watch_store(store);
-  origin::Shared shared{cfg, tls.value(), store, metrics};
+  daemon::Reloadable<origin::Settings> current(settings);
+  origin::Shared shared{current, store, metrics};
 
   daemon::DaemonOptions opts;
   opts.name = "coilgun-origin";
@@ -72,14 +73,19 @@ int main(int argc, char** argv) {
   opts.admin_host = cfg.admin.host;
   opts.admin_port = cfg.admin.port;
   opts.drain_timeout = cfg.drain_timeout;
+  opts.status = [&shared] { return status(shared); };
+  opts.reload = daemon::reloader<config::OriginConfig>(&config::load_origin, tls::Role::kServer,
+                                                       argc, argv, env, current, restart_only);
   daemon::Daemon d(
       opts, registry,
       [&shared](uv::Loop& loop, unsigned index) {
         return std::make_unique<origin::AgentWorker>(loop, shared, index);
       },
-      [&store, &cfg] {
-        return nlohmann::json{{"backend", cfg.backend.to_string()},
-                              {"namespace", cfg.namespace_name},
+      [&shared, &store] {
+        const auto now = shared.now();
+        return nlohmann::json{{"backend", now->config.backend.to_string()},
+                              {"namespace", now->config.namespace_name},
+                              {"tunnels", shared.metrics.tunnels.value()},
                               {"store", daemon::store_json(store)}};
       },
       [] { return true; });

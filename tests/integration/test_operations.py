@@ -1,0 +1,235 @@
+"""Running the daemons like a production service: the example configs, --print-config, config
+errors naming file and line, SIGHUP reload (validated first, old kept on failure, tunnels
+stay up), SIGUSR1 log reopening and the systemd notification protocol. Real processes on
+127.0.0.1, certificates made per test.
+
+    COILGUN_BUILD=build/release python3 -m unittest -v test_operations
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+import harness
+from harness import get, metrics
+
+DEPLOY = os.path.join(harness.ROOT, "deploy")
+
+
+def toml_str(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class OpsTestCase(unittest.TestCase):
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="coilgun-ops-")
+        self.tmp = self._tmp.name
+        self.procs = []
+
+    def tearDown(self):
+        for p in self.procs:
+            p.stop()
+        self._tmp.cleanup()
+
+    def start(self, args, name, env=None):
+        p = harness.Process(args, name, env=harness.merged_env(env))
+        self.procs.append(p)
+        return p
+
+    def site_and_origin(self, certs):
+        site = self.start([harness.binary("coilgun-sample-origin"), "--listen", "127.0.0.1:0"], "site")
+        _, backend = site.address("origin")
+        origin = self.start([harness.binary("coilgun-origin"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                             "--backend", f"http://127.0.0.1:{backend}", "--workers", "1"] + certs.agent_flags(),
+                            "origin")
+        _, tunnel = origin.address("tunnel")
+        return origin, tunnel
+
+    def write_edge_config(self, path, certs, tunnel, hosts, edge="edge", extra=""):
+        with open(path, "w") as f:
+            f.write(f'listen = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\nworkers = 1\n{extra}\n'
+                    f'[tls]\nca = {toml_str(certs.path("ca.pem"))}\n'
+                    f'cert = {toml_str(certs.path(f"edge-{edge}.pem"))}\n'
+                    f'key = {toml_str(certs.path(f"edge-{edge}.key"))}\n\n'
+                    f'[[route]]\nhosts = [{", ".join(toml_str(h) for h in hosts)}]\n'
+                    f'agent = "127.0.0.1:{tunnel}"\n')
+
+
+class TestConfigFiles(OpsTestCase):
+    def test_the_example_configs_are_valid(self):
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        for daemon, example, flags in (
+                ("coilgun-origin", "coilgun-origin.toml", certs.agent_flags()),
+                ("coilgun-edge", "coilgun-edge.toml", certs.edge_flags())):
+            path = os.path.join(DEPLOY, example)
+            # The example's certificate paths exist only once installed: point them here.
+            r = subprocess.run([harness.binary(daemon), "-c", path, "--check"] + flags, capture_output=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            printed = subprocess.run([harness.binary(daemon), "-c", path, "--print-config"], capture_output=True)
+            self.assertEqual(printed.returncode, 0, printed.stderr)
+            # What --print-config prints is itself a valid config file, saying the same.
+            again_path = os.path.join(self.tmp, "again-" + example)
+            with open(again_path, "wb") as f:
+                f.write(printed.stdout)
+            again = subprocess.run([harness.binary(daemon), "-c", again_path, "--print-config"], capture_output=True)
+            self.assertEqual(again.stdout, printed.stdout)
+        edge = subprocess.run([harness.binary("coilgun-edge"), "-c", os.path.join(DEPLOY, "coilgun-edge.toml"),
+                               "--print-config"], capture_output=True, text=True).stdout
+        self.assertEqual(edge.count("[[route]]"), 2)  # Multi-host routing is in the example.
+        self.assertIn('"*.static.example.com"', edge)
+
+    def test_flags_and_environment_show_in_print_config(self):
+        r = subprocess.run([harness.binary("coilgun-edge"), "-c", os.path.join(DEPLOY, "coilgun-edge.toml"),
+                            "--print-config", "--listen", "127.0.0.1:18080"],
+                           capture_output=True, text=True, env=harness.merged_env({"COILGUN_TUNNEL_CONNECTIONS": "5"}))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('listen = "127.0.0.1:18080"', r.stdout)
+        self.assertIn("connections = 5", r.stdout)
+
+    def test_unknown_keys_are_errors_naming_file_and_line(self):
+        path = os.path.join(self.tmp, "edge.toml")
+        with open(path, "w") as f:
+            f.write('agent = "127.0.0.1:2408"\n\n[tunnel]\nconections = 3\n')
+        r = subprocess.run([harness.binary("coilgun-edge"), "-c", path, "--check"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"{path}:4", r.stderr)
+        self.assertIn("conections", r.stderr)
+
+
+class TestReload(OpsTestCase):
+    def test_sighup_applies_routes_and_keeps_tunnels_up(self):
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        _, tunnel = self.site_and_origin(certs)
+        conf = os.path.join(self.tmp, "edge.toml")
+        self.write_edge_config(conf, certs, tunnel, ["www.example.com"])
+        edge = self.start([harness.binary("coilgun-edge"), "-c", conf], "edge")
+        _, port = edge.address("http")
+        _, admin = edge.address("admin")
+        harness.wait_until(lambda: metrics(admin)["coilgun_tunnel_connections"] == 2, what="2 tunnels")
+        self.assertEqual(get(port, "/", host="news.example.org")[0], 421)
+
+        self.write_edge_config(conf, certs, tunnel, ["www.example.com", "news.example.org"])
+        edge.signal(signal.SIGHUP)
+        edge.wait_for(lambda r: r.get("msg") == "reloaded", what="reloaded")
+        self.assertEqual(get(port, "/", host="news.example.org")[0], 200)
+        self.assertEqual(metrics(admin)["coilgun_tunnel_connections"], 2)
+        ups = [r for r in edge.records() if r.get("msg") == "tunnel up"]
+        self.assertEqual(len(ups), 2)  # No tunnel was rebuilt.
+
+        # A broken file: the reload is refused, named, and the running config stays.
+        with open(conf, "a") as f:
+            f.write("\n[limits]\nrequest_timeut = \"5s\"\n")
+        edge.signal(signal.SIGHUP)
+        failed = edge.wait_for(lambda r: r.get("msg") == "reload: invalid configuration or certificates",
+                               what="reload refused")
+        self.assertIn("request_timeut", failed["error"])
+        self.assertIn("edge.toml:", failed["error"])
+        edge.wait_for(lambda r: r.get("msg") == "reload failed: keeping the running configuration",
+                      what="keeping the old config")
+        self.assertEqual(get(port, "/", host="news.example.org")[0], 200)
+
+    def test_sighup_reloads_certificates_and_refuses_a_bad_key(self):
+        certs = harness.Certs(os.path.join(self.tmp, "c"), edges=("edge", "edge2"))
+        origin, tunnel = self.site_and_origin(certs)
+        conf = os.path.join(self.tmp, "edge.toml")
+        self.write_edge_config(conf, certs, tunnel, ["www.example.com"])
+        edge = self.start([harness.binary("coilgun-edge"), "-c", conf, "--log-level", "debug"], "edge")
+        _, port = edge.address("http")
+        origin.wait_for(lambda r: r.get("msg") == "tunnel up" and r.get("edge") == "CN=edge", what="CN=edge")
+
+        # A key that does not match the certificate: refused before anything changes.
+        with open(conf) as f:
+            text = f.read()
+        with open(conf, "w") as f:
+            f.write(text.replace("edge-edge.key", "edge-edge2.key"))
+        edge.signal(signal.SIGHUP)
+        failed = edge.wait_for(lambda r: r.get("msg") == "reload: invalid configuration or certificates",
+                               what="reload refused")
+        self.assertIn("TLS", failed["error"])
+        self.assertEqual(get(port, "/")[0], 200)
+
+        # The second edge certificate: new tunnels present it, the live ones stay.
+        self.write_edge_config(conf, certs, tunnel, ["www.example.com"], edge="edge2")
+        edge.signal(signal.SIGHUP)
+        edge.wait_for(lambda r: r.get("msg") == "reloaded", what="reloaded")
+        self.assertEqual(get(port, "/")[0], 200)
+        self.assertFalse(any(r.get("edge") == "CN=edge2" for r in origin.records()))
+        origin.stop()  # The tunnels drop; the edge reconnects with what it now holds.
+        origin2 = self.start([harness.binary("coilgun-origin"), "--listen", f"127.0.0.1:{tunnel}", "--admin",
+                              "127.0.0.1:0", "--backend", origin.args[origin.args.index("--backend") + 1],
+                              "--workers", "1"] + certs.agent_flags(), "origin2")
+        origin2.wait_for(lambda r: r.get("msg") == "tunnel up" and r.get("edge") == "CN=edge2",
+                         timeout=15, what="a tunnel from CN=edge2")
+
+
+class TestLogFiles(OpsTestCase):
+    def test_sigusr1_reopens_the_log_file(self):
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        _, tunnel = self.site_and_origin(certs)
+        log_path = os.path.join(self.tmp, "edge.log")
+        conf = os.path.join(self.tmp, "edge.toml")
+        port, admin = harness.free_port(), harness.free_port()
+        self.write_edge_config(conf, certs, tunnel, ["www.example.com"])
+        with open(conf) as f:
+            text = f.read().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"').replace(
+                'admin = "127.0.0.1:0"', f'admin = "127.0.0.1:{admin}"')
+        with open(conf, "w") as f:
+            f.write(text + f"\n[log]\nfile = {toml_str(log_path)}\n")
+        edge = self.start([harness.binary("coilgun-edge"), "-c", conf], "edge")
+
+        def log_has(path, needle):
+            return os.path.exists(path) and needle in open(path).read()
+
+        harness.wait_until(lambda: log_has(log_path, '"tunnel up"'), what="the log file")
+        self.assertEqual(get(port, "/static/site.css")[0], 200)
+        harness.wait_until(lambda: log_has(log_path, "/static/site.css"), what="an access line")
+        os.rename(log_path, log_path + ".1")  # What logrotate does, then it signals.
+        edge.signal(signal.SIGUSR1)
+        harness.wait_until(lambda: log_has(log_path, "log file reopened"), what="a new log file")
+        self.assertEqual(get(port, "/api/headlines")[0], 200)
+        harness.wait_until(lambda: log_has(log_path, "/api/headlines"), what="access line in the new file")
+        self.assertNotIn("/api/headlines", open(log_path + ".1").read())
+        self.assertEqual(edge.records(), [])  # Nothing on stderr once the file is set.
+
+
+class TestSystemdNotify(OpsTestCase):
+    def test_ready_status_reloading_stopping(self):
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        _, tunnel = self.site_and_origin(certs)
+        sock_path = os.path.join(self.tmp, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(sock_path)
+        sock.settimeout(10)
+        self.addCleanup(sock.close)
+        conf = os.path.join(self.tmp, "edge.toml")
+        self.write_edge_config(conf, certs, tunnel, ["www.example.com"])
+        edge = self.start([harness.binary("coilgun-edge"), "-c", conf], "edge",
+                          env={"NOTIFY_SOCKET": sock_path})
+
+        def next_message(want):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                msg = dict(line.split("=", 1) for line in sock.recv(4096).decode().split("\n") if line)
+                if want in msg:
+                    return msg
+            self.fail(f"no {want} from the daemon")
+
+        ready = next_message("READY")
+        self.assertEqual(ready["READY"], "1")
+        self.assertIn("tunnel", ready["STATUS"])
+        self.assertIn("link/body", ready["STATUS"])
+        edge.signal(signal.SIGHUP)
+        reloading = next_message("RELOADING")
+        self.assertGreater(int(reloading["MONOTONIC_USEC"]), 0)
+        self.assertEqual(next_message("READY")["READY"], "1")
+        edge.signal(signal.SIGTERM)
+        self.assertEqual(next_message("STOPPING")["STOPPING"], "1")
+        self.assertEqual(edge.proc.wait(timeout=15), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
