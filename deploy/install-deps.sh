@@ -14,6 +14,8 @@ packages=(
   clang libclang-rt-14-dev
   # peers and tools used by tests and benchmarks
   openssl xdelta3 zstd gzip python3
+  # the package test: cpack's dependency scan, the units' checks, the install's user and sandbox
+  dpkg-dev systemd adduser util-linux sudo
 )
 
 missing=()

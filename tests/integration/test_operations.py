@@ -6,7 +6,9 @@ stay up), SIGUSR1 log reopening and the systemd notification protocol. Real proc
     COILGUN_BUILD=build/release python3 -m unittest -v test_operations
 """
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -229,6 +231,30 @@ class TestSystemdNotify(OpsTestCase):
         edge.signal(signal.SIGTERM)
         self.assertEqual(next_message("STOPPING")["STOPPING"], "1")
         self.assertEqual(edge.proc.wait(timeout=15), 0)
+
+
+class TestContainers(OpsTestCase):
+    """No container runtime runs here: the Dockerfiles are checked for what they promise, and
+    their health check command is run against a real daemon."""
+
+    def test_dockerfiles_run_non_root_on_bookworm_slim_with_a_working_health_check(self):
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        origin, _ = self.site_and_origin(certs)
+        _, admin = origin.address("admin")
+        for role, default_admin in (("origin", 9408), ("edge", 9080)):
+            with open(os.path.join(DEPLOY, "docker", f"Dockerfile.{role}")) as f:
+                text = f.read()
+            final = text[text.rindex("\nFROM "):]
+            self.assertTrue(final.startswith("\nFROM debian:bookworm-slim"))
+            user = re.search(r"^USER (\S+)", final, re.M)
+            self.assertIsNotNone(user)
+            self.assertNotIn(user.group(1).split(":")[0], ("root", "0"))
+            self.assertIn(f'"/usr/bin/coilgun-{role}"', final)
+            check = json.loads(re.search(r"^\s*CMD (\[.*\])$", final, re.M).group(1))
+            live = [a.replace(f"127.0.0.1:{default_admin}", f"127.0.0.1:{admin}") for a in check]
+            self.assertEqual(subprocess.run(live, capture_output=True).returncode, 0)
+            dead = [a.replace(f"127.0.0.1:{default_admin}", f"127.0.0.1:{harness.free_port()}") for a in check]
+            self.assertNotEqual(subprocess.run(dead, capture_output=True).returncode, 0)
 
 
 if __name__ == "__main__":
