@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "common/daemon_main.h"
+#include "common/dashboard.h"
 #include "common/log.h"
 #include "common/sd_notify.h"
 
@@ -109,16 +110,37 @@ class Daemon::Admin : public http::Server {
       if (d_.draining_) return c.respond_simple(503, "draining\n");
       return d_.ready_() ? c.respond_simple(200, "ready\n") : c.respond_simple(503, "not ready\n");
     }
-    if (path == "/") {
-      return c.respond_simple(200, d_.options_.name +
-                                       "\n\n/metrics  Prometheus metrics\n/stats    the same, "
-                                       "and more, as JSON\n/ready    200 when it can serve\n"
-                                       "/healthz  200 while the process runs\n");
+    if (path == "/stats/history") {
+      nlohmann::json j = {{"interval_ms", 1000}, {"samples", nlohmann::json::array()}};
+      for (const nlohmann::json& sample : d_.history_) j["samples"].push_back(sample);
+      return c.respond_simple(200, j.dump() + "\n", false, "application/json");
     }
+    if (path == "/") return dashboard(c);
     c.respond_simple(404, "not found\n");
   }
 
  private:
+  // The dashboard: one self-contained page (common/dashboard.h). The policy header makes the
+  // browser refuse anything but this page's own inline code and fetches to this listener.
+  static void dashboard(http::ServerConnection& c) {
+    http::ResponseHead head;
+    head.status = 200;
+    head.headers = {{"Content-Type", "text/html; charset=utf-8"},
+                    {"Cache-Control", "no-store"},
+                    {"Content-Security-Policy",
+                     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                     "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'"},
+                    {"X-Content-Type-Options", "nosniff"}};
+    if (!c.respond_head(std::move(head), http::ResponseFraming::kContentLength,
+                        kDashboardHtml.size())
+             .ok()) {
+      return;
+    }
+    (void)c.respond_body(std::span<const uint8_t>(
+        reinterpret_cast<const uint8_t*>(kDashboardHtml.data()), kDashboardHtml.size()));
+    (void)c.respond_end();
+  }
+
   static http::ServerOptions options(Daemon& d) {
     http::ServerOptions o;
     o.server_name = d.options_.name;
@@ -283,7 +305,10 @@ int Daemon::run() {
                  {{"error", reopened.to_string()}});
     }
   });
-  uv::Timer deadline(loop_), status(loop_);
+  uv::Timer deadline(loop_), status(loop_), history(loop_);
+  sample_history();
+  history.start(
+      std::chrono::seconds(1), [this] { sample_history(); }, std::chrono::seconds(1));
   deadline_ = &deadline;
   log::info(
       "started",
@@ -305,6 +330,38 @@ void Daemon::join_workers() {
   for (auto& w : workers_) {
     if (w->thread.joinable()) w->thread.join();
   }
+}
+
+// The totals the dashboard plots, as they stand now: t (Unix ms), body, link_in, link_out,
+// requests, errors (5xx), duration count and sum, and the duration histogram's cumulative
+// bucket counts ("le" -> count).
+void Daemon::sample_history() {
+  const nlohmann::json m = registry_.to_json();
+  auto number = [&](const char* name, const char* label = nullptr) -> double {
+    auto it = m.find(name);
+    if (it == m.end()) return 0;
+    if (label == nullptr) return it->is_number() ? it->get<double>() : 0;
+    auto v = it->find(label);
+    return v != it->end() && v->is_number() ? v->get<double>() : 0;
+  };
+  double requests = 0;
+  if (auto r = m.find("coilgun_requests_total"); r != m.end()) {
+    for (const auto& [k, v] : r->items()) requests += v.get<double>();
+  }
+  nlohmann::json duration = nlohmann::json::object();
+  if (auto d = m.find("coilgun_request_duration_seconds"); d != m.end()) duration = *d;
+  history_.push_back({
+      {"t", std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::system_clock::now().time_since_epoch())
+                .count()},
+      {"body", number("coilgun_body_bytes_total")},
+      {"link_in", number("coilgun_link_bytes_total", "direction=in")},
+      {"link_out", number("coilgun_link_bytes_total", "direction=out")},
+      {"requests", requests},
+      {"errors", number("coilgun_requests_total", "code=5xx")},
+      {"duration", duration},
+  });
+  while (history_.size() > kHistorySamples) history_.pop_front();
 }
 
 std::string Daemon::status_line() const {

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -105,6 +106,7 @@ class Daemon {
  private:
   struct WorkerThread;
   class Admin;
+  void sample_history();
   void begin_drain();
   void reload();
   std::string status_line() const;
@@ -122,6 +124,10 @@ class Daemon {
   std::atomic<bool> draining_{false};
   std::chrono::steady_clock::time_point started_;
   uv::Timer* deadline_ = nullptr;  // The drain deadline, while run() runs.
+  // The dashboard's history (/stats/history): one sample of the totals per second, the last
+  // kHistorySamples of them. Main thread only.
+  static constexpr size_t kHistorySamples = 900;
+  std::deque<nlohmann::json> history_;
 };
 
 }  // namespace coilgun::daemon

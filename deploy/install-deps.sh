@@ -16,6 +16,8 @@ packages=(
   openssl xdelta3 zstd gzip python3
   # the package test: cpack's dependency scan, the units' checks, the install's user and sandbox
   dpkg-dev systemd adduser util-linux sudo
+  # the dashboard test: a real headless browser
+  chromium chromium-driver
 )
 
 missing=()

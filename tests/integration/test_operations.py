@@ -233,6 +233,22 @@ class TestSystemdNotify(OpsTestCase):
         self.assertEqual(edge.proc.wait(timeout=15), 0)
 
 
+class TestDocs(OpsTestCase):
+    def test_the_metrics_reference_lists_every_metric(self):
+        with open(os.path.join(DEPLOY, "METRICS.md")) as f:
+            reference = f.read()
+        pair = harness.Pair(self.tmp)
+        self.addCleanup(pair.stop)
+        get(pair.http_port, "/")
+        names = set()
+        for admin in (pair.edge_admin, pair.origin_admin):
+            text = get(admin, "/metrics", host="127.0.0.1")[2].decode()
+            names |= {line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")}
+        self.assertGreaterEqual(len(names), 10)
+        for name in sorted(names):
+            self.assertIn(f"`{name}`", reference, f"{name} is not in deploy/METRICS.md")
+
+
 class TestContainers(OpsTestCase):
     """No container runtime runs here: the Dockerfiles are checked for what they promise, and
     their health check command is run against a real daemon."""

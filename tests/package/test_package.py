@@ -94,6 +94,10 @@ class TestDebianPackage(unittest.TestCase):
                                         "key": "/etc/coilgun/certs/edge-edge1.key"}, drop_routes=True)
         edge = self.start_unit("coilgun-edge")
         _, port = edge.address("http")
+        _, admin = edge.address("admin")
+        # READY means started; /ready says a tunnel is up (what a load balancer checks).
+        launch.wait_until(lambda: launch.get(admin, "/ready", host="127.0.0.1")[0] == 200,
+                          what="the edge's tunnel")
         status, _, body = launch.get(port, "/api/headlines")
         self.assertEqual(status, 200)
         self.assertTrue(body.startswith(b"{") and b"\"stories\"" in body, body[:200])

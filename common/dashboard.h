@@ -1,0 +1,245 @@
+#pragma once
+// The admin listener's dashboard (GET /): one self-contained HTML page, no external fetches.
+// It loads /stats/history (one sample per second, the last 15 minutes, kept by the daemon),
+// then polls /stats every second, and plots link against body bytes, the link/body ratio,
+// requests and latency. The totals it shows are /stats's own figures (ids total-*, with the
+// raw number in data-value), so a test can compare them.
+
+#include <string_view>
+
+namespace coilgun::daemon {
+
+inline constexpr std::string_view kDashboardHtml = R"HTML(<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Coilgun</title>
+<style>
+  :root { --fg:#1d2330; --muted:#6b7385; --bg:#f6f7f9; --card:#fff; --body:#8a94a8; --link:#d9480f;
+          --ok:#2b8a3e; --bad:#c92a2a; }
+  * { box-sizing: border-box; }
+  body { margin:0; font:14px/1.4 system-ui, sans-serif; color:var(--fg); background:var(--bg); }
+  header { display:flex; gap:1.5em; align-items:baseline; padding:14px 22px; background:var(--card);
+           border-bottom:1px solid #e3e6eb; flex-wrap:wrap; }
+  header h1 { font-size:18px; margin:0; }
+  .muted { color:var(--muted); }
+  .state.ok { color:var(--ok); } .state.bad { color:var(--bad); }
+  main { padding:18px 22px; max-width:1280px; }
+  .totals { display:grid; grid-template-columns:repeat(auto-fill,minmax(170px,1fr)); gap:12px; }
+  .total { background:var(--card); border:1px solid #e3e6eb; border-radius:8px; padding:10px 14px; }
+  .total .v { font-size:22px; font-variant-numeric:tabular-nums; }
+  .total .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
+  .charts { display:grid; grid-template-columns:repeat(auto-fill,minmax(560px,1fr)); gap:14px;
+            margin-top:16px; }
+  .chart { background:var(--card); border:1px solid #e3e6eb; border-radius:8px; padding:10px 14px; }
+  .chart h2 { font-size:13px; margin:0 0 6px; font-weight:600; }
+  .chart svg { width:100%; height:170px; display:block; }
+  .legend span { margin-right:1.2em; font-size:12px; }
+  .legend i { display:inline-block; width:10px; height:3px; margin-right:5px; vertical-align:middle; }
+  select { font:inherit; }
+</style>
+</head>
+<body>
+<header>
+  <h1 id="daemon">Coilgun</h1>
+  <span id="version" class="muted"></span>
+  <span>state: <b id="state" class="state">loading</b></span>
+  <span>tunnels: <b id="tunnels">-</b></span>
+  <span>up <b id="uptime">-</b></span>
+  <span class="muted">window
+    <select id="window"><option value="300">5 min</option><option value="900" selected>15 min</option></select>
+  </span>
+  <span id="updated" class="muted"></span>
+</header>
+<main>
+  <section class="totals">
+    <div class="total"><div class="k">body bytes served</div><div class="v" id="total-body">-</div></div>
+    <div class="total"><div class="k" id="link-label">link bytes</div><div class="v" id="total-link">-</div></div>
+    <div class="total"><div class="k">link / body</div><div class="v" id="total-ratio">-</div></div>
+    <div class="total"><div class="k">requests</div><div class="v" id="total-requests">-</div></div>
+    <div class="total"><div class="k">delta / full / stream</div><div class="v" id="total-kinds">-</div></div>
+    <div class="total"><div class="k">5xx answers</div><div class="v" id="total-errors">-</div></div>
+  </section>
+  <section class="charts">
+    <div class="chart"><h2>Bytes per second</h2>
+      <div class="legend"><span><i style="background:var(--body)"></i>body</span><span><i style="background:var(--link)"></i>link</span><span id="bytes-now" class="muted"></span></div>
+      <svg id="chart-bytes" viewBox="0 0 600 170" preserveAspectRatio="none"></svg></div>
+    <div class="chart"><h2>Link / body (per second)</h2>
+      <div class="legend"><span><i style="background:var(--link)"></i>ratio</span><span id="ratio-now" class="muted"></span></div>
+      <svg id="chart-ratio" viewBox="0 0 600 170" preserveAspectRatio="none"></svg></div>
+    <div class="chart"><h2>Requests per second</h2>
+      <div class="legend"><span><i style="background:var(--fg)"></i>requests</span><span id="requests-now" class="muted"></span></div>
+      <svg id="chart-requests" viewBox="0 0 600 170" preserveAspectRatio="none"></svg></div>
+    <div class="chart"><h2>Latency (ms)</h2>
+      <div class="legend"><span><i style="background:var(--body)"></i>mean</span><span><i style="background:var(--link)"></i>p99 (bucket bound)</span><span id="latency-now" class="muted"></span></div>
+      <svg id="chart-latency" viewBox="0 0 600 170" preserveAspectRatio="none"></svg></div>
+  </section>
+</main>
+<script>
+"use strict";
+let samples = [];
+let linkKey = "link_in";
+
+function sampleOf(stats) {
+  const m = stats.metrics || {};
+  const sum = (o) => Object.values(o || {}).reduce((a, b) => a + b, 0);
+  return {
+    t: Date.now(),
+    body: m.coilgun_body_bytes_total || 0,
+    link_in: (m.coilgun_link_bytes_total || {})["direction=in"] || 0,
+    link_out: (m.coilgun_link_bytes_total || {})["direction=out"] || 0,
+    requests: sum(m.coilgun_requests_total),
+    errors: (m.coilgun_requests_total || {})["code=5xx"] || 0,
+    duration: m.coilgun_request_duration_seconds || {},
+  };
+}
+
+function bytes(n) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+  return (i === 0 ? n.toFixed(0) : n.toFixed(n < 10 ? 2 : 1)) + " " + units[i];
+}
+function pct(x) { return isFinite(x) ? (100 * x).toFixed(x < 0.1 ? 2 : 1) + "%" : "-"; }
+function duration(s) {
+  const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
+  return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : `${m}m ${Math.floor(s % 60)}s`;
+}
+function setTotal(id, value, text) {
+  const el = document.getElementById(id);
+  el.dataset.value = String(value);
+  el.textContent = text;
+}
+
+// Per-interval rates between consecutive samples: [{t, body, link, requests, mean, p99, ratio}].
+function rates(window) {
+  const out = [];
+  const from = Date.now() - window * 1000;
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1], b = samples[i];
+    if (b.t < from) continue;
+    const dt = Math.max(0.001, (b.t - a.t) / 1000);
+    const body = (b.body - a.body) / dt, link = (b[linkKey] - a[linkKey]) / dt;
+    const count = (b.duration.count || 0) - (a.duration.count || 0);
+    const mean = count > 0 ? 1000 * ((b.duration.sum || 0) - (a.duration.sum || 0)) / count : NaN;
+    out.push({ t: b.t, body, link, requests: (b.requests - a.requests) / dt, mean,
+               p99: count > 0 ? 1000 * bucketQuantile(a.duration.buckets, b.duration.buckets, count, 0.99) : NaN,
+               ratio: body > 0 ? link / body : NaN });
+  }
+  return out;
+}
+
+// The upper bound of the histogram bucket holding quantile q of the interval's observations.
+function bucketQuantile(before, after, count, q) {
+  if (!after) return NaN;
+  const bounds = Object.keys(after).filter((k) => k !== "+Inf").map(Number).sort((x, y) => x - y);
+  for (const le of bounds) {
+    const key = Object.keys(after).find((k) => Number(k) === le);
+    const n = after[key] - ((before || {})[key] || 0);
+    if (n >= q * count) return le;
+  }
+  return bounds.length ? bounds[bounds.length - 1] : NaN;
+}
+
+function plot(id, series, window) {
+  const svg = document.getElementById(id);
+  const W = 600, H = 170, pad = 4;
+  const now = Date.now(), from = now - window * 1000;
+  let max = 0;
+  for (const s of series) for (const p of s.points) if (isFinite(p.v)) max = Math.max(max, p.v);
+  if (max <= 0) max = 1;
+  let html = "";
+  for (let g = 1; g < 4; g++) {
+    const y = pad + (H - 2 * pad) * g / 4;
+    html += `<line x1="0" x2="${W}" y1="${y}" y2="${y}" stroke="#eef0f3"/>`;
+  }
+  for (const s of series) {
+    const pts = s.points.filter((p) => isFinite(p.v)).map((p) => {
+      const x = (W * (p.t - from)) / (now - from);
+      const y = H - pad - ((H - 2 * pad) * p.v) / max;
+      return x.toFixed(1) + "," + y.toFixed(1);
+    });
+    html += `<polyline fill="none" stroke="${s.color}" stroke-width="1.8" points="${pts.join(" ")}"/>`;
+  }
+  html += `<text x="${W - 4}" y="13" text-anchor="end" font-size="11" fill="#6b7385">max ${series[0].fmt(max)}</text>`;
+  svg.innerHTML = html;
+}
+
+function render(stats) {
+  linkKey = stats.daemon === "coilgun-origin" ? "link_out" : "link_in";
+  const s = sampleOf(stats);
+  const m = stats.metrics || {};
+  document.getElementById("daemon").textContent = stats.daemon;
+  document.title = stats.daemon + " dashboard";
+  document.getElementById("version").textContent = "v" + stats.version + ", " + stats.workers + " worker(s)";
+  const state = document.getElementById("state");
+  state.textContent = stats.draining ? "draining" : stats.ready ? "ready" : "not ready";
+  state.className = "state " + (stats.ready && !stats.draining ? "ok" : "bad");
+  document.getElementById("tunnels").textContent = m.coilgun_tunnel_connections ?? "-";
+  document.getElementById("uptime").textContent = duration(stats.uptime_seconds || 0);
+  document.getElementById("link-label").textContent =
+    linkKey === "link_in" ? "link bytes in (tunnel)" : "link bytes out (tunnel)";
+  setTotal("total-body", s.body, bytes(s.body));
+  setTotal("total-link", s[linkKey], bytes(s[linkKey]));
+  const ratio = s.body > 0 ? s[linkKey] / s.body : NaN;
+  setTotal("total-ratio", ratio, pct(ratio));
+  setTotal("total-requests", s.requests, s.requests.toLocaleString("en"));
+  setTotal("total-errors", s.errors, s.errors.toLocaleString("en"));
+  const kinds = m.coilgun_delta_responses_total || {};
+  const k = ["result=delta", "result=full", "result=stream"].map((x) => kinds[x] || 0);
+  setTotal("total-kinds", k.join(","), k.join(" / "));
+
+  const window = Number(document.getElementById("window").value);
+  const r = rates(window);
+  const last = r[r.length - 1] || {};
+  plot("chart-bytes", [
+    { color: "var(--body)", points: r.map((p) => ({ t: p.t, v: p.body })), fmt: (v) => bytes(v) + "/s" },
+    { color: "var(--link)", points: r.map((p) => ({ t: p.t, v: p.link })) }], window);
+  plot("chart-ratio", [
+    { color: "var(--link)", points: r.map((p) => ({ t: p.t, v: p.ratio })), fmt: pct }], window);
+  plot("chart-requests", [
+    { color: "var(--fg)", points: r.map((p) => ({ t: p.t, v: p.requests })), fmt: (v) => v.toFixed(1) + "/s" }], window);
+  plot("chart-latency", [
+    { color: "var(--body)", points: r.map((p) => ({ t: p.t, v: p.mean })), fmt: (v) => v.toFixed(1) + " ms" },
+    { color: "var(--link)", points: r.map((p) => ({ t: p.t, v: p.p99 })) }], window);
+  document.getElementById("bytes-now").textContent =
+    last.body !== undefined ? `now ${bytes(last.body)}/s body, ${bytes(last.link)}/s link` : "";
+  document.getElementById("ratio-now").textContent = isFinite(last.ratio) ? "now " + pct(last.ratio) : "";
+  document.getElementById("requests-now").textContent =
+    last.requests !== undefined ? `now ${last.requests.toFixed(1)}/s` : "";
+  document.getElementById("latency-now").textContent =
+    isFinite(last.mean) ? `now ${last.mean.toFixed(2)} ms mean` : "";
+  document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1);
+}
+
+async function poll() {
+  try {
+    const stats = await (await fetch("/stats", { cache: "no-store" })).json();
+    samples.push(sampleOf(stats));
+    while (samples.length > 900) samples.shift();
+    render(stats);
+  } catch (e) {
+    const state = document.getElementById("state");
+    state.textContent = "unreachable";
+    state.className = "state bad";
+  }
+}
+
+async function start() {
+  try {
+    const h = await (await fetch("/stats/history", { cache: "no-store" })).json();
+    samples = h.samples || [];
+  } catch (e) { samples = []; }
+  await poll();
+  setInterval(poll, 1000);
+  document.getElementById("window").addEventListener("change", poll);
+}
+start();
+</script>
+</body>
+</html>
+)HTML";
+
+}  // namespace coilgun::daemon

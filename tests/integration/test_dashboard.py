@@ -1,0 +1,144 @@
+"""The admin dashboard in a real headless Chromium (Debian's chromium + chromium-driver, driven
+over the W3C WebDriver protocol with the standard library): the page renders its charts, the
+totals it shows are /stats's figures, and it fetches nothing but its own admin listener.
+
+    COILGUN_BUILD=build/release python3 -m unittest -v test_dashboard
+"""
+
+import base64
+import json
+import os
+import shutil
+import tempfile
+import time
+import unittest
+import urllib.request
+
+import harness
+from harness import get, metrics
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+class WebDriver:
+    """The few WebDriver commands the test needs."""
+
+    def __init__(self, tmp):
+        self.port = harness.free_port()
+        self.proc = harness.Process([CHROMEDRIVER, f"--port={self.port}"], "chromedriver")
+        harness.wait_until(self._up, timeout=20, what="chromedriver")
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1000", f"--user-data-dir={tmp}/profile"]}}}}
+        self.session = self._call("POST", "/session", caps)["sessionId"]
+
+    def _up(self):
+        try:
+            return self._call("GET", "/status")["ready"]
+        except OSError:
+            return False
+
+    def _call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())["value"]
+
+    def open(self, url):
+        self._call("POST", f"/session/{self.session}/url", {"url": url})
+
+    def script(self, js):
+        return self._call("POST", f"/session/{self.session}/execute/sync", {"script": js, "args": []})
+
+    def screenshot(self):
+        return base64.b64decode(self._call("GET", f"/session/{self.session}/screenshot"))
+
+    def quit(self):
+        try:
+            self._call("DELETE", f"/session/{self.session}")
+        finally:
+            self.proc.stop()
+
+
+class TestDashboard(unittest.TestCase):
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="coilgun-dash-")
+        self.tmp = self._tmp.name
+        self.pair = harness.Pair(self.tmp)
+        self.addCleanup(self._tmp.cleanup)
+        self.addCleanup(self.pair.stop)
+
+    def test_the_dashboard_renders_and_agrees_with_stats(self):
+        p = self.pair
+        for path in ("/", "/", "/", "/api/headlines", "/static/site.css", "/news/3", "/"):
+            self.assertEqual(get(p.http_port, path)[0], 200)
+        # Some history to plot: the daemon samples once a second.
+        harness.wait_until(lambda: len(json.loads(get(p.edge_admin, "/stats/history", host="127.0.0.1")[2])
+                                       ["samples"]) >= 3, timeout=10, what="3 history samples")
+        admin = f"http://127.0.0.1:{p.edge_admin}"
+        status, headers, _ = get(p.edge_admin, "/", host="127.0.0.1")
+        self.assertEqual(status, 200)
+        self.assertIn("default-src 'none'", headers["content-security-policy"])
+
+        browser = WebDriver(self.tmp)
+        self.addCleanup(browser.quit)
+        browser.open(admin + "/")
+        harness.wait_until(lambda: int(browser.script("return document.body.dataset.rendered || 0")) >= 2,
+                           timeout=20, what="the dashboard rendering twice")
+        shown = browser.script("""
+            const v = (id) => document.getElementById(id).dataset.value;
+            const t = (id) => document.getElementById(id).textContent;
+            return {
+              daemon: t('daemon'), state: t('state'), tunnels: t('tunnels'),
+              body: Number(v('total-body')), link: Number(v('total-link')), ratio: Number(v('total-ratio')),
+              requests: Number(v('total-requests')), kinds: v('total-kinds'),
+              ratio_text: t('total-ratio'),
+              points: [...document.querySelectorAll('svg polyline')].map(
+                  (p) => p.getAttribute('points').trim().split(/\\s+/).filter(Boolean).length),
+              resources: performance.getEntriesByType('resource').map((r) => r.name),
+            };""")
+        stats = json.loads(get(p.edge_admin, "/stats", host="127.0.0.1")[2])
+        m = stats["metrics"]
+        self.assertEqual(shown["daemon"], "coilgun-edge")
+        self.assertEqual(shown["state"], "ready")
+        self.assertEqual(int(shown["tunnels"]), m["coilgun_tunnel_connections"])
+        self.assertEqual(shown["body"], m["coilgun_body_bytes_total"])
+        self.assertEqual(shown["link"], m["coilgun_link_bytes_total"]["direction=in"])
+        self.assertEqual(shown["requests"], sum(m["coilgun_requests_total"].values()))
+        self.assertEqual(shown["requests"], 7)
+        self.assertAlmostEqual(shown["ratio"], stats["link_over_body"], places=9)
+        self.assertEqual(shown["kinds"], ",".join(str(m["coilgun_delta_responses_total"][k])
+                                                  for k in ("result=delta", "result=full", "result=stream")))
+        self.assertTrue(shown["ratio_text"].endswith("%"))
+        self.assertEqual(len(shown["points"]), 6)  # bytes (2), ratio, requests, latency (2)
+        self.assertGreaterEqual(max(shown["points"]), 2)  # Lines, not empty charts.
+        for url in shown["resources"]:
+            self.assertTrue(url.startswith(admin + "/"), url)  # Nothing fetched from elsewhere.
+        self.assertIn(admin + "/stats/history", shown["resources"])
+        png = browser.screenshot()
+        self.assertTrue(png.startswith(b"\x89PNG"))
+        # Kept for a human to look at: the last run's dashboard.
+        with open(os.path.join(os.environ.get("COILGUN_BUILD", self.tmp), "dashboard.png"), "wb") as f:
+            f.write(png)
+
+    def test_the_dashboard_follows_live_traffic(self):
+        p = self.pair
+        browser = WebDriver(self.tmp)
+        self.addCleanup(browser.quit)
+        browser.open(f"http://127.0.0.1:{p.edge_admin}/")
+        harness.wait_until(lambda: int(browser.script("return document.body.dataset.rendered || 0")) >= 1,
+                           timeout=20, what="the dashboard rendering")
+        before = int(browser.script("return Number(document.getElementById('total-requests').dataset.value)"))
+        for _ in range(5):
+            get(p.http_port, "/")
+        harness.wait_until(
+            lambda: int(browser.script("return Number(document.getElementById('total-requests').dataset.value)"))
+            == before + 5, timeout=10, what="the page showing 5 more requests")
+        self.assertEqual(metrics(p.edge_admin)['coilgun_requests_total{code="2xx"}'], before + 5)
+
+
+if __name__ == "__main__":
+    unittest.main()
