@@ -6,6 +6,7 @@ stay up), SIGUSR1 log reopening and the systemd notification protocol. Real proc
     COILGUN_BUILD=build/release python3 -m unittest -v test_operations
 """
 
+import http.client
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -231,6 +233,50 @@ class TestSystemdNotify(OpsTestCase):
         edge.signal(signal.SIGTERM)
         self.assertEqual(next_message("STOPPING")["STOPPING"], "1")
         self.assertEqual(edge.proc.wait(timeout=15), 0)
+
+
+class TestDrain(OpsTestCase):
+    def slow_request_in_flight(self, pair):
+        result = {}
+
+        def slow():
+            try:
+                result["status"] = get(pair.http_port, "/slow?ms=8000", timeout=15)[0]
+            except (OSError, http.client.HTTPException) as e:
+                result["error"] = e
+
+        t = threading.Thread(target=slow)
+        t.start()
+        harness.wait_until(lambda: metrics(pair.edge_admin)["coilgun_exchanges_in_flight"] >= 1,
+                           what="the request in flight")
+        return t, result
+
+    def test_the_drain_deadline_bounds_a_stuck_request(self):
+        pair = harness.Pair(self.tmp, edge_env={"COILGUN_DRAIN_TIMEOUT": "500ms"})
+        self.addCleanup(pair.stop)
+        t, result = self.slow_request_in_flight(pair)
+        t0 = time.monotonic()
+        pair.edge.signal(signal.SIGTERM)
+        pair.edge.wait_for(lambda r: r.get("msg") == "draining", what="draining")
+        self.assertEqual(get(pair.edge_admin, "/ready", host="127.0.0.1")[0], 503)
+        self.assertEqual(pair.edge.proc.wait(timeout=10), 0)
+        self.assertLess(time.monotonic() - t0, 3.0)  # The deadline, not the 8 s request.
+        pair.edge.wait_for(lambda r: r.get("msg") == "drain deadline passed: closing what is left",
+                           what="the deadline log line")
+        t.join(timeout=10)
+        self.assertNotEqual(result.get("status"), 200)
+
+    def test_a_second_signal_exits_at_once(self):
+        pair = harness.Pair(self.tmp)
+        self.addCleanup(pair.stop)
+        t, _ = self.slow_request_in_flight(pair)
+        t0 = time.monotonic()
+        pair.edge.signal(signal.SIGTERM)
+        pair.edge.wait_for(lambda r: r.get("msg") == "draining", what="draining")
+        pair.edge.signal(signal.SIGINT)
+        self.assertEqual(pair.edge.proc.wait(timeout=5), 1)
+        self.assertLess(time.monotonic() - t0, 2.0)  # Not the 10 s drain, not the 8 s request.
+        t.join(timeout=10)
 
 
 class TestDocs(OpsTestCase):
