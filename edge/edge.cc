@@ -326,7 +326,8 @@ void ClientExchange::rebuild() {
       return refetch(code_name(s.code()));
     }
     BlobRef blob = Blob::make(std::move(out), h.id);
-    if (status_ == 200 && method_ == "GET") shared_.store.put(key_, blob);
+    // Only what the agent keeps as a base (PROTOCOL.md §6) is worth keeping here.
+    if (h.keep_as_base && status_ == 200 && method_ == "GET") shared_.store.put(key_, blob);
     serve(std::move(blob));
   };
   if (header->kind != proto::DeltaKind::kDelta) return decode(nullptr);

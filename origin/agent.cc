@@ -139,6 +139,7 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
   host_ = lower(authority);
   // The cache key: this agent's namespace, the host and the target.
   key_ = settings_->config.namespace_name + '\n' + host_ + '\n' + request_.target;
+  worker_.note_held(key_, held_);
   if (!end_stream) {
     const auto cl = http::find(request_.headers, "content-length");
     request_framing_ = cl ? http::BodyFraming::kContentLength : http::BodyFraming::kChunked;
@@ -319,7 +320,10 @@ void Exchange::encode(BlobRef base) {
   const bool delta = enc.last_stats().kind == proto::DeltaKind::kDelta;
   result_ = delta ? log::DeltaResult::kDelta : log::DeltaResult::kFull;
   (delta ? shared_.metrics.delta_delta : shared_.metrics.delta_full).inc();
-  if (status_ == 200) shared_.store.put(key_, Blob::make(std::move(body_), id_));
+  if (status_ == 200 && request_.method == "GET" && worker_.claim_base(key_, id_)) {
+    shared_.store.put(key_, Blob::make(std::move(body_), id_));
+    proto::mark_keep_as_base(payload_);
+  }
   body_.clear();
   if (!submit(BodyMode::kCoded, false).ok())
     return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
@@ -563,6 +567,24 @@ void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
     return;
   }
   links_.push_back(std::make_unique<EdgeLink>(*this, std::move(socket), std::move(tls.value())));
+}
+
+void AgentWorker::note_held(const std::string& key, std::span<const proto::VersionId> held) {
+  auto it = pending_bases_.find(key);
+  if (it == pending_bases_.end()) return;
+  if (std::find(held.begin(), held.end(), it->second.id) != held.end()) pending_bases_.erase(it);
+}
+
+bool AgentWorker::claim_base(const std::string& key, proto::VersionId id) {
+  const uint64_t now = loop_.now_ms();
+  auto it = pending_bases_.find(key);
+  if (it != pending_bases_.end() && now - it->second.since_ms < kPendingBaseMs) return false;
+  if (pending_bases_.size() >= kPendingSweep) {
+    std::erase_if(pending_bases_,
+                  [now](const auto& e) { return now - e.second.since_ms >= kPendingBaseMs; });
+  }
+  pending_bases_[key] = PendingBase{id, now};
+  return true;
 }
 
 void AgentWorker::link_closed(EdgeLink* link) {

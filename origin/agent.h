@@ -97,6 +97,12 @@ class AgentWorker : public daemon::Worker {
   // A link closed: drop it (on a later turn).
   void link_closed(EdgeLink* link);
 
+  // The base policy (proto/PROTOCOL.md §6): at most one base per key that no request has
+  // listed back yet. note_held() is told the ids each request for |key| lists; claim_base()
+  // says whether version |id| of |key| may become a base now, and if so records it as pending.
+  void note_held(const std::string& key, std::span<const proto::VersionId> held);
+  bool claim_base(const std::string& key, proto::VersionId id);
+
  private:
   void on_accept(std::unique_ptr<uv::TcpStream> socket);
 
@@ -109,6 +115,16 @@ class AgentWorker : public daemon::Worker {
   std::unique_ptr<proto::DeltaEncoder> encoder_;
   std::vector<std::unique_ptr<EdgeLink>> links_;
   bool draining_ = false;
+  struct PendingBase {
+    proto::VersionId id;
+    uint64_t since_ms;
+  };
+  // A base not confirmed after this long is taken as lost (the exchange failed, the edge
+  // evicted it): a new one may be claimed.
+  static constexpr uint64_t kPendingBaseMs = 1000;
+  // Beyond this many keys with a pending base, expired entries are swept.
+  static constexpr size_t kPendingSweep = 4096;
+  std::unordered_map<std::string, PendingBase> pending_bases_;
 };
 
 }  // namespace coilgun::origin

@@ -134,9 +134,11 @@ Result<DeltaHeader> parse_delta(std::span<const uint8_t> payload) {
   if (payload.empty()) return Status(Code::kMalformed, "empty delta payload");
   DeltaHeader h;
   size_t at = 1;
-  if (payload[0] == static_cast<uint8_t>(DeltaKind::kFull)) {
+  h.keep_as_base = (payload[0] & kKeepAsBase) != 0;
+  const uint8_t kind = payload[0] & static_cast<uint8_t>(~kKeepAsBase);
+  if (kind == static_cast<uint8_t>(DeltaKind::kFull)) {
     h.kind = DeltaKind::kFull;
-  } else if (payload[0] == static_cast<uint8_t>(DeltaKind::kDelta)) {
+  } else if (kind == static_cast<uint8_t>(DeltaKind::kDelta)) {
     h.kind = DeltaKind::kDelta;
   } else {
     return Status(Code::kMalformed, "unknown delta payload kind");

@@ -17,6 +17,10 @@
 //   | kind=0 | body id (16 B)              | zstd frame ...                                 |
 //   +--------+-----------------------------+------------------------------------------------+
 //
+// Bit 7 of the kind byte, "keep as base", tells the receiver to store the rebuilt body as a
+// version later payloads may be coded against (mark_keep_as_base sets it; the sender decides,
+// see PROTOCOL.md §6). Bits 1..6 are zero.
+//
 // The encoder puts the content size and zstd's XXH64 checksum in every frame. The decoder
 // accepts exactly one current-format zstd frame that declares its size, refuses a size over
 // the caller's limit (or beyond what the frame's bytes could produce) before it allocates,
@@ -43,6 +47,10 @@
 namespace coilgun::proto {
 
 enum class DeltaKind : uint8_t { kFull = 0, kDelta = 1 };
+inline constexpr uint8_t kKeepAsBase = 0x80;  // Flag in the kind byte.
+
+// Sets the "keep as base" flag of an encoded payload (not empty).
+inline void mark_keep_as_base(std::vector<uint8_t>& payload) { payload[0] |= kKeepAsBase; }
 
 inline constexpr size_t kDeltaHeaderFull = 1 + 16;
 inline constexpr size_t kDeltaHeaderDelta = 1 + 16 + 16;
@@ -141,7 +149,8 @@ class DeltaEncoder {
 // as long as that payload is.
 struct DeltaHeader {
   DeltaKind kind = DeltaKind::kFull;
-  VersionId base;  // Zero for kFull.
+  bool keep_as_base = false;  // The sender keeps this version as a base: store it too.
+  VersionId base;             // Zero for kFull.
   VersionId id;
   uint64_t content_size = 0;  // The body's size, from the zstd frame header.
   std::span<const uint8_t> frame;

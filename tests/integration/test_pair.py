@@ -106,6 +106,32 @@ class TestDeltas(PairTestCase):
         self.assertGreater(link[0], 1000)
         self.assertEqual(m["coilgun_body_bytes_total"], sum(len(v) for v in versions))
 
+    def test_concurrent_requests_for_one_changing_page_stay_deltas(self):
+        """16 clients at once on a page that differs on every response (a per-request token):
+        bases advance once per round trip (PROTOCOL.md section 6), so after the first answers
+        nearly every response is a small delta."""
+        p = self.pair()
+        self.assertEqual(get(p.http_port, "/bench?kb=64")[0], 200)  # The first base.
+        before = metrics(p.edge_admin)
+
+        def client(_):
+            sizes = []
+            for _ in range(25):
+                status, _, body = get(p.http_port, "/bench?kb=64", timeout=30)
+                sizes.append((status, len(body)))
+            return sizes
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            results = [r for rs in pool.map(client, range(16)) for r in rs]
+        self.assertEqual(results, [(200, 64 * 1024)] * 400)
+        after = metrics(p.edge_admin)
+        delta = after['coilgun_delta_responses_total{result="delta"}'] - before['coilgun_delta_responses_total{result="delta"}']
+        full = after['coilgun_delta_responses_total{result="full"}'] - before['coilgun_delta_responses_total{result="full"}']
+        link = after[LINK_IN] - before[LINK_IN]
+        self.assertEqual(delta + full, 400)
+        self.assertGreaterEqual(delta, 380, f"{full} of 400 sent in full")
+        self.assertLess(link / 400, 2048)  # A 64 KiB page: well under 2 KiB a response.
+
     def test_the_changing_site_is_served_through_the_pair(self):
         p = self.pair()
         seen = set()

@@ -1,9 +1,9 @@
-#include "proto/c_deleter.h"
 #include "proto/delta.h"
 
 #include <catch2/catch.hpp>
 #include <cstring>
 
+#include "proto/c_deleter.h"
 #include "proto/delta_matcher.h"
 #include "tests/unit/test_pages.h"
 
@@ -110,6 +110,29 @@ TEST_CASE("DeltaEncoder sends a changed page as a small delta that rebuilds it e
     Bytes out;
     REQUIRE(decode(dec, payload, &v[i - 1], v[i].size(), out).ok());
     CHECK(out == v[i]);
+  }
+}
+
+TEST_CASE("The keep-as-base flag travels in the kind byte and changes nothing else", "[delta]") {
+  DeltaEncoder enc;
+  DeltaDecoder dec;
+  const auto v = versions(12, 200, 2);
+  for (const Bytes* base : {static_cast<const Bytes*>(nullptr), &v[0]}) {
+    Bytes payload = encode(enc, base, v[1]);
+    auto plain = parse_delta(payload);
+    REQUIRE(plain.ok());
+    CHECK_FALSE(plain->keep_as_base);
+    mark_keep_as_base(payload);
+    auto kept = parse_delta(payload);
+    REQUIRE(kept.ok());
+    CHECK(kept->keep_as_base);
+    CHECK(kept->kind == plain->kind);
+    CHECK(kept->id == plain->id);
+    Bytes out;
+    REQUIRE(decode(dec, payload, base, v[1].size(), out).ok());
+    CHECK(out == v[1]);
+    payload[0] |= 0x40;  // Any other bit: not a kind this decoder knows.
+    CHECK(parse_delta(payload).status().code() == Code::kMalformed);
   }
 }
 
