@@ -36,6 +36,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "replay"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coilgun_replay import launch  # noqa: E402
 
 CORPUS = os.environ.get("COILGUN_CORPUS", os.path.join(launch.ROOT, "..", "shared", "corpus"))
@@ -52,6 +53,12 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--template", help="the real page /bench pages are made of")
     p.add_argument("--only", help="comma-separated subset of the setups")
+    p.add_argument("--sections", default="throughput,slowlink,memory",
+                   help="comma-separated: throughput, slowlink, memory")
+    p.add_argument("--slow-versions", type=int, default=20,
+                   help="versions of each corpus series fetched over each slow link")
+    p.add_argument("--idle-connections", type=int, default=10000)
+    p.add_argument("--store-mib", type=int, default=64, help="store budget for the memory section")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
 
@@ -199,7 +206,7 @@ NGINX_EDGE = NGINX_HEAD + """
 
 
 class NginxPair(Setup):
-    def __init__(self, tmp, certs, backend_port, gzip_level):
+    def __init__(self, tmp, certs, backend_port, gzip_level, link=None):
         self.name = f"nginx-gzip{gzip_level}" if gzip_level else "nginx"
         user = "user root;" if os.geteuid() == 0 else ""
         gzip = (f"gzip on; gzip_comp_level {gzip_level}; gzip_proxied any; gzip_min_length 0; "
@@ -211,8 +218,10 @@ class NginxPair(Setup):
         self.procs.append(self._nginx(tmp, "origin", NGINX_ORIGIN.format(
             user=user, dir="{dir}", backend=backend_port, port=self.link_port, certs=certs, gzip=gzip)))
         accept = 'proxy_set_header Accept-Encoding "gzip";' if gzip_level else 'proxy_set_header Accept-Encoding "";'
+        # |link| (optional) maps the origin's port to the one the edge dials: a link emulator's.
+        upstream = link(self.link_port) if link else self.link_port
         self.procs.append(self._nginx(tmp, "edge", NGINX_EDGE.format(
-            user=user, dir="{dir}", origin=self.link_port, port=self.port, certs=certs, accept=accept)))
+            user=user, dir="{dir}", origin=upstream, port=self.port, certs=certs, accept=accept)))
         for port in (self.link_port, self.port):
             launch.wait_until(lambda: port_open(port), what=f"nginx on {port}")
 
@@ -232,6 +241,9 @@ class NginxPair(Setup):
 
     def origin_pids(self):
         return [self.procs[0].pid] + children(self.procs[0].pid)
+
+    def edge_pids(self):
+        return [self.procs[1].pid] + children(self.procs[1].pid)
 
     def stop(self):
         for p in self.procs:
@@ -290,9 +302,236 @@ def measure(setup, kb, args, backend_pid):
     return r
 
 
+# ---- memory -------------------------------------------------------------------------------
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += int(re.search(r"^VmRSS:\s+(\d+)", f.read(), re.M).group(1))
+        except (FileNotFoundError, AttributeError):
+            pass
+    return total
+
+
+def read_response(sock):
+    """Reads one HTTP/1.1 response with a Content-Length; returns its status."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the response head")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed mid-body")
+        body += chunk
+    return int(head.split(b" ")[1])
+
+
+def idle_connections(port, edge_pids, count):
+    """Opens |count| keep-alive connections, makes one request on each, leaves them idle and
+    returns the edge's RSS growth (KiB) with them all open."""
+    import socket
+    before = rss_kib(edge_pids)
+    socks = []
+    try:
+        for i in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.sendall(f"GET /bench?kb=10 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+            socks.append(s)
+            if len(socks) % 500 == 0:  # Read as we go: the edge never holds many at once.
+                for t in socks[-500:]:
+                    assert read_response(t) == 200
+        for t in socks[len(socks) - len(socks) % 500:]:
+            assert read_response(t) == 200
+        after = rss_kib(edge_pids)
+    finally:
+        for s in socks:
+            s.close()
+    return {"connections": count, "rss_before_kib": before, "rss_with_idle_kib": after,
+            "kib_per_connection": (after - before) / count}
+
+
+def memory_section(tmp, certs, backend_port, args):
+    import resource
+    want = args.idle_connections * 2 + 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
+    out = {}
+    nginx = NginxPair(tmp, certs.dir, backend_port, 0)
+    try:
+        out["nginx_idle"] = idle_connections(nginx.port, nginx.edge_pids(), args.idle_connections)
+    finally:
+        nginx.stop()
+    budget = args.store_mib << 20
+    env = {"COILGUN_LOG_ACCESS": "false", "COILGUN_STORE_MAX_BYTES": str(budget)}
+    pair = launch.Pair(os.path.join(tmp, "coilgun-mem"), backend_port=backend_port,
+                       edge_env=env, origin_env=env)
+    try:
+        edge, origin = [pair.edge.proc.pid], [pair.origin.proc.pid]
+        out["coilgun_idle"] = idle_connections(pair.http_port, edge, args.idle_connections)
+        # Ten times the store budget of distinct 100 KiB pages, then the RSS of both daemons.
+        pages = 10 * budget // (100 << 10)
+        peak = {"edge": 0, "origin": 0}
+        conn = None
+        import http.client
+        for i in range(pages):
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", pair.http_port, timeout=30)
+            conn.request("GET", f"/bench?kb=100&page={i}", headers={"Host": HOST})
+            r = conn.getresponse()
+            r.read()
+            if i % 200 == 0:
+                peak["edge"] = max(peak["edge"], rss_kib(edge))
+                peak["origin"] = max(peak["origin"], rss_kib(origin))
+        conn.close()
+        store = json.loads(launch.get(pair.edge_admin, "/stats", host="127.0.0.1")[2])["store"]
+        out["coilgun_cache"] = {
+            "store_budget_mib": args.store_mib, "distinct_pages": pages,
+            "edge_rss_mib": rss_kib(edge) / 1024, "origin_rss_mib": rss_kib(origin) / 1024,
+            "edge_peak_rss_mib": peak["edge"] / 1024, "origin_peak_rss_mib": peak["origin"] / 1024,
+            "edge_store_mib": store["bytes"] / (1 << 20), "edge_evictions": store["evictions"]}
+        out["coilgun_stream"] = stream_rss(pair, edge, origin)
+    finally:
+        pair.stop()
+    return out
+
+
+def stream_rss(pair, edge, origin, size=1 << 30):
+    """RSS of both daemons sampled while |size| bytes stream through."""
+    import socket
+    samples = []
+    with socket.create_connection(("127.0.0.1", pair.http_port), timeout=30) as s:
+        s.sendall(f"GET /big?bytes={size} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        got, next_sample = 0, 0
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got += len(chunk)
+            if got >= next_sample:
+                samples.append((got, rss_kib(edge), rss_kib(origin)))
+                next_sample += 32 << 20
+    return {"bytes": got, "edge_rss_mib_first": samples[0][1] / 1024,
+            "edge_rss_mib_max": max(x[1] for x in samples) / 1024,
+            "origin_rss_mib_first": samples[0][2] / 1024,
+            "origin_rss_mib_max": max(x[2] for x in samples) / 1024}
+
+
+# ---- slow link ----------------------------------------------------------------------------
+
+PROFILES = [(80, 10), (30, 50), (150, 2)]  # (RTT ms, Mbit/s)
+
+
+def corpus_requests(versions):
+    """(path, expected body) for the first |versions| versions of every corpus series, in
+    series order: what a per-series "next version" origin serves, one request each."""
+    with open(os.path.join(CORPUS, "manifest.json")) as f:
+        series = json.load(f)["series"]
+    out = []
+    for s in series:
+        for v in s["versions"][:versions]:
+            with open(os.path.join(CORPUS, s["name"], v["file"]), "rb") as f:
+                out.append(("/" + s["name"], f.read()))
+    return out
+
+
+def time_to_last_byte(port, requests):
+    """Fetches |requests| in order over one keep-alive connection; returns the seconds from
+    sending each request to its last body byte. Checks every body."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    times = []
+    for path, expected in requests:
+        t0 = time.perf_counter()
+        conn.request("GET", path, headers={"Host": HOST})
+        r = conn.getresponse()
+        body = r.read()
+        times.append(time.perf_counter() - t0)
+        if r.status != 200 or body != expected:
+            raise RuntimeError(f"{path}: status {r.status}, {len(body)} bytes, not the corpus version")
+    conn.close()
+    return times
+
+
+def slow_link_section(tmp, certs, args):
+    from link_emulator import LinkEmulator
+    requests = corpus_requests(args.slow_versions)
+    out = []
+    for rtt, mbit in PROFILES:
+        row = {"rtt_ms": rtt, "mbit": mbit, "responses": len(requests)}
+        for name in ("nginx-gzip6", "coilgun"):
+            backend = launch.Process([launch.binary("coilgun-sample-origin"), "--listen", "127.0.0.1:0",
+                                      "--corpus", CORPUS], "corpus-backend")
+            _, backend_port = backend.address("origin")
+            emulators = []
+
+            def link(port):
+                e = LinkEmulator(port, rtt, mbit).__enter__()
+                emulators.append(e)
+                return e.port
+
+            try:
+                if name == "coilgun":
+                    setup = launch.Pair(os.path.join(tmp, f"slow-{rtt}-{name}"), backend_port=backend_port,
+                                        link=link, edge_env={"COILGUN_LOG_ACCESS": "false",
+                                                             "COILGUN_TUNNEL_CONNECTIONS": "1"},
+                                        origin_env={"COILGUN_LOG_ACCESS": "false"})
+                    port = setup.http_port
+                else:
+                    setup = NginxPair(os.path.join(tmp, f"slow-{rtt}"), certs.dir, backend_port, 6, link=link)
+                    port = setup.port
+                try:
+                    times = sorted(time_to_last_byte(port, requests))
+                finally:
+                    setup.stop()
+            finally:
+                for e in emulators:
+                    e.__exit__(None, None, None)
+                backend.stop()
+            row[name] = {"median_ms": 1000 * times[len(times) // 2],
+                         "p90_ms": 1000 * times[int(len(times) * 0.9)]}
+            print(f"  slow link {rtt} ms / {mbit} Mbit/s {name:<12} median "
+                  f"{row[name]['median_ms']:.0f} ms", file=sys.stderr)
+        row["median_speedup_vs_nginx_gzip6"] = row["nginx-gzip6"]["median_ms"] / row["coilgun"]["median_ms"]
+        out.append(row)
+    return out
+
+
 def default_template():
     path = os.path.join(CORPUS, "news-fr-home", "0000.html")
     return path if os.path.exists(path) else None
+
+
+def throughput_section(tmp, certs, backend, backend_port, sizes, args):
+    only = set(args.only.split(",")) if args.only else None
+    makers = [
+        ("direct", lambda: Direct(backend_port)),
+        ("nginx", lambda: NginxPair(tmp, certs.dir, backend_port, 0)),
+        ("nginx-gzip1", lambda: NginxPair(tmp, certs.dir, backend_port, 1)),
+        ("nginx-gzip6", lambda: NginxPair(tmp, certs.dir, backend_port, 6)),
+        ("coilgun", lambda: CoilgunPair(tmp, backend_port, 1)),
+        ("coilgun-2w", lambda: CoilgunPair(tmp, backend_port, 2)),
+    ]
+    results = {}
+    for name, make in makers:
+        if only and name not in only:
+            continue
+        setup = make()
+        try:
+            for kb in sizes:
+                results.setdefault(str(kb), {})[name] = measure(setup, kb, args, backend.proc.pid)
+                print(f"  {name:<12} {kb:>4} KB: {results[str(kb)][name]['rps']:9.0f} req/s",
+                      file=sys.stderr)
+        finally:
+            setup.stop()
+    return results
 
 
 def main(argv=None):
@@ -302,8 +541,7 @@ def main(argv=None):
             sys.exit(f"bench_pairs: {tool} is missing (deploy/install-deps.sh installs it)")
     sizes = [int(x) for x in args.sizes.split(",")]
     template = args.template or default_template()
-    only = set(args.only.split(",")) if args.only else None
-    results = {}
+    results, memory, slow = {}, None, None
     tmp = tempfile.mkdtemp(prefix="coilgun-bench-")
     try:
         certs = launch.Certs(os.path.join(tmp, "certs"))
@@ -312,30 +550,18 @@ def main(argv=None):
             backend_args += ["--template", template]
         backend = launch.Process(backend_args, "backend")
         _, backend_port = backend.address("origin")
-        makers = [
-            ("direct", lambda: Direct(backend_port)),
-            ("nginx", lambda: NginxPair(tmp, certs.dir, backend_port, 0)),
-            ("nginx-gzip1", lambda: NginxPair(tmp, certs.dir, backend_port, 1)),
-            ("nginx-gzip6", lambda: NginxPair(tmp, certs.dir, backend_port, 6)),
-            ("coilgun", lambda: CoilgunPair(tmp, backend_port, 1)),
-            ("coilgun-2w", lambda: CoilgunPair(tmp, backend_port, 2)),
-        ]
-        for name, make in makers:
-            if only and name not in only:
-                continue
-            setup = make()
-            try:
-                for kb in sizes:
-                    results.setdefault(str(kb), {})[name] = measure(setup, kb, args, backend.proc.pid)
-                    print(f"  {name:<12} {kb:>4} KB: {results[str(kb)][name]['rps']:9.0f} req/s",
-                          file=sys.stderr)
-            finally:
-                setup.stop()
+        sections = set(args.sections.split(","))
+        if "throughput" in sections:
+            results = throughput_section(tmp, certs, backend, backend_port, sizes, args)
+        if "slowlink" in sections:
+            slow = slow_link_section(tmp, certs, args)
+        memory = memory_section(tmp, certs, backend_port, args) if "memory" in sections else None
         backend.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report = {"template": template, "duration_s": args.duration, "connections": args.connections,
-              "sizes_kb": sizes, "throughput": results, "ratios": ratios(results)}
+              "sizes_kb": sizes, "throughput": results, "ratios": ratios(results), "slow_link": slow,
+              "memory": memory}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -362,6 +588,13 @@ def ratios(results):
 
 
 def table(report):
+    if not report["throughput"]:
+        return slow_and_memory_tables(report)
+    throughput_table(report)
+    slow_and_memory_tables(report)
+
+
+def throughput_table(report):
     print(f"\nthroughput and latency: wrk -t? -c{report['connections']} -d{report['duration_s']}s, "
           f"template {report['template'] or '(generated)'}")
     print(f"{'size':>6} {'setup':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/1k':>9} "
@@ -375,6 +608,33 @@ def table(report):
     print()
     for kb, o in report["ratios"].items():
         print(f"{kb} KB: " + ", ".join(f"{k} {v:.3f}" for k, v in o.items()))
+
+
+def slow_and_memory_tables(report):
+    if report["slow_link"]:
+        print("\nslow link: time to last byte per response, corpus versions in order")
+        print(f"{'RTT':>6} {'Mbit/s':>7} {'setup':<12} {'median ms':>10} {'p90 ms':>8}")
+        for row in report["slow_link"]:
+            for name in ("nginx-gzip6", "coilgun"):
+                print(f"{row['rtt_ms']:>6} {row['mbit']:>7} {name:<12} {row[name]['median_ms']:>10.1f} "
+                      f"{row[name]['p90_ms']:>8.1f}")
+            print(f"{'':>15}median speed-up against nginx-gzip6: {row['median_speedup_vs_nginx_gzip6']:.2f}x")
+    m = report["memory"]
+    if m:
+        print("\nmemory")
+        for name in ("nginx_idle", "coilgun_idle"):
+            x = m[name]
+            print(f"  {name.split('_')[0]:<8} edge RSS with {x['connections']} idle keep-alive connections: "
+                  f"{x['rss_with_idle_kib'] / 1024:.1f} MiB ({x['kib_per_connection']:.2f} KiB each)")
+        c = m["coilgun_cache"]
+        print(f"  coilgun after {c['distinct_pages']} distinct 100 KiB pages (10x a {c['store_budget_mib']} MiB "
+              f"store): edge {c['edge_rss_mib']:.1f} MiB (peak {c['edge_peak_rss_mib']:.1f}), origin "
+              f"{c['origin_rss_mib']:.1f} MiB (peak {c['origin_peak_rss_mib']:.1f}); edge store "
+              f"{c['edge_store_mib']:.1f} MiB, {c['edge_evictions']} evictions")
+        st = m["coilgun_stream"]
+        print(f"  coilgun streaming {st['bytes'] >> 20} MiB: edge {st['edge_rss_mib_first']:.1f} -> "
+              f"{st['edge_rss_mib_max']:.1f} MiB, origin {st['origin_rss_mib_first']:.1f} -> "
+              f"{st['origin_rss_mib_max']:.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ class Pair:
     already listening on |backend_port|."""
 
     def __init__(self, tmp, backend_args=None, origin_args=(), edge_args=(), backend_port=None,
-                 workers=1, start_origin=True, origin_env=None, edge_env=None):
+                 workers=1, start_origin=True, origin_env=None, edge_env=None, link=None):
         self.tmp = tmp
         self.origin_env = merged_env(origin_env)
         self.edge_env = merged_env(edge_env)
@@ -223,6 +223,9 @@ class Pair:
             self.start_origin()
         agent_port = self.tunnel_port if self.tunnel_port else free_port()
         self.agent_port = agent_port
+        # |link| (optional) maps the agent's port to the one the edge dials: a link emulator's.
+        if link is not None:
+            agent_port = link(agent_port)
         self.edge = Process([binary("coilgun-edge"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
                              "--agent", f"127.0.0.1:{agent_port}", "--workers", str(workers)]
                             + self.certs.edge_flags() + list(edge_args), "edge", env=self.edge_env)
