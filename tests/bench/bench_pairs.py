@@ -612,7 +612,9 @@ def throughput_table(report):
 
 def slow_and_memory_tables(report):
     if report["slow_link"]:
-        print("\nslow link: time to last byte per response, corpus versions in order")
+        print("\nslow link: time to last byte per response, corpus versions in order (a TCP relay adds\n"
+              "RTT/2 each way and the bandwidth limit between edge and origin; the endpoints' own TCP\n"
+              "sees loopback, so slow start and window effects over the path are not modelled)")
         print(f"{'RTT':>6} {'Mbit/s':>7} {'setup':<12} {'median ms':>10} {'p90 ms':>8}")
         for row in report["slow_link"]:
             for name in ("nginx-gzip6", "coilgun"):
