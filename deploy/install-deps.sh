@@ -13,7 +13,7 @@ packages=(
   # fuzzing (libFuzzer ships in clang's runtime package)
   clang libclang-rt-14-dev
   # peers and tools used by tests and benchmarks
-  openssl xdelta3 zstd gzip python3
+  openssl xdelta3 zstd gzip python3 nginx-light wrk
   # the package test: cpack's dependency scan, the units' checks, the install's user and sandbox
   dpkg-dev systemd adduser util-linux sudo
   # the dashboard test: a real headless browser

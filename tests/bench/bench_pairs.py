@@ -359,10 +359,14 @@ def idle_connections(port, edge_pids, count):
 
 def memory_section(tmp, certs, backend_port, args):
     import resource
-    want = args.idle_connections * 2 + 1000
+    # This process holds the client sockets; the edge (a child) inherits the limit for its own.
+    want = args.idle_connections + 2000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
+        if hard < want:
+            sys.exit(f"bench_pairs: {args.idle_connections} idle connections need {want} file "
+                     f"descriptors; the hard limit is {hard} (ulimit -Hn)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     out = {}
     nginx = NginxPair(tmp, certs.dir, backend_port, 0)
     try:
@@ -495,11 +499,16 @@ def slow_link_section(tmp, certs, args):
                 for e in emulators:
                     e.__exit__(None, None, None)
                 backend.stop()
-            row[name] = {"median_ms": 1000 * times[len(times) // 2],
-                         "p90_ms": 1000 * times[int(len(times) * 0.9)]}
+            median = 1000 * times[len(times) // 2]
+            # No design answers in under one round trip: what each adds beyond it is the
+            # transfer (and processing) time the link encoding decides.
+            row[name] = {"median_ms": median, "p90_ms": 1000 * times[int(len(times) * 0.9)],
+                         "median_beyond_rtt_ms": median - rtt}
             print(f"  slow link {rtt} ms / {mbit} Mbit/s {name:<12} median "
                   f"{row[name]['median_ms']:.0f} ms", file=sys.stderr)
         row["median_speedup_vs_nginx_gzip6"] = row["nginx-gzip6"]["median_ms"] / row["coilgun"]["median_ms"]
+        row["beyond_rtt_speedup_vs_nginx_gzip6"] = (row["nginx-gzip6"]["median_beyond_rtt_ms"] /
+                                                    max(0.1, row["coilgun"]["median_beyond_rtt_ms"]))
         out.append(row)
     return out
 
@@ -615,12 +624,13 @@ def slow_and_memory_tables(report):
         print("\nslow link: time to last byte per response, corpus versions in order (a TCP relay adds\n"
               "RTT/2 each way and the bandwidth limit between edge and origin; the endpoints' own TCP\n"
               "sees loopback, so slow start and window effects over the path are not modelled)")
-        print(f"{'RTT':>6} {'Mbit/s':>7} {'setup':<12} {'median ms':>10} {'p90 ms':>8}")
+        print(f"{'RTT':>6} {'Mbit/s':>7} {'setup':<12} {'median ms':>10} {'p90 ms':>8} {'beyond RTT':>11}")
         for row in report["slow_link"]:
             for name in ("nginx-gzip6", "coilgun"):
                 print(f"{row['rtt_ms']:>6} {row['mbit']:>7} {name:<12} {row[name]['median_ms']:>10.1f} "
-                      f"{row[name]['p90_ms']:>8.1f}")
-            print(f"{'':>15}median speed-up against nginx-gzip6: {row['median_speedup_vs_nginx_gzip6']:.2f}x")
+                      f"{row[name]['p90_ms']:>8.1f} {row[name]['median_beyond_rtt_ms']:>11.1f}")
+            print(f"{'':>15}median speed-up against nginx-gzip6: {row['median_speedup_vs_nginx_gzip6']:.2f}x "
+                  f"(beyond the round trip: {row['beyond_rtt_speedup_vs_nginx_gzip6']:.1f}x)")
     m = report["memory"]
     if m:
         print("\nmemory")
