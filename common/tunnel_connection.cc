@@ -38,6 +38,9 @@ uint64_t Connection::bytes_out() const { return socket_->bytes_written(); }
 
 void Connection::on_read(std::span<const uint8_t> data) {
   if (closed_) return;
+  // Counted before anything is delivered: whoever has a response in hand sees its bytes in
+  // coilgun_link_bytes_total (tests and coilgun-replay read it right after a response).
+  report_bytes();
   in_callback_ = true;
   Status s = tls_->feed(data);
   while (s.ok() && !closed_) {

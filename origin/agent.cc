@@ -49,7 +49,10 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
  public:
   Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::VersionId> held,
            std::span<const HeaderField> fields, bool end_stream);
-  ~Exchange() override { *alive_ = false; }
+  ~Exchange() override {
+    *alive_ = false;
+    if (key_state_) --key_state_->running;
+  }
 
   void start();
   void on_request_data(std::span<const uint8_t> data, bool end_stream);
@@ -95,7 +98,8 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   std::unique_ptr<http::ClientConnection> conn_;
   bool retried_ = false;
   uv::Timer timeout_;
-  std::shared_ptr<const Settings> settings_;  // As of the request, for the whole exchange.
+  std::shared_ptr<const Settings> settings_;          // As of the request, for the whole exchange.
+  std::shared_ptr<AgentWorker::KeyState> key_state_;  // Counts this exchange as running.
 
   Mode mode_ = Mode::kPending;
   int status_ = 0;
@@ -139,7 +143,7 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
   host_ = lower(authority);
   // The cache key: this agent's namespace, the host and the target.
   key_ = settings_->config.namespace_name + '\n' + host_ + '\n' + request_.target;
-  worker_.note_held(key_, held_);
+  key_state_ = worker_.key_started(key_, held_);
   if (!end_stream) {
     const auto cl = http::find(request_.headers, "content-length");
     request_framing_ = cl ? http::BodyFraming::kContentLength : http::BodyFraming::kChunked;
@@ -320,7 +324,7 @@ void Exchange::encode(BlobRef base) {
   const bool delta = enc.last_stats().kind == proto::DeltaKind::kDelta;
   result_ = delta ? log::DeltaResult::kDelta : log::DeltaResult::kFull;
   (delta ? shared_.metrics.delta_delta : shared_.metrics.delta_full).inc();
-  if (status_ == 200 && request_.method == "GET" && worker_.claim_base(key_, id_)) {
+  if (status_ == 200 && request_.method == "GET" && worker_.claim_base(*key_state_, id_)) {
     shared_.store.put(key_, Blob::make(std::move(body_), id_));
     proto::mark_keep_as_base(payload_);
   }
@@ -569,21 +573,32 @@ void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
   links_.push_back(std::make_unique<EdgeLink>(*this, std::move(socket), std::move(tls.value())));
 }
 
-void AgentWorker::note_held(const std::string& key, std::span<const proto::VersionId> held) {
-  auto it = pending_bases_.find(key);
-  if (it == pending_bases_.end()) return;
-  if (std::find(held.begin(), held.end(), it->second.id) != held.end()) pending_bases_.erase(it);
+std::shared_ptr<AgentWorker::KeyState> AgentWorker::key_started(
+    const std::string& key, std::span<const proto::VersionId> held) {
+  const uint64_t now = loop_.now_ms();
+  auto it = keys_.find(key);
+  if (it == keys_.end()) {
+    if (keys_.size() >= kKeySweep) {
+      std::erase_if(keys_, [now](const auto& e) {
+        return e.second->running == 0 &&
+               now - e.second->since_ms >= std::max(kPendingBaseMs, kMinBaseAgeMs);
+      });
+    }
+    it = keys_.emplace(key, std::make_shared<KeyState>()).first;
+  }
+  KeyState& k = *it->second;
+  if (!k.confirmed && std::find(held.begin(), held.end(), k.base) != held.end()) k.confirmed = true;
+  ++k.running;
+  return it->second;
 }
 
-bool AgentWorker::claim_base(const std::string& key, proto::VersionId id) {
+bool AgentWorker::claim_base(KeyState& k, proto::VersionId id) {
   const uint64_t now = loop_.now_ms();
-  auto it = pending_bases_.find(key);
-  if (it != pending_bases_.end() && now - it->second.since_ms < kPendingBaseMs) return false;
-  if (pending_bases_.size() >= kPendingSweep) {
-    std::erase_if(pending_bases_,
-                  [now](const auto& e) { return now - e.second.since_ms >= kPendingBaseMs; });
-  }
-  pending_bases_[key] = PendingBase{id, now};
+  if (!k.confirmed && now - k.since_ms < kPendingBaseMs) return false;
+  if (k.running > 1 && k.since_ms != 0 && now - k.since_ms < kMinBaseAgeMs) return false;
+  k.base = id;
+  k.since_ms = now;
+  k.confirmed = false;
   return true;
 }
 

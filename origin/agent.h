@@ -97,11 +97,22 @@ class AgentWorker : public daemon::Worker {
   // A link closed: drop it (on a later turn).
   void link_closed(EdgeLink* link);
 
-  // The base policy (proto/PROTOCOL.md §6): at most one base per key that no request has
-  // listed back yet. note_held() is told the ids each request for |key| lists; claim_base()
-  // says whether version |id| of |key| may become a base now, and if so records it as pending.
-  void note_held(const std::string& key, std::span<const proto::VersionId> held);
-  bool claim_base(const std::string& key, proto::VersionId id);
+  // The base policy (proto/PROTOCOL.md §6), per cache key on this worker: the newest base it
+  // made, since when, whether a request has listed it back, and how many exchanges for the key
+  // are running. An exchange holds its key's state for its life (running counts it).
+  struct KeyState {
+    proto::VersionId base;
+    uint64_t since_ms = 0;  // 0: no base made yet.
+    bool confirmed = true;
+    uint32_t running = 0;
+  };
+  // Counts a new exchange for |key| whose request listed |held|, and returns the key's state.
+  std::shared_ptr<KeyState> key_started(const std::string& key,
+                                        std::span<const proto::VersionId> held);
+  // Whether version |id| may become the key's base now; if so records it (unconfirmed).
+  // At most one unconfirmed base; and while other exchanges for the key run, a base is kept
+  // at least kMinBaseAgeMs, so queued work still finds the bases it listed.
+  bool claim_base(KeyState& key, proto::VersionId id);
 
  private:
   void on_accept(std::unique_ptr<uv::TcpStream> socket);
@@ -113,18 +124,16 @@ class AgentWorker : public daemon::Worker {
   http::ClientPool backend_;
   config::DeltaConfig encoder_config_;
   std::unique_ptr<proto::DeltaEncoder> encoder_;
+  std::unordered_map<std::string, std::shared_ptr<KeyState>>
+      keys_;  // Before links_: outlives them.
   std::vector<std::unique_ptr<EdgeLink>> links_;
   bool draining_ = false;
-  struct PendingBase {
-    proto::VersionId id;
-    uint64_t since_ms;
-  };
-  // A base not confirmed after this long is taken as lost (the exchange failed, the edge
+  // A base not listed back after this long is taken as lost (the exchange failed, the edge
   // evicted it): a new one may be claimed.
   static constexpr uint64_t kPendingBaseMs = 1000;
-  // Beyond this many keys with a pending base, expired entries are swept.
-  static constexpr size_t kPendingSweep = 4096;
-  std::unordered_map<std::string, PendingBase> pending_bases_;
+  static constexpr uint64_t kMinBaseAgeMs = 1000;
+  // Beyond this many keys, idle and old entries are swept.
+  static constexpr size_t kKeySweep = 4096;
 };
 
 }  // namespace coilgun::origin
