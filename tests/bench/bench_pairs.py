@@ -17,6 +17,9 @@ connections and duration:
   coilgun      coilgun-edge -> tunnel -> coilgun-origin -> backend (one worker each)
   coilgun-2w   the same with two workers each (scaling)
 
+then, for nginx, nginx-gzip1 and coilgun at 100 KB, a paced run at the same offered load
+(--rate, default 1000 req/s) to compare p99 latency.
+
 and it reports requests/s, p50/p99 latency, CPU seconds per 1,000 requests (edge and origin
 processes, from /proc) and link bytes per response (bytes the origin side
 wrote towards the edge, TLS included, from /proc/PID/io). Ratios against the nginx pairs
@@ -58,6 +61,8 @@ def parse_args(argv):
     p.add_argument("--slow-versions", type=int, default=20,
                    help="versions of each corpus series fetched over each slow link")
     p.add_argument("--idle-connections", type=int, default=10000)
+    p.add_argument("--rate", type=int, default=1000,
+                   help="offered load (req/s) of the paced 100 KB run comparing p99; 0 skips it")
     p.add_argument("--store-mib", type=int, default=64, help="store budget for the memory section")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
@@ -283,7 +288,7 @@ def port_open(port):
         return False
 
 
-def measure(setup, kb, args, backend_pid):
+def measure(setup, kb, args, backend_pid, extra=()):
     """One wrk run. Link bytes: what the origin side wrote (TLS included) less what it wrote to
     the backend (the backend's reads), from /proc/PID/io: exact whatever connections come and
     go, logs aside (access logs are off)."""
@@ -291,7 +296,7 @@ def measure(setup, kb, args, backend_pid):
     subprocess.run([WRK, "-t1", "-c2", "-d1s", "-H", f"Host: {HOST}", setup.url(kb)], capture_output=True)
     written = io_bytes(setup.origin_pids(), "wchar") - io_bytes([backend_pid], "rchar")
     cpu_before = cpu_seconds(setup.pids())
-    r = wrk(setup.url(kb), args)
+    r = wrk(setup.url(kb), args, extra)
     cpu = cpu_seconds(setup.pids()) - cpu_before
     if setup.origin_pids():
         link = io_bytes(setup.origin_pids(), "wchar") - io_bytes([backend_pid], "rchar") - written
@@ -538,6 +543,17 @@ def throughput_section(tmp, certs, backend, backend_port, sizes, args):
                 results.setdefault(str(kb), {})[name] = measure(setup, kb, args, backend.proc.pid)
                 print(f"  {name:<12} {kb:>4} KB: {results[str(kb)][name]['rps']:9.0f} req/s",
                       file=sys.stderr)
+            if args.rate and name in ("nginx", "nginx-gzip1", "coilgun"):
+                # The same offered load for every pair: each connection waits 1000*C/R ms
+                # between a response and its next request (wrk's delay() hook).
+                script = os.path.join(tmp, "paced.lua")
+                with open(script, "w") as f:
+                    f.write(f"function delay() return {1000 * args.connections / args.rate:.3f} end\n")
+                kb = 100
+                paced = measure(setup, kb, args, backend.proc.pid, extra=("-s", script))
+                results.setdefault(f"{kb}@{args.rate}/s", {})[name] = paced
+                print(f"  {name:<12} {kb:>4} KB at ~{args.rate}/s: p99 {paced['p99_ms']:.2f} ms",
+                      file=sys.stderr)
         finally:
             setup.stop()
     return results
@@ -581,6 +597,12 @@ def main(argv=None):
 def ratios(results):
     out = {}
     for kb, r in results.items():
+        if "@" in kb:  # Paced runs: compare latency, not throughput.
+            c = r.get("coilgun")
+            if c:
+                out[kb] = {f"p99_vs_{peer}": c["p99_ms"] / r[peer]["p99_ms"]
+                           for peer in ("nginx", "nginx-gzip1") if peer in r}
+            continue
         c = r.get("coilgun")
         if not c:
             continue
@@ -612,11 +634,12 @@ def throughput_table(report):
         for name, m in r.items():
             link = f"{m['link_bytes_per_response']:.0f}" if m["link_bytes_per_response"] is not None else "-"
             cpu = f"{m['cpu_s_per_1000']:.3f}" if m["cpu_s_per_1000"] is not None else "-"
-            print(f"{kb + ' KB':>6} {name:<12} {m['rps']:9.0f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} "
+            print(f"{kb.replace('@', ' KB @') if '@' in kb else kb + ' KB':>6} {name:<12} {m['rps']:9.0f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} "
                   f"{cpu:>9} {link:>12} {m['non_2xx']:>8}")
     print()
     for kb, o in report["ratios"].items():
-        print(f"{kb} KB: " + ", ".join(f"{k} {v:.3f}" for k, v in o.items()))
+        label = kb.replace("@", " KB at ") if "@" in kb else kb + " KB"
+        print(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in o.items()))
 
 
 def slow_and_memory_tables(report):
