@@ -567,76 +567,58 @@ KeyDef<D> make_key(std::string key, std::function<std::string(D&, const Raw&)> s
   return KeyDef<D>{std::move(key), std::move(env), std::move(set), std::move(print), false};
 }
 
-template <typename D, typename F>
-KeyDef<D> host_port_key(std::string key, F field) {
+// A key whose value is a string: |parse| turns the text into the field's value (or says why
+// not), |print| gives the value as a TOML literal (nullopt: unset).
+template <typename D, typename F, typename Parse, typename Print>
+KeyDef<D> text_key(std::string key, F field, const char* expected, Parse parse, Print print) {
   return make_key<D>(
       std::move(key),
-      [field](D& d, const Raw& raw) -> std::string {
-        ConfigResult<std::string> t = text_of(raw, "a string like \"127.0.0.1:8080\"");
+      [field, expected, parse](D& d, const Raw& raw) -> std::string {
+        ConfigResult<std::string> t = text_of(raw, expected);
         if (!t.ok()) return t.error();
-        ConfigResult<HostPort> hp = parse_host_port(*t);
-        if (!hp.ok()) return hp.error();
-        field(d) = std::move(hp).value();
+        auto value = parse(*t);
+        if (!value.ok()) return value.error();
+        field(d) = std::move(value).value();
         return "";
       },
-      [field](const D& d) -> std::optional<std::string> { return quote(field(d).to_string()); });
+      [field, print](const D& d) -> std::optional<std::string> { return print(field(d)); });
+}
+
+template <typename D, typename F>
+KeyDef<D> host_port_key(std::string key, F field) {
+  return text_key<D>(
+      std::move(key), field, "a string like \"127.0.0.1:8080\"", parse_host_port,
+      [](const HostPort& v) -> std::optional<std::string> { return quote(v.to_string()); });
 }
 
 // Like host_port_key for a std::optional<HostPort> (unset by default).
 template <typename D, typename F>
 KeyDef<D> optional_host_port_key(std::string key, F field) {
-  return make_key<D>(
-      std::move(key),
-      [field](D& d, const Raw& raw) -> std::string {
-        ConfigResult<std::string> t = text_of(raw, "a string like \"10.0.0.1:2408\"");
-        if (!t.ok()) return t.error();
-        ConfigResult<HostPort> hp = parse_host_port(*t);
-        if (!hp.ok()) return hp.error();
-        field(d) = std::move(hp).value();
-        return "";
-      },
-      [field](const D& d) -> std::optional<std::string> {
-        if (!field(d)) return std::nullopt;
-        return quote(field(d)->to_string());
-      });
+  return text_key<D>(std::move(key), field, "a string like \"10.0.0.1:2408\"", parse_host_port,
+                     [](const std::optional<HostPort>& v) -> std::optional<std::string> {
+                       if (!v) return std::nullopt;
+                       return quote(v->to_string());
+                     });
 }
 
 template <typename D, typename F>
 KeyDef<D> backend_key(std::string key, F field) {
-  return make_key<D>(
-      std::move(key),
-      [field](D& d, const Raw& raw) -> std::string {
-        ConfigResult<std::string> t = text_of(raw, "a string like \"http://127.0.0.1:8080\"");
-        if (!t.ok()) return t.error();
-        ConfigResult<BackendUrl> url = parse_backend_url(*t);
-        if (!url.ok()) return url.error();
-        field(d) = std::move(url).value();
-        return "";
-      },
-      [field](const D& d) -> std::optional<std::string> {
-        if (field(d).empty()) return std::nullopt;
-        return quote(field(d).to_string());
-      });
+  return text_key<D>(std::move(key), field, "a string like \"http://127.0.0.1:8080\"",
+                     parse_backend_url, [](const BackendUrl& v) -> std::optional<std::string> {
+                       if (v.empty()) return std::nullopt;
+                       return quote(v.to_string());
+                     });
 }
 
-// A string checked by |check| (returns "" or why not) and normalised by it through |out|.
+// A string checked by |check| (returns the value, normalised, or why not).
 template <typename D, typename F>
 KeyDef<D> string_key(std::string key, F field,
                      std::function<ConfigResult<std::string>(std::string_view)> check) {
-  return make_key<D>(
-      std::move(key),
-      [field, check](D& d, const Raw& raw) -> std::string {
-        ConfigResult<std::string> t = text_of(raw, "a string");
-        if (!t.ok()) return t.error();
-        ConfigResult<std::string> v = check(*t);
-        if (!v.ok()) return v.error();
-        field(d) = std::move(v).value();
-        return "";
-      },
-      [field](const D& d) -> std::optional<std::string> {
-        if (field(d).empty()) return std::nullopt;
-        return quote(field(d));
-      });
+  return text_key<D>(std::move(key), field, "a string", check,
+                     [](const std::string& v) -> std::optional<std::string> {
+                       if (v.empty()) return std::nullopt;
+                       return quote(v);
+                     });
 }
 
 ConfigResult<std::string> non_empty_path(std::string_view s) {

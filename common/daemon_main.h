@@ -18,6 +18,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/tls.h"
+#include "common/tunnel_session.h"
 
 namespace coilgun::daemon {
 
@@ -79,6 +80,21 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
   }
   return std::make_shared<const Settings<Config>>(
       Settings<Config>{std::move(loaded->config), std::move(ctx).value()});
+}
+
+// The tunnel session options both daemons derive from their [tunnel] and [limits] tables; a
+// ping unanswered for three intervals means a dead link.
+template <typename Config>
+tunnel::SessionOptions session_options(const Config& c, bool client) {
+  tunnel::SessionOptions o;
+  o.client = client;
+  o.stream_window = static_cast<uint32_t>(c.tunnel.stream_window);
+  o.connection_window = static_cast<uint32_t>(c.tunnel.connection_window);
+  if constexpr (requires { c.tunnel.max_streams; }) o.max_streams = c.tunnel.max_streams;
+  o.max_header_block = c.limits.max_header_bytes;
+  o.ping_interval_ms = static_cast<uint64_t>(c.tunnel.ping_interval.count());
+  o.ping_timeout_ms = 3 * o.ping_interval_ms;
+  return o;
 }
 
 // Applies [log]: level, access log, file (opened, or reopened when |before| named another).

@@ -122,7 +122,6 @@ void ServerConnection::fail_request(const Status& s) {
     handler_.on_abort(*this);
   }
   if (!response_started_) {
-    response_started_ = true;
     respond_simple(status, status_reason(status), true);
   } else {
     close();
@@ -217,7 +216,10 @@ void ServerConnection::respond_simple(int status, std::string_view body, bool cl
     response_started_ = false;
     head_request_ = false;
   }
-  response_started_ = false;
+  if (response_started_) {
+    this->close();  // A head already went out: a second status line would corrupt the stream.
+    return;
+  }
   if (!respond_head(std::move(head), ResponseFraming::kContentLength, body.size()).ok()) return;
   (void)respond_body(
       std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
@@ -269,13 +271,12 @@ void ServerConnection::resume_reading() {
 void ServerConnection::on_eof() {
   eof_ = true;
   if (closed_ || closing_) return;
-  const Status s = parser_->finish();
+  (void)parser_->finish();  // Lets a close-delimited request body end; nothing to answer.
   if (in_exchange_ && !request_done_) {
     // The client went away mid-request.
     close();
     return;
   }
-  (void)s;
   if (!in_exchange_) close();
   // Otherwise the response in progress finishes first (a client may half-close after its
   // request); finish_exchange() then sees eof_ through process().

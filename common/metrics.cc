@@ -450,37 +450,24 @@ Result<FamilyBase*> Registry::register_family(Kind kind, std::string_view name,
 
   std::vector<std::string> labels(label_names.begin(), label_names.end());
   std::unique_ptr<FamilyBase> family;
+  // A new family; one without labels gets its single child at once, so it renders as 0.
+  const auto make = [&]<typename Family>(std::vector<double> family_bounds) {
+    auto f =
+        std::make_unique<Family>(typename Family::Passkey(), std::string(name), std::string(help),
+                                 type, std::move(labels), std::move(family_bounds));
+    if (label_names.size() == 0) f->with({});
+    family = std::move(f);
+  };
   switch (kind) {
-    case Kind::kCounter: {
-      auto f = std::make_unique<CounterFamily>(CounterFamily::Passkey(), std::string(name),
-                                               std::string(help), type, std::move(labels),
-                                               std::vector<double>());
-      if (label_names.size() == 0) {
-        f->with({});
-      }
-      family = std::move(f);
+    case Kind::kCounter:
+      make.template operator()<CounterFamily>({});
       break;
-    }
-    case Kind::kGauge: {
-      auto f = std::make_unique<GaugeFamily>(GaugeFamily::Passkey(), std::string(name),
-                                             std::string(help), type, std::move(labels),
-                                             std::vector<double>());
-      if (label_names.size() == 0) {
-        f->with({});
-      }
-      family = std::move(f);
+    case Kind::kGauge:
+      make.template operator()<GaugeFamily>({});
       break;
-    }
-    case Kind::kHistogram: {
-      auto f = std::make_unique<HistogramFamily>(HistogramFamily::Passkey(), std::string(name),
-                                                 std::string(help), type, std::move(labels),
-                                                 std::vector<double>(bounds.begin(), bounds.end()));
-      if (label_names.size() == 0) {
-        f->with({});
-      }
-      family = std::move(f);
+    case Kind::kHistogram:
+      make.template operator()<HistogramFamily>({bounds.begin(), bounds.end()});
       break;
-    }
     case Kind::kGaugeFn:
       family = std::make_unique<GaugeFnFamily>(GaugeFnFamily::Passkey(), std::string(name),
                                                std::string(help), std::move(labels));

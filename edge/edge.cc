@@ -469,16 +469,9 @@ TunnelLink::TunnelLink(AgentPool& pool, std::unique_ptr<uv::TcpStream> socket,
     : pool_(pool) {
   const auto settings = pool.worker().shared().now();
   const config::EdgeConfig& c = settings->config;
-  tunnel::SessionOptions o;
-  o.client = true;
-  o.stream_window = static_cast<uint32_t>(c.tunnel.stream_window);
-  o.connection_window = static_cast<uint32_t>(c.tunnel.connection_window);
-  o.max_header_block = c.limits.max_header_bytes;
-  o.ping_interval_ms = static_cast<uint64_t>(c.tunnel.ping_interval.count());
-  o.ping_timeout_ms = 3 * o.ping_interval_ms;
-  conn_ =
-      std::make_unique<tunnel::Connection>(pool.worker().loop(), std::move(socket), std::move(tls),
-                                           o, *this, *this, c.tunnel.connect_timeout);
+  conn_ = std::make_unique<tunnel::Connection>(pool.worker().loop(), std::move(socket),
+                                               std::move(tls), daemon::session_options(c, true),
+                                               *this, *this, c.tunnel.connect_timeout);
 }
 
 TunnelLink::~TunnelLink() = default;

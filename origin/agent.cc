@@ -444,16 +444,9 @@ EdgeLink::EdgeLink(AgentWorker& worker, std::unique_ptr<uv::TcpStream> socket,
     : worker_(worker) {
   const auto settings = worker.shared().now();
   const config::OriginConfig& c = settings->config;
-  tunnel::SessionOptions o;
-  o.client = false;
-  o.stream_window = static_cast<uint32_t>(c.tunnel.stream_window);
-  o.connection_window = static_cast<uint32_t>(c.tunnel.connection_window);
-  o.max_streams = c.tunnel.max_streams;
-  o.max_header_block = c.limits.max_header_bytes;
-  o.ping_interval_ms = static_cast<uint64_t>(c.tunnel.ping_interval.count());
-  o.ping_timeout_ms = 3 * o.ping_interval_ms;
-  conn_ = std::make_unique<tunnel::Connection>(worker.loop(), std::move(socket), std::move(tls), o,
-                                               *this, *this, std::chrono::seconds(10));
+  conn_ = std::make_unique<tunnel::Connection>(worker.loop(), std::move(socket), std::move(tls),
+                                               daemon::session_options(c, false), *this, *this,
+                                               std::chrono::seconds(10));
 }
 
 EdgeLink::~EdgeLink() = default;
@@ -578,11 +571,14 @@ std::shared_ptr<AgentWorker::KeyState> AgentWorker::key_started(
   const uint64_t now = loop_.now_ms();
   auto it = keys_.find(key);
   if (it == keys_.end()) {
-    if (keys_.size() >= kKeySweep) {
+    // Swept when it has doubled since the last sweep: amortised O(1) per new key, even when
+    // little can go (many keys with fresh bases).
+    if (keys_.size() >= keys_sweep_at_) {
       std::erase_if(keys_, [now](const auto& e) {
         return e.second->running == 0 &&
                now - e.second->since_ms >= std::max(kPendingBaseMs, kMinBaseAgeMs);
       });
+      keys_sweep_at_ = std::max(kKeySweep, 2 * keys_.size());
     }
     it = keys_.emplace(key, std::make_shared<KeyState>()).first;
   }

@@ -132,8 +132,9 @@ class AgentWorker : public daemon::Worker {
   // evicted it): a new one may be claimed.
   static constexpr uint64_t kPendingBaseMs = 1000;
   static constexpr uint64_t kMinBaseAgeMs = 1000;
-  // Beyond this many keys, idle and old entries are swept.
+  // Idle, old entries are swept once this many keys are held (and again when that doubled).
   static constexpr size_t kKeySweep = 4096;
+  size_t keys_sweep_at_ = kKeySweep;
 };
 
 }  // namespace coilgun::origin
