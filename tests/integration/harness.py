@@ -8,7 +8,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from coilgun_replay import launch  # noqa: E402
 from coilgun_replay.launch import (ROOT, Certs, Process, TempDir, binary, free_port, get,  # noqa: E402,F401
-                                   merged_env, metrics, wait_until)
+                                   merged_env, metrics, recv_some, wait_until)
 
 
 class Pair(launch.Pair):

@@ -54,7 +54,6 @@ def real_pages():
             return out
         finally:
             site.stop()
-        del tmp
 
 
 def interleaved(pages):
@@ -262,7 +261,7 @@ class TestAgainstARunningEdge(ReplayTestCase):
         self.assertEqual(report["mismatches"][0]["entry"], "drifted.har entry 1")
         self.assertIn("/news/3", report["mismatches"][0]["url"])
         self.assertEqual(report["mode"], "edge")
-        self.assertIsNotNone(report["total"]["link_bytes"])
+        self.assertGreater(report["total"]["link_bytes"], 0)
 
 
 class TestBadCaptures(unittest.TestCase):

@@ -175,6 +175,15 @@ def get(port, path, host="www.example.com", method="GET", body=None, headers=Non
         conn.close()
 
 
+def recv_some(sock, what):
+    """One recv() that fails loudly when the peer has closed (recv returns b"" at once then, so a
+    loop waiting for more bytes would never end)."""
+    data = sock.recv(1 << 20)
+    if not data:
+        raise ConnectionError(f"connection closed before {what}")
+    return data
+
+
 def metrics(port, address="127.0.0.1"):
     """The admin /metrics page as {"name{labels}": value}."""
     status, _, body = get(port, "/metrics", host=address, address=address)
