@@ -84,6 +84,34 @@ def cpu_seconds(pids):
     return total
 
 
+def thread_cpu(pids):
+    """CPU seconds so far of every thread of |pids|, by (pid, tid)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out[(pid, tid)] = (int(fields[11]) + int(fields[12])) / tick
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def machine_cpu():
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / tick, sum(ticks) / tick
+
+
 def children(pid):
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(x) for x in out.split()]
@@ -165,7 +193,7 @@ http {{
 NGINX_ORIGIN = NGINX_HEAD + """
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 128; keepalive_requests 1000000; }}
   server {{
-    listen 127.0.0.1:{port} ssl;
+    listen {host}:{port} ssl;
     ssl_protocols TLSv1.3;
     ssl_certificate {certs}/agent.pem;
     ssl_certificate_key {certs}/agent.key;
@@ -185,7 +213,7 @@ NGINX_ORIGIN = NGINX_HEAD + """
 """
 
 NGINX_EDGE = NGINX_HEAD + """
-  upstream origin {{ server 127.0.0.1:{origin}; keepalive 128; keepalive_requests 1000000; }}
+  upstream origin {{ server {origin}; keepalive 128; keepalive_requests 1000000; }}
   server {{
     listen 127.0.0.1:{port};
     keepalive_requests 1000000;
@@ -211,7 +239,10 @@ NGINX_EDGE = NGINX_HEAD + """
 
 
 class NginxPair(Setup):
-    def __init__(self, tmp, certs, backend_port, gzip_level, link=None):
+    """nginx edge -> keep-alive mutual TLS -> nginx origin. The origin listens on |agent_host|,
+    started with |origin_prefix| before its argv (the origin side of a slow link)."""
+
+    def __init__(self, tmp, certs, backend_port, gzip_level, agent_host="127.0.0.1", origin_prefix=()):
         self.name = f"nginx-gzip{gzip_level}" if gzip_level else "nginx"
         user = "user root;" if os.geteuid() == 0 else ""
         gzip = (f"gzip on; gzip_comp_level {gzip_level}; gzip_proxied any; gzip_min_length 0; "
@@ -221,22 +252,23 @@ class NginxPair(Setup):
         self.port = launch.free_port()
         self.procs = []
         self.procs.append(self._nginx(tmp, "origin", NGINX_ORIGIN.format(
-            user=user, dir="{dir}", backend=backend_port, port=self.link_port, certs=certs, gzip=gzip)))
+            user=user, dir="{dir}", backend=backend_port, host=agent_host, port=self.link_port, certs=certs,
+            gzip=gzip), origin_prefix))
         accept = 'proxy_set_header Accept-Encoding "gzip";' if gzip_level else 'proxy_set_header Accept-Encoding "";'
-        # |link| (optional) maps the origin's port to the one the edge dials: a link emulator's.
-        upstream = link(self.link_port) if link else self.link_port
         self.procs.append(self._nginx(tmp, "edge", NGINX_EDGE.format(
-            user=user, dir="{dir}", origin=upstream, port=self.port, certs=certs, accept=accept)))
-        for port in (self.link_port, self.port):
-            launch.wait_until(lambda: port_open(port), what=f"nginx on {port}")
+            user=user, dir="{dir}", origin=f"{agent_host}:{self.link_port}", port=self.port, certs=certs,
+            accept=accept)))
+        for host, port in ((agent_host, self.link_port), ("127.0.0.1", self.port)):
+            launch.wait_until(lambda: port_open(port, host), what=f"nginx on {host}:{port}")
 
-    def _nginx(self, tmp, role, conf):
+    def _nginx(self, tmp, role, conf, prefix=()):
         d = os.path.join(tmp, f"{self.name}-{role}")
         os.makedirs(d, exist_ok=True)
         path = os.path.join(d, "nginx.conf")
         with open(path, "w") as f:
             f.write(conf.replace("{dir}", d))
-        return subprocess.Popen([NGINX, "-p", d, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(list(prefix) + [NGINX, "-p", d, "-c", path], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
 
     def pids(self):
         out = []
@@ -279,10 +311,10 @@ class CoilgunPair(Setup):
         self.pair.stop()
 
 
-def port_open(port):
+def port_open(port, host="127.0.0.1"):
     import socket
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -295,15 +327,26 @@ def measure(setup, kb, args, backend_pid, extra=()):
     # Warm up (connections, TLS, the edge's first version of the page), then measure.
     subprocess.run([WRK, "-t1", "-c2", "-d1s", "-H", f"Host: {HOST}", setup.url(kb)], capture_output=True)
     written = io_bytes(setup.origin_pids(), "wchar") - io_bytes([backend_pid], "rchar")
-    cpu_before = cpu_seconds(setup.pids())
+    cpu_before, backend_before, machine_before = cpu_seconds(setup.pids()), cpu_seconds([backend_pid]), machine_cpu()
+    threads_before, started = thread_cpu(setup.pids()), time.monotonic()
     r = wrk(setup.url(kb), args, extra)
+    threads = thread_cpu(setup.pids())
+    elapsed = time.monotonic() - started
     cpu = cpu_seconds(setup.pids()) - cpu_before
+    backend_cpu = cpu_seconds([backend_pid]) - backend_before
+    busy, total = (after - before for after, before in zip(machine_cpu(), machine_before))
     if setup.origin_pids():
         link = io_bytes(setup.origin_pids(), "wchar") - io_bytes([backend_pid], "rchar") - written
         r["link_bytes_per_response"] = link / max(1, r["requests"])
     else:
         r["link_bytes_per_response"] = None
     r["cpu_s_per_1000"] = 1000 * cpu / max(1, r["requests"]) if setup.pids() else None
+    # Where the rest of the machine went: the backend, and wrk with the kernel (the remainder).
+    r["backend_cpu_s_per_1000"] = 1000 * backend_cpu / max(1, r["requests"])
+    r["machine_busy_pct"] = 100 * os.cpu_count() * busy / max(total, 1e-9)
+    # The busiest edge or origin thread, in % of one core: below 100, no worker was the limit.
+    r["busiest_thread_pct"] = (100 * max(t - threads_before.get(k, 0) for k, t in threads.items()) / elapsed
+                               if threads else None)
     return r
 
 
@@ -451,71 +494,96 @@ def corpus_requests(versions):
     return out
 
 
-def time_to_last_byte(port, requests):
-    """Fetches |requests| in order over one keep-alive connection; returns the seconds from
-    sending each request to its last body byte. Checks every body."""
+def time_to_last_byte(port, requests, link):
+    """Fetches |requests| in order over one keep-alive connection; returns, for each, the
+    seconds from sending the request to its last body byte and the IP bytes that crossed
+    |link| each way meanwhile. Checks every body."""
     import http.client
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    times = []
+    out = []
     for path, expected in requests:
+        before = link.delivered()
         t0 = time.perf_counter()
         conn.request("GET", path, headers={"Host": HOST})
         r = conn.getresponse()
         body = r.read()
-        times.append(time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        after = link.delivered()
+        out.append((seconds, after["edge"] - before["edge"], after["origin"] - before["origin"]))
         if r.status != 200 or body != expected:
             raise RuntimeError(f"{path}: status {r.status}, {len(body)} bytes, not the corpus version")
     conn.close()
-    return times
+    return out
 
 
 def slow_link_section(tmp, certs, args):
-    from link_emulator import LinkEmulator
+    import link_emulator
+    why_not = link_emulator.available()
+    if why_not:
+        sys.exit(f"bench_pairs: the slow-link section {why_not}; run as root or choose --sections")
     requests = corpus_requests(args.slow_versions)
     out = []
     for rtt, mbit in PROFILES:
         row = {"rtt_ms": rtt, "mbit": mbit, "responses": len(requests)}
         for name in ("nginx-gzip6", "coilgun"):
-            backend = launch.Process([launch.binary("coilgun-sample-origin"), "--listen", "127.0.0.1:0",
-                                      "--corpus", CORPUS], "corpus-backend")
-            _, backend_port = backend.address("origin")
-            emulators = []
-
-            def link(port):
-                e = LinkEmulator(port, rtt, mbit).__enter__()
-                emulators.append(e)
-                return e.port
-
-            try:
-                if name == "coilgun":
-                    setup = launch.Pair(os.path.join(tmp, f"slow-{rtt}-{name}"), backend_port=backend_port,
-                                        link=link, edge_env={"COILGUN_LOG_ACCESS": "false",
-                                                             "COILGUN_TUNNEL_CONNECTIONS": "1"},
-                                        origin_env={"COILGUN_LOG_ACCESS": "false"})
-                    port = setup.http_port
-                else:
-                    setup = NginxPair(os.path.join(tmp, f"slow-{rtt}"), certs.dir, backend_port, 6, link=link)
-                    port = setup.port
-                try:
-                    times = sorted(time_to_last_byte(port, requests))
-                finally:
-                    setup.stop()
-            finally:
-                for e in emulators:
-                    e.__exit__(None, None, None)
-                backend.stop()
-            median = 1000 * times[len(times) // 2]
-            # No design answers in under one round trip: what each adds beyond it is the
-            # transfer (and processing) time the link encoding decides.
-            row[name] = {"median_ms": median, "p90_ms": 1000 * times[int(len(times) * 0.9)],
-                         "median_beyond_rtt_ms": median - rtt}
+            # A fresh link (its own namespaces, empty queues) for each pair.
+            with link_emulator.SlowLink(rtt, mbit) as link, link.edge_side():
+                runs = slow_link_run(os.path.join(tmp, f"slow-{rtt}-{name}"), certs, name, link, requests)
+                dropped = link.dropped()
+            row[name] = slow_link_figures(runs, rtt, mbit)
+            row[name]["dropped_packets"] = dropped
             print(f"  slow link {rtt} ms / {mbit} Mbit/s {name:<12} median "
                   f"{row[name]['median_ms']:.0f} ms", file=sys.stderr)
         row["median_speedup_vs_nginx_gzip6"] = row["nginx-gzip6"]["median_ms"] / row["coilgun"]["median_ms"]
         row["beyond_rtt_speedup_vs_nginx_gzip6"] = (row["nginx-gzip6"]["median_beyond_rtt_ms"] /
                                                     max(0.1, row["coilgun"]["median_beyond_rtt_ms"]))
+        # What no design can beat: an answer that sends no bytes still waits one round trip.
+        row["zero_byte_bound_vs_nginx_gzip6"] = row["nginx-gzip6"]["median_ms"] / rtt
         out.append(row)
     return out
+
+
+def slow_link_figures(runs, rtt, mbit):
+    """Median and p90 of the times to last byte, and what the link alone explains: one round
+    trip plus each response's bytes (request and answer, IP headers included) at the rate."""
+    def pick(values, q):
+        values = sorted(values)
+        return values[min(len(values) - 1, int(len(values) * q))]
+
+    ms = [1000 * t for t, _, _ in runs]
+    floor = [rtt + (up + down) * 8 / (mbit * 1000) for _, up, down in runs]
+    median = pick(ms, 0.5)
+    # No design answers in under one round trip: what each adds beyond it is the transfer
+    # (and processing) time the link encoding decides.
+    return {"median_ms": median, "p90_ms": pick(ms, 0.9), "median_beyond_rtt_ms": median - rtt,
+            "median_link_bytes": pick([up + down for _, up, down in runs], 0.5),
+            "median_floor_ms": pick(floor, 0.5)}
+
+
+def slow_link_run(tmp, certs, name, link, requests):
+    """Times to last byte of |requests| through pair |name| across |link|: the backend
+    and the origin daemon on the link's origin side, the edge and the client on this side."""
+    from link_emulator import ORIGIN_ADDR
+    backend = launch.Process(link.origin_side([launch.binary("coilgun-sample-origin"), "--listen",
+                                               "127.0.0.1:0", "--corpus", CORPUS]), "corpus-backend")
+    try:
+        _, backend_port = backend.address("origin")
+        if name == "coilgun":
+            setup = launch.Pair(tmp, backend_port=backend_port, agent_host=ORIGIN_ADDR,
+                                origin_prefix=link.origin_side([]),
+                                edge_env={"COILGUN_LOG_ACCESS": "false", "COILGUN_TUNNEL_CONNECTIONS": "1"},
+                                origin_env={"COILGUN_LOG_ACCESS": "false"}, )
+            port = setup.http_port
+        else:
+            setup = NginxPair(tmp, certs.dir, backend_port, 6, agent_host=ORIGIN_ADDR,
+                              origin_prefix=link.origin_side([]))
+            port = setup.port
+        try:
+            return time_to_last_byte(port, requests, link)
+        finally:
+            setup.stop()
+    finally:
+        backend.stop()
 
 
 def default_template():
@@ -629,14 +697,18 @@ def throughput_table(report):
     print(f"\nthroughput and latency: wrk -t? -c{report['connections']} -d{report['duration_s']}s, "
           f"template {report['template'] or '(generated)'}")
     print(f"{'size':>6} {'setup':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/1k':>9} "
-          f"{'link B/resp':>12} {'non-2xx':>8}")
+          f"{'link B/resp':>12} {'non-2xx':>8} {'backend s/1k':>13} {'machine %':>10} {'thread %':>9}")
     for kb, r in report["throughput"].items():
         for name, m in r.items():
             link = f"{m['link_bytes_per_response']:.0f}" if m["link_bytes_per_response"] is not None else "-"
             cpu = f"{m['cpu_s_per_1000']:.3f}" if m["cpu_s_per_1000"] is not None else "-"
+            thread = f"{m['busiest_thread_pct']:.0f}" if m.get("busiest_thread_pct") is not None else "-"
             print(f"{kb.replace('@', ' KB @') if '@' in kb else kb + ' KB':>6} {name:<12} {m['rps']:9.0f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} "
-                  f"{cpu:>9} {link:>12} {m['non_2xx']:>8}")
-    print()
+                  f"{cpu:>9} {link:>12} {m['non_2xx']:>8} {m['backend_cpu_s_per_1000']:>13.3f} "
+                  f"{m['machine_busy_pct']:>10.0f} {thread:>9}")
+    print("CPU s/1k: edge and origin processes; backend s/1k: the backend; machine %: every core's busy\n"
+          f"time over the run (100% = one core of {os.cpu_count()}), wrk and the kernel included; thread %: the\n"
+          "busiest edge or origin thread (nginx: process), in % of one core\n")
     for kb, o in report["ratios"].items():
         label = kb.replace("@", " KB at ") if "@" in kb else kb + " KB"
         print(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in o.items()))
@@ -644,16 +716,21 @@ def throughput_table(report):
 
 def slow_and_memory_tables(report):
     if report["slow_link"]:
-        print("\nslow link: time to last byte per response, corpus versions in order (a TCP relay adds\n"
-              "RTT/2 each way and the bandwidth limit between edge and origin; the endpoints' own TCP\n"
-              "sees loopback, so slow start and window effects over the path are not modelled)")
-        print(f"{'RTT':>6} {'Mbit/s':>7} {'setup':<12} {'median ms':>10} {'p90 ms':>8} {'beyond RTT':>11}")
+        print("\nslow link: time to last byte per response, corpus versions in order; edge and origin in\n"
+              "network namespaces of their own, every packet between them through the bandwidth limit\n"
+              "(drop-tail queue of 4 BDP) and RTT/2 each way (tests/bench/link_emulator.py)")
+        print(f"{'RTT':>6} {'Mbit/s':>7} {'setup':<12} {'median ms':>10} {'p90 ms':>8} {'beyond RTT':>11} "
+              f"{'link B':>8} {'link floor':>11}")
         for row in report["slow_link"]:
             for name in ("nginx-gzip6", "coilgun"):
-                print(f"{row['rtt_ms']:>6} {row['mbit']:>7} {name:<12} {row[name]['median_ms']:>10.1f} "
-                      f"{row[name]['p90_ms']:>8.1f} {row[name]['median_beyond_rtt_ms']:>11.1f}")
+                x = row[name]
+                print(f"{row['rtt_ms']:>6} {row['mbit']:>7} {name:<12} {x['median_ms']:>10.1f} {x['p90_ms']:>8.1f} "
+                      f"{x['median_beyond_rtt_ms']:>11.1f} {x['median_link_bytes']:>8} {x['median_floor_ms']:>11.1f}")
             print(f"{'':>15}median speed-up against nginx-gzip6: {row['median_speedup_vs_nginx_gzip6']:.2f}x "
-                  f"(beyond the round trip: {row['beyond_rtt_speedup_vs_nginx_gzip6']:.1f}x)")
+                  f"(beyond the round trip: {row['beyond_rtt_speedup_vs_nginx_gzip6']:.1f}x; "
+                  f"an answer of zero bytes: {row['zero_byte_bound_vs_nginx_gzip6']:.2f}x)")
+        print("link B: median IP bytes across the link per response, both ways; link floor: median of\n"
+              "RTT + those bytes at the link rate, what the link alone costs each response")
     m = report["memory"]
     if m:
         print("\nmemory")

@@ -210,14 +210,17 @@ def wait_until(predicate, timeout=10.0, what="condition"):
 class Pair:
     """A backend, an agent and an edge on loopback, with fresh certificates. The backend is
     started from |backend_args| (a program logging its "listening" origin address), or is
-    already listening on |backend_port|."""
+    already listening on |backend_port|. The agent listens on |agent_host| (the origin side of
+    a slow link: tests/bench/link_emulator.py), started with |origin_prefix| before its argv."""
 
     def __init__(self, tmp, backend_args=None, origin_args=(), edge_args=(), backend_port=None,
-                 workers=1, start_origin=True, origin_env=None, edge_env=None, link=None):
+                 workers=1, start_origin=True, origin_env=None, edge_env=None, agent_host="127.0.0.1",
+                 origin_prefix=()):
         self.tmp = tmp
         self.origin_env = merged_env(origin_env)
         self.edge_env = merged_env(edge_env)
-        self.certs = Certs(os.path.join(tmp, "certs"))
+        self.agent_host, self.origin_prefix = agent_host, list(origin_prefix)
+        self.certs = Certs(os.path.join(tmp, "certs"), agent_names=sorted({"127.0.0.1", "localhost", agent_host}))
         self.site = None
         if backend_port is None:
             self.site = Process(backend_args, "backend")
@@ -230,13 +233,9 @@ class Pair:
         self.tunnel_port = None
         if start_origin:
             self.start_origin()
-        agent_port = self.tunnel_port if self.tunnel_port else free_port()
-        self.agent_port = agent_port
-        # |link| (optional) maps the agent's port to the one the edge dials: a link emulator's.
-        if link is not None:
-            agent_port = link(agent_port)
+        self.agent_port = self.tunnel_port if self.tunnel_port else free_port()
         self.edge = Process([binary("coilgun-edge"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-                             "--agent", f"127.0.0.1:{agent_port}", "--workers", str(workers)]
+                             "--agent", f"{agent_host}:{self.agent_port}", "--workers", str(workers)]
                             + self.certs.edge_flags() + list(edge_args), "edge", env=self.edge_env)
         _, self.http_port = self.edge.address("http")
         _, self.edge_admin = self.edge.address("admin")
@@ -244,7 +243,8 @@ class Pair:
             self.wait_ready()
 
     def start_origin(self, port=0):
-        self.origin = Process([binary("coilgun-origin"), "--listen", f"127.0.0.1:{port or getattr(self, 'agent_port', 0) or 0}",
+        self.origin = Process(self.origin_prefix + [
+                              binary("coilgun-origin"), "--listen", f"{self.agent_host}:{port or getattr(self, 'agent_port', 0) or 0}",
                                "--admin", "127.0.0.1:0", "--backend", f"http://127.0.0.1:{self.backend_port}",
                                "--workers", str(self.workers)] + self.certs.agent_flags() + self.origin_args,
                               "origin", env=self.origin_env)
