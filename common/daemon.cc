@@ -1,5 +1,6 @@
 #include "common/daemon.h"
 
+#include <malloc.h>
 #include <sys/prctl.h>
 
 #include <csignal>
@@ -190,8 +191,15 @@ Daemon::~Daemon() {
   }
 }
 
+void tune_malloc() {
+  constexpr int kKeep = 8 << 20;
+  (void)mallopt(M_MMAP_THRESHOLD, kKeep);
+  (void)mallopt(M_TRIM_THRESHOLD, kKeep);
+}
+
 int Daemon::run() {
   started_ = std::chrono::steady_clock::now();
+  tune_malloc();
   std::signal(SIGPIPE, SIG_IGN);
   // Transparent huge pages inflate a proxy's RSS: with THP "always", khugepaged backs sparse
   // thread stacks and malloc arenas with 2 MiB pages, so memory grows with nothing held (the

@@ -62,7 +62,10 @@ ServerConnection::ServerConnection(uv::Loop& loop, std::unique_ptr<uv::TcpStream
 
 ServerConnection::~ServerConnection() = default;
 
-std::string ServerConnection::peer_ip() const { return socket_->peer_ip(); }
+const std::string& ServerConnection::peer_ip() {
+  if (!peer_ip_) peer_ip_ = socket_->peer_ip();
+  return *peer_ip_;
+}
 
 void ServerConnection::arm_idle() {
   idle_.start(options_.idle_timeout, [this] {

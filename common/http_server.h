@@ -69,7 +69,8 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
   const RequestHead& request() const { return request_; }
   RequestHead& request() { return request_; }
   bool in_exchange() const { return in_exchange_; }
-  std::string peer_ip() const;
+  // The client's IP address (asked of the kernel once per connection).
+  const std::string& peer_ip();
   // Per-exchange state the handler may hang on the connection (not owned).
   void* exchange_data = nullptr;
 
@@ -113,6 +114,7 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
 
   uv::Loop& loop_;
   std::unique_ptr<uv::TcpStream> socket_;
+  std::optional<std::string> peer_ip_;
   ServerHandler& handler_;
   ServerOptions options_;
   std::unique_ptr<ParserEvents> events_;

@@ -21,11 +21,13 @@
 // version later payloads may be coded against (mark_keep_as_base sets it; the sender decides,
 // see PROTOCOL.md §6). Bits 1..6 are zero.
 //
-// The encoder puts the content size and zstd's XXH64 checksum in every frame. The decoder
-// accepts exactly one current-format zstd frame that declares its size, refuses a size over
-// the caller's limit (or beyond what the frame's bytes could produce) before it allocates,
-// checks the checksum when present, and checks the rebuilt body against the body id before
-// it returns a byte.
+// The encoder puts the content size in every frame, and no checksum: the body id (XXH3-128 of
+// the body) already checks the result end to end, and zstd's XXH64 over the same bytes cost
+// each daemon a tenth of its CPU (tests/bench/RESULTS.md). The decoder accepts exactly one
+// current-format zstd frame that declares its size, refuses a size over the caller's limit
+// (or beyond what the frame's bytes could produce) before it allocates, checks zstd's
+// checksum when a frame has one, and checks the rebuilt body against the body id before it
+// returns a byte.
 //
 // How the encoder is fast (the rest is in delta_matcher.h): the engine finds the long stretches
 // the body shares with the base itself, with a sparse index of the base built once per base

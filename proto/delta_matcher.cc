@@ -165,7 +165,7 @@ void configure_sequence_cctx(ZSTD_CCtx* c) {
   // Matches may be 3 bytes; it also sizes zstd's per-block sequence store for them.
   ZSTD_CCtx_setParameter(c, ZSTD_c_minMatch, 3);
   ZSTD_CCtx_setParameter(c, ZSTD_c_blockDelimiters, ZSTD_sf_noBlockDelimiters);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+  ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 0);  // The body id checks the result (delta.h).
   ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
 }
 

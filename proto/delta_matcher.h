@@ -43,7 +43,7 @@ const MatcherParams& matcher_params_for_effort(int effort);
 inline constexpr uint32_t kAnchorSampleStep = 4;
 
 // Sets |c| up as the entropy stage for DeltaMatcher's sequences (fast strategy, smallest
-// tables, minimum match 3, no block delimiters, checksum and content size in the frame). The
+// tables, minimum match 3, no block delimiters, content size in the frame, no checksum). The
 // caller sets the window log for each frame.
 void configure_sequence_cctx(ZSTD_CCtx* c);
 

@@ -337,6 +337,33 @@ TEST_CASE("parse_delta accepts exactly one current zstd frame that can hold its 
   }
 }
 
+TEST_CASE("Frames carry no checksum, and one that has one (an older sender) is checked",
+          "[delta]") {
+  DeltaEncoder enc;
+  DeltaDecoder dec;
+  const Bytes body = versions(21, 30, 1)[0];
+  const Bytes ours = encode(enc, nullptr, body);
+  // Frame header descriptor, after the 4-byte magic: bit 2 is Content_Checksum_flag.
+  CHECK((ours.at(kDeltaHeaderFull + 4) & 0x04) == 0);
+
+  // The same header before a frame plain zstd made with its checksum on.
+  std::unique_ptr<ZSTD_CCtx, CDeleter<ZSTD_freeCCtx>> c(ZSTD_createCCtx());
+  ZSTD_CCtx_setParameter(c.get(), ZSTD_c_checksumFlag, 1);
+  Bytes frame(ZSTD_compressBound(body.size()));
+  const size_t n = ZSTD_compress2(c.get(), frame.data(), frame.size(), body.data(), body.size());
+  REQUIRE_FALSE(ZSTD_isError(n));
+  Bytes theirs(ours.begin(), ours.begin() + kDeltaHeaderFull);
+  theirs.insert(theirs.end(), frame.begin(), frame.begin() + static_cast<long>(n));
+  REQUIRE((theirs.at(kDeltaHeaderFull + 4) & 0x04) != 0);
+  Bytes out;
+  REQUIRE(decode(dec, theirs, nullptr, body.size(), out).ok());
+  CHECK(out == body);
+
+  theirs.back() ^= 0x10;  // The checksum's last byte.
+  CHECK(decode(dec, theirs, nullptr, body.size(), out).code() == Code::kCorrupt);
+  CHECK(out.empty());
+}
+
 TEST_CASE("Delta frames decode with zstd's raw-content dictionary API too", "[delta]") {
   // Interoperability: nothing about a delta frame is private to DeltaDecoder.
   DeltaEncoder enc;
