@@ -651,11 +651,21 @@ ConfigResult<std::string> agent_name_value(std::string_view s) {
   return h;
 }
 
+// Why duration |got| is outside [min, max]; max == milliseconds::max() means no upper bound.
+std::string duration_range_error(milliseconds min, milliseconds max, milliseconds got) {
+  if (max == milliseconds::max()) {
+    return "must be at least " + format_duration(min) + ", got " + format_duration(got);
+  }
+  return "must be between " + format_duration(min) + " and " + format_duration(max) + ", got " +
+         format_duration(got);
+}
+
 template <typename D, typename F>
-KeyDef<D> duration_key(std::string key, F field, milliseconds min = milliseconds(1)) {
+KeyDef<D> duration_key(std::string key, F field, milliseconds min = milliseconds(1),
+                       milliseconds max = milliseconds::max()) {
   return make_key<D>(
       std::move(key),
-      [field, min](D& d, const Raw& raw) -> std::string {
+      [field, min, max](D& d, const Raw& raw) -> std::string {
         milliseconds v{};
         if (raw.toml && raw.toml->is_integer()) {
           const int64_t s = raw.toml->as_integer();
@@ -670,8 +680,7 @@ KeyDef<D> duration_key(std::string key, F field, milliseconds min = milliseconds
           if (!r.ok()) return r.error();
           v = *r;
         }
-        if (v < min)
-          return "must be at least " + format_duration(min) + ", got " + format_duration(v);
+        if (v < min || v > max) return duration_range_error(min, max, v);
         field(d) = v;
         return "";
       },
@@ -850,6 +859,11 @@ const std::vector<KeyDef<OriginDraft>>& origin_keys() {
       size_key<D>("tunnel.connection_window", COILGUN_CONFIG_FIELD(cfg.tunnel.connection_window), 1,
                   kMaxWindow),
       int_key<D>("tunnel.max_streams", COILGUN_CONFIG_FIELD(cfg.tunnel.max_streams), 1, 1 << 20),
+      duration_key<D>("tunnel.handshake_timeout",
+                      COILGUN_CONFIG_FIELD(cfg.tunnel.handshake_timeout), kMinHandshakeTimeout,
+                      kMaxHandshakeTimeout),
+      int_key<D>("tunnel.max_pending_handshakes",
+                 COILGUN_CONFIG_FIELD(cfg.tunnel.max_pending_handshakes), 1, kMaxPendingHandshakes),
       log_level_key<D>("log.level", COILGUN_CONFIG_FIELD(cfg.log.level)),
       bool_key<D>("log.access", COILGUN_CONFIG_FIELD(cfg.log.access)),
       string_key<D>("log.file", COILGUN_CONFIG_FIELD(cfg.log.file), any_path),

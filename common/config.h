@@ -236,12 +236,25 @@ struct OriginLimits {
   friend bool operator==(const OriginLimits&, const OriginLimits&) = default;
 };
 
+// The bounds of [tunnel] handshake_timeout on the origin.
+inline constexpr milliseconds kMinHandshakeTimeout{100};
+inline constexpr milliseconds kMaxHandshakeTimeout{5 * 60 * 1000};
+// The largest [tunnel] max_pending_handshakes (the packaged unit's file descriptor limit).
+inline constexpr uint32_t kMaxPendingHandshakes = 1 << 20;
+
 // [tunnel] (origin): the accepting side of the tunnel.
 struct OriginTunnelConfig {
   milliseconds ping_interval{10000};       // ping_interval
   uint64_t stream_window = 256 * kKiB;     // stream_window: 1 .. 2^31-1 bytes.
   uint64_t connection_window = 16 * kMiB;  // connection_window: 1 .. 2^31-1 bytes.
   uint32_t max_streams = 1000;             // max_streams: concurrent streams per connection.
+  // handshake_timeout: a new connection that has not finished the TLS handshake this long
+  // after it was accepted is closed. kMinHandshakeTimeout .. kMaxHandshakeTimeout.
+  milliseconds handshake_timeout{10000};
+  // max_pending_handshakes: connections of the whole process (all workers together) accepted
+  // but not yet through the TLS handshake; a connection arriving when this many are pending is
+  // closed at once. Established tunnels do not count. 1 .. kMaxPendingHandshakes.
+  uint32_t max_pending_handshakes = 256;
   friend bool operator==(const OriginTunnelConfig&, const OriginTunnelConfig&) = default;
 };
 

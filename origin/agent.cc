@@ -440,24 +440,26 @@ void Exchange::finish() {
 // ---- EdgeLink -----------------------------------------------------------------------------
 
 EdgeLink::EdgeLink(AgentWorker& worker, std::unique_ptr<uv::TcpStream> socket,
-                   std::unique_ptr<tls::TlsSession> tls)
-    : worker_(worker) {
+                   std::unique_ptr<tls::TlsSession> tls, HandshakeGate::Slot pending)
+    : worker_(worker), pending_(std::move(pending)) {
   const auto settings = worker.shared().now();
   const config::OriginConfig& c = settings->config;
   conn_ = std::make_unique<tunnel::Connection>(worker.loop(), std::move(socket), std::move(tls),
                                                daemon::session_options(c, false), *this, *this,
-                                               std::chrono::seconds(10));
+                                               c.tunnel.handshake_timeout);
 }
 
 EdgeLink::~EdgeLink() = default;
 
 void EdgeLink::on_ready(tunnel::Connection& c) {
   ready_ = true;
+  pending_.release();
   worker_.shared().metrics.tunnels.add(1);
   log::info("tunnel up", {{"peer", c.peer_address()}, {"edge", c.peer_subject()}});
 }
 
 void EdgeLink::on_closed(tunnel::Connection& c, Status why) {
+  pending_.release();
   if (ready_) {
     worker_.shared().metrics.tunnels.sub(1);
     log::info("tunnel down", {{"peer", c.peer_address()}, {"reason", why.to_string()}});
@@ -526,6 +528,7 @@ AgentWorker::AgentWorker(uv::Loop& loop, Shared& shared, unsigned index)
     : loop_(loop),
       shared_(shared),
       index_(index),
+      refused_(shared.metrics.errors.with({"tunnel_handshake_limit"})),
       listener_(loop),
       backend_(
           loop, shared.now()->config.backend.host, shared.now()->config.backend.port,
@@ -557,13 +560,29 @@ Result<uint16_t> AgentWorker::start(uint16_t port_override) {
 
 void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
   if (draining_) return;
-  // New tunnels use the certificates of the moment (a reload changes them).
-  auto tls = tls::TlsSession::server(shared_.now()->tls);
+  // New tunnels use the certificates and limits of the moment (a reload changes them).
+  const auto settings = shared_.now();
+  const uint32_t limit = settings->config.tunnel.max_pending_handshakes;
+  HandshakeGate::Slot pending = shared_.handshakes.try_enter(limit);
+  if (!pending) return refuse(std::move(socket), limit);
+  auto tls = tls::TlsSession::server(settings->tls);
   if (!tls.ok()) {
     log::error("cannot start TLS", {{"error", tls.status().to_string()}});
     return;
   }
-  links_.push_back(std::make_unique<EdgeLink>(*this, std::move(socket), std::move(tls.value())));
+  links_.push_back(std::make_unique<EdgeLink>(*this, std::move(socket), std::move(tls.value()),
+                                              std::move(pending)));
+}
+
+void AgentWorker::refuse(std::unique_ptr<uv::TcpStream> socket, uint32_t limit) {
+  refused_.inc();
+  const auto now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch());
+  const uint64_t refused = shared_.handshakes.refused(static_cast<uint64_t>(now.count()));
+  if (refused == 0) return;  // The socket closes as it goes out of scope.
+  log::warn(
+      "tunnel refused: too many connections in the TLS handshake",
+      {{"peer", socket->peer_address()}, {"max_pending_handshakes", limit}, {"refused", refused}});
 }
 
 std::shared_ptr<AgentWorker::KeyState> AgentWorker::key_started(

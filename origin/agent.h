@@ -26,6 +26,7 @@
 #include "common/tls.h"
 #include "common/tunnel_connection.h"
 #include "common/version_store.h"
+#include "origin/handshake_gate.h"
 #include "proto/delta.h"
 
 namespace coilgun::origin {
@@ -38,6 +39,8 @@ struct Shared {
   daemon::Reloadable<Settings>& settings;
   VersionStore& store;
   daemon::Metrics& metrics;
+  // Connections of all workers still in the TLS handshake (tunnel.max_pending_handshakes).
+  HandshakeGate handshakes;
   std::shared_ptr<const Settings> now() const { return settings.get(); }
 };
 
@@ -47,8 +50,10 @@ class Exchange;
 // One tunnel connection from an edge and the exchanges on it.
 class EdgeLink : public tunnel::Session::Handler, public tunnel::Connection::Owner {
  public:
+  // |pending| is the connection's place among those in the handshake: held until the link is
+  // ready or closed.
   EdgeLink(AgentWorker& worker, std::unique_ptr<uv::TcpStream> socket,
-           std::unique_ptr<tls::TlsSession> tls);
+           std::unique_ptr<tls::TlsSession> tls, HandshakeGate::Slot pending);
   ~EdgeLink() override;
 
   tunnel::Session& session() { return conn_->session(); }
@@ -73,6 +78,7 @@ class EdgeLink : public tunnel::Session::Handler, public tunnel::Connection::Own
 
  private:
   AgentWorker& worker_;
+  HandshakeGate::Slot pending_;  // Before conn_: the connection may close in its constructor.
   std::unique_ptr<tunnel::Connection> conn_;
   std::unordered_map<uint32_t, std::unique_ptr<Exchange>> exchanges_;
   bool ready_ = false;
@@ -116,10 +122,13 @@ class AgentWorker : public daemon::Worker {
 
  private:
   void on_accept(std::unique_ptr<uv::TcpStream> socket);
+  // Closes |socket| at once: max_pending_handshakes connections are in the handshake.
+  void refuse(std::unique_ptr<uv::TcpStream> socket, uint32_t limit);
 
   uv::Loop& loop_;
   Shared& shared_;
   unsigned index_;
+  metrics::Counter& refused_;  // coilgun_errors_total{reason="tunnel_handshake_limit"}
   uv::TcpListener listener_;
   http::ClientPool backend_;
   config::DeltaConfig encoder_config_;

@@ -1,7 +1,7 @@
 """Running the daemons like a production service: the example configs, --print-config, config
 errors naming file and line, SIGHUP reload (validated first, old kept on failure, tunnels
-stay up), SIGUSR1 log reopening and the systemd notification protocol. Real processes on
-127.0.0.1, certificates made per test.
+stay up), SIGUSR1 log reopening, the systemd notification protocol and the origin's bound on
+connections in the TLS handshake. Real processes on 127.0.0.1, certificates made per test.
 
     COILGUN_BUILD=build/release python3 -m unittest -v test_operations
 """
@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -320,6 +321,164 @@ class TestContainers(OpsTestCase):
             dead = [a.replace(f"127.0.0.1:{default_admin}", f"127.0.0.1:{harness.free_port()}") for a in check]
             self.assertNotEqual(subprocess.run(dead, capture_output=True).returncode, 0)
 
+
+LIMITED = 'coilgun_errors_total{reason="tunnel_handshake_limit"}'
+HANDSHAKE = 'coilgun_errors_total{reason="tunnel_handshake"}'
+WARNING = "tunnel refused: too many connections in the TLS handshake"
+# How early a timer may fire against the time measured here (the loop's clock is read once per
+# turn), and how late a close may come on a loaded machine.
+EARLY = 0.05
+LATE = 2.0
+
+
+def wait_closed(socks, timeout, count=None):
+    """Waits until the peer has closed |count| (default: all) of |socks|, by EOF or reset, or
+    |timeout| seconds pass. Returns {socket: time.monotonic() when its close was seen}. Fails if
+    a peer sends anything: the origin has no reason to write to a client that said nothing."""
+    want = len(socks) if count is None else count
+    closed = {}
+    deadline = time.monotonic() + timeout
+    while len(closed) < want:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        readable, _, _ = select.select([s for s in socks if s not in closed], [], [], left)
+        now = time.monotonic()
+        for s in readable:
+            try:
+                data = s.recv(1)
+            except ConnectionResetError:
+                data = b""
+            if data:
+                raise AssertionError(f"the origin sent {data!r} to a client that never spoke TLS")
+            closed[s] = now
+    return closed
+
+
+class TestHandshakeLimit(OpsTestCase):
+    """[tunnel] max_pending_handshakes and handshake_timeout on the origin: raw TCP connections
+    that never speak TLS hold the slots, one more is closed at once and counted, the strays are
+    closed when the handshake timeout passes, and real edges connect afterwards."""
+
+    def connect(self, port):
+        """A raw TCP connection to the tunnel port that sends nothing, and when it was made."""
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.addCleanup(s.close)
+        return s, time.monotonic()
+
+    def origin_alone(self, certs, workers, env=None, config=None):
+        args = [harness.binary("coilgun-origin"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                "--backend", "http://127.0.0.1:9", "--workers", str(workers)] + certs.agent_flags()
+        origin = self.start(args + (["-c", config] if config else []), "origin", env=env)
+        for w in range(workers):  # Every worker's listener, so connections can go to any.
+            origin.wait_for(lambda r, w=w: r.get("msg") == "listening" and r.get("role") == "tunnel"
+                            and r.get("worker") == w, what=f"worker {w} listening")
+        _, port = origin.address("tunnel")
+        _, admin = origin.address("admin")
+        return origin, port, admin
+
+    def test_one_more_is_closed_at_once_the_strays_time_out_and_edges_connect_after(self):
+        timeout, limit = 1.0, 4
+        pair = harness.Pair(self.tmp, origin_env={"COILGUN_TUNNEL_MAX_PENDING_HANDSHAKES": str(limit),
+                                                  "COILGUN_TUNNEL_HANDSHAKE_TIMEOUT": f"{int(timeout * 1000)}ms"})
+        self.addCleanup(pair.stop)
+        port, admin = pair.tunnel_port, pair.origin_admin
+        # The edge's tunnels are up (the agent finishes TLS 1.3 after the edge: wait for it too).
+        # They hold no slot, so |limit| strays still fit.
+        harness.wait_until(lambda: metrics(admin)["coilgun_tunnel_connections"] == 2, what="2 tunnels")
+        before = metrics(admin)
+        self.assertEqual(before.get(LIMITED, 0), 0)
+
+        strays = [self.connect(port) for _ in range(limit)]
+        # (a) One more, and a few after it, are closed at once: well before the timeout.
+        probes = [self.connect(port) for _ in range(6)]
+        closed = wait_closed([s for s, _ in probes], timeout=timeout + LATE)
+        self.assertEqual(len(closed), len(probes), "a connection over the limit was kept")
+        for s, t in probes:
+            self.assertLess(closed[s] - t, timeout / 2, "closed by the timeout, not at once")
+        span = max(closed.values()) - probes[0][1]
+        harness.wait_until(lambda: metrics(admin).get(LIMITED, 0) == len(probes), what="6 refusals counted")
+
+        # (b) The strays are closed once the handshake timeout has passed, not before.
+        closed = wait_closed([s for s, _ in strays], timeout=timeout + LATE)
+        self.assertEqual(len(closed), limit, "a stray outlived the handshake timeout")
+        for s, t in strays:
+            self.assertGreaterEqual(closed[s] - t, timeout - EARLY)
+            self.assertLess(closed[s] - t, timeout + LATE)
+        harness.wait_until(lambda: metrics(admin).get(HANDSHAKE, 0) == before.get(HANDSHAKE, 0) + limit,
+                           what="4 handshake timeouts counted")
+        self.assertEqual(metrics(admin).get(LIMITED, 0), len(probes))
+        # Each timed-out stray is logged after the refusals: once those lines are read, so is
+        # every refusal warning. At most one a second, the first one for the first refusal.
+        harness.wait_until(lambda: sum(1 for r in pair.origin.records()
+                                       if "timed out" in str(r.get("reason"))) == limit,
+                           what="4 timed-out handshakes logged")
+        warnings = [r for r in pair.origin.records() if r.get("msg") == WARNING]
+        self.assertGreaterEqual(len(warnings), 1)
+        self.assertLessEqual(len(warnings), 1 + int(span))
+        self.assertEqual(warnings[0]["refused"], 1)
+        self.assertEqual(warnings[0]["max_pending_handshakes"], limit)
+        self.assertLessEqual(sum(w["refused"] for w in warnings), len(probes))
+
+        # (c) The tunnels that were up stayed up, and a new edge connects and serves.
+        self.assertEqual(metrics(admin)["coilgun_tunnel_connections"], 2)
+        self.assertEqual(get(pair.http_port, "/")[0], 200)
+        edge2 = self.start([harness.binary("coilgun-edge"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                            "--agent", f"127.0.0.1:{port}", "--workers", "1"] + pair.certs.edge_flags(), "edge2")
+        _, http2 = edge2.address("http")
+        edge2.wait_for(lambda r: r.get("msg") == "tunnel up", what="a tunnel from the new edge")
+        self.assertEqual(get(http2, "/")[0], 200)
+        harness.wait_until(lambda: metrics(admin)["coilgun_tunnel_connections"] == 4, what="4 tunnels")
+
+    def test_the_limit_counts_the_connections_of_every_worker_together(self):
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        limit, total = 2, 6
+        _, port, admin = self.origin_alone(certs, workers=2, env={
+            "COILGUN_TUNNEL_MAX_PENDING_HANDSHAKES": str(limit), "COILGUN_TUNNEL_HANDSHAKE_TIMEOUT": "5s"})
+        socks = [s for s, _ in (self.connect(port) for _ in range(total))]
+        # Counted per worker, two workers would let in up to 2 x limit.
+        harness.wait_until(lambda: metrics(admin).get(LIMITED, 0) >= total - limit, what="refusals counted")
+        closed = wait_closed(socks, timeout=LATE, count=total - limit)
+        self.assertEqual(len(closed), total - limit)
+        still_open = [s for s in socks if s not in closed]
+        self.assertEqual(select.select(still_open, [], [], 0)[0], [])  # In the handshake, silent.
+        self.assertEqual(metrics(admin).get(LIMITED, 0), total - limit)
+
+    def test_a_reload_applies_new_limits_to_new_connections(self):
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        conf = os.path.join(self.tmp, "origin.toml")
+
+        def write_config(limit, timeout):
+            with open(conf, "w") as f:
+                f.write(f'[tunnel]\nmax_pending_handshakes = {limit}\nhandshake_timeout = "{timeout}"\n')
+
+        write_config(1, "5s")
+        origin, port, admin = self.origin_alone(certs, workers=1, config=conf)
+        old, t_old = self.connect(port)
+        probe, t = self.connect(port)
+        self.assertIn(probe, wait_closed([probe], timeout=LATE))
+        self.assertLess(time.monotonic() - t, 1.0)
+        harness.wait_until(lambda: metrics(admin).get(LIMITED, 0) == 1, what="the refusal counted")
+
+        write_config(3, "1s")
+        origin.signal(signal.SIGHUP)
+        origin.wait_for(lambda r: r.get("msg") == "reloaded", what="reloaded")
+        self.assertFalse([r for r in origin.records() if r.get("msg") == "reload: this change applies after a restart"])
+        new = [self.connect(port) for _ in range(2)]  # With |old|: 3 pending, the new limit.
+        probe, _ = self.connect(port)
+        self.assertIn(probe, wait_closed([probe], timeout=LATE))
+        # Accepted in order: the two before the probe were let in, the probe alone refused.
+        harness.wait_until(lambda: metrics(admin).get(LIMITED, 0) == 2, what="the second refusal counted")
+        self.assertEqual(metrics(admin).get(LIMITED, 0), 2)
+
+        # The new connections time out after the new 1 s; the old one keeps its 5 s.
+        closed = wait_closed([s for s, _ in new] + [old], timeout=1.0 + LATE, count=2)
+        self.assertNotIn(old, closed)
+        self.assertLess(time.monotonic() - t_old, 5.0 - EARLY)
+        for s, t in new:
+            self.assertIn(s, closed)
+            self.assertGreaterEqual(closed[s] - t, 1.0 - EARLY)
+            self.assertLess(closed[s] - t, 1.0 + LATE)
 
 if __name__ == "__main__":
     unittest.main()

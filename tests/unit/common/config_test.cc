@@ -97,6 +97,8 @@ TEST_CASE("Origin defaults are the documented values", "[config]") {
   CHECK(c.tunnel.stream_window == 256 * kKiB);
   CHECK(c.tunnel.connection_window == 16 * kMiB);
   CHECK(c.tunnel.max_streams == 1000);
+  CHECK(c.tunnel.handshake_timeout == milliseconds(10000));
+  CHECK(c.tunnel.max_pending_handshakes == 256);
   CHECK(c.log.level == LogLevel::kInfo);
   CHECK(c.log.access);
   CHECK(c.drain_timeout == milliseconds(10000));
@@ -174,6 +176,8 @@ ping_interval = "5s"
 stream_window = "512KiB"
 connection_window = "32MB"
 max_streams = 10
+handshake_timeout = "750ms"
+max_pending_handshakes = 64
 
 [log]
 level = "debug"
@@ -204,6 +208,8 @@ access = false
   CHECK(c.tunnel.stream_window == 512 * kKiB);
   CHECK(c.tunnel.connection_window == 32000000);
   CHECK(c.tunnel.max_streams == 10);
+  CHECK(c.tunnel.handshake_timeout == milliseconds(750));
+  CHECK(c.tunnel.max_pending_handshakes == 64);
   CHECK(c.log.level == LogLevel::kDebug);
   CHECK_FALSE(c.log.access);
 }
@@ -418,6 +424,62 @@ TEST_CASE("Out-of-range values report their line", "[config]") {
   CHECK_THAT(r.error(), Contains("o.toml:3: delta.effort: must be between 1 and 9, got 12"));
   CHECK_THAT(r.error(), Contains("o.toml:5: store.versions_per_key: must be between 1 and 64"));
   CHECK_THAT(r.error(), Contains("o.toml:6: store.max_bytes: must be between 1 and"));
+}
+
+TEST_CASE("The origin's handshake limits are bounded and errors name file, line and key",
+          "[config]") {
+  const auto with_tunnel = [](const std::string& lines) {
+    return std::string("backend = \"http://a:1\"\n") + kTlsToml + "[tunnel]\n" + lines;
+  };
+  // Just below and just above the bounds. Lines 1-6 hold backend, [tls] and the [tunnel]
+  // header: its keys start at line 7.
+  for (const auto& [timeout, limit] : {std::pair{"50ms", "0"}, std::pair{"301s", "1048577"}}) {
+    INFO(timeout << ", " << limit);
+    auto r = parse_origin_toml(with_tunnel(std::string("handshake_timeout = \"") + timeout +
+                                           "\"\nmax_pending_handshakes = " + limit + "\n"),
+                               "o.toml");
+    REQUIRE_FALSE(r.ok());
+    CHECK_THAT(r.error(), Contains(std::string("o.toml:7: tunnel.handshake_timeout: must be "
+                                               "between 100ms and 5m, got ") +
+                                   timeout));
+    CHECK_THAT(r.error(), Contains(std::string("o.toml:8: tunnel.max_pending_handshakes: must be "
+                                               "between 1 and 1048576, got ") +
+                                   limit));
+  }
+  auto typed = parse_origin_toml(with_tunnel("max_pending_handshakes = \"many\"\n"), "o.toml");
+  REQUIRE_FALSE(typed.ok());
+  CHECK_THAT(typed.error(),
+             Contains("o.toml:7: tunnel.max_pending_handshakes: expected an integer"));
+
+  // The bounds themselves are accepted.
+  auto edges = parse_origin_toml(
+      with_tunnel("handshake_timeout = \"100ms\"\nmax_pending_handshakes = 1048576\n"), "o.toml");
+  REQUIRE(edges.ok());
+  CHECK(edges->tunnel.handshake_timeout == milliseconds(100));
+  CHECK(edges->tunnel.max_pending_handshakes == 1048576);
+  auto longest = parse_origin_toml(with_tunnel("handshake_timeout = \"5m\"\n"), "o.toml");
+  REQUIRE(longest.ok());
+  CHECK(longest->tunnel.handshake_timeout == milliseconds(300000));
+
+  // The environment sets them too, and a bad value names the variable.
+  const Argv argv{"--backend", "http://a:1", "--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c"};
+  auto env = origin(argv, {{"COILGUN_TUNNEL_HANDSHAKE_TIMEOUT", "2s"},
+                           {"COILGUN_TUNNEL_MAX_PENDING_HANDSHAKES", "8"}});
+  REQUIRE(env.ok());
+  CHECK(env->config.tunnel.handshake_timeout == milliseconds(2000));
+  CHECK(env->config.tunnel.max_pending_handshakes == 8);
+  CHECK(env->warnings.empty());
+  auto bad_env = origin(argv, {{"COILGUN_TUNNEL_HANDSHAKE_TIMEOUT", "1h"}});
+  REQUIRE_FALSE(bad_env.ok());
+  CHECK_THAT(bad_env.error(), Contains("environment variable COILGUN_TUNNEL_HANDSHAKE_TIMEOUT: "
+                                       "must be between 100ms and 5m, got 1h"));
+
+  // They belong to the accepting side: the edge does not know them.
+  auto on_edge = parse_edge_toml(std::string("agent = \"10.0.0.1:2408\"\n") + kTlsToml +
+                                     "[tunnel]\nmax_pending_handshakes = 4\n",
+                                 "e.toml");
+  REQUIRE_FALSE(on_edge.ok());
+  CHECK_THAT(on_edge.error(), Contains("e.toml:7: unknown key \"tunnel.max_pending_handshakes\""));
 }
 
 TEST_CASE("A TOML syntax error reports file and line", "[config]") {
@@ -766,6 +828,8 @@ TEST_CASE("to_toml prints every key and round-trips an origin config", "[config]
   c.store.max_bytes = 123456789;
   c.backend_pool.connect_timeout = milliseconds(1500);
   c.tunnel.stream_window = 3 * kMiB;
+  c.tunnel.handshake_timeout = milliseconds(1500);
+  c.tunnel.max_pending_handshakes = 7;
   c.log.level = LogLevel::kError;
   c.log.access = false;
   c.drain_timeout = milliseconds(0);
@@ -776,6 +840,7 @@ TEST_CASE("to_toml prints every key and round-trips an origin config", "[config]
   CHECK_THAT(text, Contains("connect_timeout = \"1500ms\""));
   CHECK_THAT(text, Contains("max_bytes = 123456789"));
   CHECK_THAT(text, Contains("workers = 7"));
+  CHECK_THAT(text, Contains("handshake_timeout = \"1500ms\"\nmax_pending_handshakes = 7\n"));
   CHECK_THAT(text, Contains("ca = \"/p/ca \\\"q\\\".pem\""));
   auto back = parse_origin_toml(text, "printed.toml");
   REQUIRE(back.ok());
@@ -789,6 +854,7 @@ TEST_CASE("to_toml prints every key and round-trips an origin config", "[config]
   CHECK_THAT(dtext, Contains("workers = \"auto\""));
   CHECK_THAT(dtext, Contains("ping_interval = \"10s\""));
   CHECK_THAT(dtext, Contains("max_body = \"8MiB\""));
+  CHECK_THAT(dtext, Contains("handshake_timeout = \"10s\"\nmax_pending_handshakes = 256\n"));
   auto dback = parse_origin_toml(dtext, "printed.toml");
   REQUIRE(dback.ok());
   CHECK(*dback == d);
