@@ -459,6 +459,7 @@ void EdgeLink::on_ready(tunnel::Connection& c) {
 }
 
 void EdgeLink::on_closed(tunnel::Connection& c, Status why) {
+  closed_ = true;
   pending_.release();
   if (ready_) {
     worker_.shared().metrics.tunnels.sub(1);
@@ -572,6 +573,8 @@ void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
   }
   links_.push_back(std::make_unique<EdgeLink>(*this, std::move(socket), std::move(tls.value()),
                                               std::move(pending)));
+  // Closed in its constructor (the socket could not be read): link_closed found nothing then.
+  if (links_.back()->closed()) link_closed(links_.back().get());
 }
 
 void AgentWorker::refuse(std::unique_ptr<uv::TcpStream> socket, uint32_t limit) {
