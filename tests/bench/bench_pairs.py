@@ -59,7 +59,14 @@ def parse_args(argv):
     p.add_argument("--sections", default="throughput,slowlink,memory",
                    help="comma-separated: throughput, slowlink, memory")
     p.add_argument("--slow-versions", type=int, default=20,
-                   help="versions of each corpus series fetched over each slow link")
+                   help="versions of each corpus series fetched back to back over each slow link")
+    p.add_argument("--slow-idle", type=float, default=2.0,
+                   help="seconds between fetches in the second, idle-link run (0 skips it)")
+    p.add_argument("--slow-idle-versions", type=int, default=3,
+                   help="versions of each corpus series fetched in the idle-link run")
+    p.add_argument("--slow-congestion", default="cubic",
+                   help="TCP congestion control on the slow link's hosts (cubic: Debian's default; "
+                        "'' keeps this machine's)")
     p.add_argument("--idle-connections", type=int, default=10000)
     p.add_argument("--rate", type=int, default=1000,
                    help="offered load (req/s) of the paced 100 KB run comparing p99; 0 skips it")
@@ -494,14 +501,16 @@ def corpus_requests(versions):
     return out
 
 
-def time_to_last_byte(port, requests, link):
-    """Fetches |requests| in order over one keep-alive connection; returns, for each, the
-    seconds from sending the request to its last body byte and the IP bytes that crossed
-    |link| each way meanwhile. Checks every body."""
+def time_to_last_byte(port, requests, link, idle_s):
+    """Fetches |requests| in order over one keep-alive connection, |idle_s| apart; returns,
+    for each, the seconds from sending the request to its last body byte and the IP bytes
+    that crossed |link| each way meanwhile. Checks every body."""
     import http.client
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     out = []
     for path, expected in requests:
+        if idle_s and out:
+            time.sleep(idle_s)  # The scenario's think time, not a wait for anything.
         before = link.delivered()
         t0 = time.perf_counter()
         conn.request("GET", path, headers={"Host": HOST})
@@ -521,26 +530,39 @@ def slow_link_section(tmp, certs, args):
     why_not = link_emulator.available()
     if why_not:
         sys.exit(f"bench_pairs: the slow-link section {why_not}; run as root or choose --sections")
-    requests = corpus_requests(args.slow_versions)
+    # Back to back, the links stay busy and TCP's windows stay open; |slow_idle| apart, as when
+    # visitors come and go, each connection has idled past its retransmission timeout and
+    # starts again from its initial window (RFC 5681 4.1, Linux's tcp_slow_start_after_idle;
+    # not with BBR, which paces at its bandwidth estimate instead).
+    pacings = [(0.0, args.slow_versions)] + ([(args.slow_idle, args.slow_idle_versions)] if args.slow_idle else [])
     out = []
-    for rtt, mbit in PROFILES:
-        row = {"rtt_ms": rtt, "mbit": mbit, "responses": len(requests)}
-        for name in ("nginx-gzip6", "coilgun"):
-            # A fresh link (its own namespaces, empty queues) for each pair.
-            with link_emulator.SlowLink(rtt, mbit) as link, link.edge_side():
-                runs = slow_link_run(os.path.join(tmp, f"slow-{rtt}-{name}"), certs, name, link, requests)
-                dropped = link.dropped()
-            row[name] = slow_link_figures(runs, rtt, mbit)
-            row[name]["dropped_packets"] = dropped
-            print(f"  slow link {rtt} ms / {mbit} Mbit/s {name:<12} median "
-                  f"{row[name]['median_ms']:.0f} ms", file=sys.stderr)
-        row["median_speedup_vs_nginx_gzip6"] = row["nginx-gzip6"]["median_ms"] / row["coilgun"]["median_ms"]
-        row["beyond_rtt_speedup_vs_nginx_gzip6"] = (row["nginx-gzip6"]["median_beyond_rtt_ms"] /
-                                                    max(0.1, row["coilgun"]["median_beyond_rtt_ms"]))
-        # What no design can beat: an answer that sends no bytes still waits one round trip.
-        row["zero_byte_bound_vs_nginx_gzip6"] = row["nginx-gzip6"]["median_ms"] / rtt
-        out.append(row)
+    for idle_s, versions in pacings:
+        requests = corpus_requests(versions)
+        for rtt, mbit in PROFILES:
+            out.append(slow_link_row(tmp, certs, rtt, mbit, requests, idle_s, args.slow_congestion))
     return out
+
+
+def slow_link_row(tmp, certs, rtt, mbit, requests, idle_s, congestion):
+    import link_emulator
+    row = {"rtt_ms": rtt, "mbit": mbit, "idle_s": idle_s, "responses": len(requests),
+           "congestion": congestion or "host default"}
+    for name in ("nginx-gzip6", "coilgun"):
+        # A fresh link (its own namespaces, empty queues) for each pair.
+        with link_emulator.SlowLink(rtt, mbit, congestion) as link, link.edge_side():
+            runs = slow_link_run(os.path.join(tmp, f"slow-{rtt}-{idle_s}-{name}"), certs, name, link,
+                                 requests, idle_s)
+            dropped = link.dropped()
+        row[name] = slow_link_figures(runs, rtt, mbit)
+        row[name]["dropped_packets"] = dropped
+        print(f"  slow link {rtt} ms / {mbit} Mbit/s, {idle_s:g} s apart: {name:<12} median "
+              f"{row[name]['median_ms']:.0f} ms", file=sys.stderr)
+    row["median_speedup_vs_nginx_gzip6"] = row["nginx-gzip6"]["median_ms"] / row["coilgun"]["median_ms"]
+    row["beyond_rtt_speedup_vs_nginx_gzip6"] = (row["nginx-gzip6"]["median_beyond_rtt_ms"] /
+                                                max(0.1, row["coilgun"]["median_beyond_rtt_ms"]))
+    # What no design can beat: an answer that sends no bytes still waits one round trip.
+    row["zero_byte_bound_vs_nginx_gzip6"] = row["nginx-gzip6"]["median_ms"] / rtt
+    return row
 
 
 def slow_link_figures(runs, rtt, mbit):
@@ -560,7 +582,7 @@ def slow_link_figures(runs, rtt, mbit):
             "median_floor_ms": pick(floor, 0.5)}
 
 
-def slow_link_run(tmp, certs, name, link, requests):
+def slow_link_run(tmp, certs, name, link, requests, idle_s):
     """Times to last byte of |requests| through pair |name| across |link|: the backend
     and the origin daemon on the link's origin side, the edge and the client on this side."""
     from link_emulator import ORIGIN_ADDR
@@ -579,7 +601,7 @@ def slow_link_run(tmp, certs, name, link, requests):
                               origin_prefix=link.origin_side([]))
             port = setup.port
         try:
-            return time_to_last_byte(port, requests, link)
+            return time_to_last_byte(port, requests, link, idle_s)
         finally:
             setup.stop()
     finally:
@@ -718,19 +740,22 @@ def slow_and_memory_tables(report):
     if report["slow_link"]:
         print("\nslow link: time to last byte per response, corpus versions in order; edge and origin in\n"
               "network namespaces of their own, every packet between them through the bandwidth limit\n"
-              "(drop-tail queue of 4 BDP) and RTT/2 each way (tests/bench/link_emulator.py)")
-        print(f"{'RTT':>6} {'Mbit/s':>7} {'setup':<12} {'median ms':>10} {'p90 ms':>8} {'beyond RTT':>11} "
-              f"{'link B':>8} {'link floor':>11}")
+              "(drop-tail queue of 4 BDP) and RTT/2 each way (tests/bench/link_emulator.py); TCP "
+              f"{report['slow_link'][0]['congestion']}")
+        print(f"{'apart':>6} {'RTT':>6} {'Mbit/s':>7} {'setup':<12} {'median ms':>10} {'p90 ms':>8} "
+              f"{'beyond RTT':>11} {'link B':>8} {'link floor':>11}")
         for row in report["slow_link"]:
             for name in ("nginx-gzip6", "coilgun"):
                 x = row[name]
-                print(f"{row['rtt_ms']:>6} {row['mbit']:>7} {name:<12} {x['median_ms']:>10.1f} {x['p90_ms']:>8.1f} "
+                print(f"{row['idle_s']:>5g}s {row['rtt_ms']:>6} {row['mbit']:>7} {name:<12} {x['median_ms']:>10.1f} "
+                      f"{x['p90_ms']:>8.1f} "
                       f"{x['median_beyond_rtt_ms']:>11.1f} {x['median_link_bytes']:>8} {x['median_floor_ms']:>11.1f}")
-            print(f"{'':>15}median speed-up against nginx-gzip6: {row['median_speedup_vs_nginx_gzip6']:.2f}x "
+            print(f"{'':>22}median speed-up against nginx-gzip6: {row['median_speedup_vs_nginx_gzip6']:.2f}x "
                   f"(beyond the round trip: {row['beyond_rtt_speedup_vs_nginx_gzip6']:.1f}x; "
                   f"an answer of zero bytes: {row['zero_byte_bound_vs_nginx_gzip6']:.2f}x)")
-        print("link B: median IP bytes across the link per response, both ways; link floor: median of\n"
-              "RTT + those bytes at the link rate, what the link alone costs each response")
+        print("apart: from one response's last byte to the next request (0: back to back); link B: median\n"
+              "IP bytes across the link per response, both ways; link floor: median of RTT + those bytes\n"
+              "at the link rate, what the link alone costs each response")
     m = report["memory"]
     if m:
         print("\nmemory")

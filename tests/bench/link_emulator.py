@@ -10,7 +10,9 @@ side, 10.77.0.2 on the origin side, MTU 1500). A thread forwards every IP packet
 to the other: each direction is a bottleneck of |mbit| with a drop-tail queue of four
 bandwidth-delay products (at least 64 KiB), then half the round-trip time of propagation. The
 endpoints' own TCP sees the emulated path: its handshake, slow start, congestion window,
-delayed ACKs and Nagle all pay the delay, as over a real link. The kernel's netem is not
+delayed ACKs and Nagle all pay the delay, as over a real link. |congestion| picks the TCP
+congestion control inside both namespaces (e.g. "cubic", Linux's and Debian's default, where
+the host runs BBR). The kernel's netem is not
 available here, and a qdisc cannot add delay; a TUN pair needs root and /dev/net/tun only.
 
 Standard library only (ctypes for setns(2)). Written by hand because no Debian package
@@ -34,6 +36,7 @@ _TUNSETIFF = 0x400454CA
 _IFF_TUN, _IFF_NO_PI = 0x0001, 0x1000
 _CLONE_NEWNET = 0x40000000
 _DEVICE = "cgl0"
+_ALLOWED = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
 
 
 def available():
@@ -94,7 +97,7 @@ class _Direction:
 
 
 class SlowLink:
-    def __init__(self, rtt_ms, mbit):
+    def __init__(self, rtt_ms, mbit, congestion=None):
         tag = f"{os.getpid()}-{threading.get_ident() % 10000}"
         self.namespaces = {"edge": f"cg-edge-{tag}", "origin": f"cg-origin-{tag}"}
         delay_s, bytes_per_s = rtt_ms / 2000.0, mbit * 1e6 / 8
@@ -102,6 +105,8 @@ class SlowLink:
         self._ways = {"edge": _Direction(delay_s, bytes_per_s, queue_limit),  # edge -> origin
                       "origin": _Direction(delay_s, bytes_per_s, queue_limit)}
         self._fds = {}
+        self._congestion = congestion  # TCP congestion control in both namespaces, or the host's.
+        self._allowed_before = None
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._forward, daemon=True)
 
@@ -114,6 +119,10 @@ class SlowLink:
                 for cmd in (["link", "set", "lo", "up"], ["addr", "add", here, "peer", there, "dev", _DEVICE],
                             ["link", "set", _DEVICE, "up", "mtu", "1500"]):
                     subprocess.run(["ip", "-n", ns] + cmd, check=True)
+                if self._congestion:
+                    self._allow_congestion()
+                    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
+                                    f"net.ipv4.tcp_congestion_control={self._congestion}"], check=True)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -129,6 +138,19 @@ class SlowLink:
         self._fds.clear()
         for ns in self.namespaces.values():
             subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+        if self._allowed_before is not None:
+            with open(_ALLOWED, "w") as f:
+                f.write(self._allowed_before)
+
+    def _allow_congestion(self):
+        """A namespace may only pick an algorithm the host allows (the kernel refuses others
+        with EPERM); allows ours until __exit__ if it is not."""
+        with open(_ALLOWED) as f:
+            allowed = f.read().strip()
+        if self._congestion not in allowed.split():
+            self._allowed_before = allowed
+            with open(_ALLOWED, "w") as f:
+                f.write(f"{allowed} {self._congestion}")
 
     def dropped(self):
         """Packets dropped so far, by the side that sent them."""
