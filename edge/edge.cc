@@ -353,7 +353,6 @@ void ClientExchange::serve(BlobRef body) {
 }
 
 void ClientExchange::refetch(const char* why) {
-  shared_.metrics.errors.with({"refetch"}).inc();
   log::warn("delta not usable, fetching in full",
             {{"reason", why}, {"host", host_}, {"path", target_}});
   if (refetched_ || has_body_) return fail(502, "verify_failed");
@@ -361,6 +360,8 @@ void ClientExchange::refetch(const char* why) {
   release_stream();
   payload_.clear();
   if (link_ == nullptr || !link_->ready()) return fail(502, "tunnel_lost");
+  // Counted once, and only when it happens: a failure instead counts its own reason.
+  shared_.metrics.errors.with({"refetch"}).inc();
   send_request(true);
 }
 

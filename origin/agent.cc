@@ -57,8 +57,9 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   void start();
   void on_request_data(std::span<const uint8_t> data, bool end_stream);
   void on_send_window() { pump(); }
-  // The edge reset the stream (the client went away): abandon it.
-  void cancel();
+  // Abandons the exchange, counted and logged as |why|: the edge reset the stream (the client
+  // went away: "client_gone") or the tunnel closed ("tunnel_lost").
+  void cancel(const char* why);
 
   // http::ClientHandler
   void on_response_head(http::ResponseHead&& head) override;
@@ -109,6 +110,8 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   size_t sent_ = 0;
   bool backend_done_ = false;
   bool finished_ = false;
+  bool cancelled_ = false;       // Not a request answered: left out of requests_total.
+  const char* error_ = nullptr;  // Why it failed, for the access line.
   proto::VersionId id_;
   log::DeltaResult result_ = log::DeltaResult::kNone;
   uint64_t body_bytes_ = 0;
@@ -381,19 +384,19 @@ void Exchange::on_error(Status status) {
        "backend_failed");
 }
 
-void Exchange::cancel() {
+void Exchange::cancel(const char* why) {
   if (finished_) return;
-  shared_.metrics.in_flight.sub(1);
-  shared_.metrics.errors.with({"client_gone"}).inc();
+  shared_.metrics.errors.with({why}).inc();
+  error_ = why;
+  cancelled_ = true;
   drop_backend();
-  finished_ = true;
-  *alive_ = false;
-  link_.finished(stream_);
+  finish();
 }
 
 void Exchange::fail(ResetReason reason, const char* why) {
   if (finished_) return;
   shared_.metrics.errors.with({why}).inc();
+  error_ = why;
   link_.session().reset(stream_, reason);
   link_.flush();
   log::warn("exchange failed", {{"reason", why},
@@ -418,8 +421,8 @@ void Exchange::finish() {
   timeout_.stop();
   shared_.metrics.in_flight.sub(1);
   const double secs = seconds_since(started_);
-  shared_.metrics.request(status_, secs);
-  if (result_ == log::DeltaResult::kStream) shared_.metrics.delta_stream.inc();
+  if (!cancelled_) shared_.metrics.request(status_, secs);
+  if (!cancelled_ && result_ == log::DeltaResult::kStream) shared_.metrics.delta_stream.inc();
   if (log::access_enabled()) {
     log::AccessRecord r;
     r.ts = std::chrono::system_clock::now();
@@ -432,6 +435,7 @@ void Exchange::finish() {
     r.delta = result_;
     r.duration_ms = secs * 1000;
     r.upstream_ms = upstream_ms_;
+    if (error_ != nullptr) r.error = error_;
     log::access(r);
   }
   link_.finished(stream_);
@@ -473,7 +477,7 @@ void EdgeLink::on_closed(tunnel::Connection& c, Status why) {
   for (auto& [id, ex] : exchanges_) open.push_back(id);
   for (uint32_t id : open) {
     auto it = exchanges_.find(id);
-    if (it != exchanges_.end()) it->second->cancel();
+    if (it != exchanges_.end()) it->second->cancel("tunnel_lost");
   }
   worker_.link_closed(this);
 }
@@ -498,7 +502,7 @@ void EdgeLink::on_data(uint32_t stream, std::span<const uint8_t> data, bool end_
 
 void EdgeLink::on_stream_reset(uint32_t stream, ResetReason) {
   auto it = exchanges_.find(stream);
-  if (it != exchanges_.end()) it->second->cancel();
+  if (it != exchanges_.end()) it->second->cancel("client_gone");
 }
 
 void EdgeLink::on_send_window(uint32_t stream) {

@@ -307,6 +307,23 @@ class TestFaults(PairTestCase):
         p.start_origin(port=p.tunnel_port)
         harness.wait_until(lambda: get(p.http_port, "/")[0] == 200, timeout=15, what="recovery")
 
+    def test_the_agent_counts_and_logs_a_lost_tunnel_as_tunnel_lost(self):
+        p = self.pair()
+        with socket.create_connection(("127.0.0.1", p.http_port), timeout=5) as s:
+            s.sendall(b"GET /slow?ms=8000 HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
+            harness.wait_until(lambda: metrics(p.origin_admin)["coilgun_exchanges_in_flight"] >= 1,
+                               what="the request reaching the agent")
+            p.edge.proc.kill()
+            harness.wait_until(lambda: metrics(p.origin_admin).get('coilgun_errors_total{reason="tunnel_lost"}', 0) == 1,
+                               timeout=5, what="the agent counting the lost tunnel")
+        m = metrics(p.origin_admin)
+        self.assertEqual(m["coilgun_exchanges_in_flight"], 0)
+        self.assertEqual(m.get('coilgun_errors_total{reason="client_gone"}', 0), 0)
+        self.assertEqual(m.get('coilgun_requests_total{code="2xx"}', 0), 0)  # Not an answered request.
+        line = p.origin.wait_for(lambda r: r.get("type") == "access" and r.get("path") == "/slow?ms=8000",
+                                 what="the exchange's access line")
+        self.assertEqual(line.get("error"), "tunnel_lost")
+
     def test_an_edge_with_a_certificate_from_another_ca_gets_nothing(self):
         p = self.pair()
         other = harness.Certs(os.path.join(self.tmp, "other"), edges=("intruder",))
