@@ -14,6 +14,8 @@ packages=(
   clang libclang-rt-14-dev
   # peers and tools used by tests and benchmarks
   openssl xdelta3 zstd gzip python3 nginx-light wrk
+  # the slow-link benchmark (network namespaces, sysctl) and profiles
+  iproute2 procps linux-perf
   # the package test: cpack's dependency scan, the units' checks, the install's user and sandbox
   dpkg-dev systemd adduser util-linux sudo
   # the dashboard test: a real headless browser

@@ -71,6 +71,9 @@ def parse_args(argv):
     p.add_argument("--rate", type=int, default=1000,
                    help="offered load (req/s) of the paced 100 KB run comparing p99; 0 skips it")
     p.add_argument("--store-mib", type=int, default=64, help="store budget for the memory section")
+    p.add_argument("--perf", metavar="DIR",
+                   help="record each wrk run machine-wide with perf (DIR/SETUP-KB.data; adds perf's "
+                        "own overhead to the figures): `perf report -i F --sort comm,dso,sym`")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
 
@@ -136,8 +139,8 @@ def io_bytes(pids, field):
     return total
 
 
-def wrk(url, args, extra=()):
-    cmd = [WRK, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration:g}s", "--latency",
+def wrk(url, args, extra=(), prefix=()):
+    cmd = [*prefix, WRK, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration:g}s", "--latency",
            "-H", f"Host: {HOST}", *extra, url]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60)
     out = run.stdout
@@ -336,7 +339,12 @@ def measure(setup, kb, args, backend_pid, extra=()):
     written = io_bytes(setup.origin_pids(), "wchar") - io_bytes([backend_pid], "rchar")
     cpu_before, backend_before, machine_before = cpu_seconds(setup.pids()), cpu_seconds([backend_pid]), machine_cpu()
     threads_before, started = thread_cpu(setup.pids()), time.monotonic()
-    r = wrk(setup.url(kb), args, extra)
+    prefix = ()
+    if args.perf:
+        os.makedirs(args.perf, exist_ok=True)
+        label = f"{setup.name}-{kb}" + ("-paced" if extra else "")
+        prefix = ("perf", "record", "-q", "-a", "-g", "-F", "499", "-o", os.path.join(args.perf, f"{label}.data"))
+    r = wrk(setup.url(kb), args, extra, prefix)
     threads = thread_cpu(setup.pids())
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(setup.pids()) - cpu_before
