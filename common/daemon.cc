@@ -192,9 +192,8 @@ Daemon::~Daemon() {
 }
 
 void tune_malloc() {
-  constexpr int kKeep = 8 << 20;
-  (void)mallopt(M_MMAP_THRESHOLD, kKeep);
-  (void)mallopt(M_TRIM_THRESHOLD, kKeep);
+  (void)mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  (void)mallopt(M_TRIM_THRESHOLD, 32 << 20);
 }
 
 int Daemon::run() {

@@ -57,12 +57,13 @@ class Metrics {
 // The version store's figures as a /stats member.
 nlohmann::json store_json(const VersionStore& store);
 
-// Tells glibc's allocator to keep freed memory for reuse (up to 8 MiB at the top of each
-// arena) and to serve blocks up to 8 MiB from its arenas. Its defaults give a freed 128 KiB
-// back to the kernel at once and mmap() larger blocks, so a process that allocates and frees a
-// 100 KB body for every response pays a madvise() and a fault for every page, zeroed, on each:
-// a fifth of the edge's CPU in the 100 KB benchmark (perf, tests/bench/RESULTS.md). Call it
-// before the first thread starts.
+// Tells glibc's allocator to keep freed memory for reuse (up to 32 MiB at the top of each
+// arena: never more than the process once used) and to serve blocks up to 8 MiB from its
+// arenas. Its defaults give a freed 128 KiB back to the kernel at once and mmap() larger
+// blocks, so a process that allocates and frees a 100 KB body for every response pays a
+// madvise() and a fault for every page, zeroed, on each: a fifth of the edge's CPU in the
+// 100 KB benchmark (perf, tests/bench/RESULTS.md); at 8 MiB, 32 clients of 400 KB pages still
+// made the heap shrink and grow. Call it before the first thread starts.
 void tune_malloc();
 
 // One worker's logic; created, used and destroyed on its own thread.

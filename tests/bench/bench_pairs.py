@@ -16,6 +16,7 @@ connections and duration:
   nginx-gzip6  the same with gzip level 6
   coilgun      coilgun-edge -> tunnel -> coilgun-origin -> backend (one worker each)
   coilgun-2w   the same with two workers each (scaling)
+  nginx-2w, nginx-gzip1-2w   the nginx pairs with two worker processes each (like for like)
 
 then, for nginx, nginx-gzip1 and coilgun at 100 KB, a paced run at the same offered load
 (--rate, default 1000 req/s) to compare p99 latency.
@@ -188,7 +189,7 @@ class Direct(Setup):
 
 # What both nginx configs start with: one worker, no access log, files in the run directory.
 NGINX_HEAD = """
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 {user}
 pid {dir}/nginx.pid;
@@ -252,8 +253,9 @@ class NginxPair(Setup):
     """nginx edge -> keep-alive mutual TLS -> nginx origin. The origin listens on |agent_host|,
     started with |origin_prefix| before its argv (the origin side of a slow link)."""
 
-    def __init__(self, tmp, certs, backend_port, gzip_level, agent_host="127.0.0.1", origin_prefix=()):
-        self.name = f"nginx-gzip{gzip_level}" if gzip_level else "nginx"
+    def __init__(self, tmp, certs, backend_port, gzip_level, agent_host="127.0.0.1", origin_prefix=(),
+                 workers=1):
+        self.name = (f"nginx-gzip{gzip_level}" if gzip_level else "nginx") + (f"-{workers}w" if workers > 1 else "")
         user = "user root;" if os.geteuid() == 0 else ""
         gzip = (f"gzip on; gzip_comp_level {gzip_level}; gzip_proxied any; gzip_min_length 0; "
                 "gzip_types text/html text/css application/json application/javascript;"
@@ -262,11 +264,11 @@ class NginxPair(Setup):
         self.port = launch.free_port()
         self.procs = []
         self.procs.append(self._nginx(tmp, "origin", NGINX_ORIGIN.format(
-            user=user, dir="{dir}", backend=backend_port, host=agent_host, port=self.link_port, certs=certs,
+            user=user, workers=workers, dir="{dir}", backend=backend_port, host=agent_host, port=self.link_port, certs=certs,
             gzip=gzip), origin_prefix))
         accept = 'proxy_set_header Accept-Encoding "gzip";' if gzip_level else 'proxy_set_header Accept-Encoding "";'
         self.procs.append(self._nginx(tmp, "edge", NGINX_EDGE.format(
-            user=user, dir="{dir}", origin=f"{agent_host}:{self.link_port}", port=self.port, certs=certs,
+            user=user, workers=workers, dir="{dir}", origin=f"{agent_host}:{self.link_port}", port=self.port, certs=certs,
             accept=accept)))
         for host, port in ((agent_host, self.link_port), ("127.0.0.1", self.port)):
             launch.wait_until(lambda: port_open(port, host), what=f"nginx on {host}:{port}")
@@ -630,6 +632,8 @@ def throughput_section(tmp, certs, backend, backend_port, sizes, args):
         ("nginx-gzip6", lambda: NginxPair(tmp, certs.dir, backend_port, 6)),
         ("coilgun", lambda: CoilgunPair(tmp, backend_port, 1)),
         ("coilgun-2w", lambda: CoilgunPair(tmp, backend_port, 2)),
+        ("nginx-2w", lambda: NginxPair(tmp, certs.dir, backend_port, 0, workers=2)),
+        ("nginx-gzip1-2w", lambda: NginxPair(tmp, certs.dir, backend_port, 1, workers=2)),
     ]
     results = {}
     for name, make in makers:
@@ -712,6 +716,13 @@ def ratios(results):
                     o[f"link_vs_{peer}"] = c["link_bytes_per_response"] / r[peer]["link_bytes_per_response"]
         if "coilgun-2w" in r:
             o["two_workers_vs_one"] = r["coilgun-2w"]["rps"] / c["rps"]
+            # Like for like: two workers (processes) each side for nginx too.
+            for peer in ("nginx-2w", "nginx-gzip1-2w"):
+                if peer in r:
+                    o[f"2w_rps_vs_{peer}"] = r["coilgun-2w"]["rps"] / r[peer]["rps"]
+        for one, two in (("nginx", "nginx-2w"), ("nginx-gzip1", "nginx-gzip1-2w")):
+            if one in r and two in r:
+                o[f"{two}_vs_{one}"] = r[two]["rps"] / r[one]["rps"]
         out[kb] = o
     return out
 
