@@ -324,6 +324,35 @@ class TestFaults(PairTestCase):
                                  what="the exchange's access line")
         self.assertEqual(line.get("error"), "tunnel_lost")
 
+    def test_a_delta_whose_base_the_edge_evicted_meanwhile_is_fetched_again_in_full(self):
+        # The edge's store holds one 20 KiB page: a page of another URL stored while a request
+        # is out evicts the base that request listed, so the delta that comes back cannot be
+        # used and the edge asks again for the whole body, once.
+        p = self.pair(edge_env={"COILGUN_STORE_MAX_BYTES": "30000", "COILGUN_TUNNEL_CONNECTIONS": "1"})
+        url = "/slow?ms=300&kb=20"
+        self.assertEqual(get(p.http_port, url)[0], 200)
+        harness.wait_until(lambda: json.loads(get(p.edge_admin, "/stats", host="127.0.0.1")[2])["store"]["versions"] == 1,
+                           what="the first version kept by the edge")
+        result = {}
+
+        def slow():
+            result["status"], _, result["body"] = get(p.http_port, url, timeout=15)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        harness.wait_until(lambda: metrics(p.origin_admin)["coilgun_exchanges_in_flight"] >= 1,
+                           what="the second request reaching the agent")
+        self.assertEqual(get(p.http_port, "/bench?kb=20")[0], 200)  # Evicts the listed base.
+        t.join(timeout=10)
+        self.assertFalse(t.is_alive(), "the client got no answer")
+        self.assertEqual(result.get("status"), 200)
+        self.assertEqual(len(result["body"]), 20 * 1024)
+        m = metrics(p.edge_admin)
+        self.assertEqual(m.get('coilgun_errors_total{reason="refetch"}', 0), 1)
+        self.assertEqual(m.get('coilgun_errors_total{reason="verify_failed"}', 0), 0)
+        rec = p.edge.wait_for(lambda r: r.get("msg") == "delta not usable, fetching in full", what="the refetch warning")
+        self.assertEqual(rec.get("reason"), "base_not_held")
+
     def test_an_edge_with_a_certificate_from_another_ca_gets_nothing(self):
         p = self.pair()
         other = harness.Certs(os.path.join(self.tmp, "other"), edges=("intruder",))
