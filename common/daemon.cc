@@ -369,6 +369,18 @@ void Daemon::sample_history() {
       {"duration", duration},
   });
   while (history_.size() > kHistorySamples) history_.pop_front();
+  trim_when_idle(requests, number("coilgun_exchanges_in_flight"));
+}
+
+void Daemon::trim_when_idle(double requests, double in_flight) {
+  const bool idle = requests == last_requests_ && in_flight == 0;
+  last_requests_ = requests;
+  if (!idle) {
+    trimmed_ = false;
+  } else if (!trimmed_) {
+    trimmed_ = true;
+    (void)malloc_trim(0);
+  }
 }
 
 std::string Daemon::status_line() const {

@@ -63,7 +63,8 @@ nlohmann::json store_json(const VersionStore& store);
 // blocks, so a process that allocates and frees a 100 KB body for every response pays a
 // madvise() and a fault for every page, zeroed, on each: a fifth of the edge's CPU in the
 // 100 KB benchmark (perf, tests/bench/RESULTS.md); at 8 MiB, 32 clients of 400 KB pages still
-// made the heap shrink and grow. Call it before the first thread starts.
+// made the heap shrink and grow. The daemon gives it back once idle for a second
+// (Daemon::trim_when_idle). Call it before the first thread starts.
 void tune_malloc();
 
 // One worker's logic; created, used and destroyed on its own thread.
@@ -116,6 +117,10 @@ class Daemon {
   struct WorkerThread;
   class Admin;
   void sample_history();
+  // Gives memory tune_malloc() kept for reuse back to the kernel once a whole second passed
+  // with no request finished and none in flight: never under load, where reuse is the point;
+  // once per idle spell.
+  void trim_when_idle(double requests, double in_flight);
   void begin_drain();
   void reload();
   std::string status_line() const;
@@ -137,6 +142,8 @@ class Daemon {
   // kHistorySamples of them. Main thread only.
   static constexpr size_t kHistorySamples = 900;
   std::deque<nlohmann::json> history_;
+  double last_requests_ = -1;
+  bool trimmed_ = false;
 };
 
 }  // namespace coilgun::daemon

@@ -398,9 +398,12 @@ def read_response(sock):
     return int(head.split(b" ")[1])
 
 
+IDLE_S = 3.0
+
+
 def idle_connections(port, edge_pids, count):
-    """Opens |count| keep-alive connections, makes one request on each, leaves them idle and
-    returns the edge's RSS growth (KiB) with them all open."""
+    """Opens |count| keep-alive connections, makes one request on each, leaves them idle
+    IDLE_S seconds and returns the edge's RSS growth (KiB) with them all open."""
     import socket
     before = rss_kib(edge_pids)
     socks = []
@@ -414,6 +417,7 @@ def idle_connections(port, edge_pids, count):
                     assert read_response(t) == 200
         for t in socks[len(socks) - len(socks) % 500:]:
             assert read_response(t) == 200
+        time.sleep(IDLE_S)  # The state measured: every connection idle, not just answered.
         after = rss_kib(edge_pids)
     finally:
         for s in socks:
@@ -780,7 +784,7 @@ def slow_and_memory_tables(report):
         print("\nmemory")
         for name in ("nginx_idle", "coilgun_idle"):
             x = m[name]
-            print(f"  {name.split('_')[0]:<8} edge RSS with {x['connections']} idle keep-alive connections: "
+            print(f"  {name.split('_')[0]:<8} edge RSS with {x['connections']} keep-alive connections idle {IDLE_S:g} s: "
                   f"{x['rss_with_idle_kib'] / 1024:.1f} MiB ({x['kib_per_connection']:.2f} KiB each)")
         c = m["coilgun_cache"]
         print(f"  coilgun after {c['distinct_pages']} distinct 100 KiB pages (10x a {c['store_budget_mib']} MiB "
