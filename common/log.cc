@@ -513,4 +513,16 @@ void append_json_double(std::string& out, double v) {
   out.append(buf, r.ptr);
 }
 
+uint64_t ReportLimiter::occurred(uint64_t now_ms) {
+  unreported_.fetch_add(1, std::memory_order_relaxed);
+  uint64_t next = next_report_ms_.load(std::memory_order_relaxed);
+  if (now_ms < next) return 0;
+  // One thread wins the report; occurrences counted meanwhile go into the next one.
+  if (!next_report_ms_.compare_exchange_strong(next, now_ms + interval_ms_,
+                                               std::memory_order_relaxed)) {
+    return 0;
+  }
+  return unreported_.exchange(0, std::memory_order_relaxed);
+}
+
 }  // namespace coilgun::log

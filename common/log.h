@@ -180,6 +180,25 @@ struct AccessRecord {
   std::string_view error;
 };
 
+// Keeps a warning that anyone can trigger at will (a stranger failing the TLS handshake, a
+// flood refused at the door) from flooding the log: it is written at most once per
+// |interval_ms|, with how many occurrences it stands for. Any thread.
+//
+//   if (uint64_t n = limiter.occurred(now_ms)) log::warn("tunnel refused", {{"count", n}});
+class ReportLimiter {
+ public:
+  explicit ReportLimiter(uint64_t interval_ms = 1000) : interval_ms_(interval_ms) {}
+  // Counts one occurrence at |now_ms| (a monotonic clock). Returns how many occurred since the
+  // last report, this one included, when a report is due (the first occurrence, then at most
+  // one per interval); else 0: do not log now.
+  uint64_t occurred(uint64_t now_ms);
+
+ private:
+  const uint64_t interval_ms_;
+  std::atomic<uint64_t> unreported_{0};
+  std::atomic<uint64_t> next_report_ms_{0};
+};
+
 // Writes |record| and then |extra| fields as one access line, if the access log is on,
 // whatever the minimum level. Durations print with microsecond precision. Any thread.
 void access(const AccessRecord& record, Fields extra = {});

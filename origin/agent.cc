@@ -42,6 +42,12 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+uint64_t monotonic_ms() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+          .count());
+}
+
 }  // namespace
 
 // One stream: the edge's request, the backend exchange, the answer.
@@ -470,8 +476,12 @@ void EdgeLink::on_closed(tunnel::Connection& c, Status why) {
     log::info("tunnel down", {{"peer", c.peer_address()}, {"reason", why.to_string()}});
   } else {
     // Refused before a single frame: an edge we could not authenticate, or a stray client.
+    // Anyone can cause this at will: counted each time, logged at most once a second.
     worker_.shared().metrics.errors.with({"tunnel_handshake"}).inc();
-    log::warn("tunnel refused", {{"peer", c.peer_address()}, {"reason", why.to_string()}});
+    if (const uint64_t n = worker_.shared().handshake_failures.occurred(monotonic_ms())) {
+      log::warn("tunnel refused",
+                {{"peer", c.peer_address()}, {"reason", why.to_string()}, {"count", n}});
+    }
   }
   std::vector<uint32_t> open;
   for (auto& [id, ex] : exchanges_) open.push_back(id);
@@ -583,9 +593,7 @@ void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
 
 void AgentWorker::refuse(std::unique_ptr<uv::TcpStream> socket, uint32_t limit) {
   refused_.inc();
-  const auto now =
-      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch());
-  const uint64_t refused = shared_.handshakes.refused(static_cast<uint64_t>(now.count()));
+  const uint64_t refused = shared_.handshakes.refused(monotonic_ms());
   if (refused == 0) return;  // The socket closes as it goes out of scope.
   log::warn(
       "tunnel refused: too many connections in the TLS handshake",

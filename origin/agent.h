@@ -41,6 +41,8 @@ struct Shared {
   daemon::Metrics& metrics;
   // Connections of all workers still in the TLS handshake (tunnel.max_pending_handshakes).
   HandshakeGate handshakes;
+  // The "tunnel refused" warning for failed handshakes: at most one a second, with a count.
+  log::ReportLimiter handshake_failures;
   std::shared_ptr<const Settings> now() const { return settings.get(); }
 };
 

@@ -28,18 +28,4 @@ HandshakeGate::Slot HandshakeGate::try_enter(uint32_t limit) {
   return Slot(this);
 }
 
-uint64_t HandshakeGate::refused(uint64_t now_ms) {
-  unreported_.fetch_add(1, std::memory_order_relaxed);
-  uint64_t next = next_report_ms_.load(std::memory_order_relaxed);
-  if (now_ms < next) {
-    return 0;
-  }
-  // One thread wins the report; refusals counted meanwhile go into the next one.
-  if (!next_report_ms_.compare_exchange_strong(next, now_ms + kReportIntervalMs,
-                                               std::memory_order_relaxed)) {
-    return 0;
-  }
-  return unreported_.exchange(0, std::memory_order_relaxed);
-}
-
 }  // namespace coilgun::origin

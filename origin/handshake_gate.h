@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <utility>
 
+#include "common/log.h"
+
 namespace coilgun::origin {
 
 class HandshakeGate {
@@ -56,12 +58,11 @@ class HandshakeGate {
   // Counts one refused connection at |now_ms| (a monotonic clock in milliseconds). Returns how
   // many were refused since the last report, this one included, when a report is due (the
   // first refusal, then at most one per kReportIntervalMs); else 0: do not log now.
-  uint64_t refused(uint64_t now_ms);
+  uint64_t refused(uint64_t now_ms) { return refusals_.occurred(now_ms); }
 
  private:
   std::atomic<uint32_t> pending_{0};
-  std::atomic<uint64_t> unreported_{0};
-  std::atomic<uint64_t> next_report_ms_{0};
+  log::ReportLimiter refusals_{kReportIntervalMs};
 };
 
 }  // namespace coilgun::origin

@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
       .prepare_on_lookup = true});  // The agent looks versions up only to use them as bases.
   metrics.watch_store(store);
   daemon::Reloadable<origin::Settings> current(settings);
-  origin::Shared shared{current, store, metrics, {}};
+  origin::Shared shared{current, store, metrics, {}, log::ReportLimiter()};
 
   daemon::DaemonOptions opts;
   opts.name = "coilgun-origin";

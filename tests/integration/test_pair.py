@@ -353,6 +353,29 @@ class TestFaults(PairTestCase):
         rec = p.edge.wait_for(lambda r: r.get("msg") == "delta not usable, fetching in full", what="the refetch warning")
         self.assertEqual(rec.get("reason"), "base_not_held")
 
+    def test_failed_handshakes_are_all_counted_but_logged_at_most_once_a_second(self):
+        p = self.pair()
+        started = time.monotonic()
+        for _ in range(20):  # Not TLS at all: each fails at its first record.
+            with socket.create_connection(("127.0.0.1", p.tunnel_port), timeout=5) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                for _ in range(100):  # Until the agent closes (a TLS alert at most before).
+                    try:
+                        if not s.recv(4096):
+                            break
+                    except ConnectionResetError:
+                        break
+                else:
+                    self.fail("the agent kept a non-TLS connection open")
+        harness.wait_until(lambda: metrics(p.origin_admin).get('coilgun_errors_total{reason="tunnel_handshake"}', 0) >= 20,
+                           what="20 failed handshakes counted")
+        elapsed = time.monotonic() - started
+        lines = [r for r in p.origin.records() if r.get("msg") == "tunnel refused"]
+        self.assertGreaterEqual(len(lines), 1)
+        self.assertEqual(lines[0].get("count"), 1)  # The first is logged at once, with its peer.
+        self.assertIn("127.0.0.1", lines[0].get("peer", ""))
+        self.assertLessEqual(len(lines), 1 + int(elapsed))  # Then at most one a second.
+
     def test_an_edge_with_a_certificate_from_another_ca_gets_nothing(self):
         p = self.pair()
         other = harness.Certs(os.path.join(self.tmp, "other"), edges=("intruder",))
