@@ -37,6 +37,11 @@ class Metrics {
   void request(int status, double seconds);
   // Registers the store's figures as gauges read at render time.
   void watch_store(VersionStore& store);
+  // Counts bytes a tunnel connection read (|in|) and wrote (|out|).
+  void link_bytes(uint64_t in, uint64_t out) {
+    link_in.inc(in);
+    link_out.inc(out);
+  }
 
   metrics::Registry& registry;
   metrics::Counter& body_bytes;    // coilgun_body_bytes_total
@@ -53,6 +58,11 @@ class Metrics {
  private:
   metrics::Counter* by_class_[6];  // coilgun_requests_total{code="1xx".."5xx"}, [0] other
 };
+
+// Seconds from |t| to now, for durations in metrics and access lines.
+inline double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
 
 // The version store's figures as a /stats member.
 nlohmann::json store_json(const VersionStore& store);

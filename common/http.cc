@@ -110,6 +110,12 @@ enum SpanKind : int { kMethodSpan, kUrlSpan, kVersionSpan, kStatusSpan, kFieldSp
 // ---------------------------------------------------------------------------------------------
 // Field helpers.
 
+std::string to_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = ascii_lower(c);
+  return out;
+}
+
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {

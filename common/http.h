@@ -98,6 +98,8 @@ struct ResponseHead {
 
 // ASCII case-insensitive equality, for field names and tokens.
 bool iequals(std::string_view a, std::string_view b);
+// |s| with ASCII letters in lower case (field names, host names, media types).
+std::string to_lower(std::string_view s);
 
 // True if |s| is a non-empty token (RFC 9110 §5.6.2): what a field name or method must be.
 bool is_token(std::string_view s);

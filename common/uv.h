@@ -21,6 +21,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "proto/status.h"
@@ -60,6 +61,16 @@ class Loop {
   // Takes |object| and deletes it on a later loop turn: the way to destroy something from
   // inside its own callback without pulling the stack out from under it.
   void defer_delete(std::unique_ptr<Deferred> object);
+  // The same for an object of any type.
+  template <typename T>
+  void defer_delete(std::unique_ptr<T> object) requires(!std::is_base_of_v<Deferred, T>) {
+    struct Holder : Deferred {
+      std::unique_ptr<T> held;
+    };
+    auto h = std::make_unique<Holder>();
+    h->held = std::move(object);
+    defer_delete(std::unique_ptr<Deferred>(std::move(h)));
+  }
 
   // Deletes what is deferred, cuts lingering streams short, closes every handle still open
   // (their owners must be gone or never used again), runs the loop until their close callbacks

@@ -12,24 +12,13 @@ using proto::HeaderField;
 using proto::ResetReason;
 using Clock = std::chrono::steady_clock;
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
 // "Host:8080" -> "host"; "[::1]:8080" -> "::1".
 std::string host_without_port(std::string_view authority) {
   if (!authority.empty() && authority[0] == '[') {
     const size_t end = authority.find(']');
-    return lower(authority.substr(1, end == std::string_view::npos ? end : end - 1));
+    return http::to_lower(authority.substr(1, end == std::string_view::npos ? end : end - 1));
   }
-  return lower(authority.substr(0, authority.find(':')));
-}
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
+  return http::to_lower(authority.substr(0, authority.find(':')));
 }
 
 }  // namespace
@@ -138,7 +127,7 @@ void ClientExchange::begin() {
   http::add_forwarded_for(headers, client_->peer_ip());
   fields_ = {
       {":method", method_}, {":scheme", "http"}, {":authority", authority_}, {":path", target_}};
-  for (auto& h : headers) fields_.emplace_back(lower(h.name), std::move(h.value));
+  for (auto& h : headers) fields_.emplace_back(http::to_lower(h.name), std::move(h.value));
 
   progress();
   arm_timeout(settings_->config.limits.request_timeout);
@@ -214,7 +203,7 @@ void ClientExchange::on_window() {
 
 void ClientExchange::on_response(uint16_t status, BodyMode mode,
                                  std::span<const HeaderField> fields, bool end) {
-  upstream_ms_ = seconds_since(started_) * 1000;
+  upstream_ms_ = daemon::seconds_since(started_) * 1000;
   progress();
   status_ = status;
   mode_ = mode;
@@ -440,7 +429,7 @@ void ClientExchange::finish() {
   timeout_.stop();
   shared_.metrics.in_flight.sub(1);
   release_stream();
-  const double secs = seconds_since(started_);
+  const double secs = daemon::seconds_since(started_);
   shared_.metrics.request(status_, secs);
   if (log::access_enabled()) {
     log::AccessRecord r;
@@ -530,8 +519,7 @@ void TunnelLink::on_closed(tunnel::Connection&, Status why) {
 }
 
 void TunnelLink::on_link_bytes(uint64_t in, uint64_t out) {
-  pool_.worker().shared().metrics.link_in.inc(in);
-  pool_.worker().shared().metrics.link_out.inc(out);
+  pool_.worker().shared().metrics.link_bytes(in, out);
 }
 
 // ---- AgentPool ----------------------------------------------------------------------------
@@ -598,12 +586,7 @@ void AgentPool::link_closed(TunnelLink* link, const Status& why) {
     Slot& s = slots_[i];
     if (s.link.get() != link) continue;
     const bool was_ready = link->was_ready();
-    struct Holder : uv::Deferred {
-      std::unique_ptr<TunnelLink> link;
-    };
-    auto h = std::make_unique<Holder>();
-    h->link = std::move(s.link);
-    worker_.loop().defer_delete(std::move(h));
+    worker_.loop().defer_delete(std::move(s.link));
     if (was_ready) {
       worker_.shared().metrics.tunnels.sub(1);
       worker_.shared().metrics.errors.with({"tunnel_lost"}).inc();

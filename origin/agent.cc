@@ -15,13 +15,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kVia = "1.1 coilgun";
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
 // Bodies worth a delta: text of any kind. Images, video, archives and anything already
 // compressed go through as they are.
 bool delta_worthy(const http::ResponseHead& head) {
@@ -32,14 +25,10 @@ bool delta_worthy(const http::ResponseHead& head) {
   if (head.status == 206) return false;
   auto ct = http::find(head.headers, "content-type");
   if (!ct) return true;  // Unknown: a poor base costs ratio, never correctness.
-  const std::string t = lower(*ct);
+  const std::string t = http::to_lower(*ct);
   return t.starts_with("text/") || t.find("json") != std::string::npos ||
          t.find("javascript") != std::string::npos || t.find("xml") != std::string::npos ||
          t.find("ecmascript") != std::string::npos;
-}
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
 uint64_t monotonic_ms() {
@@ -149,7 +138,7 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
     }
   }
   if (authority.empty()) authority = http::find(request_.headers, "host").value_or("");
-  host_ = lower(authority);
+  host_ = http::to_lower(authority);
   // The cache key: this agent's namespace, the host and the target.
   key_ = settings_->config.namespace_name + '\n' + host_ + '\n' + request_.target;
   key_state_ = worker_.key_started(key_, held_);
@@ -231,7 +220,7 @@ void Exchange::on_writable() {
 
 void Exchange::on_response_head(http::ResponseHead&& head) {
   timeout_.stop();
-  upstream_ms_ = seconds_since(started_) * 1000;
+  upstream_ms_ = daemon::seconds_since(started_) * 1000;
   status_ = head.status;
   const bool bodyless = request_.method == "HEAD" || head.status == 204 || head.status == 304;
   const auto cl = http::find(head.headers, "content-length");
@@ -247,7 +236,8 @@ void Exchange::on_response_head(http::ResponseHead&& head) {
   } else {
     mode_ = Mode::kStream;
   }
-  for (auto& h : head.headers) response_fields_.emplace_back(lower(h.name), std::move(h.value));
+  for (auto& h : head.headers)
+    response_fields_.emplace_back(http::to_lower(h.name), std::move(h.value));
   if (mode_ == Mode::kNone) {
     if (!submit(BodyMode::kNone, true).ok())
       return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
@@ -426,7 +416,7 @@ void Exchange::finish() {
   *alive_ = false;
   timeout_.stop();
   shared_.metrics.in_flight.sub(1);
-  const double secs = seconds_since(started_);
+  const double secs = daemon::seconds_since(started_);
   if (!cancelled_) shared_.metrics.request(status_, secs);
   if (!cancelled_ && result_ == log::DeltaResult::kStream) shared_.metrics.delta_stream.inc();
   if (log::access_enabled()) {
@@ -493,8 +483,7 @@ void EdgeLink::on_closed(tunnel::Connection& c, Status why) {
 }
 
 void EdgeLink::on_link_bytes(uint64_t in, uint64_t out) {
-  worker_.shared().metrics.link_in.inc(in);
-  worker_.shared().metrics.link_out.inc(out);
+  worker_.shared().metrics.link_bytes(in, out);
 }
 
 void EdgeLink::on_request(uint32_t stream, std::span<const tunnel::VersionId> held,
@@ -638,12 +627,7 @@ void AgentWorker::link_closed(EdgeLink* link) {
   if (it == links_.end()) return;
   std::unique_ptr<EdgeLink> gone = std::move(*it);
   links_.erase(it);
-  struct Holder : uv::Deferred {
-    std::unique_ptr<EdgeLink> link;
-  };
-  auto h = std::make_unique<Holder>();
-  h->link = std::move(gone);
-  loop_.defer_delete(std::move(h));
+  loop_.defer_delete(std::move(gone));
 }
 
 void AgentWorker::drain() {

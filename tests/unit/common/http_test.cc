@@ -1018,6 +1018,14 @@ TEST_CASE("Random messages survive a write and parse round trip at random split 
 // ---------------------------------------------------------------------------------------------
 // Field helpers and proxy rewriting.
 
+TEST_CASE("to_lower lowers ASCII letters only") {
+  CHECK(http::to_lower("Content-Type: TEXT/Html; Charset=UTF-8") ==
+        "content-type: text/html; charset=utf-8");
+  CHECK(http::to_lower("[::1]:80 WWW.Example.COM") == "[::1]:80 www.example.com");
+  CHECK(http::to_lower("\xC3\x89t\xC3\xA9") == "\xC3\x89t\xC3\xA9");  // UTF-8 bytes stay.
+  CHECK(http::to_lower("").empty());
+}
+
 TEST_CASE("find, has_token, remove and set compare names without case") {
   std::vector<Header> h = {{"Content-Type", "text/html"},
                            {"connection", "keep-alive , Upgrade"},

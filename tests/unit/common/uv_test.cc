@@ -246,6 +246,15 @@ TEST_CASE("Timers fire, may be destroyed from their own callback, and defer_dele
     bool deleted = false;
     loop.defer_delete(std::make_unique<Marker>(&deleted));
     CHECK_FALSE(deleted);  // Not before the loop turns.
+    // Not a Deferred: the loop holds it for us.
+    struct Plain {
+      bool* flag;
+      explicit Plain(bool* f) : flag(f) {}
+      ~Plain() { *flag = true; }
+    };
+    bool plain_deleted = false;
+    loop.defer_delete(std::make_unique<Plain>(&plain_deleted));
+    CHECK_FALSE(plain_deleted);
     Timer repeat(loop);
     int ticks = 0;
     repeat.start(
@@ -261,6 +270,7 @@ TEST_CASE("Timers fire, may be destroyed from their own callback, and defer_dele
     CHECK(fired == 1);
     CHECK(ticks == 3);
     CHECK(deleted);
+    CHECK(plain_deleted);
   }
   CHECK(loop.close() == 0);
 }
