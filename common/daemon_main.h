@@ -14,8 +14,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common/config.h"
+#include "common/daemon.h"
 #include "common/log.h"
 #include "common/tls.h"
 #include "common/tunnel_session.h"
@@ -170,6 +173,43 @@ std::function<bool()> reloader(
     current.set(std::move(next));
     return true;
   };
+}
+
+// The DaemonOptions every daemon takes from its configuration (name, threads, admin listener,
+// drain deadline); main() adds status and reload.
+template <typename Config>
+DaemonOptions daemon_options(std::string name, const Config& cfg) {
+  DaemonOptions o;
+  o.name = std::move(name);
+  o.workers = config::resolve_workers(cfg.workers, std::thread::hardware_concurrency());
+  o.admin_host = cfg.admin.host;
+  o.admin_port = cfg.admin.port;
+  o.drain_timeout = cfg.drain_timeout;
+  return o;
+}
+
+// The version store [store] configures. |prepare_on_lookup|: whether lookups build the encoder's
+// index of the base (the agent encodes against what it looks up; the edge only decodes).
+inline MemoryVersionStoreOptions store_options(const config::StoreConfig& s,
+                                               bool prepare_on_lookup) {
+  return {.max_versions_per_key = s.versions_per_key,
+          .max_bytes = s.max_bytes,
+          .prepare_on_lookup = prepare_on_lookup};
+}
+
+// The keys both daemons set up once, so a SIGHUP cannot apply them: listeners, threads, the
+// store and the HTTP header limit. Each daemon's restart_only adds its own.
+template <typename Config>
+std::vector<std::string> restart_only_common(const Config& a, const Config& b) {
+  std::vector<std::string> keys;
+  if (!(a.listen == b.listen)) keys.push_back("listen");
+  if (!(a.admin == b.admin)) keys.push_back("admin");
+  if (a.workers != b.workers) keys.push_back("workers");
+  if (!(a.store == b.store)) keys.push_back("store");
+  if (a.limits.max_header_bytes != b.limits.max_header_bytes) {
+    keys.push_back("limits.max_header_bytes");
+  }
+  return keys;
 }
 
 }  // namespace coilgun::daemon

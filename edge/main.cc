@@ -2,7 +2,6 @@
 // wires the objects together; the logic lives in edge.cc.
 
 #include <cstdio>
-#include <thread>
 
 #include "common/config.h"
 #include "common/daemon.h"
@@ -18,17 +17,10 @@ using namespace coilgun;
 
 namespace {
 
-// Keys a SIGHUP cannot apply: listeners, threads, the store and the client-side HTTP limits
-// are set up once. (Routes, TLS files, tunnel and other limits apply to new work at once.)
+// Keys a SIGHUP cannot apply: those both daemons set up once, and the client idle timeout.
+// (Routes, TLS files, tunnel and other limits apply to new work at once.)
 std::vector<std::string> restart_only(const config::EdgeConfig& a, const config::EdgeConfig& b) {
-  std::vector<std::string> keys;
-  if (!(a.listen == b.listen)) keys.push_back("listen");
-  if (!(a.admin == b.admin)) keys.push_back("admin");
-  if (a.workers != b.workers) keys.push_back("workers");
-  if (!(a.store == b.store)) keys.push_back("store");
-  if (a.limits.max_header_bytes != b.limits.max_header_bytes) {
-    keys.push_back("limits.max_header_bytes");
-  }
+  std::vector<std::string> keys = daemon::restart_only_common(a, b);
   if (a.limits.client_idle_timeout != b.limits.client_idle_timeout) {
     keys.push_back("limits.client_idle_timeout");
   }
@@ -58,20 +50,13 @@ int main(int argc, char** argv) {
 
   metrics::Registry registry;
   daemon::Metrics metrics(registry);
-  MemoryVersionStore store(MemoryVersionStoreOptions{
-      .max_versions_per_key = cfg.store.versions_per_key,
-      .max_bytes = cfg.store.max_bytes,
-      .prepare_on_lookup = false});  // The edge decodes against bases; it never encodes.
+  // The edge decodes against bases; it never encodes.
+  MemoryVersionStore store(daemon::store_options(cfg.store, /*prepare_on_lookup=*/false));
   metrics.watch_store(store);
   daemon::Reloadable<edge::Settings> current(settings);
   edge::Shared shared{current, store, metrics};
 
-  daemon::DaemonOptions opts;
-  opts.name = "coilgun-edge";
-  opts.workers = config::resolve_workers(cfg.workers, std::thread::hardware_concurrency());
-  opts.admin_host = cfg.admin.host;
-  opts.admin_port = cfg.admin.port;
-  opts.drain_timeout = cfg.drain_timeout;
+  daemon::DaemonOptions opts = daemon::daemon_options("coilgun-edge", cfg);
   opts.status = [&shared] { return status(shared); };
   opts.reload = daemon::reloader<config::EdgeConfig>(&config::load_edge, tls::Role::kClient, argc,
                                                      argv, env, current, restart_only);

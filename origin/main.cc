@@ -2,7 +2,6 @@
 // objects together; the logic lives in agent.cc.
 
 #include <cstdio>
-#include <thread>
 
 #include "common/config.h"
 #include "common/daemon.h"
@@ -18,22 +17,15 @@ using namespace coilgun;
 
 namespace {
 
-// Keys a SIGHUP cannot apply: listeners, threads, the store and the backend pool are set up
-// once. (TLS files, delta, namespace, limits, tunnel and timeouts apply to new work at once.)
+// Keys a SIGHUP cannot apply: those both daemons set up once, and the backend pool. (TLS
+// files, delta, namespace, limits, tunnel and timeouts apply to new work at once.)
 std::vector<std::string> restart_only(const config::OriginConfig& a,
                                       const config::OriginConfig& b) {
-  std::vector<std::string> keys;
-  if (!(a.listen == b.listen)) keys.push_back("listen");
-  if (!(a.admin == b.admin)) keys.push_back("admin");
-  if (a.workers != b.workers) keys.push_back("workers");
-  if (!(a.store == b.store)) keys.push_back("store");
+  std::vector<std::string> keys = daemon::restart_only_common(a, b);
   if (!(a.backend == b.backend)) keys.push_back("backend");
   if (a.backend_pool.max_idle_per_worker != b.backend_pool.max_idle_per_worker ||
       a.backend_pool.connect_timeout != b.backend_pool.connect_timeout) {
     keys.push_back("backend_pool");
-  }
-  if (a.limits.max_header_bytes != b.limits.max_header_bytes) {
-    keys.push_back("limits.max_header_bytes");
   }
   return keys;
 }
@@ -59,20 +51,13 @@ int main(int argc, char** argv) {
 
   metrics::Registry registry;
   daemon::Metrics metrics(registry);
-  MemoryVersionStore store(MemoryVersionStoreOptions{
-      .max_versions_per_key = cfg.store.versions_per_key,
-      .max_bytes = cfg.store.max_bytes,
-      .prepare_on_lookup = true});  // The agent looks versions up only to use them as bases.
+  // The agent looks versions up only to use them as bases.
+  MemoryVersionStore store(daemon::store_options(cfg.store, /*prepare_on_lookup=*/true));
   metrics.watch_store(store);
   daemon::Reloadable<origin::Settings> current(settings);
   origin::Shared shared{current, store, metrics, {}, log::ReportLimiter()};
 
-  daemon::DaemonOptions opts;
-  opts.name = "coilgun-origin";
-  opts.workers = config::resolve_workers(cfg.workers, std::thread::hardware_concurrency());
-  opts.admin_host = cfg.admin.host;
-  opts.admin_port = cfg.admin.port;
-  opts.drain_timeout = cfg.drain_timeout;
+  daemon::DaemonOptions opts = daemon::daemon_options("coilgun-origin", cfg);
   opts.status = [&shared] { return status(shared); };
   opts.reload = daemon::reloader<config::OriginConfig>(&config::load_origin, tls::Role::kServer,
                                                        argc, argv, env, current, restart_only);
