@@ -15,6 +15,8 @@
 #include <sstream>
 #include <toml.hpp>
 
+#include "common/http.h"
+
 namespace coilgun::config {
 namespace {
 
@@ -33,22 +35,11 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+using http::ascii_lower;
+using http::iequals;
+using http::to_lower;
+
 char upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; }
-
-std::string to_lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = lower(c);
-  return out;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
@@ -167,7 +158,8 @@ std::string dns_name_problem(std::string_view name) {
       continue;
     }
     const char c = name[i];
-    const bool ok = is_digit(c) || (lower(c) >= 'a' && lower(c) <= 'z') || c == '-' || c == '_';
+    const bool ok =
+        is_digit(c) || (ascii_lower(c) >= 'a' && ascii_lower(c) <= 'z') || c == '-' || c == '_';
     if (!ok)
       return "invalid character " + quote(std::string(1, c)) + " in host name " + quote(name);
     ++label;
@@ -634,8 +626,8 @@ ConfigResult<std::string> namespace_value(std::string_view s) {
     return ConfigError{"namespace must be 1..64 characters, got " + quote(s)};
   }
   for (char c : s) {
-    const bool ok =
-        is_digit(c) || (lower(c) >= 'a' && lower(c) <= 'z') || c == '.' || c == '_' || c == '-';
+    const bool ok = is_digit(c) || (ascii_lower(c) >= 'a' && ascii_lower(c) <= 'z') || c == '.' ||
+                    c == '_' || c == '-';
     if (!ok) {
       return ConfigError{"namespace " + quote(s) + " may only hold letters, digits, '.', '_', '-'"};
     }

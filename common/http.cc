@@ -12,8 +12,6 @@ namespace {
 
 constexpr char kHexDigits[] = "0123456789abcdef";
 
-char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
 bool is_tchar(unsigned char c) {
   // tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|"
   //         / "~" / DIGIT / ALPHA  (RFC 9110 §5.6.2)

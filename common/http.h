@@ -98,6 +98,10 @@ struct ResponseHead {
 
 // ASCII case-insensitive equality, for field names and tokens.
 bool iequals(std::string_view a, std::string_view b);
+// |c| in lower case if it is an ASCII capital; any other byte as it is.
+inline char ascii_lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 // |s| with ASCII letters in lower case (field names, host names, media types).
 std::string to_lower(std::string_view s);
 

@@ -19,15 +19,15 @@ Connection::Connection(uv::Loop& loop, std::unique_ptr<uv::TcpStream> socket,
   peer_address_ = socket_->peer_address();
   socket_->set_handler(this);
   socket_->set_nodelay(true);
-  timer_.start(handshake_timeout, [this] {
-    if (!ready_) close(Status(Code::kTimeout, "TLS handshake timed out", Side::kTunnel, true));
+  timer_.start(std::chrono::milliseconds(0), [this, handshake_timeout] {
+    if (closed_) return;
+    timer_.start(handshake_timeout, [this] {
+      if (!ready_) close(Status(Code::kTimeout, "TLS handshake timed out", Side::kTunnel, true));
+    });
+    const Status s = socket_->start_read();
+    if (!s.ok()) return close(s);
+    flush();  // The ClientHello, and this side's SETTINGS (held until the handshake is done).
   });
-  const Status s = socket_->start_read();
-  if (!s.ok()) {
-    close(s);
-    return;
-  }
-  flush();  // The ClientHello, and this side's SETTINGS (held until the handshake is done).
 }
 
 Connection::~Connection() = default;

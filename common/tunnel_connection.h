@@ -33,7 +33,9 @@ class Connection : public uv::TcpStream::Handler, public uv::Deferred {
   };
 
   // Takes a connected socket and a TLS session for it. The session's events go to
-  // |streams|; both |streams| and |owner| must outlive the connection.
+  // |streams|; both |streams| and |owner| must outlive the connection. Nothing is read or
+  // written, and the owner hears nothing, before the next loop turn: the owner has stored the
+  // connection by then, whatever happens first.
   Connection(uv::Loop& loop, std::unique_ptr<uv::TcpStream> socket,
              std::unique_ptr<tls::TlsSession> tls, const SessionOptions& options,
              Session::Handler& streams, Owner& owner, std::chrono::milliseconds handshake_timeout);

@@ -27,14 +27,18 @@ std::vector<std::string> restart_only(const config::EdgeConfig& a, const config:
   return keys;
 }
 
+// Tunnel bytes in over body bytes served, so far.
+double link_over_body(const daemon::Metrics& m) {
+  const double body = static_cast<double>(m.body_bytes.value());
+  return body > 0 ? static_cast<double>(m.link_in.value()) / body : 0.0;
+}
+
 std::string status(const edge::Shared& shared) {
   const auto tunnels = shared.metrics.tunnels.value();
-  const double body = static_cast<double>(shared.metrics.body_bytes.value());
-  const double link = static_cast<double>(shared.metrics.link_in.value());
   char text[128];
   std::snprintf(text, sizeof text, "%lld tunnel%s up, link/body %.2f%%",
                 static_cast<long long>(tunnels), tunnels == 1 ? "" : "s",
-                body > 0 ? 100 * link / body : 0.0);
+                100 * link_over_body(shared.metrics));
   return text;
 }
 
@@ -66,13 +70,11 @@ int main(int argc, char** argv) {
         return std::make_unique<edge::EdgeWorker>(loop, shared, index);
       },
       [&store, &metrics] {
-        const double body = static_cast<double>(metrics.body_bytes.value());
-        const double link = static_cast<double>(metrics.link_in.value());
         return nlohmann::json{{"tunnels", metrics.tunnels.value()},
                               {"body_bytes", metrics.body_bytes.value()},
                               {"link_bytes_in", metrics.link_in.value()},
                               {"link_bytes_out", metrics.link_out.value()},
-                              {"link_over_body", body > 0 ? link / body : 0.0},
+                              {"link_over_body", link_over_body(metrics)},
                               {"store", daemon::store_json(store)}};
       },
       [&metrics] { return metrics.tunnels.value() > 0; });

@@ -31,12 +31,6 @@ bool delta_worthy(const http::ResponseHead& head) {
          t.find("ecmascript") != std::string::npos;
 }
 
-uint64_t monotonic_ms() {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
-          .count());
-}
-
 }  // namespace
 
 // One stream: the edge's request, the backend exchange, the answer.
@@ -459,7 +453,6 @@ void EdgeLink::on_ready(tunnel::Connection& c) {
 }
 
 void EdgeLink::on_closed(tunnel::Connection& c, Status why) {
-  closed_ = true;
   pending_.release();
   if (ready_) {
     worker_.shared().metrics.tunnels.sub(1);
@@ -468,7 +461,7 @@ void EdgeLink::on_closed(tunnel::Connection& c, Status why) {
     // Refused before a single frame: an edge we could not authenticate, or a stray client.
     // Anyone can cause this at will: counted each time, logged at most once a second.
     worker_.shared().metrics.errors.with({"tunnel_handshake"}).inc();
-    if (const uint64_t n = worker_.shared().handshake_failures.occurred(monotonic_ms())) {
+    if (const uint64_t n = worker_.shared().handshake_failures.occurred(worker_.loop().now_ms())) {
       log::warn("tunnel refused",
                 {{"peer", c.peer_address()}, {"reason", why.to_string()}, {"count", n}});
     }
@@ -542,7 +535,10 @@ AgentWorker::AgentWorker(uv::Loop& loop, Shared& shared, unsigned index)
                                .max_headers = 256}) {}
 
 proto::DeltaEncoder& AgentWorker::encoder(const config::DeltaConfig& delta) {
-  if (encoder_ == nullptr || !(encoder_config_ == delta)) {
+  // Rebuilt only for what it is made of: exchanges from before and after a reload that
+  // changed other [delta] keys share it.
+  if (encoder_ == nullptr || encoder_config_.effort != delta.effort ||
+      encoder_config_.full_level != delta.full_level) {
     encoder_ = std::make_unique<proto::DeltaEncoder>(proto::EncodeOptions{
         .full_level = delta.full_level, .effort = delta.effort, .matcher = std::nullopt});
     encoder_config_ = delta;
@@ -576,13 +572,11 @@ void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
   }
   links_.push_back(std::make_unique<EdgeLink>(*this, std::move(socket), std::move(tls.value()),
                                               std::move(pending)));
-  // Closed in its constructor (the socket could not be read): link_closed found nothing then.
-  if (links_.back()->closed()) link_closed(links_.back().get());
 }
 
 void AgentWorker::refuse(std::unique_ptr<uv::TcpStream> socket, uint32_t limit) {
   refused_.inc();
-  const uint64_t refused = shared_.handshakes.refused(monotonic_ms());
+  const uint64_t refused = shared_.handshakes.refused(loop_.now_ms());
   if (refused == 0) return;  // The socket closes as it goes out of scope.
   log::warn(
       "tunnel refused: too many connections in the TLS handshake",

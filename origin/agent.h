@@ -63,8 +63,6 @@ class EdgeLink : public tunnel::Session::Handler, public tunnel::Connection::Own
   void drain() { conn_->drain(); }
   void close(Status why) { conn_->close(why); }
   AgentWorker& worker() { return worker_; }
-  // The connection has closed (maybe in the constructor, before the worker listed the link).
-  bool closed() const { return closed_; }
   // An exchange is over: forget it (deleted on a later turn).
   void finished(uint32_t stream);
 
@@ -82,11 +80,10 @@ class EdgeLink : public tunnel::Session::Handler, public tunnel::Connection::Own
 
  private:
   AgentWorker& worker_;
-  HandshakeGate::Slot pending_;  // Before conn_: the connection may close in its constructor.
+  HandshakeGate::Slot pending_;
   std::unique_ptr<tunnel::Connection> conn_;
   std::unordered_map<uint32_t, std::unique_ptr<Exchange>> exchanges_;
   bool ready_ = false;
-  bool closed_ = false;
 };
 
 class AgentWorker : public daemon::Worker {
