@@ -263,15 +263,19 @@ class NginxPair(Setup):
         self.link_port = launch.free_port()  # The nginx origin's TLS listener.
         self.port = launch.free_port()
         self.procs = []
-        self.procs.append(self._nginx(tmp, "origin", NGINX_ORIGIN.format(
-            user=user, workers=workers, dir="{dir}", backend=backend_port, host=agent_host, port=self.link_port, certs=certs,
-            gzip=gzip), origin_prefix))
         accept = 'proxy_set_header Accept-Encoding "gzip";' if gzip_level else 'proxy_set_header Accept-Encoding "";'
-        self.procs.append(self._nginx(tmp, "edge", NGINX_EDGE.format(
-            user=user, workers=workers, dir="{dir}", origin=f"{agent_host}:{self.link_port}", port=self.port, certs=certs,
-            accept=accept)))
-        for host, port in ((agent_host, self.link_port), ("127.0.0.1", self.port)):
-            launch.wait_until(lambda: port_open(port, host), what=f"nginx on {host}:{port}")
+        try:
+            self.procs.append(self._nginx(tmp, "origin", NGINX_ORIGIN.format(
+                user=user, workers=workers, dir="{dir}", backend=backend_port, host=agent_host, port=self.link_port,
+                certs=certs, gzip=gzip), origin_prefix))
+            self.procs.append(self._nginx(tmp, "edge", NGINX_EDGE.format(
+                user=user, workers=workers, dir="{dir}", origin=f"{agent_host}:{self.link_port}", port=self.port,
+                certs=certs, accept=accept)))
+            for host, port in ((agent_host, self.link_port), ("127.0.0.1", self.port)):
+                launch.wait_until(lambda: port_open(port, host), what=f"nginx on {host}:{port}")
+        except BaseException:
+            self.stop()  # No nginx left running when a later step fails.
+            raise
 
     def _nginx(self, tmp, role, conf, prefix=()):
         d = os.path.join(tmp, f"{self.name}-{role}")
@@ -337,7 +341,10 @@ def measure(setup, kb, args, backend_pid, extra=()):
     the backend (the backend's reads), from /proc/PID/io: exact whatever connections come and
     go, logs aside (access logs are off)."""
     # Warm up (connections, TLS, the edge's first version of the page), then measure.
-    subprocess.run([WRK, "-t1", "-c2", "-d1s", "-H", f"Host: {HOST}", setup.url(kb)], capture_output=True)
+    warm = subprocess.run([WRK, "-t1", "-c2", "-d1s", "-H", f"Host: {HOST}", setup.url(kb)],
+                          capture_output=True, text=True, timeout=60)
+    if "Requests/sec:" not in warm.stdout:
+        raise RuntimeError(f"{setup.name}: the warm-up run failed\n{warm.stdout}{warm.stderr}")
     written = io_bytes(setup.origin_pids(), "wchar") - io_bytes([backend_pid], "rchar")
     cpu_before, backend_before, machine_before = cpu_seconds(setup.pids()), cpu_seconds([backend_pid]), machine_cpu()
     threads_before, started = thread_cpu(setup.pids()), time.monotonic()
@@ -460,6 +467,8 @@ def memory_section(tmp, certs, backend_port, args):
             conn.request("GET", f"/bench?kb=100&page={i}", headers={"Host": HOST})
             r = conn.getresponse()
             r.read()
+            if r.status != 200:
+                raise RuntimeError(f"page {i}: status {r.status}")
             if i % 200 == 0:
                 peak["edge"] = max(peak["edge"], rss_kib(edge))
                 peak["origin"] = max(peak["origin"], rss_kib(origin))
@@ -581,13 +590,15 @@ def slow_link_row(tmp, certs, rtt, mbit, requests, idle_s, congestion):
 
 def slow_link_figures(runs, rtt, mbit):
     """Median and p90 of the times to last byte, and what the link alone explains: one round
-    trip plus each response's bytes (request and answer, IP headers included) at the rate."""
+    trip plus each answer's bytes (IP headers included) at the rate."""
     def pick(values, q):
         values = sorted(values)
         return values[min(len(values) - 1, int(len(values) * q))]
 
     ms = [1000 * t for t, _, _ in runs]
-    floor = [rtt + (up + down) * 8 / (mbit * 1000) for _, up, down in runs]
+    # Each direction has its own bottleneck: the answer's bytes at the rate, after one RTT
+    # (what goes up meanwhile, ACKs, overlaps it; the request itself is left out: a floor).
+    floor = [rtt + down * 8 / (mbit * 1000) for _, _, down in runs]
     median = pick(ms, 0.5)
     # No design answers in under one round trip: what each adds beyond it is the transfer
     # (and processing) time the link encoding decides.
@@ -667,6 +678,9 @@ def throughput_section(tmp, certs, backend, backend_port, sizes, args):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # A plain kill (or timeout) unwinds like Ctrl-C: every process stopped, the slow link's
+    # namespaces deleted and the host's TCP setting put back.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for tool in (NGINX, WRK):
         if not os.path.exists(tool):
             sys.exit(f"bench_pairs: {tool} is missing (deploy/install-deps.sh installs it)")
@@ -680,14 +694,16 @@ def main(argv=None):
         if template:
             backend_args += ["--template", template]
         backend = launch.Process(backend_args, "backend")
-        _, backend_port = backend.address("origin")
-        sections = set(args.sections.split(","))
-        if "throughput" in sections:
-            results = throughput_section(tmp, certs, backend, backend_port, sizes, args)
-        if "slowlink" in sections:
-            slow = slow_link_section(tmp, certs, args)
-        memory = memory_section(tmp, certs, backend_port, args) if "memory" in sections else None
-        backend.stop()
+        try:
+            _, backend_port = backend.address("origin")
+            sections = set(args.sections.split(","))
+            if "throughput" in sections:
+                results = throughput_section(tmp, certs, backend, backend_port, sizes, args)
+            if "slowlink" in sections:
+                slow = slow_link_section(tmp, certs, args)
+            memory = memory_section(tmp, certs, backend_port, args) if "memory" in sections else None
+        finally:
+            backend.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report = {"template": template, "duration_s": args.duration, "connections": args.connections,
@@ -777,8 +793,8 @@ def slow_and_memory_tables(report):
                   f"(beyond the round trip: {row['beyond_rtt_speedup_vs_nginx_gzip6']:.1f}x; "
                   f"an answer of zero bytes: {row['zero_byte_bound_vs_nginx_gzip6']:.2f}x)")
         print("apart: from one response's last byte to the next request (0: back to back); link B: median\n"
-              "IP bytes across the link per response, both ways; link floor: median of RTT + those bytes\n"
-              "at the link rate, what the link alone costs each response")
+              "IP bytes across the link per response, both ways; link floor: median of RTT + the answer's\n"
+              "bytes at the link rate, what the link alone costs each response")
     m = report["memory"]
     if m:
         print("\nmemory")

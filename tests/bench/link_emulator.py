@@ -107,11 +107,14 @@ class SlowLink:
         self._fds = {}
         self._congestion = congestion  # TCP congestion control in both namespaces, or the host's.
         self._allowed_before = None
+        self._error = None  # What stopped the forwarder thread, if anything did.
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._forward, daemon=True)
 
     def __enter__(self):
         try:
+            if self._congestion:
+                self._allow_congestion()
             for side, ns in self.namespaces.items():
                 subprocess.run(["ip", "netns", "add", ns], check=True)
                 self._fds[side] = self._open_tun(ns)
@@ -120,7 +123,6 @@ class SlowLink:
                             ["link", "set", _DEVICE, "up", "mtu", "1500"]):
                     subprocess.run(["ip", "-n", ns] + cmd, check=True)
                 if self._congestion:
-                    self._allow_congestion()
                     subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
                                     f"net.ipv4.tcp_congestion_control={self._congestion}"], check=True)
         except BaseException:
@@ -130,17 +132,26 @@ class SlowLink:
         return self
 
     def __exit__(self, *exc):
-        os.write(self._stop_w, b"x")
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-        for fd in list(self._fds.values()) + [self._stop_r, self._stop_w]:
-            os.close(fd)
-        self._fds.clear()
-        for ns in self.namespaces.values():
-            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-        if self._allowed_before is not None:
-            with open(_ALLOWED, "w") as f:
-                f.write(self._allowed_before)
+        try:
+            if self._allowed_before is not None:  # The host's setting first: it matters most.
+                with open(_ALLOWED, "w") as f:
+                    f.write(self._allowed_before)
+                self._allowed_before = None
+        finally:
+            os.write(self._stop_w, b"x")
+            if self._thread.is_alive():
+                self._thread.join(timeout=10)
+            for fd in list(self._fds.values()) + [self._stop_r, self._stop_w]:
+                os.close(fd)
+            self._fds.clear()
+            for ns in self.namespaces.values():
+                subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+        if self._error is not None and exc[0] is None:
+            raise RuntimeError("slow link forwarder failed") from self._error
+
+    def _check(self):
+        if self._error is not None:
+            raise RuntimeError("slow link forwarder failed") from self._error
 
     def _allow_congestion(self):
         """A namespace may only pick an algorithm the host allows (the kernel refuses others
@@ -158,6 +169,7 @@ class SlowLink:
 
     def delivered(self):
         """IP bytes (headers included) carried so far, by the side that sent them."""
+        self._check()
         return {side: way.delivered for side, way in self._ways.items()}
 
     def edge_side(self):
@@ -177,6 +189,12 @@ class SlowLink:
         return fd
 
     def _forward(self):
+        try:
+            self._forward_packets()
+        except BaseException as e:  # Reported by delivered() and __exit__, not lost with the thread.
+            self._error = e
+
+    def _forward_packets(self):
         """Reads packets as they leave either side, writes each to the other side when due."""
         other = {"edge": "origin", "origin": "edge"}
         side_of = {fd: side for side, fd in self._fds.items()}

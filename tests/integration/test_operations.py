@@ -303,10 +303,10 @@ class TestContainers(OpsTestCase):
     their health check command is run against a real daemon."""
 
     def test_dockerfiles_run_non_root_on_bookworm_slim_with_a_working_health_check(self):
-        certs = harness.Certs(os.path.join(self.tmp, "c"))
-        origin, _ = self.site_and_origin(certs)
-        _, admin = origin.address("admin")
-        for role, default_admin in (("origin", 9408), ("edge", 9080)):
+        pair = harness.Pair(self.tmp)
+        self.addCleanup(pair.stop)
+        # Each role's health check against that role's own admin listener.
+        for role, default_admin, admin in (("origin", 9408, pair.origin_admin), ("edge", 9080, pair.edge_admin)):
             with open(os.path.join(DEPLOY, "docker", f"Dockerfile.{role}")) as f:
                 text = f.read()
             final = text[text.rindex("\nFROM "):]
@@ -436,7 +436,9 @@ class TestHandshakeLimit(OpsTestCase):
 
     def test_the_limit_counts_the_connections_of_every_worker_together(self):
         certs = harness.Certs(os.path.join(self.tmp, "c"))
-        limit, total = 2, 6
+        # The kernel spreads connections over the workers' listeners (SO_REUSEPORT) by their
+        # ports: with 24, both workers get some but for a chance of 2^-23.
+        limit, total = 2, 24
         _, port, admin = self.origin_alone(certs, workers=2, env={
             "COILGUN_TUNNEL_MAX_PENDING_HANDSHAKES": str(limit), "COILGUN_TUNNEL_HANDSHAKE_TIMEOUT": "5s"})
         socks = [s for s, _ in (self.connect(port) for _ in range(total))]
@@ -473,7 +475,6 @@ class TestHandshakeLimit(OpsTestCase):
         self.assertIn(probe, wait_closed([probe], timeout=LATE))
         # Accepted in order: the two before the probe were let in, the probe alone refused.
         harness.wait_until(lambda: metrics(admin).get(LIMITED, 0) == 2, what="the second refusal counted")
-        self.assertEqual(metrics(admin).get(LIMITED, 0), 2)
 
         # The new connections time out after the new 1 s; the old one keeps its 5 s.
         closed = wait_closed([s for s, _ in new] + [old], timeout=1.0 + LATE, count=2)

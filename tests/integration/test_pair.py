@@ -279,7 +279,7 @@ class TestFaults(PairTestCase):
         self.assertLess(time.monotonic() - t0, 1.0)
         self.assertEqual(get(p.edge_admin, "/ready", host="127.0.0.1")[0], 503)
         # The agent comes (back): the edge reconnects by itself.
-        p.start_origin(port=p.agent_port)
+        p.start_origin()
         p.wait_ready(timeout=15)
         self.assertEqual(get(p.http_port, "/")[0], 200)
         self.assertEqual(get(p.edge_admin, "/ready", host="127.0.0.1")[0], 200)
@@ -304,7 +304,7 @@ class TestFaults(PairTestCase):
         self.assertIn(b"tunnel_lost", result["body"])
         self.assertLess(result["done"] - killed, 1.0)
         # And it recovers when the agent is back.
-        p.start_origin(port=p.tunnel_port)
+        p.start_origin()
         harness.wait_until(lambda: get(p.http_port, "/")[0] == 200, timeout=15, what="recovery")
 
     def test_the_agent_counts_and_logs_a_lost_tunnel_as_tunnel_lost(self):
@@ -329,14 +329,14 @@ class TestFaults(PairTestCase):
         # is out evicts the base that request listed, so the delta that comes back cannot be
         # used and the edge asks again for the whole body, once.
         p = self.pair(edge_env={"COILGUN_STORE_MAX_BYTES": "30000", "COILGUN_TUNNEL_CONNECTIONS": "1"})
-        url = "/slow?ms=300&kb=20"
+        url = "/slow?ms=2000&kb=20"  # Ample time to store another page while it is out.
         self.assertEqual(get(p.http_port, url)[0], 200)
         harness.wait_until(lambda: json.loads(get(p.edge_admin, "/stats", host="127.0.0.1")[2])["store"]["versions"] == 1,
                            what="the first version kept by the edge")
         result = {}
 
         def slow():
-            result["status"], _, result["body"] = get(p.http_port, url, timeout=15)
+            result["status"], _, result["body"] = get(p.http_port, url, timeout=20)
 
         t = threading.Thread(target=slow)
         t.start()

@@ -220,8 +220,17 @@ class Pair:
         self.origin_env = merged_env(origin_env)
         self.edge_env = merged_env(edge_env)
         self.agent_host, self.origin_prefix = agent_host, list(origin_prefix)
-        self.certs = Certs(os.path.join(tmp, "certs"), agent_names=sorted({"127.0.0.1", "localhost", agent_host}))
-        self.site = None
+        self.site = self.origin = self.edge = None
+        self.agent_port = None
+        try:
+            self._start(backend_args, origin_args, edge_args, backend_port, workers, start_origin, edge_env)
+        except BaseException:
+            self.stop()  # Nothing started is left running when a later step fails.
+            raise
+
+    def _start(self, backend_args, origin_args, edge_args, backend_port, workers, start_origin, edge_env):
+        self.certs = Certs(os.path.join(self.tmp, "certs"),
+                           agent_names=sorted({"127.0.0.1", "localhost", self.agent_host}))
         if backend_port is None:
             self.site = Process(backend_args, "backend")
             _, backend_port = self.site.address("origin")
@@ -229,35 +238,39 @@ class Pair:
         self.origin_args = list(origin_args)
         self.workers = workers
         self.tunnels = int((edge_env or {}).get("COILGUN_TUNNEL_CONNECTIONS", 2)) * workers
-        self.origin = None
-        self.tunnel_port = None
         if start_origin:
             self.start_origin()
-        self.agent_port = self.tunnel_port if self.tunnel_port else free_port()
+        else:
+            self.agent_port = free_port()  # Where the agent will listen once started.
         self.edge = Process([binary("coilgun-edge"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-                             "--agent", f"{agent_host}:{self.agent_port}", "--workers", str(workers)]
+                             "--agent", f"{self.agent_host}:{self.agent_port}", "--workers", str(workers)]
                             + self.certs.edge_flags() + list(edge_args), "edge", env=self.edge_env)
         _, self.http_port = self.edge.address("http")
         _, self.edge_admin = self.edge.address("admin")
         if start_origin:
             self.wait_ready()
 
-    def start_origin(self, port=0):
+    def start_origin(self):
+        """Starts the agent: on a port of its choosing the first time, on the same port again
+        after it was stopped (the edge dials that one)."""
         self.origin = Process(self.origin_prefix + [
-                              binary("coilgun-origin"), "--listen", f"{self.agent_host}:{port or getattr(self, 'agent_port', 0) or 0}",
-                               "--admin", "127.0.0.1:0", "--backend", f"http://127.0.0.1:{self.backend_port}",
-                               "--workers", str(self.workers)] + self.certs.agent_flags() + self.origin_args,
+                              binary("coilgun-origin"), "--listen", f"{self.agent_host}:{self.agent_port or 0}",
+                              "--admin", "127.0.0.1:0", "--backend", f"http://127.0.0.1:{self.backend_port}",
+                              "--workers", str(self.workers)] + self.certs.agent_flags() + self.origin_args,
                               "origin", env=self.origin_env)
-        _, self.tunnel_port = self.origin.address("tunnel")
+        _, self.agent_port = self.origin.address("tunnel")
         _, self.origin_admin = self.origin.address("admin")
 
-    def wait_ready(self, timeout=10.0, tunnels=None):
+    @property
+    def tunnel_port(self):
+        return self.agent_port
+
+    def wait_ready(self, timeout=10.0):
         """Until the edge has every tunnel connection up, so that no late TLS handshake lands in
         a test's byte counts."""
         self.edge.wait_for(lambda r: r.get("msg") == "tunnel up", timeout=timeout, what="tunnel up")
-        want = self.tunnels if tunnels is None else tunnels
-        wait_until(lambda: metrics(self.edge_admin)["coilgun_tunnel_connections"] >= want,
-                   timeout=timeout, what=f"{want} tunnel connections")
+        wait_until(lambda: metrics(self.edge_admin)["coilgun_tunnel_connections"] >= self.tunnels,
+                   timeout=timeout, what=f"{self.tunnels} tunnel connections")
 
     def stop(self):
         for p in (self.edge, self.origin, self.site):
