@@ -79,7 +79,8 @@ struct Daemon::WorkerThread {
   std::thread thread;
   std::mutex mutex;  // Guards |command| against the worker tearing it down.
   uv::Async* command = nullptr;
-  std::atomic<int> request{0};  // 1: drain, 2: stop now.
+  std::atomic<int> request{0};        // 1: drain, 2: stop now.
+  std::atomic<bool> reloaded{false};  // New settings: call Worker::reloaded().
   std::atomic<bool> exited{false};
 };
 
@@ -229,6 +230,7 @@ int Daemon::run() {
         }
         uv::Timer watch(loop);
         uv::Async command(loop, [&] {
+          if (wt->reloaded.exchange(false)) worker->reloaded();
           const int req = wt->request.load();
           if (req == kStop) {
             worker->stop();
@@ -393,6 +395,11 @@ void Daemon::reload() {
   log::info("reloading", {{"daemon", options_.name}});
   if (options_.reload()) {
     log::info("reloaded", {{"daemon", options_.name}});
+    for (auto& w : workers_) {
+      std::lock_guard<std::mutex> lock(w->mutex);
+      w->reloaded = true;
+      if (w->command != nullptr) w->command->send();
+    }
   } else {
     log::error("reload failed: keeping the running configuration", {{"daemon", options_.name}});
   }

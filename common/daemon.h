@@ -90,6 +90,9 @@ class Worker {
   virtual bool drained() const = 0;
   // Closes everything now (the drain deadline passed).
   virtual void stop() = 0;
+  // A SIGHUP published new settings (on the worker's own thread, after the fact): for work
+  // that should start at once rather than with the next request.
+  virtual void reloaded() {}
 };
 
 struct DaemonOptions {

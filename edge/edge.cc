@@ -661,11 +661,17 @@ Result<uint16_t> EdgeWorker::start(uint16_t port_override) {
   const auto settings = shared_.now();
   const config::HostPort& l = settings->config.listen;
   COILGUN_TRY(listen(l.host, port_override != 0 ? port_override : l.port));
-  // Tunnels to every agent come up now, before the first request needs one.
-  if (settings->config.default_route) pool_for(*settings->config.default_route);
-  for (const config::EdgeRoute& r : settings->config.routes) pool_for(r);
+  connect_routes(settings);  // Tunnels come up now, before the first request needs one.
   log::info("listening", {{"role", "http"}, {"address", address()}, {"worker", index_}});
   return port();
+}
+
+void EdgeWorker::connect_routes(const std::shared_ptr<const Settings>& settings) {
+  if (routes_of_ == settings) return;
+  routes_of_ = settings;
+  const config::EdgeConfig& c = settings->config;
+  if (c.default_route) pool_for(*c.default_route);
+  for (const config::EdgeRoute& r : c.routes) pool_for(r);
 }
 
 AgentPool* EdgeWorker::pool_for(const config::EdgeRoute& route) {
@@ -676,6 +682,10 @@ AgentPool* EdgeWorker::pool_for(const config::EdgeRoute& route) {
   AgentPool* raw = pool.get();
   pools_[key] = std::move(pool);
   return raw;
+}
+
+void EdgeWorker::reloaded() {
+  if (!draining_) connect_routes(shared_.now());
 }
 
 void EdgeWorker::on_request(http::ServerConnection& c) {

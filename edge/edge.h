@@ -132,6 +132,7 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   void drain() override;
   bool drained() const override;
   void stop() override;
+  void reloaded() override;
 
   Shared& shared() { return shared_; }
   uv::Loop& loop() { return loop_; }
@@ -139,6 +140,9 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   std::mt19937& rng() { return rng_; }
   // The pool for a route's agent (one per distinct agent address).
   AgentPool* pool_for(const config::EdgeRoute& route);
+  // Opens tunnels to every agent |settings| routes to, once per snapshot: at start and after
+  // a reload, before a request needs them.
+  void connect_routes(const std::shared_ptr<const Settings>& settings);
   void exchange_done(ClientExchange* ex);
 
   // http::Server (ServerHandler)
@@ -152,6 +156,8 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   Shared& shared_;
   unsigned index_;
   std::unordered_map<std::string, std::unique_ptr<AgentPool>> pools_;
+  // The snapshot connect_routes() last ran for (held, so that a new one never reuses its address).
+  std::shared_ptr<const Settings> routes_of_;
   proto::DeltaDecoder decoder_;
   std::mt19937 rng_;
   size_t exchanges_ = 0;

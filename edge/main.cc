@@ -17,13 +17,16 @@ using namespace coilgun;
 
 namespace {
 
-// Keys a SIGHUP cannot apply: those both daemons set up once, and the client idle timeout.
-// (Routes, TLS files, tunnel and other limits apply to new work at once.)
+// Keys a SIGHUP cannot apply: those both daemons set up once, the client idle timeout and the
+// number of tunnels per agent. (Routes, TLS files, other tunnel keys and limits apply to new
+// work at once; an agent no route names any more keeps its tunnels until a restart.)
 std::vector<std::string> restart_only(const config::EdgeConfig& a, const config::EdgeConfig& b) {
   std::vector<std::string> keys = daemon::restart_only_common(a, b);
   if (a.limits.client_idle_timeout != b.limits.client_idle_timeout) {
     keys.push_back("limits.client_idle_timeout");
   }
+  // A reload's new routes connect at once; agents already connected keep their tunnels.
+  if (a.tunnel.connections != b.tunnel.connections) keys.push_back("tunnel.connections");
   return keys;
 }
 

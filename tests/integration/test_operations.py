@@ -125,6 +125,16 @@ class TestReload(OpsTestCase):
         ups = [r for r in edge.records() if r.get("msg") == "tunnel up"]
         self.assertEqual(len(ups), 2)  # No tunnel was rebuilt.
 
+        # A route to another agent: its tunnels come up with the reload, not with its first
+        # request (which would find none and get a 502).
+        _, tunnel2 = self.site_and_origin(certs)
+        with open(conf, "a") as f:
+            f.write(f'\n[[route]]\nhosts = ["api.example.net"]\nagent = "127.0.0.1:{tunnel2}"\n')
+        edge.signal(signal.SIGHUP)
+        harness.wait_until(lambda: metrics(admin)["coilgun_tunnel_connections"] == 4,
+                           what="2 tunnels to the new agent, before any request for it")
+        self.assertEqual(get(port, "/", host="api.example.net")[0], 200)
+
         # A broken file: the reload is refused, named, and the running config stays.
         with open(conf, "a") as f:
             f.write("\n[limits]\nrequest_timeut = \"5s\"\n")
