@@ -34,8 +34,9 @@ struct WriteReq {
 struct Linger {
   Loop* loop;
   uv_tcp_t* handle;
-  uv_shutdown_t* shutdown;  // Null once its callback ran.
+  uv_shutdown_t* shutdown;  // Null once its callback ran: the FIN is out.
   uv_timer_t timer;
+  bool peer_done = false;  // The peer closed its side (or the socket failed).
 };
 
 // Closes a lingering socket (cancelling what it still had to send, if anything) and frees the
@@ -44,8 +45,23 @@ void end_linger(Linger* l) {
   if (l->shutdown != nullptr) l->shutdown->data = nullptr;
   l->shutdown = nullptr;
   close_and_free(l->handle);
-  std::erase(l->loop->lingering_, l);
+  l->loop->lingering_.erase(l->handle);
   uv_close(as_handle(&l->timer), [](uv_handle_t* t) { delete static_cast<Linger*>(t->data); });
+}
+
+// A lingering socket reads and drops what the peer still sends (the rest of a request body
+// answered early): closing with unread bytes would send a reset, and the peer's kernel would
+// drop the answer it has not read yet. It closes once its FIN is out and the peer's came.
+void on_linger_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
+  if (nread >= 0) return;  // Dropped (or nothing read).
+  uv_read_stop(stream);
+  auto* handle = reinterpret_cast<uv_tcp_t*>(stream);
+  auto& lingering = static_cast<Loop*>(handle->loop->data)->lingering_;
+  const auto it = lingering.find(handle);
+  if (it == lingering.end()) return;
+  Linger* l = it->second;
+  l->peer_done = true;
+  if (l->shutdown == nullptr) end_linger(l);
 }
 
 Status from_uv(int err, const char* what, Side side) {
@@ -79,7 +95,7 @@ int Loop::close() {
   if (closed_) return 0;
   closed_ = true;
   doomed_.clear();
-  while (!lingering_.empty()) end_linger(lingering_.back());
+  while (!lingering_.empty()) end_linger(lingering_.begin()->second);
   close_and_free(flush_timer_);
   // Let the close callbacks of everything already closing run, then close stragglers (owned
   // by nobody any more: a bug elsewhere, but never a hang here).
@@ -167,7 +183,10 @@ void TcpStream::linger() {
   uv_timer_start(
       &l->timer, [](uv_timer_t* t) { end_linger(static_cast<Linger*>(t->data)); },
       static_cast<uint64_t>(kLingerTimeout.count()), 0);
-  loop->lingering_.push_back(l);
+  loop->lingering_.emplace(handle_, l);
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(handle_), on_alloc, on_linger_read) < 0) {
+    l->peer_done = true;  // Nothing more can be read: close once the FIN is out.
+  }
 }
 
 void TcpStream::set_handler(Handler* handler) { handler_ = handler; }
@@ -261,7 +280,7 @@ void TcpStream::on_shutdown_cb(uv_shutdown_t* req, int) {
   delete req;
   if (l != nullptr) {
     l->shutdown = nullptr;
-    end_linger(l);
+    if (l->peer_done) end_linger(l);  // Else once the peer's FIN comes (or the timer fires).
   } else if (self != nullptr) {
     self->shutdown_ = nullptr;
   }

@@ -22,6 +22,7 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include "proto/status.h"
@@ -32,7 +33,8 @@ namespace coilgun::uv {
 // and resets map to kTimeout, kRefused and kClosed; other errors to kIo.
 Status from_uv(int err, const char* what, Side side = Side::kInternal);
 
-// A stream destroyed after shutdown(), still sending (see TcpStream::~TcpStream).
+// A stream destroyed after shutdown(), still sending or waiting for the peer's FIN (see
+// TcpStream::~TcpStream).
 struct Linger;
 
 // Something the loop deletes for its owner on a later turn (see Loop::defer_delete).
@@ -82,8 +84,11 @@ class Loop {
   static void on_flush(uv_timer_t* t);
   friend class TcpStream;
   friend void end_linger(Linger* l);
+  friend void on_linger_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   bool closed_ = false;
-  std::vector<Linger*> lingering_;  // Owned: each frees itself when its socket is closed.
+  // Owned: each frees itself when its socket is closed. By handle: the socket's read callback
+  // finds its record here (the handle's data must stay null for its pending writes).
+  std::unordered_map<uv_tcp_t*, Linger*> lingering_;
 
   uv_loop_t loop_;
   uv_timer_t* flush_timer_;  // Freed in its close callback.
@@ -116,9 +121,11 @@ class TcpStream {
 
   // Wraps an initialized, connected handle (takes ownership of its heap block).
   TcpStream(uv_tcp_t* handle, Handler* handler);
-  // Closes the socket. After shutdown(), until the FIN is out, the socket lingers
-  // instead: its queued bytes and the FIN still go out (closing at once would cancel them and
-  // cut a response short), bounded by kLingerTimeout; Loop::close() cuts lingering short.
+  // Closes the socket. After shutdown(), the socket lingers instead until its FIN is out and
+  // the peer's has come: its queued bytes and the FIN still go out, and what the peer still
+  // sends is read and dropped (closing at once would cancel the one, or answer the other with
+  // a reset, and cut a response short). Bounded by kLingerTimeout; Loop::close() cuts
+  // lingering short.
   ~TcpStream();
   static constexpr std::chrono::milliseconds kLingerTimeout{10000};
   TcpStream(const TcpStream&) = delete;
