@@ -135,7 +135,8 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
   host_ = http::to_lower(authority);
   // The cache key: this agent's namespace, the host and the target.
   key_ = settings_->config.namespace_name + '\n' + host_ + '\n' + request_.target;
-  key_state_ = worker_.key_started(key_, held_);
+  // Only a GET's body becomes a base (PROTOCOL.md §6): only GETs take part in the policy.
+  if (request_.method == "GET") key_state_ = worker_.key_started(key_, held_);
   if (!end_stream) {
     const auto cl = http::find(request_.headers, "content-length");
     request_framing_ = cl ? http::BodyFraming::kContentLength : http::BodyFraming::kChunked;
@@ -586,19 +587,17 @@ void AgentWorker::refuse(std::unique_ptr<uv::TcpStream> socket, uint32_t limit) 
 std::shared_ptr<AgentWorker::KeyState> AgentWorker::key_started(
     const std::string& key, std::span<const proto::VersionId> held) {
   const uint64_t now = loop_.now_ms();
-  auto it = keys_.find(key);
-  if (it == keys_.end()) {
-    // Swept when it has doubled since the last sweep: amortised O(1) per new key, even when
-    // little can go (many keys with fresh bases).
-    if (keys_.size() >= keys_sweep_at_) {
-      std::erase_if(keys_, [now](const auto& e) {
-        return e.second->running == 0 &&
-               now - e.second->since_ms >= std::max(kPendingBaseMs, kMinBaseAgeMs);
-      });
-      keys_sweep_at_ = std::max(kKeySweep, 2 * keys_.size());
-    }
-    it = keys_.emplace(key, std::make_shared<KeyState>()).first;
+  // Swept when it has doubled since the last sweep: amortised O(1) per key, even when little
+  // can go (many keys with fresh bases).
+  if (keys_.size() >= keys_sweep_at_) {
+    std::erase_if(keys_, [now](const auto& e) {
+      return e.second->running == 0 &&
+             now - e.second->since_ms >= std::max(kPendingBaseMs, kMinBaseAgeMs);
+    });
+    keys_sweep_at_ = std::max(kKeySweep, 2 * keys_.size());
   }
+  auto [it, added] = keys_.try_emplace(key);
+  if (added) it->second = std::make_shared<KeyState>();
   KeyState& k = *it->second;
   if (!k.confirmed && std::find(held.begin(), held.end(), k.base) != held.end()) k.confirmed = true;
   ++k.running;
