@@ -60,7 +60,9 @@ def host_port(url, what):
 
 
 class Staged:
-    """An entry whose body waits on disk: a capture larger than memory still replays."""
+    """An entry whose body is on disk, where the mock origin serves it from; the driver reads it
+    back to check what the edge served. (The capture itself is loaded whole: replaying one
+    larger than memory is not supported.)"""
 
     def __init__(self, entry, body_file):
         self.name, self.method, self.host, self.target = entry.name, entry.method, entry.host, entry.target
