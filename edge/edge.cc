@@ -577,7 +577,7 @@ void AgentPool::link_ready(TunnelLink* link) {
   for (Slot& s : slots_) {
     if (s.link.get() == link) s.backoff = std::chrono::milliseconds(0);
   }
-  worker_.shared().metrics.tunnels.add(1);
+  worker_.tunnel_up();
   log::info("tunnel up", {{"agent", agent()}});
 }
 
@@ -588,7 +588,7 @@ void AgentPool::link_closed(TunnelLink* link, const Status& why) {
     const bool was_ready = link->was_ready();
     worker_.loop().defer_delete(std::move(s.link));
     if (was_ready) {
-      worker_.shared().metrics.tunnels.sub(1);
+      worker_.tunnel_down();
       worker_.shared().metrics.errors.with({"tunnel_lost"}).inc();
       log::warn("tunnel down", {{"agent", agent()}, {"reason", why.to_string()}});
     } else {
@@ -682,6 +682,16 @@ AgentPool* EdgeWorker::pool_for(const config::EdgeRoute& route) {
   AgentPool* raw = pool.get();
   pools_[key] = std::move(pool);
   return raw;
+}
+
+void EdgeWorker::tunnel_up() {
+  shared_.metrics.tunnels.add(1);
+  if (tunnels_up_++ == 0) ++shared_.workers_with_tunnel;
+}
+
+void EdgeWorker::tunnel_down() {
+  shared_.metrics.tunnels.sub(1);
+  if (--tunnels_up_ == 0) --shared_.workers_with_tunnel;
 }
 
 void EdgeWorker::reloaded() {

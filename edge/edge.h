@@ -15,6 +15,7 @@
 // "tunnel_down"); tunnel lost mid-request 502 ("tunnel_lost"); backend refused 502
 // ("backend_failed"); backend or exchange too slow 504.
 
+#include <atomic>
 #include <memory>
 #include <random>
 #include <string>
@@ -40,6 +41,9 @@ struct Shared {
   daemon::Reloadable<Settings>& settings;
   VersionStore& store;
   daemon::Metrics& metrics;
+  // Workers with at least one tunnel up: the edge is ready (/ready) when all of them are, since
+  // a client's connection may land on any worker.
+  std::atomic<unsigned> workers_with_tunnel{0};
   std::shared_ptr<const Settings> now() const { return settings.get(); }
 };
 
@@ -140,6 +144,9 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   std::mt19937& rng() { return rng_; }
   // The pool for a route's agent (one per distinct agent address).
   AgentPool* pool_for(const config::EdgeRoute& route);
+  // A tunnel of this worker came up / went down (AgentPool).
+  void tunnel_up();
+  void tunnel_down();
   // Opens tunnels to every agent |settings| routes to, once per snapshot: at start and after
   // a reload, before a request needs them.
   void connect_routes(const std::shared_ptr<const Settings>& settings);
@@ -158,6 +165,7 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   std::unordered_map<std::string, std::unique_ptr<AgentPool>> pools_;
   // The snapshot connect_routes() last ran for (held, so that a new one never reuses its address).
   std::shared_ptr<const Settings> routes_of_;
+  unsigned tunnels_up_ = 0;
   proto::DeltaDecoder decoder_;
   std::mt19937 rng_;
   size_t exchanges_ = 0;

@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   MemoryVersionStore store(daemon::store_options(cfg.store, /*prepare_on_lookup=*/false));
   metrics.watch_store(store);
   daemon::Reloadable<edge::Settings> current(settings);
-  edge::Shared shared{current, store, metrics};
+  edge::Shared shared{current, store, metrics, {}};
 
   daemon::DaemonOptions opts = daemon::daemon_options("coilgun-edge", cfg);
   opts.status = [&shared] { return status(shared); };
@@ -80,6 +80,6 @@ int main(int argc, char** argv) {
                               {"link_over_body", link_over_body(metrics)},
                               {"store", daemon::store_json(store)}};
       },
-      [&metrics] { return metrics.tunnels.value() > 0; });
+      [&shared, workers = opts.workers] { return shared.workers_with_tunnel.load() == workers; });
   return d.run();
 }

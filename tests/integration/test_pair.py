@@ -284,6 +284,17 @@ class TestFaults(PairTestCase):
         self.assertEqual(get(p.http_port, "/")[0], 200)
         self.assertEqual(get(p.edge_admin, "/ready", host="127.0.0.1")[0], 200)
 
+    def test_ready_means_every_worker_can_serve(self):
+        # Two workers reconnect on their own jittered backoffs once the agent comes: /ready must
+        # wait for both, since a client's connection may land on either.
+        p = self.pair(start_origin=False, workers=2)
+        self.assertEqual(get(p.edge_admin, "/ready", host="127.0.0.1")[0], 503)
+        p.start_origin()
+        harness.wait_until(lambda: get(p.edge_admin, "/ready", host="127.0.0.1")[0] == 200, timeout=15,
+                           what="/ready")
+        statuses = [get(p.http_port, "/status/204")[0] for _ in range(40)]  # Fresh connections.
+        self.assertEqual(statuses, [204] * 40)
+
     def test_tunnel_lost_mid_request_gives_502_within_a_second(self):
         p = self.pair()
         result = {}
