@@ -4,6 +4,25 @@
 
 namespace coilgun::http {
 
+namespace {
+
+// RFC 9110 §6.4.1: "A server MUST NOT send a Content-Length header field in any response with
+// a status code of 1xx (Informational) or 204 (No Content)". A 204 that announces a body anyway
+// may send it: whatever follows is not to be trusted as the next answer.
+bool announces_forbidden_body(const ResponseHead& head) {
+  if (head.status != 204) return false;
+  if (find(head.headers, "transfer-encoding")) return true;
+  const auto cl = find(head.headers, "content-length");
+  return cl && *cl != "0";
+}
+
+// RFC 9110 §9.2.1.
+bool is_safe_method(std::string_view m) {
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE";
+}
+
+}  // namespace
+
 class ClientConnection::ParserEvents : public Parser::Handler {
  public:
   explicit ParserEvents(ClientConnection& c) : c_(c) {}
@@ -14,21 +33,19 @@ class ClientConnection::ParserEvents : public Parser::Handler {
       return;
     }
     c_.response_started_ = true;
+    if (announces_forbidden_body(head)) c_.close_after_ = true;
     if (c_.handler_ != nullptr) c_.handler_->on_response_head(std::move(head));
   }
   void on_body(std::span<const uint8_t> data) override {
     if (c_.handler_ != nullptr) c_.handler_->on_response_body(data);
   }
+  // The handler hears of the end from feed_pending() (or on_eof()), once the bytes after it
+  // are known.
   void on_message_complete() override {
-    if (interim) return;  // The final response follows.
-    complete = true;
-    c_.reusable_ = c_.parser_->keep_alive() && c_.request_complete_ && !c_.failed_;
-    ClientHandler* h = c_.handler_;
-    c_.handler_ = nullptr;
-    if (h != nullptr) h->on_response_end();  // May hand this connection back to the pool.
+    if (!interim) complete = true;
   }
   bool interim = false;
-  bool complete = false;
+  bool complete = false;  // The final response is complete.
 
  private:
   ClientConnection& c_;
@@ -44,21 +61,43 @@ ClientConnection::ClientConnection(std::unique_ptr<uv::TcpStream> socket, Parser
 
 ClientConnection::~ClientConnection() = default;
 
+bool ClientConnection::carries_ignorable_body(std::string_view method, BodyFraming framing,
+                                              uint64_t length) {
+  const bool body = framing == BodyFraming::kChunked ||
+                    (framing == BodyFraming::kContentLength && length > 0);
+  return body && method != "POST" && method != "PUT" && method != "PATCH";
+}
+
+bool ClientConnection::reusable() const {
+  return state_ == State::kDone && keep_alive_ && request_complete_ && !close_after_ &&
+         !failed_ && !paused_ && socket_->reading();
+}
+
 Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uint64_t length,
                                       ClientHandler* handler) {
   if (failed_) return Status(Code::kClosed, "backend connection failed", Side::kUpstream, true);
+  if (state_ == State::kExchange) {
+    return Status(Code::kInternal, "backend connection busy", Side::kInternal);
+  }
+  if (parser_->paused()) parser_->resume();  // After the previous response.
+  state_ = State::kExchange;
   handler_ = handler;
   response_started_ = false;
-  reusable_ = false;
-  events_->complete = false;
+  response_bytes_ = 0;
   events_->interim = false;
+  events_->complete = false;
   request_framing_ = framing;
+  safe_request_ = is_safe_method(head.method) && framing == BodyFraming::kNone;
   remove(head.headers, "Content-Length");
   remove(head.headers, "Transfer-Encoding");
   if (framing == BodyFraming::kContentLength) {
     set(head.headers, "Content-Length", std::to_string(length));
   } else if (framing == BodyFraming::kChunked) {
     set(head.headers, "Transfer-Encoding", "chunked");
+  }
+  if (carries_ignorable_body(head.method, framing, length)) {
+    close_after_ = true;
+    set(head.headers, "Connection", "close");
   }
   request_complete_ =
       framing == BodyFraming::kNone || (framing == BodyFraming::kContentLength && length == 0);
@@ -91,6 +130,7 @@ Status ClientConnection::send_end() {
 }
 
 void ClientConnection::pause_reading() {
+  if (state_ != State::kExchange) return;  // Only a response body is paced.
   paused_ = true;
   socket_->stop_read();
 }
@@ -104,21 +144,22 @@ void ClientConnection::resume_reading() {
 
 void ClientConnection::detach() {
   handler_ = nullptr;
-  reusable_ = false;
+  failed_ = true;  // Mid-exchange: what is still to come belongs to nobody.
 }
 
 void ClientConnection::on_read(std::span<const uint8_t> data) {
   if (failed_) return;
-  if (idle_) {  // Nothing may arrive between exchanges.
-    fail(Status(Code::kProtocol, "backend sent bytes on an idle connection", Side::kUpstream));
+  if (state_ != State::kExchange) {  // Nothing may arrive between exchanges.
+    fail(Status(Code::kProtocol, "backend sent bytes between exchanges", Side::kUpstream));
     return;
   }
+  response_bytes_ += data.size();
   pending_.insert(pending_.end(), data.begin(), data.end());
   feed_pending();
 }
 
 void ClientConnection::feed_pending() {
-  while (!pending_.empty() && !failed_ && !paused_) {
+  while (!pending_.empty() && !failed_ && !paused_ && state_ == State::kExchange) {
     auto r = parser_->feed(pending_);
     if (!r.ok()) {
       fail(r.status().from(Side::kUpstream));
@@ -131,29 +172,41 @@ void ClientConnection::feed_pending() {
         parser_->resume();
         continue;
       }
-      // The response is complete. Anything after it was never asked for.
-      if (!pending_.empty()) reusable_ = false;
-      if (reusable_) parser_->resume();
-      pending_.clear();
-      return;
+      return finish_response();
     }
     if (*r == 0) return;
   }
 }
 
+// The final response is complete (the parser stays paused until the next request).
+void ClientConnection::finish_response() {
+  state_ = State::kDone;
+  keep_alive_ = parser_->keep_alive();
+  // Anything after the response was never asked for: a second answer, a body the status
+  // forbids. The connection goes away after this exchange.
+  if (!pending_.empty()) close_after_ = true;
+  pending_.clear();
+  // Back-pressure was for the body, which is over. Reading on, a stray byte or the backend's
+  // close shows at once (on_read, on_eof) while the connection waits to be reused.
+  paused_ = false;
+  if (!close_after_ && !failed_) (void)socket_->start_read();
+  ClientHandler* h = handler_;
+  handler_ = nullptr;
+  if (h != nullptr) h->on_response_end();  // May hand this connection back to the pool.
+}
+
 void ClientConnection::on_eof() {
   if (failed_) return;
-  const Status s = parser_->finish();  // Ends a close-delimited body.
-  reusable_ = false;
-  if (idle_) {
+  if (state_ != State::kExchange) {  // Closed between exchanges: never reused.
     failed_ = true;
-    if (pool_ != nullptr) pool_->drop_idle(this);
+    socket_->stop_read();
+    if (idle_ && pool_ != nullptr) pool_->drop_idle(this);
     return;
   }
-  if (!events_->complete) {
-    fail(s.ok() ? Status(Code::kClosed, "backend closed the connection", Side::kUpstream, true)
-                : s.from(Side::kUpstream));
-  }
+  const Status s = parser_->finish();  // Ends a close-delimited body.
+  if (!s.ok()) return fail(s.from(Side::kUpstream));
+  if (events_->complete) return finish_response();
+  fail(Status(Code::kClosed, "backend closed the connection", Side::kUpstream, true));
 }
 
 void ClientConnection::on_error(Status status) { fail(status.from(Side::kUpstream)); }
@@ -165,7 +218,6 @@ void ClientConnection::on_drained() {
 void ClientConnection::fail(Status status) {
   if (failed_) return;
   failed_ = true;
-  reusable_ = false;
   socket_->stop_read();
   if (idle_) {
     if (pool_ != nullptr) pool_->drop_idle(this);
@@ -192,10 +244,15 @@ ClientPool::~ClientPool() {
 }
 
 void ClientPool::acquire(OnAcquire done, bool fresh) {
-  if (!fresh && !idle_.empty()) {
+  while (!fresh && !idle_.empty()) {
     std::unique_ptr<ClientConnection> c = std::move(idle_.back());
     idle_.pop_back();
     c->idle_ = false;
+    if (!c->reusable() || !c->socket_->quiet()) {  // Sent something, or closed, since.
+      c->pool_ = nullptr;
+      loop_.defer_delete(std::move(c));
+      continue;
+    }
     c->pool_ = nullptr;
     c->reused_ = true;
     done(std::move(c));
@@ -224,7 +281,7 @@ void ClientPool::acquire(OnAcquire done, bool fresh) {
 
 void ClientPool::release(std::unique_ptr<ClientConnection> c) {
   if (c == nullptr) return;
-  if (c->reusable() && !c->failed_ && idle_.size() < max_idle_) {
+  if (c->reusable() && idle_.size() < max_idle_) {
     c->handler_ = nullptr;
     c->idle_ = true;
     c->pool_ = this;

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstring>
 
 namespace coilgun::uv {
@@ -203,6 +204,14 @@ void TcpStream::stop_read() {
   if (!reading_) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(handle_));
   reading_ = false;
+}
+
+bool TcpStream::quiet() const {
+  uv_os_fd_t fd;
+  if (uv_fileno(as_handle(handle_), &fd) != 0) return false;
+  uint8_t byte;
+  const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 void TcpStream::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {

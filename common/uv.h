@@ -148,6 +148,12 @@ class TcpStream {
   uint64_t bytes_read() const { return bytes_read_; }
   uint64_t bytes_written() const { return bytes_written_; }
 
+  // True if the socket holds no unread byte and no end of stream from the peer right now: a
+  // non-blocking peek at the kernel's receive queue (MSG_PEEK), so it sees what arrived since
+  // the loop last polled. False also when the socket cannot be asked. For a connection about
+  // to be reused: anything pending there was never asked for.
+  bool quiet() const;
+
   std::string peer_address() const;
   // The peer's IP without the port.
   std::string peer_ip() const;

@@ -137,10 +137,14 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
   key_ = settings_->config.namespace_name + '\n' + host_ + '\n' + request_.target;
   // Only a GET's body becomes a base (PROTOCOL.md §6): only GETs take part in the policy.
   if (request_.method == "GET") key_state_ = worker_.key_started(key_, held_);
+  const auto cl = http::find(request_.headers, "content-length");
   if (!end_stream) {
-    const auto cl = http::find(request_.headers, "content-length");
     request_framing_ = cl ? http::BodyFraming::kContentLength : http::BodyFraming::kChunked;
     if (cl) request_length_ = std::strtoull(std::string(*cl).c_str(), nullptr, 10);
+  } else if (cl) {
+    // "Content-Length: 0" is kept: a PUT of an empty file is not a PUT without a body (nginx's
+    // DAV module answers 500 to the latter).
+    request_framing_ = http::BodyFraming::kContentLength;
   }
   http::remove_hop_by_hop(request_.headers);
   http::set(request_.headers, "Host", authority);
@@ -361,10 +365,9 @@ void Exchange::pump() {
 
 void Exchange::on_error(Status status) {
   timeout_.stop();
-  // A reused keep-alive connection the backend had closed: one retry on a fresh one, when
-  // nothing of the response came and the request can be sent again.
-  if (conn_ && conn_->reused() && !conn_->response_started() && !retried_ &&
-      request_framing_ == http::BodyFraming::kNone) {
+  // A reused keep-alive connection the backend had closed: one retry on a fresh one, only for
+  // a safe request without a body of which not one response byte came (retryable()).
+  if (conn_ && conn_->retryable() && !retried_) {
     retried_ = true;
     drop_backend();
     return acquire(true);

@@ -1,0 +1,337 @@
+"""Integration tests: what real backends do to the agent's keep-alive pool (issue #9).
+
+    python3 -m unittest tests/integration/test_backend.py     (COILGUN_BUILD picks the build)
+
+The backends are real programs: nginx serving files, Python's http.server (which ignores a GET's
+body), and a raw-socket backend in this process that misbehaves on purpose (a 204 with a body, a
+second answer nobody asked for, a connection closed after reading a request). Every pair runs
+one worker on each side, so that consecutive requests share the agent's one backend pool.
+"""
+
+import hashlib
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import get, metrics  # noqa: E402
+from test_pair import PairTestCase, raw_exchange  # noqa: E402
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def read_head(conn, buf):
+    """Reads from |conn| until a request head is in |buf| (a bytearray); returns the head
+    (bytes, without the blank line) and leaves what follows in |buf|, or None at EOF."""
+    while b"\r\n\r\n" not in buf:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        buf += data
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    buf[:] = rest
+    return head
+
+
+class MisbehavingBackend:
+    """A keep-alive HTTP/1.1 backend on loopback that answers each request by its path:
+
+      /ok/NAME     200 with body "ok NAME"
+      /204body     a 204 that carries a body anyway, in the same write
+      /stray       200 "first", then 300 ms later a second, unasked-for response; sets
+                   |stray_sent| once it is out
+      /streamed    a 4 MiB application/octet-stream body, then a stray response in the same
+                   connection right after it
+      /vanish      reads the request, counts it, and closes the connection without a byte
+
+    It counts requests per method and path, and connections accepted."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.seen = {}  # "METHOD /path" -> count
+        self.connections = 0
+        self.stray_sent = threading.Event()
+        self.conns = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def count(self, key):
+        with self.lock:
+            return self.seen.get(key, 0)
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = bytearray()
+        try:
+            while True:
+                head = read_head(conn, buf)
+                if head is None:
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ")
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value.strip())
+                while len(buf) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                del buf[:length]
+                with self.lock:
+                    key = f"{method} {path}"
+                    self.seen[key] = self.seen.get(key, 0) + 1
+                if not self._answer(conn, method, path):
+                    return
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    @staticmethod
+    def response(body, status="200 OK", ctype="text/plain"):
+        return (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+                .encode() + body)
+
+    def _answer(self, conn, method, path):
+        """Answers one request; False to close the connection."""
+        if path.startswith("/ok/"):
+            conn.sendall(self.response(b"ok " + path[4:].encode()))
+        elif path == "/204body":
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 6\r\n\r\nSTRAY!")
+        elif path == "/stray":
+            conn.sendall(self.response(b"first"))
+            time.sleep(0.3)
+            conn.sendall(self.response(b"STRAY!"))
+            self.stray_sent.set()
+        elif path == "/streamed":
+            conn.sendall(self.response(b"\x07" * (4 << 20), ctype="application/octet-stream")
+                         + self.response(b"STRAY!"))
+        elif path == "/vanish":
+            return False
+        else:
+            conn.sendall(self.response(b"no such path", status="404 Not Found"))
+        return True
+
+    def stop(self):
+        self.sock.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class IgnoresGetBodies(http.server.BaseHTTPRequestHandler):
+    """Python's own keep-alive server, as application servers are: do_GET never reads a body.
+    /slow answers after a second, so that its late answer could meet the next request."""
+    protocol_version = "HTTP/1.1"
+    seen = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        IgnoresGetBodies.seen.append(self.path)
+        if self.path == "/slow":
+            time.sleep(1.0)
+        body = f"answer for {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class BackendTestCase(PairTestCase):
+    def backend_pair(self, backend_port, origin_env=None):
+        env = {"COILGUN_BACKEND_POOL_RESPONSE_TIMEOUT": "5s"}
+        env.update(origin_env or {})
+        return self.pair(backend_port=backend_port, origin_env=env)
+
+    def misbehaving(self):
+        b = MisbehavingBackend()
+        self.addCleanup(b.stop)
+        return b
+
+
+class TestPoolReuse(BackendTestCase):
+    def test_a_204_with_a_body_does_not_answer_the_next_request(self):
+        b = self.misbehaving()
+        p = self.backend_pair(b.port)
+        self.assertEqual(get(p.http_port, "/ok/warm")[2], b"ok warm")
+        status, _, body = get(p.http_port, "/204body")
+        self.assertEqual((status, body), (204, b""))
+        for name in ("a", "b", "c"):
+            status, _, body = get(p.http_port, f"/ok/{name}")
+            self.assertEqual((status, body), (200, b"ok " + name.encode()))
+        # The connection that carried the 204 was not used again.
+        self.assertGreaterEqual(b.connections, 2)
+
+    def test_a_stray_second_answer_closes_the_idle_connection(self):
+        b = self.misbehaving()
+        p = self.backend_pair(b.port)
+        status, _, body = get(p.http_port, "/stray")
+        self.assertEqual((status, body), (200, b"first"))
+        self.assertTrue(b.stray_sent.wait(5), "the backend never sent its stray answer")
+        # The stray answer reached the agent's idle connection; the next request is not given it.
+        status, _, body = get(p.http_port, "/ok/next")
+        self.assertEqual((status, body), (200, b"ok next"))
+        self.assertEqual(b.connections, 2)
+
+    def test_bytes_after_a_streamed_body_are_never_an_answer(self):
+        b = self.misbehaving()
+        p = self.backend_pair(b.port)
+        status, headers, body = get(p.http_port, "/streamed", timeout=30)
+        self.assertEqual(status, 200)
+        self.assertEqual(len(body), 4 << 20)
+        status, _, body = get(p.http_port, "/ok/after")
+        self.assertEqual((status, body), (200, b"ok after"))
+
+
+class TestNginxBackend(BackendTestCase):
+    """A stock nginx: a 16 MB file then a small one on one keep-alive connection, and its DAV
+    module."""
+
+    def setUp(self):
+        super().setUp()
+        site = os.path.join(self.tmp, "site")
+        os.makedirs(site)
+        self.big = os.urandom(16 << 20)
+        with open(os.path.join(site, "big.bin"), "wb") as f:
+            f.write(self.big)
+        with open(os.path.join(site, "small.txt"), "wb") as f:
+            f.write(b"small file\n")
+        self.port = harness.free_port()
+        conf = os.path.join(self.tmp, "nginx.conf")
+        user = "user root;" if os.geteuid() == 0 else ""
+        with open(conf, "w") as f:
+            f.write(f"""
+worker_processes 1; daemon off; {user}
+pid {self.tmp}/nginx.pid; error_log {self.tmp}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.tmp}/body; proxy_temp_path {self.tmp}/proxy;
+  fastcgi_temp_path {self.tmp}/fcgi; uwsgi_temp_path {self.tmp}/uwsgi; scgi_temp_path {self.tmp}/scgi;
+  default_type application/octet-stream;
+  server {{
+    listen 127.0.0.1:{self.port}; root {site}; keepalive_requests 10000;
+    location /dav/ {{ dav_methods PUT DELETE; create_full_put_path on; }}
+  }}
+}}
+""")
+        self.nginx = subprocess.Popen([NGINX, "-p", self.tmp, "-c", conf],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(self._stop_nginx)
+        harness.wait_until(self._nginx_up, what=f"nginx on port {self.port}")
+
+    def _nginx_up(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def _stop_nginx(self):
+        self.nginx.terminate()
+        self.nginx.wait(timeout=10)
+
+    def test_a_large_streamed_file_then_a_small_one(self):
+        p = self.backend_pair(self.port)
+        for _ in range(2):
+            started = time.monotonic()
+            status, _, body = get(p.http_port, "/big.bin", timeout=60)
+            self.assertEqual(status, 200)
+            self.assertEqual(hashlib.sha256(body).digest(), hashlib.sha256(self.big).digest())
+            status, _, body = get(p.http_port, "/small.txt", timeout=20)
+            self.assertEqual((status, body), (200, b"small file\n"))
+            # Far below the 5 s backend timeout a connection left paused would wait out.
+            self.assertLess(time.monotonic() - started, 4.5)
+        errors = {k: v for k, v in metrics(p.origin_admin).items() if k.startswith("coilgun_errors_total")}
+        self.assertEqual(sum(errors.values()), 0, errors)
+
+
+    def test_an_empty_put_keeps_its_content_length(self):
+        """nginx's DAV module refuses a PUT without a length; "Content-Length: 0" is one."""
+        p = self.backend_pair(self.port)
+        out, _ = raw_exchange(p.http_port, b"PUT /dav/empty.txt HTTP/1.1\r\nHost: www.example.com\r\n"
+                                           b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 201"), out[:200])
+        status, _, body = get(p.http_port, "/dav/empty.txt")
+        self.assertEqual((status, body), (200, b""))
+
+
+class TestRetries(BackendTestCase):
+    """A request that fails on a reused connection before any byte of its answer: sent again only
+    when it is safe (RFC 9110 §9.2.1), so that the backend never runs a DELETE or a POST twice."""
+
+    def fail_on_a_reused_connection(self, method, body=None):
+        """Sends |method| /vanish on the connection a first request left in the pool; returns the
+        status and how often the backend saw the request."""
+        b = self.misbehaving()
+        p = self.backend_pair(b.port)
+        self.assertEqual(get(p.http_port, "/ok/warm")[2], b"ok warm")
+        self.assertEqual(b.connections, 1)
+        status, _, _ = get(p.http_port, "/vanish", method=method, body=body)
+        return status, b.count(f"{method} /vanish")
+
+    def test_a_delete_is_never_sent_twice(self):
+        self.assertEqual(self.fail_on_a_reused_connection("DELETE"), (502, 1))
+
+    def test_an_empty_post_is_never_sent_twice(self):
+        self.assertEqual(self.fail_on_a_reused_connection("POST", body=b""), (502, 1))
+
+    def test_a_get_is_retried_once_on_a_fresh_connection(self):
+        # Sent twice (the reused connection, then a fresh one), and both vanished: 502.
+        self.assertEqual(self.fail_on_a_reused_connection("GET"), (502, 2))
+
+
+class TestRequestBodies(BackendTestCase):
+    def test_a_get_body_never_becomes_a_request_answered_to_another_client(self):
+        IgnoresGetBodies.seen = []
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), IgnoresGetBodies)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        p = self.backend_pair(server.server_address[1])
+        smuggled = b"GET /slow HTTP/1.1\r\nHost: www.example.com\r\n\r\n"
+        request = (b"GET /first HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n"
+                   b"Content-Length: %d\r\n\r\n" % len(smuggled)) + smuggled
+        out, _ = raw_exchange(p.http_port, request)
+        self.assertIn(b"answer for /first", out)
+        self.assertNotIn(b"/slow", out)
+        # Another client, at once: within the second the smuggled /slow takes to answer.
+        for name in ("/second", "/third"):
+            status, _, body = get(p.http_port, name)
+            self.assertEqual((status, body), (200, b"answer for " + name.encode()))
+
+
+
+if __name__ == "__main__":
+    unittest.main()
