@@ -835,6 +835,8 @@ const std::vector<KeyDef<OriginDraft>>& origin_keys() {
       size_key<D>("delta.max_body", COILGUN_CONFIG_FIELD(cfg.delta.max_body), 1, kMaxSize),
       int_key<D>("delta.effort", COILGUN_CONFIG_FIELD(cfg.delta.effort), 1, 9),
       int_key<D>("delta.full_level", COILGUN_CONFIG_FIELD(cfg.delta.full_level), 1, 19),
+      duration_key<D>("delta.stream_after", COILGUN_CONFIG_FIELD(cfg.delta.stream_after),
+                      milliseconds(1), milliseconds(60000)),
       size_key<D>("store.max_bytes", COILGUN_CONFIG_FIELD(cfg.store.max_bytes), 1, kMaxSize),
       int_key<D>("store.versions_per_key", COILGUN_CONFIG_FIELD(cfg.store.versions_per_key), 1, 64),
       int_key<D>("backend_pool.max_idle_per_worker",
@@ -845,6 +847,7 @@ const std::vector<KeyDef<OriginDraft>>& origin_keys() {
                       COILGUN_CONFIG_FIELD(cfg.backend_pool.response_timeout)),
       size_key<D>("limits.max_header_bytes", COILGUN_CONFIG_FIELD(cfg.limits.max_header_bytes),
                   1 * kKiB, 16 * kMiB),
+      int_key<D>("limits.max_headers", COILGUN_CONFIG_FIELD(cfg.limits.max_headers), 1, 65535),
       duration_key<D>("tunnel.ping_interval", COILGUN_CONFIG_FIELD(cfg.tunnel.ping_interval)),
       size_key<D>("tunnel.stream_window", COILGUN_CONFIG_FIELD(cfg.tunnel.stream_window), 1,
                   kMaxWindow),
@@ -888,6 +891,7 @@ const std::vector<KeyDef<EdgeDraft>>& edge_keys() {
       int_key<D>("store.versions_per_key", COILGUN_CONFIG_FIELD(cfg.store.versions_per_key), 1, 64),
       size_key<D>("limits.max_header_bytes", COILGUN_CONFIG_FIELD(cfg.limits.max_header_bytes),
                   1 * kKiB, 16 * kMiB),
+      int_key<D>("limits.max_headers", COILGUN_CONFIG_FIELD(cfg.limits.max_headers), 1, 65535),
       size_key<D>("limits.max_coded_body", COILGUN_CONFIG_FIELD(cfg.limits.max_coded_body), 1,
                   kMaxSize),
       duration_key<D>("limits.client_idle_timeout",
@@ -980,7 +984,9 @@ std::vector<std::string> known_names(const std::vector<KeyDef<D>>& keys, bool ro
   std::vector<std::string> out;
   for (const KeyDef<D>& k : keys) out.push_back(k.key);
   if (routes) {
-    for (const char* r : {"route.hosts", "route.host", "route.agent", "route.agent_name"}) {
+    for (const char* r : {"route.hosts", "route.host", "route.agent", "route.agent_name",
+                          "route.request_timeout", "route.backend_timeout",
+                          "route.private_deltas"}) {
       out.push_back(r);
     }
   }
@@ -1220,6 +1226,20 @@ const std::vector<FlagDef>& origin_flags() {
 // ---------------------------------------------------------------------------------------------
 // The edge
 
+// A route's timeout: a duration string ("90s") or a number of seconds, from 1 ms to a day.
+ConfigResult<milliseconds> route_duration(const toml::value& x) {
+  ConfigResult<milliseconds> d =
+      x.is_integer()  ? parse_duration(std::to_string(x.as_integer()))
+      : x.is_string() ? parse_duration(x.as_string().str)
+                      : ConfigResult<milliseconds>(
+                            ConfigError{"expected a duration like \"90s\", got " + type_name(x)});
+  if (!d.ok()) return d;
+  if (*d < milliseconds(1) || *d > milliseconds(86400000)) {
+    return ConfigError{"must be from 1ms to 24h"};
+  }
+  return d;
+}
+
 // Reads one [[route]] table into |route|; reports problems at their lines.
 void read_route(const toml::value& v, const std::vector<std::string>& known, EdgeRoute& route,
                 Errors& errors) {
@@ -1274,6 +1294,19 @@ void read_route(const toml::value& v, const std::vector<std::string>& known, Edg
       } else {
         route.agent = std::move(hp).value();
       }
+    } else if (k == "request_timeout" || k == "backend_timeout") {
+      ConfigResult<milliseconds> d = route_duration(x);
+      if (!d.ok()) {
+        errors.at(x, "route." + k + ": " + d.error());
+      } else {
+        (k == "request_timeout" ? route.request_timeout : route.backend_timeout) = *d;
+      }
+    } else if (k == "private_deltas") {
+      if (!x.is_boolean()) {
+        errors.at(x, "route.private_deltas: expected true or false, got " + type_name(x));
+        continue;
+      }
+      route.private_deltas = x.as_boolean();
     } else if (k == "agent_name") {
       if (!x.is_string()) {
         errors.at(x, "route.agent_name: expected a string, got " + type_name(x));
@@ -1518,6 +1551,13 @@ std::string to_toml(const EdgeConfig& config) {
     }
     out += "]\nagent = " + quote(r.agent.to_string()) + "\n";
     out += "agent_name = " + quote(r.agent_name) + "\n";
+    if (r.request_timeout) {
+      out += "request_timeout = " + quote(format_duration(*r.request_timeout)) + "\n";
+    }
+    if (r.backend_timeout) {
+      out += "backend_timeout = " + quote(format_duration(*r.backend_timeout)) + "\n";
+    }
+    out += std::string("private_deltas = ") + (r.private_deltas ? "true" : "false") + "\n";
   }
   return out;
 }

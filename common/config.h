@@ -219,6 +219,9 @@ struct DeltaConfig {
   uint64_t max_body = 8 * kMiB;  // max_body: larger bodies stream through without a delta.
   int effort = 5;                // effort: delta matcher effort, 1 (fastest) .. 9 (smallest).
   int full_level = 3;            // full_level: zstd level for full bodies, 1..19.
+  // stream_after: a body the agent would delta-code that pauses this long before its end (a
+  // long poll, a trickle) is streamed as it comes instead.
+  milliseconds stream_after{20};
   friend bool operator==(const DeltaConfig&, const DeltaConfig&) = default;
 };
 
@@ -226,13 +229,14 @@ struct DeltaConfig {
 struct BackendPoolConfig {
   uint32_t max_idle_per_worker = 32;     // max_idle_per_worker: 0 disables reuse.
   milliseconds connect_timeout{3000};    // connect_timeout
-  milliseconds response_timeout{30000};  // response_timeout: until response head.
+  milliseconds response_timeout{60000};  // response_timeout: until response head.
   friend bool operator==(const BackendPoolConfig&, const BackendPoolConfig&) = default;
 };
 
 // [limits] (origin).
 struct OriginLimits {
   uint64_t max_header_bytes = 64 * kKiB;  // max_header_bytes: of a backend response head.
+  uint32_t max_headers = 256;  // max_headers: field lines in a backend response head, 1..65535.
   friend bool operator==(const OriginLimits&, const OriginLimits&) = default;
 };
 
@@ -286,6 +290,15 @@ struct EdgeRoute {
   std::vector<std::string> hosts;
   HostPort agent;          // agent: the agent's tunnel address.
   std::string agent_name;  // agent_name: the name (or IP) the agent's certificate must carry.
+  // request_timeout: this route's limits.request_timeout (the longest wait without progress;
+  // a stream that keeps moving is never cut). Unset: the [limits] value.
+  std::optional<milliseconds> request_timeout;
+  // backend_timeout: how long the agent waits for the backend's response head on this route
+  // (long polls). Unset: the agent's backend_pool.response_timeout.
+  std::optional<milliseconds> backend_timeout;
+  // private_deltas: whether responses marked Cache-Control: private or no-store are
+  // delta-coded (and so kept as versions in both daemons' memory). Default true.
+  bool private_deltas = true;
   friend bool operator==(const EdgeRoute&, const EdgeRoute&) = default;
 };
 
@@ -304,6 +317,7 @@ struct EdgeTunnelConfig {
 // [limits] (edge).
 struct EdgeLimits {
   uint64_t max_header_bytes = 64 * kKiB;    // max_header_bytes: of a client request head.
+  uint32_t max_headers = 128;  // max_headers: field lines in a client request head, 1..65535.
   uint64_t max_coded_body = 64 * kMiB;      // max_coded_body: largest body rebuilt from a delta.
   milliseconds client_idle_timeout{60000};  // client_idle_timeout: idle keep-alive clients.
   // request_timeout: longest wait without progress (request body sent, response head or body

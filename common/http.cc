@@ -1,9 +1,12 @@
 #include "common/http.h"
 
+#include <arpa/inet.h>
 #include <llhttp.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 
 namespace coilgun::http {
@@ -101,7 +104,19 @@ void append_to_list_field(std::vector<Header>& headers, std::string_view name,
 }
 
 // Which span an llhttp data callback reports.
-enum SpanKind : int { kMethodSpan, kUrlSpan, kVersionSpan, kStatusSpan, kFieldSpan, kValueSpan };
+enum SpanKind : int { kUrlSpan, kStatusSpan, kFieldSpan, kValueSpan };
+
+// Parse errors over the head's byte limit. error_status() tells them apart by address.
+constexpr char kTargetTooLong[] = "http: request-target longer than the header limit";
+constexpr char kHeadTooLarge[] = "http: header section larger than the limit";
+
+// The value of a hex digit, or -1.
+int hex_value(uint8_t c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
 
 }  // namespace
 
@@ -142,6 +157,87 @@ bool is_valid_target(std::string_view s) {
     const auto c = static_cast<unsigned char>(ch);
     return c > 0x20 && c < 0x7f && c != '#';
   });
+}
+
+namespace {
+
+// port = *DIGIT (RFC 3986 §3.2.3), at most 65535 (a TCP port).
+bool is_valid_port(std::string_view port) {
+  uint32_t n = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+    n = n * 10 + static_cast<uint32_t>(c - '0');
+    if (n > 65535) return false;
+  }
+  return true;
+}
+
+// reg-name = *( unreserved / pct-encoded / sub-delims ) (RFC 3986 §3.2.2), non-empty, without
+// ','. An IPv4 address is a reg-name as far as its characters go.
+bool is_valid_reg_name(std::string_view name) {
+  if (name.empty()) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    if (c == '%') {
+      if (i + 2 >= name.size() || hex_value(static_cast<uint8_t>(name[i + 1])) < 0 ||
+          hex_value(static_cast<uint8_t>(name[i + 2])) < 0) {
+        return false;
+      }
+      i += 2;
+      continue;
+    }
+    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    const bool unreserved = alnum || std::strchr("-._~", c) != nullptr;
+    const bool sub_delim = std::strchr("!$&'()*+;=", c) != nullptr;  // ',' left out.
+    if (c == '\0' || !(unreserved || sub_delim)) return false;
+  }
+  return true;
+}
+
+// IP-literal = "[" IPv6address "]" (IPvFuture and zone identifiers are refused).
+bool is_valid_ip_literal(std::string_view literal) {
+  if (literal.size() < 2 || literal.front() != '[' || literal.back() != ']') return false;
+  const std::string_view inner = literal.substr(1, literal.size() - 2);
+  char text[INET6_ADDRSTRLEN] = {};
+  if (inner.size() >= sizeof(text)) return false;
+  inner.copy(text, inner.size());
+  in6_addr address;
+  return inet_pton(AF_INET6, text, &address) == 1;  // Parsing only: no socket is involved.
+}
+
+}  // namespace
+
+bool is_valid_host(std::string_view s) {
+  // Host = uri-host [ ":" port ]; uri-host = IP-literal / IPv4address / reg-name.
+  size_t host_end = s.find(':');
+  if (!s.empty() && s[0] == '[') {
+    const size_t close = s.find(']');
+    if (close == std::string_view::npos) return false;
+    host_end = close + 1;
+    if (host_end < s.size() && s[host_end] != ':') return false;
+    if (!is_valid_ip_literal(s.substr(0, host_end))) return false;
+  } else if (!is_valid_reg_name(s.substr(0, host_end))) {
+    return false;
+  }
+  return host_end >= s.size() || is_valid_port(s.substr(host_end + 1));
+}
+
+std::optional<AbsoluteTarget> split_absolute_target(std::string_view target) {
+  size_t start = 0;
+  for (std::string_view scheme : {"http://", "https://"}) {
+    if (target.size() >= scheme.size() && iequals(target.substr(0, scheme.size()), scheme)) {
+      start = scheme.size();
+    }
+  }
+  if (start == 0) return std::nullopt;
+  // The authority ends at the first "/", "?" or "#" (RFC 3986 §3.2); a target holds no "#".
+  const size_t end = std::min(target.find_first_of("/?", start), target.size());
+  AbsoluteTarget out;
+  out.authority = target.substr(start, end - start);
+  const std::string_view rest = target.substr(end);
+  if (!rest.starts_with('/')) out.origin_form.push_back('/');
+  out.origin_form.append(rest);
+  return out;
 }
 
 std::optional<std::string_view> find(std::span<const Header> headers, std::string_view name) {
@@ -200,14 +296,8 @@ struct Parser::Llhttp {
   static Parser& self(llhttp_t* p) { return *static_cast<Parser*>(p->data); }
 
   static int on_message_begin(llhttp_t* p) { return self(p).on_message_begin(); }
-  static int on_method(llhttp_t* p, const char* at, size_t n) {
-    return self(p).on_span(kMethodSpan, at, n);
-  }
   static int on_url(llhttp_t* p, const char* at, size_t n) {
     return self(p).on_span(kUrlSpan, at, n);
-  }
-  static int on_version(llhttp_t* p, const char* at, size_t n) {
-    return self(p).on_span(kVersionSpan, at, n);
   }
   static int on_status(llhttp_t* p, const char* at, size_t n) {
     return self(p).on_span(kStatusSpan, at, n);
@@ -219,7 +309,6 @@ struct Parser::Llhttp {
     return self(p).on_span(kValueSpan, at, n);
   }
   static int on_headers_complete(llhttp_t* p) { return self(p).on_headers_complete(); }
-  static int on_chunk_header(llhttp_t* p) { return self(p).on_chunk_header(); }
   static int on_body(llhttp_t* p, const char* at, size_t n) { return self(p).on_body_bytes(at, n); }
   static int on_message_complete(llhttp_t* p) { return self(p).on_message_done(); }
 
@@ -229,18 +318,16 @@ struct Parser::Llhttp {
       llhttp_settings_t s;
       llhttp_settings_init(&s);
       s.on_message_begin = on_message_begin;
-      s.on_method = on_method;
+      // No on_method: llhttp sees a stand-in (feed_method()); the scanner reads the method.
+      // No on_version: llhttp parses the digits; read back in on_headers_complete().
       s.on_url = on_url;
-      s.on_version = on_version;
       s.on_status = on_status;
       s.on_header_field = on_header_field;
       s.on_header_value = on_header_value;
       s.on_headers_complete = on_headers_complete;
-      s.on_chunk_header = on_chunk_header;
       s.on_body = on_body;
       s.on_message_complete = on_message_complete;
-      // Chunk extensions are parsed (and checked) by llhttp but not reported: a recipient
-      // ignores the ones it does not know (RFC 9112 §7.1.1), and Coilgun knows none.
+      // Chunk extensions never reach llhttp (scan_chunked()).
       return s;
     }();
     return &table;
@@ -268,88 +355,384 @@ int Parser::user_error(Status s) {
   return HPE_USER;
 }
 
-Status Parser::count_bytes(size_t n) {
-  section_span_bytes_ += n;
-  if (section_span_bytes_ > limits_.max_header_bytes) {
-    return Status(Code::kTooLarge, "http: header section larger than the limit");
+// ---- The byte scanner --------------------------------------------------------------------
+//
+// llhttp 8.1 is lenient in ways no flag turns off, and some of them end a head early: a CR
+// not followed by LF is taken as a line end, so "CR LF CR x" ends the head and "x" starts the
+// body (the class of Node.js CVE-2025-23167). A check after llhttp has parsed
+// the bytes comes too late for that, so every byte of a head, a trailer section and a
+// chunk-size line is scanned here first, and llhttp is given only what passed, up to the end
+// of the section the scanner found. The scanner also refuses what llhttp lets through:
+//   * RFC 9112 §2.2: "A recipient of such a bare CR MUST consider that element to be invalid
+//     or replace each bare CR with SP before processing the element or forwarding the
+//     message." We refuse it. A bare LF is refused too (llhttp does so as well): a line ends
+//     with CRLF only, so the scanner and llhttp always agree on where a head ends.
+//   * RFC 9112 §5.2: "A server that receives an obs-fold in a request message ... MUST either
+//     reject the message by sending a 400 (Bad Request) ... or replace each received obs-fold
+//     with one or more SP"; a proxy or user agent receiving one in a response must likewise
+//     discard or replace it. We reject. llhttp 8.1 takes the fold as a continuation, and a
+//     field whose value was empty leaves no trace of it in the callbacks.
+//   * RFC 9112 §2.2: "A recipient that receives whitespace between the start-line and the
+//     first header field MUST either reject the message as invalid or ...": we reject.
+//   * request-line = method SP request-target SP HTTP-version (RFC 9112 §3): exactly two SP.
+// It counts the section's exact size for the limit before llhttp sees a byte of it.
+
+// The next run of bytes for llhttp, from |p|.
+Status Parser::next_run(const uint8_t* p, const uint8_t* end, Run& run) {
+  run = Run{p, end, end};
+  if (phase_ != Phase::kBody) return scan_section(p, end, run);
+  if (framing_ == BodyFraming::kChunked) return scan_chunked(p, end, run);
+  return Status::Ok();  // Content-Length or close-delimited content: llhttp counts it.
+}
+
+// A head or trailer section: the run ends where the section does.
+Status Parser::scan_section(const uint8_t* p, const uint8_t* end, Run& run) {
+  for (const uint8_t* q = p; q < end; ++q) {
+    const bool owned = scanner_owns();
+    COILGUN_TRY(scan_byte(*q));
+    if (owned) {
+      if (scanner_owns()) {
+        run.begin = q + 1;  // Before the start line, or the method: llhttp never sees it.
+        continue;
+      }
+      // *q is the first byte llhttp sees: the status line's, or the SP after a method.
+      if (mode_ == Mode::kRequest) COILGUN_TRY(feed_method());
+    }
+    if (scan_ == Scan::kDone) {
+      run.end = run.next = q + 1;
+      break;
+    }
   }
   return Status::Ok();
 }
 
-// The byte scanner. llhttp 8.1 (in either mode) takes a line that starts with SP or HTAB
-// inside a field section as a continuation of the previous value (obs-fold), and a field
-// whose value was empty leaves no trace of the fold in the callbacks. RFC 9112 §5.2: "A
-// server that receives an obs-fold in a request message ... MUST either reject the message
-// by sending a 400 (Bad Request) ... or replace each received obs-fold with one or more SP";
-// a proxy or user agent receiving one in a response must likewise discard or replace it. We
-// reject. RFC 9112 §2.2: "A recipient that receives whitespace between the start-line and the
-// first header field MUST either reject the message as invalid or ...": we reject that too.
-// The same pass counts the exact size of the section for the limit, and the spaces in a
-// request line (request-line = method SP request-target SP HTTP-version, RFC 9112 §3).
-Status Parser::scan(const uint8_t* begin, const uint8_t* end) {
-  for (const uint8_t* p = begin; p < end; ++p) {
-    const uint8_t c = *p;
-    switch (scan_) {
-      case Scan::kBeforeStart:
-        // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the
-        // request-line; llhttp skips them. They are not part of the head.
-        if (c == '\r' || c == '\n') continue;
-        scan_ = Scan::kStartLine;
-        [[fallthrough]];
-      case Scan::kStartLine:
-        ++section_bytes_;
-        if (c == ' ') ++start_line_spaces_;
-        if (c == '\n') {
-          if (mode_ == Mode::kRequest && start_line_spaces_ != 2) {
-            return Status(Code::kMalformed, "http: extra whitespace in the request line");
-          }
-          scan_ = Scan::kLineStart;
-        }
-        break;
-      case Scan::kLineStart:
-        ++section_bytes_;
-        if (c == ' ' || c == '\t') {
-          return Status(Code::kMalformed, "http: obs-fold or whitespace before a field line");
-        }
-        if (c != '\n') scan_ = Scan::kInLine;
-        break;
-      case Scan::kInLine:
-        ++section_bytes_;
-        if (c == '\n') scan_ = Scan::kLineStart;
-        break;
-    }
+void Parser::start_section(Scan at) {
+  scan_ = at;
+  cr_ = false;
+  section_bytes_ = 0;
+  start_line_spaces_ = 0;
+  in_value_ = true;
+}
+
+Status Parser::scan_byte(uint8_t c) {
+  if (scan_ == Scan::kBeforeStart) return scan_before_start(c);
+  if (++section_bytes_ > limits_.max_header_bytes) return head_too_large(c);
+  if (cr_) {
+    cr_ = false;
+    if (c != '\n') return Status(Code::kMalformed, "http: CR not followed by LF");
+    return end_line();
   }
-  if (section_bytes_ > limits_.max_header_bytes) {
-    return Status(Code::kTooLarge, "http: header section larger than the limit");
+  if (c == '\r') {
+    cr_ = true;
+    return Status::Ok();
+  }
+  if (c == '\n') return Status(Code::kMalformed, "http: LF without CR");
+  switch (scan_) {
+    case Scan::kMethod:
+      return scan_method(c);
+    case Scan::kStartLine:
+      if (c == ' ') ++start_line_spaces_;
+      return Status::Ok();
+    case Scan::kLineStart:
+      if (c == ' ' || c == '\t') {
+        return Status(Code::kMalformed, "http: obs-fold or whitespace before a field line");
+      }
+      scan_ = Scan::kInLine;
+      return Status::Ok();
+    case Scan::kInLine:
+      return Status::Ok();
+    default:
+      return Status(Code::kInternal, "http: scanned a byte after the end of a section");
+  }
+}
+
+// RFC 9112 §2.2: "a server that is expecting to receive and parse a request-line SHOULD ignore
+// at least one empty line (CRLF) received prior to the request-line". Empty lines are skipped
+// (before a status line too) and are not part of the head; a bare CR or LF is refused.
+Status Parser::scan_before_start(uint8_t c) {
+  if (cr_) {
+    cr_ = false;
+    if (c == '\n') return Status::Ok();
+    return Status(Code::kMalformed, "http: CR not followed by LF");
+  }
+  if (c == '\r') {
+    cr_ = true;
+    return Status::Ok();
+  }
+  if (c == '\n') return Status(Code::kMalformed, "http: LF without CR");
+  start_section(mode_ == Mode::kRequest ? Scan::kMethod : Scan::kStartLine);
+  method_.clear();
+  return scan_byte(c);
+}
+
+// method = token (RFC 9110 §9.1), case-sensitive, ended by the request line's first SP.
+Status Parser::scan_method(uint8_t c) {
+  if (c != ' ') {
+    if (!is_tchar(c)) return Status(Code::kMalformed, "http: invalid method");
+    method_.push_back(static_cast<char>(c));
+    return Status::Ok();
+  }
+  if (method_.empty()) return Status(Code::kMalformed, "http: invalid method");
+  start_line_spaces_ = 1;
+  scan_ = Scan::kStartLine;
+  return Status::Ok();
+}
+
+Status Parser::end_line() {
+  switch (scan_) {
+    case Scan::kMethod:
+      return Status(Code::kMalformed, "http: request line without a target");
+    case Scan::kStartLine:
+      if (mode_ == Mode::kRequest && start_line_spaces_ != 2) {
+        return Status(Code::kMalformed, "http: request line is not method SP target SP version");
+      }
+      scan_ = Scan::kLineStart;
+      return Status::Ok();
+    case Scan::kLineStart:
+      scan_ = Scan::kDone;  // The empty line that ends the section.
+      return Status::Ok();
+    case Scan::kInLine:
+      scan_ = Scan::kLineStart;
+      return Status::Ok();
+    default:
+      return Status(Code::kInternal, "http: line end outside a section");
+  }
+}
+
+// The error for byte |c|, which takes the section over its limit. RFC 9112 §3: "A server that
+// receives a request-target longer than any URI it wishes to parse MUST respond with a 414 (URI
+// Too Long) status code". Coilgun wishes to parse any target that fits in the head's byte
+// limit; one that takes the head over it on its own gets 414, anything else 431.
+Status Parser::head_too_large(uint8_t c) const {
+  const bool in_target =
+      mode_ == Mode::kRequest && scan_ == Scan::kStartLine && start_line_spaces_ == 1 && c != ' ';
+  return Status(Code::kTooLarge, in_target ? kTargetTooLong : kHeadTooLarge);
+}
+
+// llhttp 8.1 knows a fixed list of methods and refuses every other token (HPE_INVALID_METHOD),
+// while any token is a method (RFC 9110 §9.1; "QUERY", WebDAV's, extensions). So llhttp is
+// never shown the method: it gets a stand-in with the same framing, and RequestHead::method
+// carries the token as received. llhttp 8.1 treats a request's method specially in two cases
+// only: CONNECT (an authority-form target, no body, then another protocol) and PRI (the
+// HTTP/2 preface). Every other method, HEAD included, is framed by Content-Length and
+// Transfer-Encoding alone (RFC 9112 §6.3; HEAD changes only the response's framing, which the
+// agent handles with set_request_was_head()). So CONNECT stands for itself and GET for every
+// other token: no substitution changes how a body is framed.
+Status Parser::feed_method() {
+  static constexpr std::string_view kConnect = "CONNECT";
+  static constexpr std::string_view kOther = "GET";
+  const std::string_view stand_in = method_ == kConnect ? kConnect : kOther;
+  const auto* p = reinterpret_cast<const uint8_t*>(stand_in.data());
+  if (execute(p, p + stand_in.size()) != HPE_OK) {
+    return Status(Code::kInternal, "http: llhttp refused the stand-in method");
   }
   return Status::Ok();
+}
+
+// ---- The chunked-body scanner ------------------------------------------------------------
+//
+//   chunked-body   = *chunk last-chunk trailer-section CRLF
+//   chunk          = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+//   chunk-size     = 1*HEXDIG
+//   last-chunk     = 1*("0") [ chunk-ext ] CRLF
+//   chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+//   chunk-ext-val  = token / quoted-string                        (RFC 9112 §7.1, §7.1.1)
+//
+// llhttp 8.1 refuses two valid extension forms ("1;a=b;c=d", and a quoted-pair in a quoted
+// value) and passes a bare CR in some states. The scanner reads each chunk-size line itself:
+// llhttp is given the size digits and the CRLF, never the extension bytes ("a recipient MUST
+// ignore unrecognized chunk extensions", §7.1.1), and chunk data as it is. A chunk-size line
+// is only known to be one in the body of a chunked message, which is the only place this runs.
+
+// Runs of bytes for llhttp from a chunked body: extension bytes are dropped between runs, and
+// a run ends after the last chunk's line (the trailer section is scanned as a section).
+Status Parser::scan_chunked(const uint8_t* p, const uint8_t* end, Run& run) {
+  const uint8_t* q = p;
+  while (q < end) {
+    if (chunk_ == Chunk::kData) {
+      const auto n = static_cast<size_t>(std::min<uint64_t>(chunk_left_, end - q));
+      q += n;
+      chunk_left_ -= n;
+      if (chunk_left_ == 0) chunk_ = Chunk::kDataCr;
+      continue;
+    }
+    COILGUN_TRY(chunk_byte(*q));
+    if (chunk_ >= Chunk::kBws) {  // An extension byte: dropped.
+      if (q == run.begin) {
+        run.begin = ++q;
+        continue;
+      }
+      run.end = q;
+      run.next = q + 1;
+      return Status::Ok();
+    }
+    ++q;
+    if (phase_ == Phase::kTrailers) break;
+  }
+  run.end = run.next = q;
+  return Status::Ok();
+}
+
+Status Parser::chunk_byte(uint8_t c) {
+  switch (chunk_) {
+    case Chunk::kDataCr:
+      if (c != '\r') return Status(Code::kMalformed, "http: chunk data longer than its size");
+      chunk_ = Chunk::kDataLf;
+      return Status::Ok();
+    case Chunk::kDataLf:
+      if (c != '\n') return Status(Code::kMalformed, "http: CR not followed by LF");
+      chunk_ = Chunk::kSize;
+      chunk_left_ = 0;
+      chunk_line_bytes_ = 0;
+      return Status::Ok();
+    case Chunk::kData:
+      return Status(Code::kInternal, "http: chunk data scanned byte by byte");
+    default:
+      break;
+  }
+  if (++chunk_line_bytes_ > limits_.max_header_bytes) {
+    return Status(Code::kTooLarge, "http: chunk-size line longer than the limit");
+  }
+  if (chunk_ == Chunk::kSize) return size_byte(c);
+  if (chunk_ == Chunk::kSizeLf) {
+    if (c != '\n') return Status(Code::kMalformed, "http: CR not followed by LF");
+    end_size_line();
+    return Status::Ok();
+  }
+  return extension_byte(c);
+}
+
+Status Parser::size_byte(uint8_t c) {
+  if (const int digit = hex_value(c); digit >= 0) {
+    if (chunk_left_ > (UINT64_MAX >> 4)) return Status(Code::kMalformed, "http: chunk too large");
+    chunk_left_ = (chunk_left_ << 4) | static_cast<uint64_t>(digit);
+    return Status::Ok();
+  }
+  const bool has_digits = chunk_line_bytes_ > 1;  // Every byte before this one was a digit.
+  if (has_digits && c == '\r') {
+    chunk_ = Chunk::kSizeLf;
+  } else if (has_digits && c == ';') {
+    chunk_ = Chunk::kNameStart;
+  } else if (has_digits && is_ows(static_cast<char>(c))) {
+    chunk_ = Chunk::kBws;
+  } else {
+    return Status(Code::kMalformed, "http: invalid chunk size");
+  }
+  return Status::Ok();
+}
+
+// One byte of chunk-ext: dropped, but checked against the grammar.
+Status Parser::extension_byte(uint8_t c) {
+  const std::optional<Chunk> next = extension_next(c);
+  if (!next) return Status(Code::kMalformed, "http: invalid chunk extension");
+  chunk_ = *next;
+  return Status::Ok();
+}
+
+// The state after |c| inside chunk-ext, or nullopt when |c| does not fit the grammar there. A
+// CR ends the line wherever a complete extension may end.
+std::optional<Parser::Chunk> Parser::extension_next(uint8_t c) const {
+  const bool ws = is_ows(static_cast<char>(c));
+  const bool tchar = is_tchar(c);
+  // What may follow a complete extension (or its value): another one, or the line's end.
+  const auto after_element = [c]() -> std::optional<Chunk> {
+    if (c == ';') return Chunk::kNameStart;
+    if (c == '\r') return Chunk::kSizeLf;
+    return std::nullopt;
+  };
+  // Visible ASCII or obs-text: qdtext (DQUOTE and backslash aside) or a quoted-pair's second byte.
+  const bool visible = c >= 0x21 && c != 0x7f;
+  switch (chunk_) {
+    case Chunk::kBws:  // BWS ";"
+      if (ws) return chunk_;
+      if (c == ';') return Chunk::kNameStart;
+      return std::nullopt;
+    case Chunk::kBwsAfterName:  // BWS ( "=" / ";" )
+      if (ws) return chunk_;
+      if (c == '=') return Chunk::kValueStart;
+      if (c == ';') return Chunk::kNameStart;
+      return std::nullopt;
+    case Chunk::kNameStart:  // BWS chunk-ext-name
+      if (ws) return chunk_;
+      if (tchar) return Chunk::kName;
+      return std::nullopt;
+    case Chunk::kName:
+      if (tchar) return chunk_;
+      if (ws) return Chunk::kBwsAfterName;
+      if (c == '=') return Chunk::kValueStart;
+      return after_element();
+    case Chunk::kValueStart:  // BWS chunk-ext-val
+      if (ws) return chunk_;
+      if (c == '"') return Chunk::kQuoted;
+      if (tchar) return Chunk::kToken;
+      return std::nullopt;
+    case Chunk::kToken:
+      if (tchar) return chunk_;
+      [[fallthrough]];
+    case Chunk::kQuotedEnd:
+      if (ws) return Chunk::kBws;
+      return after_element();
+    case Chunk::kQuoted:  // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+      if (c == '"') return Chunk::kQuotedEnd;
+      if (c == '\\') return Chunk::kQuotedPair;
+      if (ws || visible) return chunk_;
+      return std::nullopt;
+    case Chunk::kQuotedPair:  // quoted-pair = "\\" ( HTAB / SP / VCHAR / obs-text )
+      if (ws || visible) return Chunk::kQuoted;
+      return std::nullopt;
+    default:
+      return std::nullopt;
+  }
+}
+
+void Parser::end_size_line() {
+  if (chunk_left_ != 0) {
+    chunk_ = Chunk::kData;
+    return;
+  }
+  // The last chunk: a trailer section follows, scanned like a head (RFC 9112 §7.1.2).
+  phase_ = Phase::kTrailers;
+  start_section(Scan::kLineStart);
+}
+
+// ---- llhttp ------------------------------------------------------------------------------
+
+// llhttp_execute over [begin, end), going on past the pause llhttp makes after a CONNECT or
+// Upgrade request: Coilgun tunnels neither, so the caller answers the request (CONNECT: 501)
+// and, if the connection survives, what follows is parsed as HTTP again. The Upgrade field is
+// hop-by-hop and never forwarded, so the server answers as if it had not been asked (RFC 9110
+// §7.8: it MAY ignore it). A 101 response never gets here: feed() stops at upgraded_ first.
+int Parser::execute(const uint8_t* begin, const uint8_t* end) {
+  llhttp_t* ll = &ll_->parser;
+  const auto* p = reinterpret_cast<const char*>(begin);
+  const auto* stop = reinterpret_cast<const char*>(end);
+  llhttp_errno_t err = llhttp_execute(ll, p, static_cast<size_t>(stop - p));
+  while (err == HPE_PAUSED_UPGRADE) {
+    p = llhttp_get_error_pos(ll);
+    llhttp_resume_after_upgrade(ll);
+    err = llhttp_execute(ll, p, static_cast<size_t>(stop - p));
+  }
+  return err;
 }
 
 int Parser::on_message_begin() {
-  method_.clear();
   target_.clear();
   reason_.clear();
   fields_.clear();
   trailers_.clear();
   interim_ = false;
   in_value_ = true;
-  section_span_bytes_ = 0;
   return 0;
 }
 
 int Parser::on_span(int kind, const char* at, size_t len) {
-  if (Status s = count_bytes(len); !s.ok()) return user_error(s);
+  // Every byte here was counted against the limits by the scanner before llhttp saw it.
   const std::string_view data(at, len);
   std::vector<Header>& list = phase_ == Phase::kTrailers ? trailers_ : fields_;
   switch (kind) {
-    case kMethodSpan:
-      method_.append(data);
-      break;
     case kUrlSpan:
       target_.append(data);
       break;
-    case kVersionSpan:
-      break;  // llhttp parses the digits; read back in on_headers_complete().
     case kStatusSpan:
       reason_.append(data);
       break;
@@ -396,14 +779,38 @@ Status Parser::check_request_head() {
   if (!is_token(method_)) return Status(Code::kMalformed, "http: invalid method");
   // llhttp 8.1 outside strict mode lets HTAB and bytes 0x80-0xFF through in the target.
   if (!is_valid_target(target_)) return Status(Code::kMalformed, "http: invalid request-target");
-  // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
-  // HTTP/1.1 request message that lacks a Host header field and to any request message that
-  // contains more than one Host header field line".
-  const size_t hosts = static_cast<size_t>(std::count_if(
-      fields_.begin(), fields_.end(), [](const Header& h) { return iequals(h.name, "Host"); }));
-  if (hosts > 1) return Status(Code::kMalformed, "http: more than one Host field");
-  if (hosts == 0 && ll_->parser.http_minor == 1) {
+  if (const auto absolute = split_absolute_target(target_)) {
+    // RFC 9110 §4.2.4: "Before making use of an "http" or "https" URI reference received from
+    // an untrusted source, a recipient SHOULD parse for userinfo and treat its presence as an
+    // error"; it names nothing a proxy could use, and hides the host from a reader.
+    if (absolute->authority.find('@') != std::string_view::npos) {
+      return Status(Code::kMalformed, "http: userinfo in the request-target");
+    }
+    // RFC 9110 §4.2.1: a recipient MUST reject an "http" URI with an empty host as invalid.
+    if (!is_valid_host(absolute->authority)) {
+      return Status(Code::kMalformed, "http: invalid authority in the request-target");
+    }
+  }
+  return check_host();
+}
+
+// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
+// request message that lacks a Host header field and to any request message that contains
+// more than one Host header field line or a Host header field with an invalid field value."
+// HTTP/1.0 requires no Host. An empty value is valid (a target URI without an authority).
+Status Parser::check_host() {
+  const Header* host = nullptr;
+  for (const Header& h : fields_) {
+    if (!iequals(h.name, "Host")) continue;
+    if (host != nullptr) return Status(Code::kMalformed, "http: more than one Host field");
+    host = &h;
+  }
+  if (host == nullptr) {
+    if (ll_->parser.http_minor == 0) return Status::Ok();
     return Status(Code::kMalformed, "http: HTTP/1.1 request without Host");
+  }
+  if (!host->value.empty() && !is_valid_host(host->value)) {
+    return Status(Code::kMalformed, "http: invalid Host");
   }
   return Status::Ok();
 }
@@ -530,15 +937,6 @@ int Parser::on_headers_complete() {
   return HPE_PAUSED;
 }
 
-int Parser::on_chunk_header() {
-  // Pause after the last chunk's line so that feed() can scan the trailer section's bytes.
-  if (ll_->parser.content_length == 0) {
-    pause_ = Pause::kLastChunk;
-    return HPE_PAUSED;
-  }
-  return 0;
-}
-
 int Parser::on_body_bytes(const char* at, size_t len) {
   if (len > 0) handler_.on_body({reinterpret_cast<const uint8_t*>(at), len});
   return 0;
@@ -556,6 +954,29 @@ int Parser::on_message_done() {
   }
   pause_ = Pause::kMessageDone;
   return HPE_PAUSED;
+}
+
+void Parser::deliver_head() {
+  llhttp_t* ll = &ll_->parser;
+  phase_ = Phase::kBody;
+  chunk_ = Chunk::kSize;
+  chunk_left_ = 0;
+  chunk_line_bytes_ = 0;
+  if (mode_ == Mode::kRequest) {
+    RequestHead head;
+    head.method = std::move(method_);
+    head.target = std::move(target_);
+    head.version_minor = ll->http_minor;
+    head.headers = std::move(fields_);
+    handler_.on_request_head(std::move(head));
+  } else {
+    ResponseHead head;
+    head.status = llhttp_get_status_code(ll);
+    head.reason = std::move(reason_);
+    head.version_minor = ll->http_minor;
+    head.headers = std::move(fields_);
+    handler_.on_response_head(std::move(head));
+  }
 }
 
 Result<size_t> Parser::feed(std::span<const uint8_t> data) {
@@ -577,59 +998,36 @@ Result<size_t> Parser::feed(std::span<const uint8_t> data) {
   const uint8_t* p = begin;
   llhttp_t* ll = &ll_->parser;
   while (true) {
+    Run run{p, end, end};
+    if (Status s = next_run(p, end, run); !s.ok()) return fail(s);
+    // A message without content completes on an empty run; anywhere else, an empty run means
+    // the scanner took every byte.
+    const bool must_run = phase_ == Phase::kBody && framing_ != BodyFraming::kChunked;
+    if (run.begin == run.end && !must_run) {
+      p = run.next;
+      break;
+    }
     pause_ = Pause::kNone;
-    const llhttp_errno_t err =
-        llhttp_execute(ll, reinterpret_cast<const char*>(p), static_cast<size_t>(end - p));
-    if (err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
+    const int err = execute(run.begin, run.end);
+    if (err != HPE_OK && err != HPE_PAUSED) {
       if (!cb_error_.ok()) return fail(cb_error_);
       const char* reason = llhttp_get_error_reason(ll);
       return fail(Status(Code::kMalformed, reason != nullptr ? reason : "http: malformed"));
     }
-    const uint8_t* const stop =
-        err == HPE_OK ? end : reinterpret_cast<const uint8_t*>(llhttp_get_error_pos(ll));
-    if (phase_ != Phase::kBody) {
-      if (Status s = scan(p, stop); !s.ok()) return fail(s);
-    }
-    p = stop;
-    if (err == HPE_OK) break;
-    if (err == HPE_PAUSED_UPGRADE) {
-      // CONNECT, or a request with "Connection: upgrade": Coilgun tunnels neither, so the
-      // caller answers the request (CONNECT: 501) and, if the connection survives, what
-      // follows is parsed as HTTP again. The Upgrade field is hop-by-hop and never forwarded,
-      // so the server answers as if it had not been asked (RFC 9110 §7.8: it MAY ignore it).
-      // A 101 response never gets here: feed() stops at upgraded_ first.
-      llhttp_resume_after_upgrade(ll);
+    if (err == HPE_OK) {
+      if (scan_ == Scan::kDone && phase_ != Phase::kBody) {
+        return fail(Status(Code::kInternal, "http: llhttp did not stop where the section ends"));
+      }
+      p = run.next;
+      if (p == end) break;
       continue;
     }
     // HPE_PAUSED: one of ours.
+    p = reinterpret_cast<const uint8_t*>(llhttp_get_error_pos(ll));
     if (pause_ == Pause::kHeadDone) {
-      phase_ = Phase::kBody;
-      if (mode_ == Mode::kRequest) {
-        RequestHead head;
-        head.method = std::move(method_);
-        head.target = std::move(target_);
-        head.version_minor = ll->http_minor;
-        head.headers = std::move(fields_);
-        handler_.on_request_head(std::move(head));
-      } else {
-        ResponseHead head;
-        head.status = llhttp_get_status_code(ll);
-        head.reason = std::move(reason_);
-        head.version_minor = ll->http_minor;
-        head.headers = std::move(fields_);
-        handler_.on_response_head(std::move(head));
-      }
+      deliver_head();
       llhttp_resume(ll);
       continue;  // Even at the end of the data: a message without a body completes now.
-    }
-    if (pause_ == Pause::kLastChunk) {
-      phase_ = Phase::kTrailers;
-      scan_ = Scan::kLineStart;
-      section_bytes_ = 0;
-      section_span_bytes_ = 0;
-      in_value_ = true;
-      llhttp_resume(ll);
-      continue;
     }
     if (pause_ != Pause::kMessageDone) {
       return fail(Status(Code::kInternal, "http: llhttp paused for no reason we know"));
@@ -641,9 +1039,7 @@ Result<size_t> Parser::feed(std::span<const uint8_t> data) {
     const bool switched = mode_ == Mode::kResponse && llhttp_get_status_code(ll) == 101;
     handler_.on_message_complete();
     phase_ = Phase::kHead;
-    scan_ = Scan::kBeforeStart;
-    section_bytes_ = 0;
-    start_line_spaces_ = 0;
+    start_section(Scan::kBeforeStart);
     paused_ = true;
     if (switched) upgraded_ = true;
     if (!keep_alive_) closed_ = true;
@@ -663,7 +1059,7 @@ Status Parser::finish() {
   if (finished_) return Status::Ok();
   finished_ = true;
   if (paused_ || upgraded_) return Status::Ok();
-  if (phase_ == Phase::kHead && scan_ == Scan::kBeforeStart) return Status::Ok();
+  if (phase_ == Phase::kHead && scan_ == Scan::kBeforeStart && !cr_) return Status::Ok();
   if (phase_ == Phase::kBody && framing_ == BodyFraming::kUntilClose) {
     // RFC 9112 §6.3: "the message body length is determined by the number of octets
     // received prior to the server closing the connection."
@@ -676,6 +1072,17 @@ Status Parser::finish() {
 
 // ---------------------------------------------------------------------------------------------
 // Writers.
+
+int error_status(const Status& s) {
+  switch (s.code()) {
+    case Code::kTooLarge:
+      return s.message() == kTargetTooLong ? 414 : 431;
+    case Code::kUnsupported:
+      return 501;
+    default:
+      return 400;
+  }
+}
 
 Status write_request_head(const RequestHead& head, std::vector<uint8_t>& out) {
   if (!is_token(head.method)) return Status(Code::kMalformed, "http: method is not a token");
@@ -853,6 +1260,36 @@ std::string_view status_reason(int status) {
     if (r.status == status) return r.text;
   }
   return "";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Date.
+
+std::string imf_fixdate(int64_t unix_seconds) {
+  // IMF-fixdate = day-name "," SP date1 SP time-of-day SP GMT (RFC 9110 §5.6.7).
+  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  using namespace std::chrono;
+  const sys_seconds time{seconds{unix_seconds}};
+  const sys_days day = floor<days>(time);
+  const year_month_day date{day};
+  const hh_mm_ss clock{time - day};
+  char text[64];
+  std::snprintf(text, sizeof(text), "%s, %02u %s %04d %02d:%02d:%02d GMT",
+                kDays[weekday{day}.c_encoding()], static_cast<unsigned>(date.day()),
+                kMonths[static_cast<unsigned>(date.month()) - 1], static_cast<int>(date.year()),
+                static_cast<int>(clock.hours().count()), static_cast<int>(clock.minutes().count()),
+                static_cast<int>(clock.seconds().count()));
+  return text;
+}
+
+std::string_view DateCache::get(int64_t unix_seconds) {
+  if (unix_seconds != second_) {
+    text_ = imf_fixdate(unix_seconds);
+    second_ = unix_seconds;
+  }
+  return text_;
 }
 
 }  // namespace coilgun::http

@@ -13,9 +13,13 @@
 //   message feed() stops, so a server can answer pipelined requests in order: it handles the
 //   message, calls resume() and feeds the bytes that were not consumed.
 //
-//   llhttp (8.1, Debian's build, not compiled in its strict mode) does the tokenising; this
-//   class adds what llhttp 8.1 lets through and RFC 9112 does not:
-//     * a limit on the head's size and field count (llhttp has none);
+//   llhttp (8.1, Debian's build, not compiled in its strict mode) does the tokenising. It has no
+//   lenient flag that makes it stricter, so a byte scanner of ours reads every head, trailer
+//   section and chunk-size line first, and llhttp only ever sees bytes the scanner let through.
+//   Strict where RFC 9112 says so:
+//     * a CR that is not followed by LF, anywhere in a head, a trailer section or a chunk-size
+//       line, is an error, never a line end (llhttp 8.1 takes "CR LF CR x" as the end of a head:
+//       the class of Node.js CVE-2025-23167); so is an LF without its CR;
 //     * obs-fold (a field line starting with SP or HTAB, RFC 9112 §5.2) and whitespace between
 //       the start line and the first field line (§2.2) are rejected;
 //     * extra spaces in the request line, request-target bytes outside visible ASCII or a '#',
@@ -24,16 +28,27 @@
 //       (including "Name :" with a space before the colon);
 //     * Transfer-Encoding in an HTTP/1.0 message (§6.1), and any transfer coding other than
 //       "chunked" (a proxy that removes the chunked coding cannot carry another one);
-//     * an HTTP/1.1 request without exactly one Host field, or any request with two (§3.2);
+//     * an HTTP/1.1 request without a Host field, any request with two, and a Host that is
+//       not uri-host [":" port] (§3.2; see is_valid_host()); an absolute-form target whose
+//       authority is invalid or carries userinfo ("http://user@host/", RFC 9110 §4.2.4);
+//     * a chunk-size line that does not follow the chunk-ext grammar (RFC 9112 §7.1.1);
 //     * 1xx, 204 and 304 responses and responses to HEAD never have a body (RFC 9110 §6.4.1),
 //       whatever Content-Length says (llhttp 8.1 would wait for one).
 //   llhttp itself rejects the rest: Content-Length with Transfer-Encoding, duplicate or
-//   invalid Content-Length, a request whose final transfer coding is not chunked, bad chunk
-//   sizes, NUL, CR, LF or other controls in field values, bare CR or LF line ends, unknown
-//   methods, CR or LF inside a quoted chunk extension. No lenient flag is ever set.
-//   Known llhttp 8.1 limitation, failing closed: it refuses (kMalformed) two rare but valid
-//   chunk-extension forms, an unquoted value followed by another extension ("1;a=b;c=d") and
-//   a quoted-pair inside a quoted value; clients do not send them in practice.
+//   invalid Content-Length, a request whose final transfer coding is not chunked, NUL, CR, LF
+//   or other controls in field values. No lenient flag is ever set.
+//   Lenient where it says so:
+//     * a method is any token, case-sensitive (RFC 9110 §9.1): QUERY, PROPFIND, "FOO-BAR" are
+//       delivered as received. llhttp 8.1 only knows a fixed list, so it is given a stand-in
+//       with the same framing (see Parser::feed_method());
+//     * chunk extensions, quoted-pairs and all, are accepted and dropped (§7.1.1: a recipient
+//       ignores the ones it does not understand): llhttp never sees them, and they are not
+//       reported, so a proxy never forwards them;
+//     * empty lines (CRLF) before a start line are skipped (§2.2);
+//     * an HTTP/1.0 request needs no Host (§3.2 asks it of HTTP/1.1 only).
+//   Limits: a head's (or trailer section's) size and field count, and a chunk-size line's
+//   length, are checked before anything is stored. A request-target that alone takes the head
+//   over its size limit is reported apart (error_status() gives 414 for it, 431 otherwise).
 //
 // Writing
 //   Writers append to a std::vector<uint8_t> the caller owns, the sink type every encoder in
@@ -43,7 +58,7 @@
 //   input can ever inject a line into a message.
 //
 // Threads: the free functions touch nothing but their arguments and may be called from any
-// thread; a Parser belongs to one thread at a time.
+// thread; a Parser or a DateCache belongs to one thread at a time.
 
 #include <cstddef>
 #include <cstdint>
@@ -116,6 +131,24 @@ bool is_valid_field_value(std::string_view s);
 // '#' (a fragment is never sent, RFC 9112 §3.2).
 bool is_valid_target(std::string_view s);
 
+// True if |s| is uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2): a bracketed IPv6
+// literal ("[::1]"), or a non-empty reg-name or IPv4 address made of unreserved characters,
+// pct-encodings and sub-delims, followed by an optional port of at most 65535. Stricter than
+// RFC 3986 in two ways: a ',' is refused (Host is a singleton field, and "a.com, b.com" is two
+// hosts to anyone who reads it as a list), and so is an IPvFuture literal or an IPv6 zone.
+// An empty Host field value is valid (§3.2) but is not a host: callers check for it apart.
+bool is_valid_host(std::string_view s);
+
+// An absolute-form request-target with the "http" or "https" scheme (RFC 9112 §3.2.2), split.
+struct AbsoluteTarget {
+  std::string_view authority;  // "a.com:8080"; points into the target given.
+  std::string origin_form;     // "/p?q"; "/" when the path is empty ("http://a.com?q": "/?q").
+};
+// Splits |target| when it starts with "http://" or "https://" (the scheme compared without
+// case); nullopt for any other form (origin-form, asterisk-form, authority-form, other
+// schemes). The authority is not checked: see is_valid_host(), and refuse a '@' (userinfo).
+std::optional<AbsoluteTarget> split_absolute_target(std::string_view target);
+
 // The value of the first field named |name| (case-insensitive), or nullopt. The view points
 // into |headers| and is valid until that field is changed or destroyed.
 std::optional<std::string_view> find(std::span<const Header> headers, std::string_view name);
@@ -159,10 +192,12 @@ class Parser {
   enum class Mode : uint8_t { kRequest, kResponse };
 
   // Limits on a head (start line plus field section, through its final CRLF) and, separately,
-  // on a trailer section. Over either: Code::kTooLarge (the edge answers 431).
+  // on a trailer section; max_header_bytes also bounds each chunk-size line (extensions
+  // included). Over any: Code::kTooLarge (error_status(): 414 when the request-target alone
+  // took the head over max_header_bytes, else 431).
   struct Limits {
     size_t max_header_bytes = 64 * 1024;
-    size_t max_headers = 128;
+    size_t max_headers = 128;  // Field lines in a head, or in a trailer section.
   };
 
   // Receives a parser's events, always in this order for each message: one head, any number
@@ -197,7 +232,8 @@ class Parser {
   // consumed: all of them, or fewer when a message completed (paused() is then true; the
   // rest belongs to the next message and must be fed again after resume()). Nothing is kept
   // from |data| after the call returns. Errors, after which every call fails the same way:
-  //   kTooLarge   a head or trailer section over the limits (edge: 431);
+  //   kTooLarge   a head, trailer section or chunk-size line over the limits (edge: 431, or
+  //               414 for a request-target: see error_status());
   //   kMalformed  anything that is not valid HTTP/1.1 framing or syntax (edge: 400);
   //   kUnsupported a transfer coding other than chunked (edge: 501), or bytes after a
   //               101 Switching Protocols response (the connection is no longer HTTP);
@@ -242,27 +278,69 @@ class Parser {
   // Where the parser is within a message.
   enum class Phase : uint8_t { kHead, kBody, kTrailers };
   // Why llhttp paused.
-  enum class Pause : uint8_t { kNone, kHeadDone, kLastChunk, kMessageDone };
-  // The byte scanner's position within a head or trailer section.
-  enum class Scan : uint8_t { kBeforeStart, kStartLine, kLineStart, kInLine };
+  enum class Pause : uint8_t { kNone, kHeadDone, kMessageDone };
+  // The byte scanner's position within a head or trailer section. Bytes before the start line
+  // and a request's method are the scanner's own: llhttp never sees them.
+  enum class Scan : uint8_t { kBeforeStart, kMethod, kStartLine, kLineStart, kInLine, kDone };
+  // The chunked-body scanner's position. From kBws on it is inside chunk extensions, whose
+  // bytes llhttp never sees.
+  enum class Chunk : uint8_t {
+    kSize,          // 1*HEXDIG.
+    kSizeLf,        // The line's CR was seen.
+    kData,          // chunk_left_ bytes of data to come.
+    kDataCr,        // The CR after the data.
+    kDataLf,        // The LF after it.
+    kBws,           // BWS after the size or a value: more of it, or ';'.
+    kBwsAfterName,  // BWS after an extension name: more of it, '=' or ';'.
+    kNameStart,     // After ';': BWS, then a token.
+    kName,          // In chunk-ext-name.
+    kValueStart,    // After '=': BWS, then a token or a quoted-string.
+    kToken,         // In a token value.
+    kQuoted,        // In a quoted-string value.
+    kQuotedPair,    // After a backslash inside it.
+    kQuotedEnd,     // After its closing DQUOTE.
+  };
+  // The next bytes llhttp is to parse, [begin, end), and where scanning goes on once it has
+  // parsed them all (after a dropped byte, |next| is past |end|).
+  struct Run {
+    const uint8_t* begin;
+    const uint8_t* end;
+    const uint8_t* next;
+  };
 
-  Status scan(const uint8_t* begin, const uint8_t* end);
+  Status next_run(const uint8_t* p, const uint8_t* end, Run& run);
+  Status scan_section(const uint8_t* p, const uint8_t* end, Run& run);
+  Status scan_chunked(const uint8_t* p, const uint8_t* end, Run& run);
+  bool scanner_owns() const { return scan_ == Scan::kBeforeStart || scan_ == Scan::kMethod; }
+  void start_section(Scan at);
+  Status scan_byte(uint8_t c);
+  Status scan_before_start(uint8_t c);
+  Status scan_method(uint8_t c);
+  Status end_line();
+  Status head_too_large(uint8_t c) const;
+  Status chunk_byte(uint8_t c);
+  Status size_byte(uint8_t c);
+  Status extension_byte(uint8_t c);
+  std::optional<Chunk> extension_next(uint8_t c) const;
+  void end_size_line();
+  Status feed_method();
+  int execute(const uint8_t* begin, const uint8_t* end);
   Status fail(Status s);
-  Status count_bytes(size_t n);
 
   // llhttp callbacks (via Llhttp); each returns 0, HPE_PAUSED or HPE_USER with error_ set.
   int on_message_begin();
   int on_span(int kind, const char* at, size_t len);
   int on_headers_complete();
-  int on_chunk_header();
   int on_body_bytes(const char* at, size_t len);
   int on_message_done();
   int user_error(Status s);
 
   Status check_request_head();
+  Status check_host();
   Status check_response_head();
   Status check_framing(bool has_body);
   Status finish_fields(std::vector<Header>& fields);
+  void deliver_head();
 
   Mode mode_;
   Handler& handler_;
@@ -274,9 +352,12 @@ class Parser {
   Pause pause_ = Pause::kNone;
   Phase phase_ = Phase::kHead;
   Scan scan_ = Scan::kBeforeStart;
-  size_t section_bytes_ = 0;       // Bytes of the current head or trailer section, scanned.
-  size_t section_span_bytes_ = 0;  // Bytes llhttp reported in spans for that section.
+  bool cr_ = false;           // The last byte scanned in a head was a CR (an LF must follow).
+  size_t section_bytes_ = 0;  // Bytes of the current head or trailer section, scanned.
   size_t start_line_spaces_ = 0;
+  Chunk chunk_ = Chunk::kSize;
+  uint64_t chunk_left_ = 0;      // The chunk size being read, then the data bytes still to come.
+  size_t chunk_line_bytes_ = 0;  // Bytes of the current chunk-size line, scanned.
   bool paused_ = false;
   bool finished_ = false;
   bool closed_ = false;    // The last message ended the connection.
@@ -285,7 +366,7 @@ class Parser {
   bool in_value_ = false;  // The last field-section span was a value (next name starts a field).
 
   // The message being parsed.
-  std::string method_;
+  std::string method_;  // Read by the scanner (llhttp sees a stand-in).
   std::string target_;
   std::string reason_;
   std::vector<Header> fields_;
@@ -295,6 +376,11 @@ class Parser {
   std::optional<uint64_t> content_length_;
   bool keep_alive_ = true;
 };
+
+// The status a server answers a Parser error with (RFC 9112, RFC 9110 §15.5): 414 URI Too Long
+// for a request-target that alone took the head over Limits::max_header_bytes, 431 for any
+// other kTooLarge, 501 for kUnsupported, 400 for everything else (kClosed needs no answer).
+int error_status(const Status& s);
 
 // Appends "METHOD target HTTP/1.x\r\n", the fields and the empty line to |out|. Refuses with
 // kMalformed, appending nothing, a method or field name that is not a token, a target that
@@ -338,5 +424,22 @@ void add_forwarded_for(std::vector<Header>& headers, std::string_view client_ip)
 
 // The standard reason phrase for |status| ("Not Found"); "" for a code without one.
 std::string_view status_reason(int status);
+
+// |unix_seconds| as an IMF-fixdate (RFC 9110 §5.6.7), "Sun, 06 Nov 1994 08:49:37 GMT": the
+// only form a sender may generate for Date. Touches no clock and no locale.
+std::string imf_fixdate(int64_t unix_seconds);
+
+// The Date field value of the current second, formatted once per second (RFC 9110 §6.6.1: an
+// origin server with a clock MUST send Date; a proxy adds one when a response lacks it). The
+// caller reads the clock and passes the time in. One per thread (it is not thread-safe).
+class DateCache {
+ public:
+  // The IMF-fixdate of |unix_seconds|. The view is valid until the next call.
+  std::string_view get(int64_t unix_seconds);
+
+ private:
+  int64_t second_ = INT64_MIN;  // No second formatted yet.
+  std::string text_;
+};
 
 }  // namespace coilgun::http

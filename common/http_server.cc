@@ -113,13 +113,11 @@ void ServerConnection::process() {
 }
 
 void ServerConnection::fail_request(const Status& s) {
-  int status = 400;
-  if (s.code() == Code::kTooLarge) status = 431;
-  if (s.code() == Code::kUnsupported) status = 501;
   if (s.code() == Code::kClosed) {  // Bytes after a request that asked to close.
     pending_.clear();
     return;
   }
+  const int status = error_status(s);
   if (in_exchange_) {
     in_exchange_ = false;
     handler_.on_abort(*this);

@@ -2,7 +2,8 @@
 // Serves HTTP/1.1 on accepted connections (the edge's client listener, admin listeners, test
 // fixtures). One ServerConnection per client socket; requests are handled one at a time, so
 // pipelined requests are answered in order (the parser pauses after each and resumes when its
-// response is complete). Malformed requests get 400, oversized heads 431, both with a close.
+// response is complete). A request the parser refuses gets http::error_status() (400, 414,
+// 431 or 501) and a close.
 //
 // A Handler drives exchanges: it hears about each request head and body, and answers through
 // the connection's respond_* methods, from inside the callback or later (the exchange stays

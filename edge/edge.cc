@@ -53,6 +53,7 @@ class ClientExchange : public uv::Deferred {
   void release_stream();
   void write_head(http::ResponseFraming framing, uint64_t length);
   void arm_timeout(std::chrono::milliseconds delay);
+  void route_options(const config::EdgeRoute& route);
   void progress() { last_progress_ms_ = worker_.loop().now_ms(); }
 
   EdgeWorker& worker_;
@@ -83,6 +84,7 @@ class ClientExchange : public uv::Deferred {
   double upstream_ms_ = -1;
   std::shared_ptr<const Settings> settings_;  // As of begin(), for the whole exchange.
   uv::Timer timeout_;  // request_timeout: fires after that long without progress.
+  std::chrono::milliseconds idle_limit_{0};  // The route's request_timeout, or [limits]'.
   uint64_t last_progress_ms_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
@@ -97,15 +99,21 @@ void ClientExchange::begin() {
   method_ = req.method;
   target_ = req.target;
   authority_ = std::string(http::find(req.headers, "host").value_or(""));
-  // An absolute-form target (RFC 9112 §3.2.2) names the host itself.
-  if (target_.starts_with("http://") || target_.starts_with("https://")) {
-    const size_t start = target_.find("//") + 2;
-    const size_t slash = target_.find('/', start);
-    authority_ =
-        target_.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-    target_ = slash == std::string::npos ? "/" : target_.substr(slash);
+  // RFC 9112 §3.2.2: "When an origin server receives a request with an absolute-form of
+  // request-target, the origin server MUST ignore the received Host header field (if any) and
+  // instead use the host information of the request-target." The parser checked that
+  // authority (no userinfo, a valid host); it is what routes the request and, as :authority,
+  // the Host the backend receives (the client's Host field is not forwarded).
+  if (auto absolute = http::split_absolute_target(target_)) {
+    authority_ = std::string(absolute->authority);
+    target_ = std::move(absolute->origin_form);
   }
-  if (authority_.empty()) return fail(400, "no_host");
+  // RFC 9112 §3.2 requires Host of HTTP/1.1 only. An HTTP/1.0 request without one (or with an
+  // empty one) names no host: it takes the default route, and the backend receives an empty
+  // Host, which is what a client must send when the target URI has no authority (§3.2). An
+  // empty Host in HTTP/1.1 names an "http" URI with an empty host, which a recipient MUST
+  // reject (RFC 9110 §4.2.1).
+  if (authority_.empty() && req.version_minor != 0) return fail(400, "no_host");
   if (target_.empty() || target_[0] != '/') {
     if (!(method_ == "OPTIONS" && target_ == "*")) return fail(400, "bad_target");
   }
@@ -125,14 +133,28 @@ void ClientExchange::begin() {
   http::remove(headers, "host");
   http::remove(headers, "expect");
   http::add_forwarded_for(headers, client_->peer_ip());
-  fields_ = {
-      {":method", method_}, {":scheme", "http"}, {":authority", authority_}, {":path", target_}};
+  fields_ = {{":method", method_}, {":scheme", "http"}};
+  if (!authority_.empty()) fields_.emplace_back(":authority", authority_);
+  fields_.emplace_back(":path", target_);
   for (auto& h : headers) fields_.emplace_back(http::to_lower(h.name), std::move(h.value));
+  route_options(*route);
 
   progress();
-  arm_timeout(settings_->config.limits.request_timeout);
+  arm_timeout(idle_limit_);
   if (!send_request(false)) return;
   if (req.expects_continue()) client_->send_continue();
+}
+
+// What the route sets for this exchange: the idle limit here, and for the agent
+// (PROTOCOL.md §3) how long to wait for the backend and whether private responses are
+// delta-coded. The edge waits for the backend's answer at least as long as the agent does.
+void ClientExchange::route_options(const config::EdgeRoute& route) {
+  idle_limit_ = route.request_timeout.value_or(settings_->config.limits.request_timeout);
+  if (route.backend_timeout) {
+    fields_.emplace_back(":backend-timeout", std::to_string(route.backend_timeout->count()));
+    idle_limit_ = std::max(idle_limit_, *route.backend_timeout + std::chrono::seconds(1));
+  }
+  if (!route.private_deltas) fields_.emplace_back(":private", "no-delta");
 }
 
 // Opens the stream. |full|: name no held versions (a refetch after a delta that could not be
@@ -164,7 +186,7 @@ bool ClientExchange::send_request(bool full) {
 void ClientExchange::arm_timeout(std::chrono::milliseconds delay) {
   timeout_.start(delay, [this] {
     const uint64_t idle = worker_.loop().now_ms() - last_progress_ms_;
-    const auto limit = static_cast<uint64_t>(settings_->config.limits.request_timeout.count());
+    const auto limit = static_cast<uint64_t>(idle_limit_.count());
     if (idle < limit) return arm_timeout(std::chrono::milliseconds(limit - idle));
     fail(504, "request_timeout");
   });
@@ -241,6 +263,12 @@ void ClientExchange::write_head(http::ResponseFraming framing, uint64_t length) 
   if (framing == http::ResponseFraming::kNone && method_ != "HEAD" && status_ != 204 &&
       status_ != 304 && !http::find(head.headers, "content-length")) {
     http::set(head.headers, "Content-Length", "0");
+  }
+  // RFC 9110 §6.6.1: "A recipient with a clock that receives a response message without a Date
+  // header field MUST record the time it was received and append a corresponding Date header
+  // field to the message's header section if it is cached or forwarded downstream."
+  if (!http::find(head.headers, "date")) {
+    head.headers.push_back({"Date", std::string(worker_.http_date())});
   }
   head_sent_ = true;
   if (!client_->respond_head(std::move(head), framing, length).ok()) {
@@ -640,6 +668,7 @@ namespace {
 http::ServerOptions server_options(const config::EdgeConfig& c) {
   http::ServerOptions o;
   o.limits.max_header_bytes = c.limits.max_header_bytes;
+  o.limits.max_headers = c.limits.max_headers;
   o.idle_timeout = c.limits.client_idle_timeout;
   o.server_name = "coilgun-edge";
   return o;
@@ -682,6 +711,11 @@ AgentPool* EdgeWorker::pool_for(const config::EdgeRoute& route) {
   AgentPool* raw = pool.get();
   pools_[key] = std::move(pool);
   return raw;
+}
+
+std::string_view EdgeWorker::http_date() {
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return dates_.get(std::chrono::duration_cast<std::chrono::seconds>(now).count());
 }
 
 void EdgeWorker::tunnel_up() {

@@ -4,12 +4,14 @@
 //
 // Per worker: the client listener, and per agent a pool of tunnel connections (config
 // tunnel.connections, default 2) that reconnect with capped, jittered backoff. A request is
-// routed by Host to its agent and sent on the least busy tunnel with the ids of the versions
-// this edge holds for its cache key. A coded response is rebuilt from the delta, checked
-// against its version id, stored as the newest version and served; a base the edge no longer
-// holds, or a body that fails its check, is fetched again in full, never served. Streamed
-// responses go to the client as they arrive, and the tunnel window is granted back only as
-// the client socket takes them.
+// routed by its host (an absolute-form target's authority, else the Host field; an HTTP/1.0
+// request without Host takes the default route) to its agent and sent on the least busy
+// tunnel with the ids of the versions this edge holds for its cache key. A coded response is
+// rebuilt from the delta, checked against its version id, stored as the newest version and
+// served; a base the edge no longer holds, or a body that fails its check, is fetched again in
+// full, never served. Streamed responses go to the client as they arrive, and the tunnel
+// window is granted back only as the client socket takes them. A response without Date gets
+// one (RFC 9110 §6.6.1).
 //
 // Failures and their answers: no route for the Host 421; no tunnel up 502 at once (reason
 // "tunnel_down"); tunnel lost mid-request 502 ("tunnel_lost"); backend refused 502
@@ -151,6 +153,9 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   // a reload, before a request needs them.
   void connect_routes(const std::shared_ptr<const Settings>& settings);
   void exchange_done(ClientExchange* ex);
+  // The Date field value for a response written now (IMF-fixdate), formatted at most once a
+  // second. The view is valid until the next call.
+  std::string_view http_date();
 
   // http::Server (ServerHandler)
   void on_request(http::ServerConnection& c) override;
@@ -167,6 +172,7 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   std::shared_ptr<const Settings> routes_of_;
   unsigned tunnels_up_ = 0;
   proto::DeltaDecoder decoder_;
+  http::DateCache dates_;
   std::mt19937 rng_;
   size_t exchanges_ = 0;
   bool draining_ = false;

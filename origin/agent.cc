@@ -31,6 +31,37 @@ bool delta_worthy(const http::ResponseHead& head) {
          t.find("ecmascript") != std::string::npos;
 }
 
+// Responses that must reach the client as they come, whatever their type: server-sent events
+// (each event matters when it is sent), and what the backend marked unbuffered (nginx's
+// "X-Accel-Buffering: no").
+bool must_stream(const http::ResponseHead& head) {
+  if (auto ct = http::find(head.headers, "content-type")) {
+    if (http::to_lower(*ct).starts_with("text/event-stream")) return true;
+  }
+  auto buffering = http::find(head.headers, "x-accel-buffering");
+  return buffering && http::iequals(*buffering, "no");
+}
+
+// Cache-Control: private or no-store (RFC 9111 §5.2.2.5, §5.2.2.7): meant for one user. Such
+// responses are delta-coded like any other unless the edge's route says otherwise (":private").
+bool is_private(const http::ResponseHead& head) {
+  return http::has_token(head.headers, "cache-control", "private") ||
+         http::has_token(head.headers, "cache-control", "no-store");
+}
+
+// The edge route's backend timeout (":backend-timeout", milliseconds); nullopt when it is not
+// a number from 1 ms to a day.
+std::optional<std::chrono::milliseconds> route_timeout(std::string_view ms) {
+  uint64_t v = 0;
+  if (ms.empty() || ms.size() > 9) return std::nullopt;
+  for (char c : ms) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (v == 0 || v > 86400000) return std::nullopt;
+  return std::chrono::milliseconds(v);
+}
+
 }  // namespace
 
 // One stream: the edge's request, the backend exchange, the answer.
@@ -65,6 +96,7 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   void respond_coded();
   void find_base(size_t index);
   void encode(BlobRef base);
+  void watch_trickle();
   void switch_to_stream();
   void pump();
   void fail(ResetReason reason, const char* why);
@@ -87,7 +119,12 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
 
   std::unique_ptr<http::ClientConnection> conn_;
   bool retried_ = false;
+  // From the edge's route: how long to wait for the response head (else
+  // backend_pool.response_timeout), and whether private responses are delta-coded.
+  std::optional<std::chrono::milliseconds> backend_timeout_;
+  bool private_deltas_ = true;
   uv::Timer timeout_;
+  uv::Timer trickle_;  // delta.stream_after: a coded body that stalls goes on as a stream.
   std::shared_ptr<const Settings> settings_;          // As of the request, for the whole exchange.
   std::shared_ptr<AgentWorker::KeyState> key_state_;  // Counts this exchange as running.
 
@@ -118,6 +155,7 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
       held_(held.begin(), held.end()),
       request_end_(end_stream),
       timeout_(link.worker().loop()),
+      trickle_(link.worker().loop()),
       settings_(shared_.now()) {
   std::string authority;
   for (const HeaderField& f : fields) {
@@ -127,6 +165,10 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
       request_.target = f.value;
     } else if (f.name == ":authority") {
       authority = f.value;
+    } else if (f.name == ":backend-timeout") {
+      backend_timeout_ = route_timeout(f.value);
+    } else if (f.name == ":private") {
+      private_deltas_ = f.value != "no-delta";
     } else if (f.name[0] != ':') {
       request_.headers.push_back({std::string(f.name), std::string(f.value)});
     }
@@ -183,7 +225,7 @@ void Exchange::acquire(bool fresh) {
 void Exchange::send_request() {
   const Status s = conn_->send_request(request_, request_framing_, request_length_, this);
   if (!s.ok()) return on_error(s);
-  timeout_.start(settings_->config.backend_pool.response_timeout,
+  timeout_.start(backend_timeout_.value_or(settings_->config.backend_pool.response_timeout),
                  [this] { fail(ResetReason::kUpstreamTimeout, "backend_timeout"); });
   if (!early_body_.empty()) {
     (void)conn_->send_body(early_body_);
@@ -224,14 +266,18 @@ void Exchange::on_response_head(http::ResponseHead&& head) {
   const bool bodyless = request_.method == "HEAD" || head.status == 204 || head.status == 304;
   const auto cl = http::find(head.headers, "content-length");
   const uint64_t length = cl ? std::strtoull(std::string(*cl).c_str(), nullptr, 10) : 0;
+  const bool unbuffered = must_stream(head);  // Before the field goes.
   http::remove_hop_by_hop(head.headers);
+  http::remove(head.headers, "x-accel-buffering");  // For this proxy, like nginx does.
   if (bodyless) {
     mode_ = Mode::kNone;
-  } else if (request_.method == "GET" && delta_worthy(head) &&
+  } else if (request_.method == "GET" && delta_worthy(head) && !unbuffered &&
+             (private_deltas_ || !is_private(head)) &&
              (!cl || length <= settings_->config.delta.max_body)) {
     mode_ = Mode::kCoded;
     http::remove(head.headers, "content-length");  // The edge sets it from the rebuilt body.
     if (cl) body_.reserve(length);
+    watch_trickle();
   } else {
     mode_ = Mode::kStream;
   }
@@ -263,7 +309,8 @@ void Exchange::on_response_body(std::span<const uint8_t> data) {
   shared_.metrics.body_bytes.inc(data.size());
   if (mode_ == Mode::kCoded) {
     body_.insert(body_.end(), data.begin(), data.end());
-    if (body_.size() > settings_->config.delta.max_body) switch_to_stream();
+    if (body_.size() > settings_->config.delta.max_body) return switch_to_stream();
+    watch_trickle();
     return;
   }
   if (mode_ != Mode::kStream) return;
@@ -280,8 +327,19 @@ void Exchange::on_response_body(std::span<const uint8_t> data) {
   }
 }
 
+// A body being buffered for a delta that pauses for delta.stream_after before its end is a
+// long poll or a trickle: from then on it streams, so each piece reaches the client as it is
+// sent. The timer restarts with each piece; a body that arrives in one go never sees it fire.
+void Exchange::watch_trickle() {
+  trickle_.start(settings_->config.delta.stream_after, [this] {
+    if (mode_ == Mode::kCoded && !backend_done_) switch_to_stream();
+  });
+}
+
 void Exchange::switch_to_stream() {
-  // Longer than a delta is worth: what was buffered goes first, the rest as it comes.
+  // Longer than a delta is worth, or too slow to wait for: what was buffered goes first, the
+  // rest as it comes.
+  trickle_.stop();
   mode_ = Mode::kStream;
   result_ = log::DeltaResult::kStream;
   if (!submit(BodyMode::kStream, false).ok())
@@ -292,6 +350,7 @@ void Exchange::switch_to_stream() {
 
 void Exchange::on_response_end() {
   backend_done_ = true;
+  trickle_.stop();
   // The backend's part is over: its connection goes back to the pool (or away).
   worker_.backend().release(std::move(conn_));
   if (mode_ == Mode::kNone) return finish();
@@ -359,8 +418,10 @@ void Exchange::pump() {
   if (backend_done_) {
     (void)link_.session().send_data(stream_, {}, true);
     link_.flush();
-    finish();
+    return finish();
   }
+  // Nothing waits to go (a coded body switched to a stream before its first byte): read on.
+  if (conn_) conn_->resume_reading();
 }
 
 void Exchange::on_error(Status status) {
@@ -413,6 +474,7 @@ void Exchange::finish() {
   finished_ = true;
   *alive_ = false;
   timeout_.stop();
+  trickle_.stop();
   shared_.metrics.in_flight.sub(1);
   const double secs = daemon::seconds_since(started_);
   if (!cancelled_) shared_.metrics.request(status_, secs);
@@ -536,7 +598,7 @@ AgentWorker::AgentWorker(uv::Loop& loop, Shared& shared, unsigned index)
           shared.now()->config.backend_pool.max_idle_per_worker,
           shared.now()->config.backend_pool.connect_timeout,
           http::Parser::Limits{.max_header_bytes = shared.now()->config.limits.max_header_bytes,
-                               .max_headers = 256}) {}
+                               .max_headers = shared.now()->config.limits.max_headers}) {}
 
 proto::DeltaEncoder& AgentWorker::encoder(const config::DeltaConfig& delta) {
   // Rebuilt only for what it is made of: exchanges from before and after a reload that

@@ -9,6 +9,7 @@ one worker on each side, so that consecutive requests share the agent's one back
 """
 
 import hashlib
+import http.client
 import http.server
 import os
 import shutil
@@ -50,6 +51,12 @@ class MisbehavingBackend:
       /streamed    a 4 MiB application/octet-stream body, then a stray response in the same
                    connection right after it
       /vanish      reads the request, counts it, and closes the connection without a byte
+      /late        200 after two seconds (a long poll)
+      /private     a page marked Cache-Control: private that changes on every request
+      /events, /trickle, /unbuffered
+                   a chunked body in PIECES pieces, one each INTERVAL seconds: server-sent
+                   events, text/plain, and text/html marked "X-Accel-Buffering: no"; the time
+                   each piece was sent goes to |sent|
 
     It counts requests per method and path, and connections accepted."""
 
@@ -62,6 +69,7 @@ class MisbehavingBackend:
         self.seen = {}  # "METHOD /path" -> count
         self.connections = 0
         self.stray_sent = threading.Event()
+        self.sent = {}  # path -> monotonic times each piece was sent
         self.conns = []
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -76,6 +84,8 @@ class MisbehavingBackend:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            # As servers that stream do, or the first piece waits for the head's ACK (Nagle).
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
                 self.connections += 1
                 self.conns.append(conn)
@@ -132,9 +142,38 @@ class MisbehavingBackend:
                          + self.response(b"STRAY!"))
         elif path == "/vanish":
             return False
+        elif path == "/late":
+            time.sleep(2.0)
+            conn.sendall(self.response(b"late answer"))
+        elif path == "/private":
+            with self.lock:
+                self.private_served = getattr(self, "private_served", 0) + 1
+                n = self.private_served
+            body = b"<p>your account, visit %d</p>" % n + b"<li>the same long list</li>" * 200
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nCache-Control: private\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        elif path in self.STREAMS:
+            self._trickle(conn, path)
         else:
             conn.sendall(self.response(b"no such path", status="404 Not Found"))
         return True
+
+    PIECES, INTERVAL = 4, 0.4
+    STREAMS = {"/events": "Content-Type: text/event-stream",
+               "/trickle": "Content-Type: text/plain",
+               "/unbuffered": "Content-Type: text/html\r\nX-Accel-Buffering: no"}
+
+    def _trickle(self, conn, path):
+        conn.sendall(f"HTTP/1.1 200 OK\r\n{self.STREAMS[path]}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     .encode())
+        for i in range(self.PIECES):
+            if i:
+                time.sleep(self.INTERVAL)
+            piece = f"data: piece-{i}\n\n".encode()
+            with self.lock:
+                self.sent.setdefault(path, []).append(time.monotonic())
+            conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.sendall(b"0\r\n\r\n")
 
     def stop(self):
         self.sock.close()
@@ -168,10 +207,10 @@ class IgnoresGetBodies(http.server.BaseHTTPRequestHandler):
 
 
 class BackendTestCase(PairTestCase):
-    def backend_pair(self, backend_port, origin_env=None):
+    def backend_pair(self, backend_port, edge_env=None, origin_env=None):
         env = {"COILGUN_BACKEND_POOL_RESPONSE_TIMEOUT": "5s"}
         env.update(origin_env or {})
-        return self.pair(backend_port=backend_port, origin_env=env)
+        return self.pair(backend_port=backend_port, edge_env=edge_env, origin_env=env)
 
     def misbehaving(self):
         b = MisbehavingBackend()
@@ -179,16 +218,48 @@ class BackendTestCase(PairTestCase):
         return b
 
 
+def slow_get(port, path, timeout=60.0):
+    """GET |path| read by a slow client (a small receive buffer, 64 KiB every 2 ms), so that the
+    pair's flow control pauses the agent's reading of the backend; returns (status, body)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", port))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.sock = s
+    try:
+        conn.request("GET", path, headers={"Host": "www.example.com"})
+        r = conn.getresponse()
+        body = bytearray()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            piece = r.read(65536)
+            if not piece:
+                break
+            body += piece
+            time.sleep(0.002)  # The client's pace, not a wait for an event.
+        return r.status, bytes(body)
+    finally:
+        conn.close()
+
+
+def post(port, path):
+    """A POST with a body: never retried by the agent, so a connection left broken shows."""
+    status, _, body = get(port, path, method="POST", body=b"form=1")
+    return status, body
+
+
 class TestPoolReuse(BackendTestCase):
+    """What follows each misbehaviour is a POST with a body, which the agent never sends twice:
+    a broken pooled connection shows as a 502 or a wrong answer, not as a silent retry."""
+
     def test_a_204_with_a_body_does_not_answer_the_next_request(self):
         b = self.misbehaving()
         p = self.backend_pair(b.port)
-        self.assertEqual(get(p.http_port, "/ok/warm")[2], b"ok warm")
         status, _, body = get(p.http_port, "/204body")
         self.assertEqual((status, body), (204, b""))
         for name in ("a", "b", "c"):
-            status, _, body = get(p.http_port, f"/ok/{name}")
-            self.assertEqual((status, body), (200, b"ok " + name.encode()))
+            self.assertEqual(post(p.http_port, f"/ok/{name}"), (200, b"ok " + name.encode()))
         # The connection that carried the 204 was not used again.
         self.assertGreaterEqual(b.connections, 2)
 
@@ -199,18 +270,108 @@ class TestPoolReuse(BackendTestCase):
         self.assertEqual((status, body), (200, b"first"))
         self.assertTrue(b.stray_sent.wait(5), "the backend never sent its stray answer")
         # The stray answer reached the agent's idle connection; the next request is not given it.
-        status, _, body = get(p.http_port, "/ok/next")
-        self.assertEqual((status, body), (200, b"ok next"))
+        self.assertEqual(post(p.http_port, "/ok/next"), (200, b"ok next"))
         self.assertEqual(b.connections, 2)
 
     def test_bytes_after_a_streamed_body_are_never_an_answer(self):
         b = self.misbehaving()
         p = self.backend_pair(b.port)
-        status, headers, body = get(p.http_port, "/streamed", timeout=30)
+        status, body = slow_get(p.http_port, "/streamed")
         self.assertEqual(status, 200)
         self.assertEqual(len(body), 4 << 20)
-        status, _, body = get(p.http_port, "/ok/after")
-        self.assertEqual((status, body), (200, b"ok after"))
+        self.assertEqual(post(p.http_port, "/ok/after"), (200, b"ok after"))
+
+
+def arrivals(port, path, pieces, timeout=10.0):
+    """GETs |path| over a raw socket; returns the monotonic time each "piece-N" marker arrived,
+    and whether the response then ended (the last chunk)."""
+    seen = []
+    data = b""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: www.example.com\r\n\r\n".encode())
+        while time.monotonic() < deadline and not data.endswith(b"\r\n0\r\n\r\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            now = time.monotonic()
+            while len(seen) < pieces and b"piece-%d" % len(seen) in data:
+                seen.append(now)
+    return seen, data.endswith(b"\r\n0\r\n\r\n")
+
+
+class TestStreaming(BackendTestCase):
+    """Bodies that must not wait for their end: each piece reaches the client as it is sent, and
+    a stream that keeps moving outlives limits.request_timeout (1 s here)."""
+
+    def check_streams(self, path, stream_after="20ms"):
+        b = self.misbehaving()
+        p = self.backend_pair(b.port, edge_env={"COILGUN_LIMITS_REQUEST_TIMEOUT": "1s"},
+                              origin_env={"COILGUN_DELTA_STREAM_AFTER": stream_after})
+        got, ended = arrivals(p.http_port, path, b.PIECES)
+        self.assertTrue(ended, f"{path}: the response did not end")
+        self.assertEqual(len(got), b.PIECES)
+        lags = sorted(g - s for g, s in zip(got, b.sent[path]))
+        print(f"{path}: lag per piece (ms): {[round(x * 1000, 1) for x in lags]}", file=sys.stderr)
+        # Buffered until its end, the first piece would be 1.2 s late.
+        self.assertLess(lags[-1], b.INTERVAL / 2, lags)
+        self.assertLess(lags[len(lags) // 2], 0.05, lags)
+        m = metrics(p.edge_admin)
+        self.assertEqual(m['coilgun_delta_responses_total{result="stream"}'], 1)
+
+    # Events and unbuffered responses stream from their head on: with delta.stream_after at a
+    # minute, waiting for a pause instead would be late by far.
+    def test_server_sent_events_stream(self):
+        self.check_streams("/events", stream_after="60s")
+
+    def test_an_unbuffered_response_streams(self):
+        self.check_streams("/unbuffered", stream_after="60s")
+
+    def test_a_trickling_page_streams(self):
+        self.check_streams("/trickle")
+
+
+class TestRouteOptions(BackendTestCase):
+    """[[route]] request_timeout, backend_timeout and private_deltas."""
+
+    def route_edge(self, p, options):
+        """Replaces |p|'s edge with one whose route for www.example.com carries |options|."""
+        p.edge.stop()
+        conf = os.path.join(self.tmp, "edge.toml")
+        with open(conf, "w") as f:
+            f.write(f'listen = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\nworkers = 1\n[tls]\n'
+                    f'ca = "{p.certs.path("ca.pem")}"\ncert = "{p.certs.path("edge-edge.pem")}"\n'
+                    f'key = "{p.certs.path("edge-edge.key")}"\n[[route]]\nhosts = ["www.example.com"]\n'
+                    f'agent = "127.0.0.1:{p.agent_port}"\n{options}\n')
+        p.edge = harness.Process([harness.binary("coilgun-edge"), "-c", conf], "edge")
+        _, p.http_port = p.edge.address("http")
+        _, p.edge_admin = p.edge.address("admin")
+        p.wait_ready()
+
+    def test_a_long_poll_waits_as_long_as_its_route_says(self):
+        b = self.misbehaving()
+        p = self.backend_pair(b.port, origin_env={"COILGUN_BACKEND_POOL_RESPONSE_TIMEOUT": "1s"})
+        self.assertEqual(get(p.http_port, "/late")[0], 504)
+        self.route_edge(p, 'backend_timeout = "5s"\nrequest_timeout = "1s"')
+        status, _, body = get(p.http_port, "/late")
+        self.assertEqual((status, body), (200, b"late answer"))
+
+    def test_private_responses_are_deltas_unless_the_route_says_no(self):
+        b = self.misbehaving()
+        p = self.backend_pair(b.port)
+        for _ in range(2):
+            self.assertEqual(get(p.http_port, "/private")[0], 200)
+        m = metrics(p.edge_admin)
+        self.assertEqual(m['coilgun_delta_responses_total{result="delta"}'], 1)
+        self.route_edge(p, "private_deltas = false")
+        for _ in range(2):
+            status, headers, body = get(p.http_port, "/private")
+            self.assertEqual(status, 200)
+            self.assertEqual(headers["cache-control"], "private")
+        m = metrics(p.edge_admin)
+        self.assertEqual(m['coilgun_delta_responses_total{result="stream"}'], 2)
+        self.assertEqual(m.get('coilgun_delta_responses_total{result="delta"}', 0), 0)
 
 
 class TestNginxBackend(BackendTestCase):
@@ -264,8 +425,8 @@ http {{
     def test_a_large_streamed_file_then_a_small_one(self):
         p = self.backend_pair(self.port)
         for _ in range(2):
+            status, body = slow_get(p.http_port, "/big.bin")
             started = time.monotonic()
-            status, _, body = get(p.http_port, "/big.bin", timeout=60)
             self.assertEqual(status, 200)
             self.assertEqual(hashlib.sha256(body).digest(), hashlib.sha256(self.big).digest())
             status, _, body = get(p.http_port, "/small.txt", timeout=20)

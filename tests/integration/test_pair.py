@@ -90,6 +90,20 @@ class PairTestCase(unittest.TestCase):
         self.pairs.append(p)
         return p
 
+    def routed_edge(self, p, hosts):
+        """A second edge for |p|'s agent with one [[route]] for |hosts| and no default route;
+        returns its HTTP port once a tunnel is up."""
+        conf = os.path.join(self.tmp, "edge.toml")
+        with open(conf, "w") as f:
+            f.write(f'[[route]]\nhosts = {json.dumps(hosts)}\nagent = "127.0.0.1:{p.tunnel_port}"\n'
+                    f'agent_name = "127.0.0.1"\n')
+        edge = harness.Process([harness.binary("coilgun-edge"), "-c", conf, "--listen", "127.0.0.1:0",
+                                "--admin", "127.0.0.1:0", "--workers", "1"] + p.certs.edge_flags(), "edge2")
+        self.procs.append(edge)
+        _, port = edge.address("http")
+        edge.wait_for(lambda r: r.get("msg") == "tunnel up", what="tunnel up")
+        return port
+
 
 class TestDeltas(PairTestCase):
     def test_pages_cross_as_small_deltas_byte_exact(self):
@@ -224,16 +238,7 @@ class TestBadInput(PairTestCase):
         self.assertTrue(closed)
 
     def test_unknown_host_gets_421(self):
-        conf = os.path.join(self.tmp, "edge.toml")
-        p = self.pair()
-        with open(conf, "w") as f:
-            f.write(f'[[route]]\nhosts = ["www.example.com", "*.example.org"]\nagent = "127.0.0.1:{p.tunnel_port}"\n'
-                    f'agent_name = "127.0.0.1"\n')
-        edge = harness.Process([harness.binary("coilgun-edge"), "-c", conf, "--listen", "127.0.0.1:0",
-                                "--admin", "127.0.0.1:0", "--workers", "1"] + p.certs.edge_flags(), "edge2")
-        self.procs.append(edge)
-        _, port = edge.address("http")
-        edge.wait_for(lambda r: r.get("msg") == "tunnel up", what="tunnel up")
+        port = self.routed_edge(self.pair(), ["www.example.com", "*.example.org"])
         self.assertEqual(get(port, "/", host="www.example.com")[0], 200)
         self.assertEqual(get(port, "/", host="news.example.org:8080")[0], 200)
         self.assertEqual(get(port, "/", host="www.other.net")[0], 421)

@@ -91,7 +91,7 @@ TEST_CASE("Origin defaults are the documented values", "[config]") {
   CHECK(c.store.versions_per_key == 4);
   CHECK(c.backend_pool.max_idle_per_worker == 32);
   CHECK(c.backend_pool.connect_timeout == milliseconds(3000));
-  CHECK(c.backend_pool.response_timeout == milliseconds(30000));
+  CHECK(c.backend_pool.response_timeout == milliseconds(60000));
   CHECK(c.limits.max_header_bytes == 64 * kKiB);
   CHECK(c.tunnel.ping_interval == milliseconds(10000));
   CHECK(c.tunnel.stream_window == 256 * kKiB);
@@ -724,6 +724,36 @@ TEST_CASE("Bad routes are reported at their lines", "[config]") {
   CHECK_THAT(r.error(), Contains("edge.toml:11: route: needs agent"));
 }
 
+TEST_CASE("A route's timeouts and private_deltas are read and checked", "[config]") {
+  const std::string good = std::string(kTlsToml) +
+                           "[[route]]\nhost = \"a.example\"\nagent = \"10.0.0.1:2408\"\n"
+                           "request_timeout = \"5m\"\nbackend_timeout = 90\nprivate_deltas = false\n"
+                           "[[route]]\nhost = \"b.example\"\nagent = \"10.0.0.1:2408\"\n";
+  auto r = parse_edge_toml(good, "edge.toml");
+  REQUIRE(r.ok());
+  const EdgeRoute* a = match_route(*r, "a.example");
+  REQUIRE(a != nullptr);
+  CHECK(a->request_timeout == milliseconds(300000));
+  CHECK(a->backend_timeout == milliseconds(90000));
+  CHECK_FALSE(a->private_deltas);
+  const EdgeRoute* b = match_route(*r, "b.example");
+  REQUIRE(b != nullptr);
+  CHECK_FALSE(b->request_timeout.has_value());
+  CHECK_FALSE(b->backend_timeout.has_value());
+  CHECK(b->private_deltas);
+
+  const std::string bad = std::string(kTlsToml) +                             // 1-4
+                          "[[route]]\nhost = \"a.example\"\nagent = \"10.0.0.1:2408\"\n"  // 5-7
+                          "request_timeout = \"2d\"\n"                        // 8
+                          "backend_timeout = \"25h\"\n"                       // 9
+                          "private_deltas = \"no\"\n";                        // 10
+  auto e = parse_edge_toml(bad, "edge.toml");
+  REQUIRE_FALSE(e.ok());
+  CHECK_THAT(e.error(), Contains("edge.toml:8: route.request_timeout: invalid duration"));
+  CHECK_THAT(e.error(), Contains("edge.toml:9: route.backend_timeout: must be from 1ms to 24h"));
+  CHECK_THAT(e.error(), Contains("edge.toml:10: route.private_deltas: expected true or false"));
+}
+
 TEST_CASE("An edge without any route is rejected", "[config]") {
   auto r = parse_edge_toml(kTlsToml, "edge.toml");
   REQUIRE_FALSE(r.ok());
@@ -873,6 +903,9 @@ TEST_CASE("to_toml round-trips an edge config with routes", "[config]") {
   two.hosts = {"2001:db8::5"};
   two.agent = *parse_host_port("[2001:db8::6]:1");
   two.agent_name = "2001:db8::6";
+  two.request_timeout = milliseconds(300000);
+  two.backend_timeout = milliseconds(90000);
+  two.private_deltas = false;
   c.routes.push_back(two);
   EdgeRoute fallback;
   fallback.agent = *parse_host_port("fallback.internal:2408");

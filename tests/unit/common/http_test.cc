@@ -91,6 +91,7 @@ struct Outcome {
   std::string log;
   Code code = Code::kOk;
   std::string message;
+  Status status;  // As returned, for error_status().
 
   bool operator==(const Outcome& o) const { return log == o.log && code == o.code; }
 };
@@ -116,6 +117,7 @@ Outcome run(std::string_view input, const std::vector<size_t>& cuts, const Optio
         out.log = rec.log;
         out.code = n.status().code();
         out.message = n.status().message();
+        out.status = n.status();
         return out;
       }
       rest = rest.subspan(*n);
@@ -129,6 +131,7 @@ Outcome run(std::string_view input, const std::vector<size_t>& cuts, const Optio
     Status s = parser.finish();
     out.code = s.code();
     out.message = s.message();
+    out.status = s;
   }
   out.log = rec.log;
   return out;
@@ -727,8 +730,10 @@ TEST_CASE("Parser answers kMalformed to each malformed request, at every split p
       {"invalid name character", get + "X@Y: a\r\n\r\n"},
       {"invalid trailer name", chunked + "0\r\nT @: a\r\n\r\n", true},
       {"invalid method character", "G@T / HTTP/1.1\r\nHost: h\r\n\r\n"},
-      {"lower-case method", "get / HTTP/1.1\r\nHost: h\r\n\r\n"},
-      {"unknown method", "FROB / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"method with a slash", "GET/1 / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"non-ASCII method", "G\xc3\x89T / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"empty method", " / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"request line with only a method", "GET\r\nHost: h\r\n\r\n"},
       {"space in the target", "GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"},
       {"tab in the target", "GET /a\tb HTTP/1.1\r\nHost: h\r\n\r\n"},
       {"control character in the target", "GET /a\x01 HTTP/1.1\r\nHost: h\r\n\r\n"},
@@ -742,6 +747,24 @@ TEST_CASE("Parser answers kMalformed to each malformed request, at every split p
       {"lower-case protocol", "GET / http/1.1\r\nHost: h\r\n\r\n"},
       {"HTTP/1.1 without Host", "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"},
       {"two Host fields", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"},
+      {"two Host fields in HTTP/1.0", "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"},
+      {"bare LF before the request line", "\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"chunk extension without a name", chunked + "1;\r\nX\r\n0\r\n\r\n", true},
+      {"chunk extension with an empty value", chunked + "1;a=\r\nX\r\n0\r\n\r\n", true},
+      {"space inside a chunk extension name", chunked + "1;a b\r\nX\r\n0\r\n\r\n", true},
+      {"space inside a chunk extension value", chunked + "1;a=b c\r\nX\r\n0\r\n\r\n", true},
+      {"whitespace before the end of a chunk extension", chunked + "1;a=b \r\nX\r\n0\r\n\r\n",
+       true},
+      {"chunk extension name not a token", chunked + "1;a@b\r\nX\r\n0\r\n\r\n", true},
+      {"unterminated quoted chunk extension", chunked + "1;a=\"b\r\nX\r\n0\r\n\r\n", true},
+      {"control character in a quoted chunk extension", chunked + "1;a=\"\x01\"\r\nX\r\n0\r\n\r\n",
+       true},
+      {"control character after a backslash in a chunk extension",
+       chunked + "1;a=\"\\\x01\"\r\nX\r\n0\r\n\r\n", true},
+      {"text after a quoted chunk extension", chunked + "1;a=\"b\"c\r\nX\r\n0\r\n\r\n", true},
+      {"chunk extension without a chunk size", chunked + ";a\r\nX\r\n0\r\n\r\n", true},
+      {"empty chunk-size line", chunked + "\r\nX\r\n0\r\n\r\n", true},
+      {"no CRLF after chunk data", chunked + "1\r\nX0\r\n\r\n", true},
       {"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"},
   };
   for (const BadCase& c : cases) {
@@ -789,6 +812,219 @@ TEST_CASE("Parser answers kUnsupported to transfer codings other than chunked") 
       run_every_split("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc", response_options());
   CHECK(res.code == Code::kUnsupported);
   CHECK(res.log.empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strict where RFC 9112 says so, lenient where it says so.
+
+TEST_CASE("Parser refuses a bare CR in a request head, never taking it for a line end") {
+  // llhttp 8.1 alone takes "CR LF CR x" as the end of the head and "x" as the body's start.
+  const std::vector<BadCase> cases = {
+      {"CR LF CR x ending the head",
+       "GET / HTTP/1.1\r\nHost: h\r\n\rGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"CR LF CR x ending a head with a body",
+       "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\rXhello"},
+      {"bare CR inside a value", "GET / HTTP/1.1\r\nHost: h\r\na: b\rc\r\n\r\n"},
+      {"bare CR at the end of a value", "GET / HTTP/1.1\r\nHost: h\r\na: b\r\r\n\r\n"},
+      {"bare CR after a field name", "GET / HTTP/1.1\r\nHost: h\r\na\r: b\r\n\r\n"},
+      {"bare CR in the request line", "GET /\r HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"bare CR at the end of the request line", "GET / HTTP/1.1\rHost: h\r\n\r\n"},
+      {"bare CR before the request line", "\rGET / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"bare CR in a trailer section",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: a\rb\r\n\r\n",
+       true},
+      {"CR LF CR x ending a trailer section",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: a\r\n\rX", true},
+  };
+  for (const BadCase& c : cases) {
+    INFO(c.what);
+    const Outcome o = run_every_split(c.input);
+    CHECK(o.code == Code::kMalformed);
+    check_refused(o, c);
+  }
+}
+
+TEST_CASE("Parser refuses a bare CR in a response head") {
+  const std::vector<BadCase> cases = {
+      {"CR LF CR x ending the head", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\rX"},
+      {"bare CR inside a value", "HTTP/1.1 200 OK\r\na: b\rc\r\nContent-Length: 0\r\n\r\n"},
+      {"bare CR in the reason phrase", "HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n"},
+  };
+  for (const BadCase& c : cases) {
+    INFO(c.what);
+    const Outcome o = run_every_split(c.input, response_options());
+    CHECK(o.code == Code::kMalformed);
+    check_refused(o, c);
+  }
+}
+
+TEST_CASE("Parser refuses a bare CR on a chunk-size line or after chunk data") {
+  const std::string request = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string response = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (const std::string& chunks : {
+           std::string("1\rX\r\n0\r\n\r\n"),          // After the size.
+           std::string("1\r\rX\r\n0\r\n\r\n"),        // Two CRs.
+           std::string("1;a=b\rX\r\n0\r\n\r\n"),      // After an extension.
+           std::string("1;a=\"b\"\rX\r\n0\r\n\r\n"),  // After a quoted extension.
+           std::string("1\r\nX\r0\r\n\r\n"),          // After the data.
+           std::string("1\r\nX\r\n0\r\r\n\r\n"),      // On the last chunk's line.
+           std::string("1\r\nX\r\n0;last\rA: b\r\n\r\n"),
+       }) {
+    INFO(chunks);
+    const Outcome req = run_every_split(request + chunks);
+    CHECK(req.code == Code::kMalformed);
+    check_refused(req, {"", "", true});
+    const Outcome res = run_every_split(response + chunks, response_options());
+    CHECK(res.code == Code::kMalformed);
+    check_refused(res, {"", "", true});
+  }
+}
+
+TEST_CASE("Parser delivers any method token as received, framed by its fields alone") {
+  // RFC 9110 §9.1: the method token is case-sensitive; any token is a method.
+  for (const char* method : {"QUERY", "PROPFIND", "MKCOL", "FOO-BAR", "get", "Get", "M-SEARCH",
+                             "PRI", "DESCRIBE", "!#$%&'*+-.^_`|~09azAZ"}) {
+    INFO(method);
+    const std::string m = method;
+    const Outcome o =
+        run_every_split(m + " /r HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc" + m +
+                        " * HTTP/1.1\r\nHost: h\r\n\r\n");
+    CHECK(o.code == Code::kOk);
+    CHECK(o.log == "request " + m + " /r 1.1\n  Host: [h]\n  Content-Length: [3]\n" +
+                       "  framing length length 3 keep-alive\nbody abc\ncomplete\npaused\n" +
+                       "request " + m + " * 1.1\n  Host: [h]\n  framing none keep-alive\n" +
+                       "complete\npaused\n");
+  }
+}
+
+TEST_CASE("Parser frames HEAD and lower-case connect requests like any other method") {
+  // A request's framing never depends on HEAD; only CONNECT (exactly) is special.
+  const Outcome head = run_every_split(
+      "HEAD / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n");
+  CHECK(head.code == Code::kOk);
+  CHECK(head.log ==
+        "request HEAD / 1.1\n  Host: [h]\n  Transfer-Encoding: [chunked]\n"
+        "  framing chunked keep-alive\nbody ab\ncomplete\npaused\n");
+  const Outcome connect =
+      run_every_split("connect /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab");
+  CHECK(connect.code == Code::kOk);
+  CHECK(connect.log ==
+        "request connect /x 1.1\n  Host: [h]\n  Content-Length: [2]\n"
+        "  framing length length 2 keep-alive\nbody ab\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser accepts every chunk extension form and drops the extensions") {
+  const std::string head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string expected =
+      "request POST / 1.1\n  Host: [h]\n  Transfer-Encoding: [chunked]\n"
+      "  framing chunked keep-alive\nbody abc\ncomplete\npaused\n";
+  for (const char* ext : {
+           ";a=b;c=d",              // An unquoted value followed by another extension.
+           ";a=\"q\\\"uo\\\\te\"",  // Quoted-pairs in a quoted value.
+           ";a=\"x;y=z\"",          // A quoted ';' and '='.
+           ";a=\"\"",               // An empty quoted value.
+           " ; a = b ; c",          // BWS around ';' and '='.
+           "\t;a\t=\t\"t\"\t;b",    // BWS as HTAB.
+           ";a;b;c",                // Names alone.
+           ";a=\"caf\xc3\xa9\"",    // obs-text.
+           ";!#$%&'*+-.^_`|~=~",    // Every tchar.
+       }) {
+    INFO(ext);
+    const std::string body = std::string("3") + ext + "\r\nabc\r\n0" + ext + "\r\n\r\n";
+    const Outcome o = run_every_split(head + body);
+    CHECK(o.code == Code::kOk);
+    CHECK(o.log == expected);
+    const Outcome r = run_every_split(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body, response_options());
+    CHECK(r.code == Code::kOk);
+  }
+}
+
+TEST_CASE("Parser bounds a chunk-size line, extensions included, by max_header_bytes") {
+  Options opt;
+  opt.limits.max_header_bytes = 1024;
+  const std::string head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string fits = "1;a=" + std::string(1024 - 6, 'x') + "\r\nX\r\n0\r\n\r\n";
+  CHECK(run(head + fits, {}, opt).code == Code::kOk);
+  const std::string over = "1;a=" + std::string(1024 - 5, 'x') + "\r\nX\r\n0\r\n\r\n";
+  CHECK(run(head + over, {}, opt).code == Code::kTooLarge);
+  CHECK(run(head + std::string(2000, '0') + "1\r\nX\r\n0\r\n\r\n", {}, opt).code ==
+        Code::kTooLarge);
+}
+
+TEST_CASE("Parser refuses an invalid Host and userinfo in an absolute-form target") {
+  const auto with_host = [](std::string_view host) {
+    return "GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n";
+  };
+  for (const char* host : {"a b.com", "a.com/x",     "a.com, b.com", "a.com,b.com", "a.com:99999",
+                           "a.com:x", "a.com:80:80", "[::1",         "[::1]x",      "[::1]:x",
+                           "[zz::1]", "[v1.x]",      "a@b.com",      "a.com\\",     "a%zz.com",
+                           "a%4",     ":80",         "a\"b",         "a.com:65536", "a.com:-1",
+                           "[]"}) {
+    INFO(host);
+    const Outcome o = run_every_split(with_host(host));
+    CHECK(o.code == Code::kMalformed);
+    CHECK(o.log.empty());
+    CHECK(run_every_split("GET / HTTP/1.0\r\nHost: " + std::string(host) + "\r\n\r\n").code ==
+          Code::kMalformed);
+  }
+  for (const char* target :
+       {"http://user@h/", "http://user:pass@h/x", "HTTP://@h/", "http:///x", "http://a.com:99999/",
+        "https://a b/", "http://[::1/", "http://a,b/"}) {
+    INFO(target);
+    const Outcome o =
+        run_every_split("GET " + std::string(target) + " HTTP/1.1\r\nHost: h\r\n\r\n");
+    CHECK(o.code == Code::kMalformed);
+    CHECK(o.log.empty());
+  }
+}
+
+TEST_CASE("Parser accepts every valid Host form, and an empty Host") {
+  for (const char* host :
+       {"a.com", "A.Example.COM:8080", "a.com:", "a.com:0", "a.com:65535", "1.2.3.4", "1.2.3.4:80",
+        "[::1]", "[::1]:443", "[2001:db8::5]", "[::ffff:1.2.3.4]", "xn--bcher-kva.example", "a%2Eb",
+        "a_b~c-d", "!$&'()*+;=", "localhost", ""}) {
+    INFO(host);
+    const Outcome o = run_every_split("GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n");
+    CHECK(o.code == Code::kOk);
+  }
+}
+
+TEST_CASE("Parser accepts an HTTP/1.0 request without Host") {
+  const Outcome o = run_every_split("POST /p HTTP/1.0\r\nContent-Length: 2\r\n\r\nab");
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "request POST /p 1.0\n  Content-Length: [2]\n  framing length length 2 close\n"
+        "body ab\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser reports a request-target over the byte limit apart from a large head") {
+  Options opt;
+  opt.limits.max_header_bytes = 200;
+  const std::string long_target = "GET /" + std::string(300, 'a') + " HTTP/1.1\r\nHost: h\r\n\r\n";
+  const std::string long_field =
+      "GET / HTTP/1.1\r\nHost: h\r\nX: " + std::string(300, 'a') + "\r\n\r\n";
+  const std::string long_method = std::string(300, 'M') + " / HTTP/1.1\r\nHost: h\r\n\r\n";
+  for (size_t cut : {size_t{0}, size_t{3}, size_t{100}, size_t{250}}) {
+    INFO(cut);
+    const std::vector<size_t> cuts = cut == 0 ? std::vector<size_t>{} : std::vector<size_t>{cut};
+    const Outcome target = run(long_target, cuts, opt);
+    CHECK(target.code == Code::kTooLarge);
+    CHECK(error_status(target.status) == 414);
+    CHECK(error_status(run(long_field, cuts, opt).status) == 431);
+    CHECK(error_status(run(long_method, cuts, opt).status) == 431);
+  }
+  // A target that fits, in a head that does not: 431.
+  const std::string fits = "GET /" + std::string(150, 'a') +
+                           " HTTP/1.1\r\nHost: h\r\nX: " + std::string(100, 'b') + "\r\n\r\n";
+  CHECK(error_status(run(fits, {}, opt).status) == 431);
+}
+
+TEST_CASE("error_status maps parse errors to the statuses a server answers with") {
+  CHECK(error_status(Status(Code::kMalformed, "x")) == 400);
+  CHECK(error_status(Status(Code::kTooLarge, "http: header section larger than the limit")) == 431);
+  CHECK(error_status(Status(Code::kUnsupported, "x")) == 501);
+  CHECK(error_status(Status(Code::kInternal, "x")) == 400);
 }
 
 TEST_CASE("Parser errors are sticky and name the side they came from") {
@@ -1120,4 +1356,60 @@ TEST_CASE("status_reason knows the standard phrases") {
   CHECK(status_reason(504) == "Gateway Timeout");
   CHECK(status_reason(299).empty());
   CHECK(status_reason(-1).empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hosts, targets and dates.
+
+TEST_CASE("is_valid_host accepts uri-host with an optional port and nothing else") {
+  CHECK(is_valid_host("www.example.com"));
+  CHECK(is_valid_host("www.example.com:8080"));
+  CHECK(is_valid_host("[2001:db8::1]:443"));
+  CHECK(is_valid_host("10.0.0.1"));
+  CHECK_FALSE(is_valid_host(""));
+  CHECK_FALSE(is_valid_host("a.com, b.com"));
+  CHECK_FALSE(is_valid_host("a.com:99999"));
+  CHECK_FALSE(is_valid_host("a.com:x"));
+  CHECK_FALSE(is_valid_host("[::1"));
+  CHECK_FALSE(is_valid_host("[fe80::1%25eth0]"));  // Zone identifiers are refused.
+  CHECK_FALSE(is_valid_host(std::string_view("a\0b", 3)));
+}
+
+TEST_CASE("split_absolute_target splits http and https targets only") {
+  auto a = split_absolute_target("http://a.com:8080/p?q");
+  REQUIRE(a);
+  CHECK(a->authority == "a.com:8080");
+  CHECK(a->origin_form == "/p?q");
+  a = split_absolute_target("HTTPS://a.com?q=/x");
+  REQUIRE(a);
+  CHECK(a->authority == "a.com");
+  CHECK(a->origin_form == "/?q=/x");
+  a = split_absolute_target("http://a.com");
+  REQUIRE(a);
+  CHECK(a->origin_form == "/");
+  a = split_absolute_target("http://u@a.com/");
+  REQUIRE(a);
+  CHECK(a->authority == "u@a.com");
+  CHECK_FALSE(split_absolute_target("/http://a.com/"));
+  CHECK_FALSE(split_absolute_target("ftp://a.com/"));
+  CHECK_FALSE(split_absolute_target("a.com:443"));
+  CHECK_FALSE(split_absolute_target("*"));
+  CHECK_FALSE(split_absolute_target("http:/a.com"));
+}
+
+TEST_CASE("imf_fixdate formats RFC 9110's example and the calendar's edges") {
+  CHECK(imf_fixdate(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT");  // RFC 9110 §5.6.7.
+  CHECK(imf_fixdate(0) == "Thu, 01 Jan 1970 00:00:00 GMT");
+  CHECK(imf_fixdate(951782400) == "Tue, 29 Feb 2000 00:00:00 GMT");
+  CHECK(imf_fixdate(4102444799) == "Thu, 31 Dec 2099 23:59:59 GMT");
+  CHECK(imf_fixdate(4107542400) == "Mon, 01 Mar 2100 00:00:00 GMT");  // 2100 is no leap year.
+}
+
+TEST_CASE("DateCache formats each second once and follows the clock") {
+  DateCache dates;
+  const std::string_view first = dates.get(784111777);
+  CHECK(first == "Sun, 06 Nov 1994 08:49:37 GMT");
+  CHECK(dates.get(784111777).data() == first.data());  // The same string, not a new one.
+  CHECK(dates.get(784111778) == "Sun, 06 Nov 1994 08:49:38 GMT");
+  CHECK(dates.get(0) == "Thu, 01 Jan 1970 00:00:00 GMT");
 }
