@@ -32,7 +32,6 @@ class ClientConnection::ParserEvents : public Parser::Handler {
       if (head.status == 100 && c_.handler_ != nullptr) c_.handler_->on_continue();
       return;
     }
-    c_.response_started_ = true;
     if (announces_forbidden_body(head)) c_.close_after_ = true;
     if (c_.handler_ != nullptr) c_.handler_->on_response_head(std::move(head));
   }
@@ -82,7 +81,6 @@ Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uin
   if (parser_->paused()) parser_->resume();  // After the previous response.
   state_ = State::kExchange;
   handler_ = handler;
-  response_started_ = false;
   response_bytes_ = 0;
   events_->interim = false;
   events_->complete = false;

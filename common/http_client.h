@@ -76,7 +76,6 @@ class ClientConnection : public uv::TcpStream::Handler, public uv::Deferred {
   // still be observed (a 404 for the second DELETE, audit trails): only safe requests are
   // replayed (Pingora's rule for reused connections, narrowed to safe methods).
   bool retryable() const { return reused_ && response_bytes_ == 0 && safe_request_; }
-  bool response_started() const { return response_started_; }
   // Stops reporting to the handler (the exchange was abandoned); the connection is not
   // reusable afterwards.
   void detach();
@@ -119,7 +118,6 @@ class ClientConnection : public uv::TcpStream::Handler, public uv::Deferred {
   bool safe_request_ = false;
   bool reused_ = false;
   bool request_complete_ = false;
-  bool response_started_ = false;
   bool failed_ = false;
   bool paused_ = false;
   bool idle_ = false;  // In the pool's idle list.

@@ -1,6 +1,7 @@
 #include "origin/agent.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 
 #include "common/log.h"
@@ -53,12 +54,10 @@ bool is_private(const http::ResponseHead& head) {
 // a number from 1 ms to a day.
 std::optional<std::chrono::milliseconds> route_timeout(std::string_view ms) {
   uint64_t v = 0;
-  if (ms.empty() || ms.size() > 9) return std::nullopt;
-  for (char c : ms) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
+  const auto [end, ec] = std::from_chars(ms.data(), ms.data() + ms.size(), v);
+  if (ec != std::errc() || end != ms.data() + ms.size() || v == 0 || v > 86400000) {
+    return std::nullopt;
   }
-  if (v == 0 || v > 86400000) return std::nullopt;
   return std::chrono::milliseconds(v);
 }
 
@@ -96,7 +95,7 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   void respond_coded();
   void find_base(size_t index);
   void encode(BlobRef base);
-  void watch_trickle();
+  void watch_trickle(std::chrono::milliseconds delay);
   void switch_to_stream();
   void pump();
   void fail(ResetReason reason, const char* why);
@@ -125,6 +124,7 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   bool private_deltas_ = true;
   uv::Timer timeout_;
   uv::Timer trickle_;  // delta.stream_after: a coded body that stalls goes on as a stream.
+  uint64_t last_body_ms_ = 0;  // Loop time of the head or the last body piece (coded mode).
   std::shared_ptr<const Settings> settings_;          // As of the request, for the whole exchange.
   std::shared_ptr<AgentWorker::KeyState> key_state_;  // Counts this exchange as running.
 
@@ -277,7 +277,8 @@ void Exchange::on_response_head(http::ResponseHead&& head) {
     mode_ = Mode::kCoded;
     http::remove(head.headers, "content-length");  // The edge sets it from the rebuilt body.
     if (cl) body_.reserve(length);
-    watch_trickle();
+    last_body_ms_ = worker_.loop().now_ms();
+    watch_trickle(settings_->config.delta.stream_after);
   } else {
     mode_ = Mode::kStream;
   }
@@ -310,7 +311,7 @@ void Exchange::on_response_body(std::span<const uint8_t> data) {
   if (mode_ == Mode::kCoded) {
     body_.insert(body_.end(), data.begin(), data.end());
     if (body_.size() > settings_->config.delta.max_body) return switch_to_stream();
-    watch_trickle();
+    last_body_ms_ = worker_.loop().now_ms();
     return;
   }
   if (mode_ != Mode::kStream) return;
@@ -329,10 +330,16 @@ void Exchange::on_response_body(std::span<const uint8_t> data) {
 
 // A body being buffered for a delta that pauses for delta.stream_after before its end is a
 // long poll or a trickle: from then on it streams, so each piece reaches the client as it is
-// sent. The timer restarts with each piece; a body that arrives in one go never sees it fire.
-void Exchange::watch_trickle() {
-  trickle_.start(settings_->config.delta.stream_after, [this] {
-    if (mode_ == Mode::kCoded && !backend_done_) switch_to_stream();
+// sent. Started once at the head; each piece only moves last_body_ms_, and the timer re-arms
+// for what is left (as the edge's request_timeout does), so a body that arrives in one go costs
+// one timer start.
+void Exchange::watch_trickle(std::chrono::milliseconds delay) {
+  trickle_.start(delay, [this] {
+    if (mode_ != Mode::kCoded || backend_done_) return;
+    const uint64_t idle = worker_.loop().now_ms() - last_body_ms_;
+    const auto limit = static_cast<uint64_t>(settings_->config.delta.stream_after.count());
+    if (idle < limit) return watch_trickle(std::chrono::milliseconds(limit - idle));
+    switch_to_stream();
   });
 }
 

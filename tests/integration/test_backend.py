@@ -51,6 +51,8 @@ class MisbehavingBackend:
       /streamed    a 4 MiB application/octet-stream body, then a stray response in the same
                    connection right after it
       /vanish      reads the request, counts it, and closes the connection without a byte
+      /204late     a 204 that announces a body (Content-Length: 6) and sends it 300 ms later
+      /slowbody    a text/html head, then its 11-byte body 200 ms later
       /late        200 after two seconds (a long poll)
       /private     a page marked Cache-Control: private that changes on every request
       /events, /trickle, /unbuffered
@@ -142,6 +144,14 @@ class MisbehavingBackend:
                          + self.response(b"STRAY!"))
         elif path == "/vanish":
             return False
+        elif path == "/204late":
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 6\r\n\r\n")
+            time.sleep(0.3)
+            conn.sendall(b"STRAY!")
+        elif path == "/slowbody":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 11\r\n\r\n")
+            time.sleep(0.2)
+            conn.sendall(b"late body\r\n")
         elif path == "/late":
             time.sleep(2.0)
             conn.sendall(self.response(b"late answer"))
@@ -263,6 +273,15 @@ class TestPoolReuse(BackendTestCase):
         # The connection that carried the 204 was not used again.
         self.assertGreaterEqual(b.connections, 2)
 
+    def test_a_204_that_announces_a_body_is_not_reused_before_the_body_comes(self):
+        """The POST follows at once, before the late body: sent on the 204's connection it would
+        be answered by "STRAY!" (a 502, as the POST is never retried)."""
+        b = self.misbehaving()
+        p = self.backend_pair(b.port)
+        self.assertEqual(get(p.http_port, "/204late")[0], 204)
+        self.assertEqual(post(p.http_port, "/ok/a"), (200, b"ok a"))
+        self.assertEqual(b.connections, 2)
+
     def test_a_stray_second_answer_closes_the_idle_connection(self):
         b = self.misbehaving()
         p = self.backend_pair(b.port)
@@ -330,6 +349,16 @@ class TestStreaming(BackendTestCase):
 
     def test_a_trickling_page_streams(self):
         self.check_streams("/trickle")
+
+    def test_a_body_that_comes_after_a_pause_still_arrives(self):
+        """The head alone, then a pause: the coded body turns into a stream before its first
+        byte, and the backend must still be read."""
+        b = self.misbehaving()
+        p = self.backend_pair(b.port)
+        status, _, body = get(p.http_port, "/slowbody", timeout=5)
+        self.assertEqual((status, body), (200, b"late body\r\n"))
+        m = metrics(p.edge_admin)
+        self.assertEqual(m['coilgun_delta_responses_total{result="stream"}'], 1)
 
 
 class TestRouteOptions(BackendTestCase):
