@@ -1361,7 +1361,10 @@ void finish_edge(EdgeDraft& d, const std::map<std::string, Layer>& layers, Error
     std::string name = d.agent_name;
     // An agent_name from a lower level than agent names the address that agent replaced.
     if (name.empty() || layer_of("agent_name") < layer_of("agent")) name = d.agent->host;
-    d.cfg.default_route = EdgeRoute{{}, *d.agent, std::move(name)};
+    EdgeRoute route;  // Route options keep their defaults: the default route has no table.
+    route.agent = *d.agent;
+    route.agent_name = std::move(name);
+    d.cfg.default_route = std::move(route);
   } else if (!d.agent_name.empty()) {
     errors.add("agent_name is set but agent is not; " + where_to_set("agent", "--agent"));
   }

@@ -450,6 +450,10 @@ Status Parser::scan_byte(uint8_t c) {
 // at least one empty line (CRLF) received prior to the request-line". Empty lines are skipped
 // (before a status line too) and are not part of the head; a bare CR or LF is refused.
 Status Parser::scan_before_start(uint8_t c) {
+  // Bounded like a head: a peer sending nothing but CRLF must not hold the connection forever.
+  if (++blank_bytes_ > limits_.max_header_bytes) {
+    return Status(Code::kMalformed, "http: too many empty lines before the start line");
+  }
   if (cr_) {
     cr_ = false;
     if (c == '\n') return Status::Ok();
@@ -461,6 +465,7 @@ Status Parser::scan_before_start(uint8_t c) {
   }
   if (c == '\n') return Status(Code::kMalformed, "http: LF without CR");
   start_section(mode_ == Mode::kRequest ? Scan::kMethod : Scan::kStartLine);
+  blank_bytes_ = 0;
   method_.clear();
   return scan_byte(c);
 }
@@ -473,6 +478,13 @@ Status Parser::scan_method(uint8_t c) {
     return Status::Ok();
   }
   if (method_.empty()) return Status(Code::kMalformed, "http: invalid method");
+  // Methods are case-sensitive (RFC 9110 §9.1), so "head" is not HEAD, and it is framed as any
+  // other method; but a backend that matched methods without case would frame it as a HEAD or
+  // CONNECT, out of step with this proxy. Such look-alikes are refused.
+  if ((method_ != "HEAD" && iequals(method_, "HEAD")) ||
+      (method_ != "CONNECT" && iequals(method_, "CONNECT"))) {
+    return Status(Code::kMalformed, "http: HEAD or CONNECT in the wrong case");
+  }
   start_line_spaces_ = 1;
   scan_ = Scan::kStartLine;
   return Status::Ok();
@@ -720,8 +732,7 @@ int Parser::on_message_begin() {
   reason_.clear();
   fields_.clear();
   trailers_.clear();
-  interim_ = false;
-  in_value_ = true;
+  interim_ = false;  // in_value_ was set by start_section().
   return 0;
 }
 
@@ -776,7 +787,7 @@ Status Parser::finish_fields(std::vector<Header>& fields) {
 }
 
 Status Parser::check_request_head() {
-  if (!is_token(method_)) return Status(Code::kMalformed, "http: invalid method");
+  // The method is a token: scan_method() saw to it.
   // llhttp 8.1 outside strict mode lets HTAB and bytes 0x80-0xFF through in the target.
   if (!is_valid_target(target_)) return Status(Code::kMalformed, "http: invalid request-target");
   if (const auto absolute = split_absolute_target(target_)) {

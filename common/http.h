@@ -354,6 +354,7 @@ class Parser {
   Scan scan_ = Scan::kBeforeStart;
   bool cr_ = false;           // The last byte scanned in a head was a CR (an LF must follow).
   size_t section_bytes_ = 0;  // Bytes of the current head or trailer section, scanned.
+  size_t blank_bytes_ = 0;    // Empty lines (CRLF) before the current start line.
   size_t start_line_spaces_ = 0;
   Chunk chunk_ = Chunk::kSize;
   uint64_t chunk_left_ = 0;      // The chunk size being read, then the data bytes still to come.

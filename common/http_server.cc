@@ -1,5 +1,7 @@
 #include "common/http_server.h"
 
+#include <chrono>
+
 #include <algorithm>
 
 namespace coilgun::http {
@@ -141,11 +143,26 @@ void ServerConnection::send_continue() {
   write(std::vector<uint8_t>(kContinue.begin(), kContinue.end()));
 }
 
+namespace {
+
+// The IMF-fixdate of now, formatted once per second per thread (one loop per thread).
+std::string_view http_date() {
+  thread_local DateCache dates;
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return dates.get(std::chrono::duration_cast<std::chrono::seconds>(now).count());
+}
+
+}  // namespace
+
 Status ServerConnection::respond_head(ResponseHead head, ResponseFraming framing, uint64_t length) {
   if (closed_ || !in_exchange_) return Status(Code::kClosed, "exchange is over");
   if (response_started_) return Status(Code::kInternal, "response head already written");
   remove_hop_by_hop(head.headers);
   head.version_minor = 1;
+  // RFC 9110 §6.6.1: an origin server with a clock MUST send Date (in 2xx-4xx at least), and a
+  // recipient that forwards a response without one MUST append one. Both apply here: answers
+  // of the server's own and responses it forwards.
+  if (!find(head.headers, "date")) head.headers.push_back({"Date", std::string(http_date())});
   if (framing == ResponseFraming::kChunked && request_.version_minor == 0) {
     framing = ResponseFraming::kUntilClose;  // HTTP/1.0 clients do not speak chunked.
   }

@@ -264,12 +264,6 @@ void ClientExchange::write_head(http::ResponseFraming framing, uint64_t length) 
       status_ != 304 && !http::find(head.headers, "content-length")) {
     http::set(head.headers, "Content-Length", "0");
   }
-  // RFC 9110 §6.6.1: "A recipient with a clock that receives a response message without a Date
-  // header field MUST record the time it was received and append a corresponding Date header
-  // field to the message's header section if it is cached or forwarded downstream."
-  if (!http::find(head.headers, "date")) {
-    head.headers.push_back({"Date", std::string(worker_.http_date())});
-  }
   head_sent_ = true;
   if (!client_->respond_head(std::move(head), framing, length).ok()) {
     return fail(502, "bad_response_fields");
@@ -711,11 +705,6 @@ AgentPool* EdgeWorker::pool_for(const config::EdgeRoute& route) {
   AgentPool* raw = pool.get();
   pools_[key] = std::move(pool);
   return raw;
-}
-
-std::string_view EdgeWorker::http_date() {
-  const auto now = std::chrono::system_clock::now().time_since_epoch();
-  return dates_.get(std::chrono::duration_cast<std::chrono::seconds>(now).count());
 }
 
 void EdgeWorker::tunnel_up() {

@@ -153,9 +153,6 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   // a reload, before a request needs them.
   void connect_routes(const std::shared_ptr<const Settings>& settings);
   void exchange_done(ClientExchange* ex);
-  // The Date field value for a response written now (IMF-fixdate), formatted at most once a
-  // second. The view is valid until the next call.
-  std::string_view http_date();
 
   // http::Server (ServerHandler)
   void on_request(http::ServerConnection& c) override;
@@ -172,7 +169,6 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   std::shared_ptr<const Settings> routes_of_;
   unsigned tunnels_up_ = 0;
   proto::DeltaDecoder decoder_;
-  http::DateCache dates_;
   std::mt19937 rng_;
   size_t exchanges_ = 0;
   bool draining_ = false;

@@ -200,9 +200,16 @@ class IgnoresGetBodies(http.server.BaseHTTPRequestHandler):
     /slow answers after a second, so that its late answer could meet the next request."""
     protocol_version = "HTTP/1.1"
     seen = []
+    DATE = "Sun, 06 Nov 1994 08:49:37 GMT"
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         IgnoresGetBodies.seen.append(self.path)
+        if self.path == "/dated":  # A Date of the backend's own, which must reach the client as is.
+            self.send_response_only(200)
+            self.send_header("Date", self.DATE)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path == "/slow":
             time.sleep(1.0)
         body = f"answer for {self.path}".encode()
@@ -502,14 +509,24 @@ class TestRetries(BackendTestCase):
 
 
 class TestRequestBodies(BackendTestCase):
-    def test_a_get_body_never_becomes_a_request_answered_to_another_client(self):
+    def python_backend_pair(self):
         IgnoresGetBodies.seen = []
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), IgnoresGetBodies)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.addCleanup(server.server_close)
         self.addCleanup(server.shutdown)
-        p = self.backend_pair(server.server_address[1])
+        return self.backend_pair(server.server_address[1])
+
+    def test_the_backends_date_is_kept_and_not_doubled(self):
+        p = self.python_backend_pair()
+        out, _ = raw_exchange(p.http_port, b"GET /dated HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 200"), out[:60])
+        self.assertEqual(out.lower().count(b"\r\ndate:"), 1, out)
+        self.assertIn(b"\r\ndate: " + IgnoresGetBodies.DATE.encode() + b"\r\n", out)
+
+    def test_a_get_body_never_becomes_a_request_answered_to_another_client(self):
+        p = self.python_backend_pair()
         smuggled = b"GET /slow HTTP/1.1\r\nHost: www.example.com\r\n\r\n"
         request = (b"GET /first HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n"
                    b"Content-Length: %d\r\n\r\n" % len(smuggled)) + smuggled

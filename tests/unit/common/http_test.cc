@@ -897,7 +897,7 @@ TEST_CASE("Parser delivers any method token as received, framed by its fields al
   }
 }
 
-TEST_CASE("Parser frames HEAD and lower-case connect requests like any other method") {
+TEST_CASE("Parser frames HEAD like any other method and refuses HEAD or CONNECT in another case") {
   // A request's framing never depends on HEAD; only CONNECT (exactly) is special.
   const Outcome head = run_every_split(
       "HEAD / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n");
@@ -905,12 +905,26 @@ TEST_CASE("Parser frames HEAD and lower-case connect requests like any other met
   CHECK(head.log ==
         "request HEAD / 1.1\n  Host: [h]\n  Transfer-Encoding: [chunked]\n"
         "  framing chunked keep-alive\nbody ab\ncomplete\npaused\n");
-  const Outcome connect =
-      run_every_split("connect /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab");
-  CHECK(connect.code == Code::kOk);
-  CHECK(connect.log ==
-        "request connect /x 1.1\n  Host: [h]\n  Content-Length: [2]\n"
-        "  framing length length 2 keep-alive\nbody ab\ncomplete\npaused\n");
+  // A backend matching methods without case would frame these differently from this proxy.
+  for (const char* m : {"connect", "Connect", "head", "hEAD"}) {
+    INFO(m);
+    const Outcome o =
+        run_every_split(std::string(m) + " /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab");
+    CHECK(o.code == Code::kMalformed);
+  }
+}
+
+TEST_CASE("Parser bounds the empty lines before a start line by max_header_bytes") {
+  std::string blank;
+  for (int i = 0; i < 100; ++i) blank += "\r\n";
+  CHECK(run_every_split(blank + "GET / HTTP/1.1\r\nHost: h\r\n\r\n").code == Code::kOk);
+  Recorder rec;
+  Parser p(Parser::Mode::kRequest, rec, Parser::Limits{.max_header_bytes = 1024, .max_headers = 8});
+  std::string flood;
+  for (int i = 0; i < 600; ++i) flood += "\r\n";  // 1,200 bytes and never a request.
+  const auto r = p.feed(as_bytes(flood));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kMalformed);
 }
 
 TEST_CASE("Parser accepts every chunk extension form and drops the extensions") {
