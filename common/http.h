@@ -269,6 +269,10 @@ class Parser {
   // interim response. Valid from the head event on.
   bool keep_alive() const { return keep_alive_; }
 
+  // For Mode::kResponse: a 101 response completed, and the connection is no longer HTTP (what
+  // follows belongs to the new protocol; feed() refuses it).
+  bool upgraded() const { return upgraded_; }
+
   Mode mode() const { return mode_; }
   const Limits& limits() const { return limits_; }
 

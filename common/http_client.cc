@@ -29,7 +29,11 @@ class ClientConnection::ParserEvents : public Parser::Handler {
   void on_response_head(ResponseHead&& head) override {
     if (head.is_interim()) {
       interim = true;
-      if (head.status == 100 && c_.handler_ != nullptr) c_.handler_->on_continue();
+      if (c_.handler_ != nullptr) c_.handler_->on_interim(std::move(head));
+      return;
+    }
+    if (head.status == 101 && !c_.upgrade_asked_) {
+      unasked_101 = true;  // feed_pending() fails the exchange; the handler never sees it.
       return;
     }
     if (announces_forbidden_body(head)) c_.close_after_ = true;
@@ -44,6 +48,7 @@ class ClientConnection::ParserEvents : public Parser::Handler {
     if (!interim) complete = true;
   }
   bool interim = false;
+  bool unasked_101 = false;
   bool complete = false;  // The final response is complete.
 
  private:
@@ -86,6 +91,7 @@ Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uin
   events_->complete = false;
   request_framing_ = framing;
   safe_request_ = is_safe_method(head.method) && framing == BodyFraming::kNone;
+  upgrade_asked_ = find(head.headers, "upgrade").has_value();
   remove(head.headers, "Content-Length");
   remove(head.headers, "Transfer-Encoding");
   if (framing == BodyFraming::kContentLength) {
@@ -120,6 +126,10 @@ Status ClientConnection::send_body(std::span<const uint8_t> data) {
 
 Status ClientConnection::send_end() {
   if (failed_) return Status(Code::kClosed, "backend connection failed", Side::kUpstream, true);
+  if (state_ == State::kUpgraded) {
+    socket_->shutdown();
+    return Status::Ok();
+  }
   request_complete_ = true;
   if (request_framing_ != BodyFraming::kChunked) return Status::Ok();
   std::vector<uint8_t> out;
@@ -128,7 +138,8 @@ Status ClientConnection::send_end() {
 }
 
 void ClientConnection::pause_reading() {
-  if (state_ != State::kExchange) return;  // Only a response body is paced.
+  // Only a response body, or what follows a 101, is paced.
+  if (state_ != State::kExchange && state_ != State::kUpgraded) return;
   paused_ = true;
   socket_->stop_read();
 }
@@ -147,6 +158,10 @@ void ClientConnection::detach() {
 
 void ClientConnection::on_read(std::span<const uint8_t> data) {
   if (failed_) return;
+  if (state_ == State::kUpgraded) {
+    pending_.insert(pending_.end(), data.begin(), data.end());
+    return pass_upgraded();
+  }
   if (state_ != State::kExchange) {  // Nothing may arrive between exchanges.
     fail(Status(Code::kProtocol, "backend sent bytes between exchanges", Side::kUpstream));
     return;
@@ -157,6 +172,7 @@ void ClientConnection::on_read(std::span<const uint8_t> data) {
 }
 
 void ClientConnection::feed_pending() {
+  if (state_ == State::kUpgraded) return pass_upgraded();
   while (!pending_.empty() && !failed_ && !paused_ && state_ == State::kExchange) {
     auto r = parser_->feed(pending_);
     if (!r.ok()) {
@@ -164,16 +180,39 @@ void ClientConnection::feed_pending() {
       return;
     }
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(*r));
+    if (events_->unasked_101) {
+      return fail(Status(Code::kProtocol, "backend answered 101 to a request without Upgrade",
+                         Side::kUpstream));
+    }
     if (parser_->paused()) {
       if (events_->interim) {
         events_->interim = false;
         parser_->resume();
         continue;
       }
+      if (parser_->upgraded()) {
+        state_ = State::kUpgraded;  // What is left in pending_ is the new protocol's.
+        return pass_upgraded();
+      }
       return finish_response();
     }
     if (*r == 0) return;
   }
+}
+
+// After a 101: bytes go to the handler as they are; the backend's FIN ends the exchange.
+void ClientConnection::pass_upgraded() {
+  while (!pending_.empty() && !failed_ && !paused_ && handler_ != nullptr) {
+    std::vector<uint8_t> data;
+    data.swap(pending_);
+    handler_->on_response_body(data);
+  }
+  if (failed_ || paused_ || !eof_ || !pending_.empty()) return;
+  state_ = State::kDone;  // keep_alive_ is false after a 101: never reused.
+  socket_->stop_read();
+  ClientHandler* h = handler_;
+  handler_ = nullptr;
+  if (h != nullptr) h->on_response_end();
 }
 
 // The final response is complete (the parser stays paused until the next request).
@@ -195,6 +234,10 @@ void ClientConnection::finish_response() {
 
 void ClientConnection::on_eof() {
   if (failed_) return;
+  if (state_ == State::kUpgraded) {
+    eof_ = true;
+    return pass_upgraded();
+  }
   if (state_ != State::kExchange) {  // Closed between exchanges: never reused.
     failed_ = true;
     socket_->stop_read();

@@ -18,17 +18,19 @@ namespace coilgun::http {
 class ClientHandler {
  public:
   virtual ~ClientHandler() = default;
-  // The final response head (interim 1xx responses are consumed; a 100 Continue is reported
-  // through on_continue).
+  // An interim response (1xx other than 101: 100 Continue, 103 Early Hints); the final one
+  // follows.
+  virtual void on_interim(ResponseHead&& head) { (void)head; }
+  // The final response head. A 101 to a request that asked for an upgrade switches the
+  // connection (see ClientConnection); a 101 to any other request is an error (on_error).
   virtual void on_response_head(ResponseHead&& head) = 0;
-  // Body bytes, de-chunked (valid during the call).
+  // Body bytes, de-chunked (valid during the call); after a 101, the new protocol's bytes.
   virtual void on_response_body(std::span<const uint8_t> data) = 0;
-  // The response is complete.
+  // The response is complete; after a 101, the backend half-closed (FIN).
   virtual void on_response_end() = 0;
   // The exchange failed: connection refused or reset, malformed response. Called at most
   // once; nothing follows it.
   virtual void on_error(Status status) = 0;
-  virtual void on_continue() {}
   // The request body may continue (the write queue drained).
   virtual void on_writable() {}
 };
@@ -46,6 +48,12 @@ class ClientHandler {
 // Bytes that arrive between exchanges close it, and ClientPool::acquire() peeks at the socket
 // before handing an idle one out (TcpStream::quiet()). A stray answer can then never be read as
 // the answer to another client's request.
+//
+// Upgrades (RFC 9110 §7.8): a request that carries an Upgrade field asks for one. If the answer
+// is 101, the connection stops being HTTP: bytes after the 101's head, in the same read or
+// later, go to on_response_body as they come (pause_reading paces them), send_body writes bytes
+// as they are, send_end half-closes (FIN), and the backend's FIN is on_response_end. Such a
+// connection is never reused.
 class ClientConnection : public uv::TcpStream::Handler, public uv::Deferred {
  public:
   ClientConnection(std::unique_ptr<uv::TcpStream> socket, Parser::Limits limits);
@@ -96,6 +104,7 @@ class ClientConnection : public uv::TcpStream::Handler, public uv::Deferred {
     kReady,     // New, or idle: may take a request.
     kExchange,  // A request was sent; its final response is not complete.
     kDone,      // The response is complete; waiting to go back to the pool (or away).
+    kUpgraded,  // A 101 switched protocols: a byte pipe until either side closes.
   };
   void on_read(std::span<const uint8_t> data) override;
   void on_eof() override;
@@ -103,6 +112,7 @@ class ClientConnection : public uv::TcpStream::Handler, public uv::Deferred {
   void on_drained() override;
   void fail(Status status);
   void feed_pending();
+  void pass_upgraded();
   void finish_response();
 
   std::unique_ptr<uv::TcpStream> socket_;
@@ -116,6 +126,8 @@ class ClientConnection : public uv::TcpStream::Handler, public uv::Deferred {
   bool keep_alive_ = false;      // The last response lets the connection stay open.
   bool close_after_ = false;     // The request's body may have been left unread.
   bool safe_request_ = false;
+  bool upgrade_asked_ = false;  // The request carries Upgrade: a 101 may answer it.
+  bool eof_ = false;            // The backend's FIN came (read on after a 101 only).
   bool reused_ = false;
   bool request_complete_ = false;
   bool failed_ = false;

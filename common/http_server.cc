@@ -21,6 +21,10 @@ class ServerConnection::ParserEvents : public Parser::Handler {
     c_.response_done_ = false;
     c_.head_request_ = c_.request_.method == "HEAD";
     c_.close_after_ = !c_.request_.keep_alive();
+    c_.upgrade_requested_ = c_.request_.version_minor == 1 && c_.request_.method != "CONNECT" &&
+                            c_.parser_->framing() == BodyFraming::kNone &&
+                            has_token(c_.request_.headers, "connection", "upgrade") &&
+                            !find(c_.request_.headers, "upgrade").value_or("").empty();
     c_.exchange_data = nullptr;
     c_.idle_.stop();
     c_.handler_.on_request(c_);
@@ -87,6 +91,7 @@ void ServerConnection::on_read(std::span<const uint8_t> data) {
 // inside its own callbacks.
 void ServerConnection::process() {
   if (closing_ || closed_) return;
+  if (upgraded_) return pass_upgraded();
   while (!pending_.empty()) {
     if (in_exchange_ && request_done_) break;  // A response is being written: the next waits.
     if (reading_paused_ && in_exchange_) break;
@@ -114,6 +119,22 @@ void ServerConnection::process() {
   if (eof_ && !in_exchange_) close();
 }
 
+// After a 101: what the client sent goes to the handler as it is, then its FIN.
+void ServerConnection::pass_upgraded() {
+  while (!pending_.empty() && !reading_paused_ && !closed_ && !closing_) {
+    std::vector<uint8_t> data;
+    data.swap(pending_);
+    handler_.on_upgraded_data(*this, data);
+  }
+  if (closed_ || closing_ || reading_paused_) return;
+  if (!eof_) {
+    (void)socket_->start_read();
+  } else if (!upgraded_end_) {
+    upgraded_end_ = true;
+    handler_.on_upgraded_end(*this);
+  }
+}
+
 void ServerConnection::fail_request(const Status& s) {
   if (s.code() == Code::kClosed) {  // Bytes after a request that asked to close.
     pending_.clear();
@@ -138,9 +159,21 @@ void ServerConnection::write(std::vector<uint8_t>&& bytes) {
 }
 
 void ServerConnection::send_continue() {
-  if (closed_ || response_started_) return;
-  static const std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-  write(std::vector<uint8_t>(kContinue.begin(), kContinue.end()));
+  ResponseHead head;
+  head.status = 100;
+  (void)send_interim(std::move(head));
+}
+
+Status ServerConnection::send_interim(ResponseHead head) {
+  if (closed_ || !in_exchange_) return Status(Code::kClosed, "exchange is over");
+  if (!head.is_interim()) return Status(Code::kInternal, "not an interim status");
+  if (response_started_ || request_.version_minor == 0) return Status::Ok();
+  remove_hop_by_hop(head.headers);
+  head.version_minor = 1;
+  std::vector<uint8_t> out;
+  COILGUN_TRY(write_response_head(head, out));
+  write(std::move(out));
+  return Status::Ok();
 }
 
 namespace {
@@ -157,12 +190,30 @@ std::string_view http_date() {
 Status ServerConnection::respond_head(ResponseHead head, ResponseFraming framing, uint64_t length) {
   if (closed_ || !in_exchange_) return Status(Code::kClosed, "exchange is over");
   if (response_started_) return Status(Code::kInternal, "response head already written");
+  const bool switching = head.status == 101;
+  // Upgrade is hop-by-hop, but an answer to an upgrade request keeps it: it names the protocol
+  // switched to, or the ones the server wants (a 426 must send it, RFC 9110 §15.5.22).
+  std::optional<std::string> upgrade;
+  if (upgrade_requested_) {
+    if (auto u = find(head.headers, "upgrade"); u && !u->empty()) upgrade = std::string(*u);
+  }
+  if (switching && !upgrade) {
+    return Status(Code::kMalformed, upgrade_requested_ ? "101 without an Upgrade field"
+                                                       : "101 to a request that asked for none");
+  }
+  if (head.is_interim()) return Status(Code::kInternal, "interim status: use send_interim");
   remove_hop_by_hop(head.headers);
   head.version_minor = 1;
   // RFC 9110 §6.6.1: an origin server with a clock MUST send Date (in 2xx-4xx at least), and a
   // recipient that forwards a response without one MUST append one. Both apply here: answers
   // of the server's own and responses it forwards.
-  if (!find(head.headers, "date")) head.headers.push_back({"Date", std::string(http_date())});
+  if (!switching && !find(head.headers, "date")) {
+    head.headers.push_back({"Date", std::string(http_date())});
+  }
+  if (switching) {
+    framing = ResponseFraming::kNone;  // What follows is the new protocol's, unframed.
+    close_after_ = true;
+  }
   if (framing == ResponseFraming::kChunked && request_.version_minor == 0) {
     framing = ResponseFraming::kUntilClose;  // HTTP/1.0 clients do not speak chunked.
   }
@@ -181,15 +232,28 @@ Status ServerConnection::respond_head(ResponseHead head, ResponseFraming framing
       close_after_ = true;
       break;
   }
-  if (close_after_)
-    set(head.headers, "Connection", "close");
-  else if (request_.version_minor == 0)
-    set(head.headers, "Connection", "keep-alive");
+  std::string connection;
+  if (upgrade) {
+    set(head.headers, "Upgrade", *upgrade);
+    connection = "upgrade";  // RFC 9110 §7.8: a sender of Upgrade lists it in Connection.
+  }
+  if (!switching && close_after_) {
+    connection += connection.empty() ? "close" : ", close";
+  } else if (!switching && request_.version_minor == 0) {
+    connection = "keep-alive";
+  }
+  if (!connection.empty()) set(head.headers, "Connection", connection);
   std::vector<uint8_t> out;
   COILGUN_TRY(write_response_head(head, out));
   response_started_ = true;
-  framing_ = head_request_ ? ResponseFraming::kNone : framing;
+  framing_ = switching ? ResponseFraming::kUntilClose
+                       : (head_request_ ? ResponseFraming::kNone : framing);
   write(std::move(out));
+  if (switching) {
+    upgraded_ = true;
+    // Bytes the client sent early are passed on from the loop, not from inside this call.
+    idle_.start(std::chrono::milliseconds(0), [this] { process(); });
+  }
   return Status::Ok();
 }
 
@@ -289,6 +353,7 @@ void ServerConnection::resume_reading() {
 void ServerConnection::on_eof() {
   eof_ = true;
   if (closed_ || closing_) return;
+  if (upgraded_) return pass_upgraded();
   (void)parser_->finish();  // Lets a close-delimited request body end; nothing to answer.
   if (in_exchange_ && !request_done_) {
     // The client went away mid-request.

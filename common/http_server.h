@@ -8,6 +8,17 @@
 // A Handler drives exchanges: it hears about each request head and body, and answers through
 // the connection's respond_* methods, from inside the callback or later (the exchange stays
 // open until respond_end). Everything runs on the connection's loop thread.
+//
+// Upgrades (RFC 9110 §7.8; WebSocket is one). A request asks for one (upgrade_requested())
+// when it is HTTP/1.1, has no body, carries Upgrade and lists "upgrade" in Connection; the
+// Upgrade field stays in request() for the handler to pass on. The handler answers it like any
+// other request; the response's Upgrade field is kept, with "upgrade" in Connection (a 426 or a
+// refusal says what the server wants). A 101 answer switches the connection: respond_head
+// writes it without framing, and from then the connection is a byte pipe. What the client sends
+// goes to on_upgraded_data (paced by pause_reading), its FIN to on_upgraded_end; respond_body
+// writes bytes as they are; respond_end closes the connection once they are written. Bytes the
+// client sent after the request and before the answer are held: with a 101 they are the new
+// protocol's first bytes, otherwise the next request.
 
 #include <chrono>
 #include <cstdint>
@@ -47,6 +58,12 @@ class ServerHandler {
   virtual void on_abort(ServerConnection& c) { (void)c; }
   // The write queue drained below the low watermark.
   virtual void on_writable(ServerConnection& c) { (void)c; }
+  // After a 101: bytes from the client (valid during the call).
+  virtual void on_upgraded_data(ServerConnection& c, std::span<const uint8_t> data) {
+    (void)c, (void)data;
+  }
+  // After a 101: the client will send nothing more (it half-closed).
+  virtual void on_upgraded_end(ServerConnection& c) { (void)c; }
   // The connection is gone; the handler owns it and deletes it (on a later turn when inside
   // a callback: Loop::defer_delete). No other call follows.
   virtual void on_closed(ServerConnection& c) = 0;
@@ -70,6 +87,8 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
   const RequestHead& request() const { return request_; }
   RequestHead& request() { return request_; }
   bool in_exchange() const { return in_exchange_; }
+  // The current request asks to switch protocols (see the file comment).
+  bool upgrade_requested() const { return upgrade_requested_; }
   // The client's IP address (asked of the kernel once per connection).
   const std::string& peer_ip();
   // Per-exchange state the handler may hang on the connection (not owned).
@@ -77,7 +96,11 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
 
   // Sends "100 Continue" (for a request with Expect: 100-continue that will be served).
   void send_continue();
-  // Writes the response head. With kContentLength, |length| is the body length (a
+  // Sends an interim response (1xx other than 101, e.g. 103 Early Hints) before the final one,
+  // hop-by-hop fields removed. Nothing is sent to an HTTP/1.0 client (RFC 9110 §15.2) or once
+  // the final head is out.
+  Status send_interim(ResponseHead head);
+  // Writes the response head (a 101 switches protocols: see the file comment). With kContentLength, |length| is the body length (a
   // Content-Length field is set); with kChunked, Transfer-Encoding is set; hop-by-hop fields in
   // |head| are removed first. For a HEAD request nothing follows the head whatever |framing|.
   Status respond_head(ResponseHead head, ResponseFraming framing, uint64_t length = 0);
@@ -112,6 +135,8 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
   void end_exchange();
   void arm_idle();
   void write(std::vector<uint8_t>&& bytes);
+  void keep_upgrade_fields(ResponseHead& head, std::optional<std::string> upgrade);
+  void pass_upgraded();
 
   uv::Loop& loop_;
   std::unique_ptr<uv::TcpStream> socket_;
@@ -135,6 +160,9 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
   bool reading_paused_ = false;
   bool eof_ = false;
   bool was_unwritable_ = false;
+  bool upgrade_requested_ = false;
+  bool upgraded_ = false;      // A 101 went out: the connection is a byte pipe.
+  bool upgraded_end_ = false;  // on_upgraded_end was reported.
   ResponseFraming framing_ = ResponseFraming::kNone;
 };
 

@@ -305,6 +305,10 @@ void access(const AccessRecord& record, Fields extra) {
   buf += ",\"delta\":\"";
   buf += delta_result_name(record.delta);
   buf += '"';
+  if (!record.stream.empty()) {
+    append_key(buf, "stream");
+    append_json_string(buf, record.stream);
+  }
   append_key(buf, "duration_ms");
   append_fixed3(buf, record.duration_ms);
   if (record.upstream_ms >= 0) {

@@ -156,7 +156,8 @@ const char* delta_result_name(DeltaResult result);
 
 // One request, as the access log records it. Strings are views the caller keeps alive for the
 // call. Written, in this order, as: ts, type ("access"), method, host, path, status,
-// body_bytes, link_bytes, delta, duration_ms, then upstream_ms and error when set.
+// body_bytes, link_bytes, delta, then stream when set, duration_ms, then upstream_ms and error
+// when set.
 struct AccessRecord {
   // When the request arrived. The default (the epoch) means "now, when written".
   std::chrono::system_clock::time_point ts{};
@@ -171,6 +172,10 @@ struct AccessRecord {
   // Bytes this exchange put on the tunnel, both directions, frame headers included.
   uint64_t link_bytes = 0;
   DeltaResult delta = DeltaResult::kNone;
+  // Why a body streamed (delta "stream") instead of being delta-coded, where the writer knows:
+  // "upgrade", "method", "not_text", "event_stream", "unbuffered", "private", "too_large",
+  // "trickle". Empty leaves the member out.
+  std::string_view stream;
   // Time from request arrival to the last response byte written, milliseconds.
   double duration_ms = 0;
   // Time spent waiting for the other side (edge: the agent; origin: the backend),

@@ -183,12 +183,15 @@ Status Session::on_response_frame(const Frame& f) {
   if (!fields.ok()) return fields.status();
   Stream* st = find(f.stream);
   if (st == nullptr) return Status::Ok();  // Reset here meanwhile.
+  const bool interim = proto::is_interim_status(head->status);  // The codec checked its form.
   if (st->head_seen) {
     stream_error(f.stream, ResetReason::kProtocol);
     return Status::Ok();
   }
-  st->head_seen = true;
-  st->remote_end = f.end_stream();
+  if (!interim) {
+    st->head_seen = true;
+    st->remote_end = f.end_stream();
+  }
   handler_.on_response(f.stream, head->status, head->mode, *fields, f.end_stream());
   close_if_done(f.stream);
   return Status::Ok();
@@ -396,10 +399,17 @@ Status Session::submit_response(uint32_t stream, uint16_t status, BodyMode mode,
   Stream* st = find(stream);
   if (st == nullptr) return Status(Code::kClosed, "stream is gone", Side::kTunnel);
   if (st->head_seen) return Status(Code::kInternal, "response already sent");
+  const bool interim = proto::is_interim_status(status);
+  // Checked before the fields enter the shared header stream: a frame not written after its
+  // block was encoded would put the peer's decoder out of step.
+  if (interim ? (mode != BodyMode::kNone || end_stream) : (mode == BodyMode::kNone && !end_stream)) {
+    return Status(Code::kInternal, "body mode and END_STREAM do not fit the status");
+  }
   COILGUN_TRY(encode_fields(fields));
   st = find(stream);
   if (st == nullptr) return Status(Code::kClosed, "stream is gone", Side::kTunnel);
   (void)proto::write_response(out_, stream, status, mode, block_, end_stream);
+  if (interim) return Status::Ok();
   st->head_seen = true;
   st->local_end = end_stream;
   close_if_done(stream);

@@ -61,7 +61,8 @@ class Session {
                             std::span<const HeaderField> fields, bool end_stream) {
       (void)stream, (void)held, (void)fields, (void)end_stream;
     }
-    // Edge side: the response head of a stream this side opened.
+    // Edge side: the response head of a stream this side opened. An interim head (1xx other
+    // than 101: mode kNone, no end) may come first, any number of times; the final one follows.
     virtual void on_response(uint32_t stream, uint16_t status, BodyMode mode,
                              std::span<const HeaderField> fields, bool end_stream) {
       (void)stream, (void)status, (void)mode, (void)fields, (void)end_stream;
@@ -100,7 +101,8 @@ class Session {
   // peer's stream limit is reached), kTooLarge / kMalformed (header fields).
   Result<uint32_t> submit_request(std::span<const VersionId> held,
                                   std::span<const HeaderField> fields, bool end_stream);
-  // Agent: answers a stream with its response head.
+  // Agent: answers a stream with its response head, or first with an interim one (1xx other
+  // than 101, BodyMode::kNone, !end_stream).
   Status submit_response(uint32_t stream, uint16_t status, BodyMode mode,
                          std::span<const HeaderField> fields, bool end_stream);
   // Queues as much of |data| as both send windows allow, in frames no larger than the

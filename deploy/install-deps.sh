@@ -20,6 +20,8 @@ packages=(
   dpkg-dev systemd adduser util-linux sudo
   # the dashboard test: a real headless browser
   chromium chromium-driver
+  # the WebSocket tests: a real client and server (Debian's python3)
+  python3-websockets
 )
 
 missing=()

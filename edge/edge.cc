@@ -32,6 +32,7 @@ class ClientExchange : public uv::Deferred {
   void begin();
   void on_client_body(std::span<const uint8_t> data);
   void on_client_end();
+  void on_upgraded_end();
   void on_client_abort();
   void on_client_writable();
 
@@ -44,6 +45,7 @@ class ClientExchange : public uv::Deferred {
 
  private:
   bool send_request(bool full);
+  void on_interim(uint16_t status, std::span<const HeaderField> fields);
   void send_body();
   void rebuild();
   void serve(BlobRef body);
@@ -64,8 +66,12 @@ class ClientExchange : public uv::Deferred {
 
   std::string method_, target_, authority_, host_, key_;
   std::vector<std::pair<std::string, std::string>> fields_;  // What goes to the agent.
-  bool has_body_ = false;
+  bool has_body_ = false;  // The stream carries request bytes (a body, or what follows a 101).
   bool client_body_done_ = false;
+  // The protocol the client asked to switch to (ServerConnection::upgrade_requested()); empty:
+  // none. Sent as ":upgrade"; the stream stays open for the new protocol's bytes.
+  std::string upgrade_;
+  bool switched_ = false;  // The agent answered 101: the stream is a byte pipe.
   std::vector<uint8_t> body_out_;  // Request body waiting for the tunnel window.
 
   uint16_t status_ = 0;
@@ -126,8 +132,9 @@ void ClientExchange::begin() {
   key_ = route->agent.to_string() + '\n' + host_ + '\n' + target_;
 
   const auto length = http::find(req.headers, "content-length");
+  if (client_->upgrade_requested()) upgrade_ = http::find(req.headers, "upgrade").value_or("");
   has_body_ = (length.has_value() && *length != "0") ||
-              http::has_token(req.headers, "transfer-encoding", "chunked");
+              http::has_token(req.headers, "transfer-encoding", "chunked") || !upgrade_.empty();
   std::vector<http::Header> headers = req.headers;
   http::remove_hop_by_hop(headers);
   http::remove(headers, "host");
@@ -136,6 +143,7 @@ void ClientExchange::begin() {
   fields_ = {{":method", method_}, {":scheme", "http"}};
   if (!authority_.empty()) fields_.emplace_back(":authority", authority_);
   fields_.emplace_back(":path", target_);
+  if (!upgrade_.empty()) fields_.emplace_back(":upgrade", upgrade_);
   for (auto& h : headers) fields_.emplace_back(http::to_lower(h.name), std::move(h.value));
   route_options(*route);
 
@@ -200,6 +208,9 @@ void ClientExchange::on_client_body(std::span<const uint8_t> data) {
 }
 
 void ClientExchange::on_client_end() {
+  // An upgrade request's HTTP part is over; its stream stays open for what follows a 101, and
+  // ends when the answer is another (on_response) or the client's side of the pipe ends.
+  if (!upgrade_.empty()) return;
   client_body_done_ = true;
   if (has_body_ && !finished_ && link_ != nullptr) send_body();
 }
@@ -219,14 +230,30 @@ void ClientExchange::send_body() {
   }
 }
 
+void ClientExchange::on_upgraded_end() {
+  client_body_done_ = true;
+  if (!finished_ && link_ != nullptr) send_body();
+}
+
 void ClientExchange::on_window() {
   if (!body_out_.empty() || (client_body_done_ && has_body_)) send_body();
 }
 
 void ClientExchange::on_response(uint16_t status, BodyMode mode,
                                  std::span<const HeaderField> fields, bool end) {
-  upstream_ms_ = daemon::seconds_since(started_) * 1000;
   progress();
+  if (proto::is_interim_status(status)) return on_interim(status, fields);
+  upstream_ms_ = daemon::seconds_since(started_) * 1000;
+  if (!upgrade_.empty()) {
+    if (status != 101) {  // Refused: the request's stream ends here.
+      client_body_done_ = true;
+      send_body();
+    } else if (mode != BodyMode::kStream) {
+      return fail(502, "bad_upgrade");
+    } else {
+      switched_ = true;
+    }
+  }
   status_ = status;
   mode_ = mode;
   response_headers_.clear();
@@ -253,6 +280,16 @@ void ClientExchange::on_response(uint16_t status, BodyMode mode,
     }
   }
   if (end) on_data({}, true);
+}
+
+// 103 Early Hints and other 1xx go on to HTTP/1.1 clients (RFC 9110 §15.2: a proxy forwards
+// them); a 100 Continue does not, the edge sent its own when the client expected one.
+void ClientExchange::on_interim(uint16_t status, std::span<const HeaderField> fields) {
+  if (client_ == nullptr || status == 100) return;
+  http::ResponseHead head;
+  head.status = status;
+  for (const HeaderField& f : fields) head.headers.push_back({std::string(f.name), std::string(f.value)});
+  (void)client_->send_interim(std::move(head));
 }
 
 void ClientExchange::write_head(http::ResponseFraming framing, uint64_t length) {
@@ -433,7 +470,12 @@ void ClientExchange::fail(int status, const char* reason) {
       client_->respond_simple(
           status, std::string(http::status_reason(status)) + " (" + reason + ")\n", close);
     } else {
-      client_->close();  // A response already begun cannot be turned into an error.
+      // A response already begun cannot be turned into an error: the connection closes, and
+      // its abort is not this exchange's (which would count it again as client_gone).
+      http::ServerConnection* c = client_;
+      client_ = nullptr;
+      c->exchange_data = nullptr;
+      c->close();
     }
   }
   finish();
@@ -450,6 +492,12 @@ void ClientExchange::finish() {
   *alive_ = false;
   timeout_.stop();
   shared_.metrics.in_flight.sub(1);
+  // Over while this side of the stream is still open (the client left a pipe the agent still
+  // holds, an answer before the whole request body): the agent stops, and the stream is freed.
+  if (link_ != nullptr && stream_ != 0 && link_->session().stream_open(stream_)) {
+    link_->session().reset(stream_, ResetReason::kCancel);
+    link_->flush();
+  }
   release_stream();
   const double secs = daemon::seconds_since(started_);
   shared_.metrics.request(status_, secs);
@@ -738,6 +786,14 @@ void EdgeWorker::on_request_body(http::ServerConnection& c, std::span<const uint
 
 void EdgeWorker::on_request_end(http::ServerConnection& c) {
   if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_end();
+}
+
+void EdgeWorker::on_upgraded_data(http::ServerConnection& c, std::span<const uint8_t> data) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_body(data);
+}
+
+void EdgeWorker::on_upgraded_end(http::ServerConnection& c) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_upgraded_end();
 }
 
 void EdgeWorker::on_abort(http::ServerConnection& c) {

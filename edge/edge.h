@@ -11,7 +11,10 @@
 // served; a base the edge no longer holds, or a body that fails its check, is fetched again in
 // full, never served. Streamed responses go to the client as they arrive, and the tunnel
 // window is granted back only as the client socket takes them. A response without Date gets
-// one (RFC 9110 §6.6.1).
+// one (RFC 9110 §6.6.1). Interim responses (103 Early Hints) are passed to HTTP/1.1 clients.
+// An upgrade request (WebSocket) is sent with ":upgrade" on a stream left open; after the
+// agent's 101 the stream is a byte pipe between the client's socket and the backend's, paced
+// by the tunnel's windows both ways (PROTOCOL.md §2, REQUEST).
 //
 // Failures and their answers: no route for the Host 421; no tunnel up 502 at once (reason
 // "tunnel_down"); tunnel lost mid-request 502 ("tunnel_lost"); backend refused 502
@@ -159,6 +162,8 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   void on_request_body(http::ServerConnection& c, std::span<const uint8_t> data) override;
   void on_request_end(http::ServerConnection& c) override;
   void on_abort(http::ServerConnection& c) override;
+  void on_upgraded_data(http::ServerConnection& c, std::span<const uint8_t> data) override;
+  void on_upgraded_end(http::ServerConnection& c) override;
   void on_writable(http::ServerConnection& c) override;
 
  private:

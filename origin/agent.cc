@@ -34,13 +34,24 @@ bool delta_worthy(const http::ResponseHead& head) {
 
 // Responses that must reach the client as they come, whatever their type: server-sent events
 // (each event matters when it is sent), and what the backend marked unbuffered (nginx's
-// "X-Accel-Buffering: no").
-bool must_stream(const http::ResponseHead& head) {
+// "X-Accel-Buffering: no"). Returns why, for the access log, or nullptr.
+const char* must_stream(const http::ResponseHead& head) {
   if (auto ct = http::find(head.headers, "content-type")) {
-    if (http::to_lower(*ct).starts_with("text/event-stream")) return true;
+    if (http::to_lower(*ct).starts_with("text/event-stream")) return "event_stream";
   }
   auto buffering = http::find(head.headers, "x-accel-buffering");
-  return buffering && http::iequals(*buffering, "no");
+  return buffering && http::iequals(*buffering, "no") ? "unbuffered" : nullptr;
+}
+
+// Interim responses (103 Early Hints, ...) passed on per exchange; more are dropped, so a backend
+// cannot fill the tunnel with heads that no flow control paces.
+constexpr int kMaxInterim = 8;
+
+std::vector<HeaderField> field_views(const std::vector<std::pair<std::string, std::string>>& f) {
+  std::vector<HeaderField> out;
+  out.reserve(f.size());
+  for (const auto& [n, v] : f) out.push_back({n, v});
+  return out;
 }
 
 // Cache-Control: private or no-store (RFC 9111 §5.2.2.5, §5.2.2.7): meant for one user. Such
@@ -81,6 +92,7 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   void cancel(const char* why);
 
   // http::ClientHandler
+  void on_interim(http::ResponseHead&& head) override;
   void on_response_head(http::ResponseHead&& head) override;
   void on_response_body(std::span<const uint8_t> data) override;
   void on_response_end() override;
@@ -96,12 +108,14 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   void find_base(size_t index);
   void encode(BlobRef base);
   void watch_trickle(std::chrono::milliseconds delay);
-  void switch_to_stream();
+  void switch_to_stream(const char* why);
   void pump();
   void fail(ResetReason reason, const char* why);
   void drop_backend();
   void finish();
   Status submit(BodyMode mode, bool end_stream);
+  const char* choose_mode(const http::ResponseHead& head);
+  void switch_protocols();
 
   EdgeLink& link_;
   AgentWorker& worker_;
@@ -113,6 +127,11 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   http::BodyFraming request_framing_ = http::BodyFraming::kNone;
   uint64_t request_length_ = 0;
   bool request_end_;
+  // The edge's ":upgrade": the request asks to switch to this protocol (the stream stays open
+  // for the new protocol's bytes, held until the backend's 101). Empty: no upgrade.
+  std::string upgrade_;
+  bool switched_ = false;            // The backend answered 101: the stream is a byte pipe.
+  int interims_ = 0;                 // Interim responses passed on.
   std::vector<uint8_t> early_body_;  // Request bytes that came before the backend did.
   uint64_t unconsumed_ = 0;          // Forwarded request bytes not yet granted back.
 
@@ -138,6 +157,7 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   bool finished_ = false;
   bool cancelled_ = false;       // Not a request answered: left out of requests_total.
   const char* error_ = nullptr;  // Why it failed, for the access line.
+  const char* stream_why_ = nullptr;  // Why the body streamed, for the access line.
   proto::VersionId id_;
   log::DeltaResult result_ = log::DeltaResult::kNone;
   uint64_t body_bytes_ = 0;
@@ -169,6 +189,8 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
       backend_timeout_ = route_timeout(f.value);
     } else if (f.name == ":private") {
       private_deltas_ = f.value != "no-delta";
+    } else if (f.name == ":upgrade") {
+      upgrade_ = f.value;
     } else if (f.name[0] != ':') {
       request_.headers.push_back({std::string(f.name), std::string(f.value)});
     }
@@ -180,7 +202,9 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
   // Only a GET's body becomes a base (PROTOCOL.md §6): only GETs take part in the policy.
   if (request_.method == "GET") key_state_ = worker_.key_started(key_, held_);
   const auto cl = http::find(request_.headers, "content-length");
-  if (!end_stream) {
+  if (!upgrade_.empty()) {
+    // No body: what the edge sends on the stream is the new protocol's, after a 101.
+  } else if (!end_stream) {
     request_framing_ = cl ? http::BodyFraming::kContentLength : http::BodyFraming::kChunked;
     if (cl) request_length_ = std::strtoull(std::string(*cl).c_str(), nullptr, 10);
   } else if (cl) {
@@ -189,6 +213,10 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
     request_framing_ = http::BodyFraming::kContentLength;
   }
   http::remove_hop_by_hop(request_.headers);
+  if (!upgrade_.empty()) {
+    http::set(request_.headers, "Upgrade", upgrade_);
+    http::set(request_.headers, "Connection", "upgrade");
+  }
   http::set(request_.headers, "Host", authority);
   // Deltas must see plain bytes.
   http::set(request_.headers, "Accept-Encoding", "identity");
@@ -227,6 +255,7 @@ void Exchange::send_request() {
   if (!s.ok()) return on_error(s);
   timeout_.start(backend_timeout_.value_or(settings_->config.backend_pool.response_timeout),
                  [this] { fail(ResetReason::kUpstreamTimeout, "backend_timeout"); });
+  if (!upgrade_.empty()) return;  // The edge's bytes wait for the 101.
   if (!early_body_.empty()) {
     (void)conn_->send_body(early_body_);
     unconsumed_ += early_body_.size();
@@ -239,6 +268,12 @@ void Exchange::send_request() {
 void Exchange::on_request_data(std::span<const uint8_t> data, bool end_stream) {
   if (finished_) return;
   request_end_ = end_stream;
+  if (!upgrade_.empty() && !switched_) {
+    // Before the answer: nothing to send (the edge sends the new protocol's bytes only after the
+    // 101, and ends the stream if the answer is another).
+    early_body_.insert(early_body_.end(), data.begin(), data.end());
+    return;
+  }
   if (!conn_) {
     // Held until the backend connection is there; the stream window bounds it.
     early_body_.insert(early_body_.end(), data.begin(), data.end());
@@ -259,31 +294,70 @@ void Exchange::on_writable() {
   }
 }
 
+// A 1xx other than 101 (ClientConnection passes no other): on to the edge, but for 100 Continue,
+// which the edge sends its client itself.
+void Exchange::on_interim(http::ResponseHead&& head) {
+  if (head.status == 100 || interims_ >= kMaxInterim || finished_) return;
+  ++interims_;
+  http::remove_hop_by_hop(head.headers);
+  std::vector<std::pair<std::string, std::string>> fields;
+  for (auto& h : head.headers) fields.emplace_back(http::to_lower(h.name), std::move(h.value));
+  (void)link_.session().submit_response(stream_, static_cast<uint16_t>(head.status),
+                                        BodyMode::kNone, field_views(fields), false);
+  link_.flush();
+}
+
+// How the body crosses the link (mode_), and why it streams when it does (nullptr: it does not).
+const char* Exchange::choose_mode(const http::ResponseHead& head) {
+  const auto cl = http::find(head.headers, "content-length");
+  const uint64_t length = cl ? std::strtoull(std::string(*cl).c_str(), nullptr, 10) : 0;
+  const char* why = nullptr;
+  if (request_.method == "HEAD" || head.status == 204 || head.status == 304) {
+    mode_ = Mode::kNone;
+    return nullptr;
+  }
+  if (head.status == 101) {
+    why = "upgrade";
+  } else if (request_.method != "GET") {
+    why = "method";
+  } else if (!delta_worthy(head)) {
+    why = "not_text";
+  } else if (const char* unbuffered = must_stream(head)) {
+    why = unbuffered;
+  } else if (!private_deltas_ && is_private(head)) {
+    why = "private";
+  } else if (cl && length > settings_->config.delta.max_body) {
+    why = "too_large";
+  }
+  mode_ = why != nullptr ? Mode::kStream : Mode::kCoded;
+  if (mode_ == Mode::kCoded && cl) body_.reserve(length);
+  return why;
+}
+
 void Exchange::on_response_head(http::ResponseHead&& head) {
   timeout_.stop();
   upstream_ms_ = daemon::seconds_since(started_) * 1000;
   status_ = head.status;
-  const bool bodyless = request_.method == "HEAD" || head.status == 204 || head.status == 304;
-  const auto cl = http::find(head.headers, "content-length");
-  const uint64_t length = cl ? std::strtoull(std::string(*cl).c_str(), nullptr, 10) : 0;
-  const bool unbuffered = must_stream(head);  // Before the field goes.
+  stream_why_ = choose_mode(head);  // Before the fields it reads go.
+  // An answer to an upgrade request keeps its Upgrade field: the protocol switched to, or the
+  // ones a refusal (426) asks for. The edge puts "upgrade" back in Connection.
+  std::optional<std::string> upgrade;
+  if (!upgrade_.empty()) {
+    if (auto u = http::find(head.headers, "upgrade")) upgrade = std::string(*u);
+  }
   http::remove_hop_by_hop(head.headers);
   http::remove(head.headers, "x-accel-buffering");  // For this proxy, like nginx does.
-  if (bodyless) {
-    mode_ = Mode::kNone;
-  } else if (request_.method == "GET" && delta_worthy(head) && !unbuffered &&
-             (private_deltas_ || !is_private(head)) &&
-             (!cl || length <= settings_->config.delta.max_body)) {
-    mode_ = Mode::kCoded;
+  if (upgrade) head.headers.push_back({"upgrade", std::move(*upgrade)});
+  if (mode_ == Mode::kCoded || status_ == 101) {
     http::remove(head.headers, "content-length");  // The edge sets it from the rebuilt body.
-    if (cl) body_.reserve(length);
+  }
+  if (mode_ == Mode::kCoded) {
     last_body_ms_ = worker_.loop().now_ms();
     watch_trickle(settings_->config.delta.stream_after);
-  } else {
-    mode_ = Mode::kStream;
   }
   for (auto& h : head.headers)
     response_fields_.emplace_back(http::to_lower(h.name), std::move(h.value));
+  if (status_ == 101) return switch_protocols();
   if (mode_ == Mode::kNone) {
     if (!submit(BodyMode::kNone, true).ok())
       return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
@@ -296,13 +370,27 @@ void Exchange::on_response_head(http::ResponseHead&& head) {
 }
 
 Status Exchange::submit(BodyMode mode, bool end_stream) {
-  std::vector<HeaderField> fields;
-  fields.reserve(response_fields_.size());
-  for (const auto& [n, v] : response_fields_) fields.push_back({n, v});
   const Status s = link_.session().submit_response(stream_, static_cast<uint16_t>(status_), mode,
-                                                   fields, end_stream);
+                                                   field_views(response_fields_), end_stream);
   link_.flush();
   return s;
+}
+
+// The backend answered 101 to the upgrade the request asked for: from now the stream carries the
+// new protocol's bytes both ways, paced by the tunnel's windows and the backend socket.
+void Exchange::switch_protocols() {
+  switched_ = true;
+  result_ = log::DeltaResult::kStream;
+  if (!submit(BodyMode::kStream, false).ok()) {
+    return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
+  }
+  if (!early_body_.empty()) {
+    std::vector<uint8_t> early;
+    early.swap(early_body_);
+    on_request_data(early, request_end_);
+  } else if (request_end_) {
+    on_request_data({}, true);
+  }
 }
 
 void Exchange::on_response_body(std::span<const uint8_t> data) {
@@ -310,7 +398,7 @@ void Exchange::on_response_body(std::span<const uint8_t> data) {
   shared_.metrics.body_bytes.inc(data.size());
   if (mode_ == Mode::kCoded) {
     body_.insert(body_.end(), data.begin(), data.end());
-    if (body_.size() > settings_->config.delta.max_body) return switch_to_stream();
+    if (body_.size() > settings_->config.delta.max_body) return switch_to_stream("too_large");
     last_body_ms_ = worker_.loop().now_ms();
     return;
   }
@@ -339,15 +427,16 @@ void Exchange::watch_trickle(std::chrono::milliseconds delay) {
     const uint64_t idle = worker_.loop().now_ms() - last_body_ms_;
     const auto limit = static_cast<uint64_t>(settings_->config.delta.stream_after.count());
     if (idle < limit) return watch_trickle(std::chrono::milliseconds(limit - idle));
-    switch_to_stream();
+    switch_to_stream("trickle");
   });
 }
 
-void Exchange::switch_to_stream() {
+void Exchange::switch_to_stream(const char* why) {
   // Longer than a delta is worth, or too slow to wait for: what was buffered goes first, the
   // rest as it comes.
   trickle_.stop();
   mode_ = Mode::kStream;
+  stream_why_ = why;
   result_ = log::DeltaResult::kStream;
   if (!submit(BodyMode::kStream, false).ok())
     return fail(ResetReason::kUpstreamFailed, "bad_response_fields");
@@ -483,6 +572,12 @@ void Exchange::finish() {
   timeout_.stop();
   trickle_.stop();
   shared_.metrics.in_flight.sub(1);
+  // Answered while the edge's side is still open (an upgraded stream the backend closed, an
+  // answer before the whole request body): the edge stops sending, and the stream is freed.
+  if (link_.session().stream_open(stream_)) {
+    link_.session().reset(stream_, ResetReason::kCancel);
+    link_.flush();
+  }
   const double secs = daemon::seconds_since(started_);
   if (!cancelled_) shared_.metrics.request(status_, secs);
   if (!cancelled_ && result_ == log::DeltaResult::kStream) shared_.metrics.delta_stream.inc();
@@ -499,6 +594,7 @@ void Exchange::finish() {
     r.duration_ms = secs * 1000;
     r.upstream_ms = upstream_ms_;
     if (error_ != nullptr) r.error = error_;
+    if (result_ == log::DeltaResult::kStream && stream_why_ != nullptr) r.stream = stream_why_;
     log::access(r);
   }
   link_.finished(stream_);

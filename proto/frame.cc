@@ -210,7 +210,11 @@ Result<ResponseHead> parse_response(const Frame& frame) {
   if (head.status < 100 || head.status > 999) return malformed("RESPONSE status out of range");
   if (mode > static_cast<uint8_t>(BodyMode::kStream)) return malformed("unknown body mode");
   head.mode = static_cast<BodyMode>(mode);
-  if (head.mode == BodyMode::kNone && !frame.end_stream()) {
+  if (is_interim_status(head.status)) {
+    if (head.mode != BodyMode::kNone || frame.end_stream()) {
+      return malformed("interim RESPONSE with a body or END_STREAM");
+    }
+  } else if (head.mode == BodyMode::kNone && !frame.end_stream()) {
     return malformed("RESPONSE without a body must end the stream");
   }
   head.header_block = r.rest();
@@ -221,7 +225,11 @@ Status write_response(std::vector<uint8_t>& out, uint32_t stream, uint16_t statu
                       std::span<const uint8_t> header_block, bool end_stream) {
   COILGUN_TRY(need_stream(stream));
   if (status < 100 || status > 999) return Status(Code::kMalformed, "status out of range");
-  if (mode == BodyMode::kNone && !end_stream) {
+  if (is_interim_status(status)) {
+    if (mode != BodyMode::kNone || end_stream) {
+      return Status(Code::kMalformed, "an interim response has no body and does not end the stream");
+    }
+  } else if (mode == BodyMode::kNone && !end_stream) {
     return Status(Code::kMalformed, "a response without a body must end the stream");
   }
   COILGUN_TRY(write_header(out, 3 + header_block.size(), FrameType::kResponse,

@@ -123,7 +123,14 @@ Status write_request(std::vector<uint8_t>& out, uint32_t stream, std::span<const
 // set), kCoded (one delta payload, proto/delta.h: a full zstd body or a delta against a
 // version the request named; the receiver buffers it whole, with a limit), or kStream (the
 // body's bytes as they are, streamed with flow control).
+//
+// An interim head (status 1xx other than 101: 100 Continue, 103 Early Hints) has kNone and no
+// END_STREAM; the final head follows on the same stream. A 101 answers an upgrade request: its
+// mode is kStream, and the DATA both ways carry the new protocol's bytes.
 enum class BodyMode : uint8_t { kNone = 0, kCoded = 1, kStream = 2 };
+inline bool is_interim_status(uint16_t status) {
+  return status >= 100 && status < 200 && status != 101;
+}
 struct ResponseHead {
   uint16_t status = 0;
   BodyMode mode = BodyMode::kNone;

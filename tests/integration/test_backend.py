@@ -41,7 +41,55 @@ def read_head(conn, buf):
     return head
 
 
-class MisbehavingBackend:
+class RawServer:
+    """A TCP server on loopback whose subclass speaks on raw sockets: each accepted connection
+    (TCP_NODELAY, as servers that stream set it, or a first piece waits for the head's ACK) is
+    served by _serve(conn) in a thread of its own. |connections| counts them; stop() closes the
+    listener and shuts every connection down."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.conns = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.lock:
+                self.connections += 1
+                self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        raise NotImplementedError
+
+    @staticmethod
+    def response(body, status="200 OK", ctype="text/plain", extra=""):
+        """A whole response with |body|; |extra|: more field lines, each ending in CRLF."""
+        return (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n{extra}"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def stop(self):
+        self.sock.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                c.close()
+
+
+class MisbehavingBackend(RawServer):
     """A keep-alive HTTP/1.1 backend on loopback that answers each request by its path:
 
       /ok/NAME     200 with body "ok NAME"
@@ -63,35 +111,14 @@ class MisbehavingBackend:
     It counts requests per method and path, and connections accepted."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.lock = threading.Lock()
         self.seen = {}  # "METHOD /path" -> count
-        self.connections = 0
         self.stray_sent = threading.Event()
         self.sent = {}  # path -> monotonic times each piece was sent
-        self.conns = []
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
     def count(self, key):
         with self.lock:
             return self.seen.get(key, 0)
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            # As servers that stream do, or the first piece waits for the head's ACK (Nagle).
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self.lock:
-                self.connections += 1
-                self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
         buf = bytearray()
@@ -123,10 +150,6 @@ class MisbehavingBackend:
         finally:
             conn.close()
 
-    @staticmethod
-    def response(body, status="200 OK", ctype="text/plain"):
-        return (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
-                .encode() + body)
 
     def _answer(self, conn, method, path):
         """Answers one request; False to close the connection."""
@@ -185,14 +208,6 @@ class MisbehavingBackend:
             conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
         conn.sendall(b"0\r\n\r\n")
 
-    def stop(self):
-        self.sock.close()
-        with self.lock:
-            for c in self.conns:
-                try:
-                    c.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 class IgnoresGetBodies(http.server.BaseHTTPRequestHandler):

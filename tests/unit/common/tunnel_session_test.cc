@@ -345,3 +345,51 @@ TEST_CASE("Garbage from a peer fails the session cleanly with a GOAWAY", "[tunne
     }
   }
 }
+
+TEST_CASE("Interim heads precede the final one; a 101 makes the stream a pipe both ways",
+          "[tunnel]") {
+  Peer edge(true), agent(false);
+  // A request that stays open: an upgrade, whose stream carries the new protocol's bytes.
+  auto id = edge.session->submit_request({}, request("/ws"), false);
+  REQUIRE(id.ok());
+  pump(edge, agent);
+  const std::vector<HeaderField> hints = {{"link", "</a.css>; rel=preload"}};
+  REQUIRE(agent.session->submit_response(*id, 103, BodyMode::kNone, hints, false).ok());
+  // An interim head cannot carry a body nor end the stream: refused before it is encoded.
+  CHECK(agent.session->submit_response(*id, 103, BodyMode::kStream, {}, false).code() ==
+        Code::kInternal);
+  CHECK(agent.session->submit_response(*id, 103, BodyMode::kNone, {}, true).code() ==
+        Code::kInternal);
+  pump(edge, agent);
+  CHECK(edge.status[*id] == 103);
+  CHECK(edge.fields[*id] == Peer::copy(hints));
+  CHECK(edge.resets.empty());
+
+  const std::vector<HeaderField> switched = {{"upgrade", "x"}};
+  REQUIRE(agent.session->submit_response(*id, 101, BodyMode::kStream, switched, false).ok());
+  const Bytes up = pattern(300000, 1), down = pattern(300000, 2);  // Over a stream window.
+  size_t up_sent = 0, down_sent = 0;
+  for (int round = 0; round < 100 && (up_sent < up.size() || down_sent < down.size()); ++round) {
+    auto u = edge.session->send_data(*id, std::span<const uint8_t>(up).subspan(up_sent), false);
+    auto d = agent.session->send_data(*id, std::span<const uint8_t>(down).subspan(down_sent),
+                                      false);
+    REQUIRE(u.ok());
+    REQUIRE(d.ok());
+    up_sent += *u;
+    down_sent += *d;
+    pump(edge, agent);
+  }
+  CHECK(edge.status[*id] == 101);
+  CHECK(agent.body[*id] == up);
+  CHECK(edge.body[*id] == down);
+  // Each side ends its own half; the stream is gone once both did.
+  REQUIRE(edge.session->send_data(*id, {}, true).ok());
+  pump(edge, agent);
+  CHECK(agent.session->stream_open(*id));
+  REQUIRE(agent.session->send_data(*id, {}, true).ok());
+  pump(edge, agent);
+  CHECK_FALSE(agent.session->stream_open(*id));
+  CHECK_FALSE(edge.session->stream_open(*id));
+  CHECK(edge.resets.empty());
+  CHECK(agent.resets.empty());
+}

@@ -235,6 +235,22 @@ TEST_CASE("Payload parsers reject contents the type forbids", "[frame]") {
     put_u16(d, 200);
     put_u8(d, 0);
     CHECK(parse_response(one(d)).status().code() == Code::kMalformed);
+    // An interim head (103) is the other way round: no body, and never the stream's end.
+    Bytes hints = header(3, 2, 0, 1);
+    put_u16(hints, 103);
+    put_u8(hints, 0);
+    CHECK(parse_response(one(hints)).ok());
+    Bytes ended = header(3, 2, 1, 1);
+    put_u16(ended, 103);
+    put_u8(ended, 0);
+    CHECK(parse_response(one(ended)).status().code() == Code::kMalformed);
+    Bytes streamed = header(3, 2, 0, 1);
+    put_u16(streamed, 103);
+    put_u8(streamed, 2);
+    CHECK(parse_response(one(streamed)).status().code() == Code::kMalformed);
+    std::vector<uint8_t> out;
+    CHECK(write_response(out, 1, 103, BodyMode::kNone, {}, true).code() == Code::kMalformed);
+    CHECK(write_response(out, 1, 103, BodyMode::kNone, {}, false).ok());
   }
   SECTION("a zero window increment, an out-of-range setting, an unknown setting") {
     Bytes w = header(4, 5, 0, 1);
