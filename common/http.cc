@@ -257,6 +257,15 @@ bool has_token(std::span<const Header> headers, std::string_view name, std::stri
   return false;
 }
 
+bool upgrade_answers(std::string_view asked, std::string_view answered) {
+  bool any = false;
+  const bool unasked = any_list_element(answered, [&](std::string_view protocol) {
+    any = true;
+    return !any_list_element(asked, [&](std::string_view a) { return iequals(a, protocol); });
+  });
+  return any && !unasked;
+}
+
 size_t remove(std::vector<Header>& headers, std::string_view name) {
   return std::erase_if(headers, [&](const Header& h) { return iequals(h.name, name); });
 }

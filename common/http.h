@@ -157,6 +157,11 @@ std::optional<std::string_view> find(std::span<const Header> headers, std::strin
 // case-insensitively after trimming whitespace ("Connection: Keep-Alive, Upgrade").
 bool has_token(std::span<const Header> headers, std::string_view name, std::string_view token);
 
+// True if |answered|, the Upgrade field of a 101, names only protocols that |asked|, the
+// request's Upgrade field, listed (RFC 9110 §7.8: a server "MUST NOT switch to a protocol that
+// was not indicated by the client"); names compare case-insensitively. False for an empty one.
+bool upgrade_answers(std::string_view asked, std::string_view answered);
+
 // Removes every field named |name|; returns how many were removed. Keeps the others' order.
 size_t remove(std::vector<Header>& headers, std::string_view name);
 

@@ -32,9 +32,14 @@ class ClientConnection::ParserEvents : public Parser::Handler {
       if (c_.handler_ != nullptr) c_.handler_->on_interim(std::move(head));
       return;
     }
-    if (head.status == 101 && !c_.upgrade_asked_) {
-      unasked_101 = true;  // feed_pending() fails the exchange; the handler never sees it.
-      return;
+    if (head.status == 101) {
+      if (!upgrade_answers(c_.upgrade_asked_, find(head.headers, "upgrade").value_or(""))) {
+        unasked_101 = true;  // feed_pending() fails the exchange; the handler never sees it.
+        return;
+      }
+      // The pipe starts now: what the handler sends from inside this call is the new protocol's.
+      c_.state_ = State::kUpgraded;
+      c_.keep_alive_ = false;
     }
     if (announces_forbidden_body(head)) c_.close_after_ = true;
     if (c_.handler_ != nullptr) c_.handler_->on_response_head(std::move(head));
@@ -91,7 +96,7 @@ Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uin
   events_->complete = false;
   request_framing_ = framing;
   safe_request_ = is_safe_method(head.method) && framing == BodyFraming::kNone;
-  upgrade_asked_ = find(head.headers, "upgrade").has_value();
+  upgrade_asked_ = std::string(find(head.headers, "upgrade").value_or(""));
   remove(head.headers, "Content-Length");
   remove(head.headers, "Transfer-Encoding");
   if (framing == BodyFraming::kContentLength) {
@@ -181,7 +186,7 @@ void ClientConnection::feed_pending() {
     }
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(*r));
     if (events_->unasked_101) {
-      return fail(Status(Code::kProtocol, "backend answered 101 to a request without Upgrade",
+      return fail(Status(Code::kProtocol, "backend switched to a protocol the request did not ask for",
                          Side::kUpstream));
     }
     if (parser_->paused()) {
@@ -190,10 +195,7 @@ void ClientConnection::feed_pending() {
         parser_->resume();
         continue;
       }
-      if (parser_->upgraded()) {
-        state_ = State::kUpgraded;  // What is left in pending_ is the new protocol's.
-        return pass_upgraded();
-      }
+      if (parser_->upgraded()) return pass_upgraded();  // What is left is the new protocol's.
       return finish_response();
     }
     if (*r == 0) return;

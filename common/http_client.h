@@ -49,8 +49,9 @@ class ClientHandler {
 // before handing an idle one out (TcpStream::quiet()). A stray answer can then never be read as
 // the answer to another client's request.
 //
-// Upgrades (RFC 9110 §7.8): a request that carries an Upgrade field asks for one. If the answer
-// is 101, the connection stops being HTTP: bytes after the 101's head, in the same read or
+// Upgrades (RFC 9110 §7.8): a request that carries an Upgrade field asks for one. A 101 that
+// names no protocol the request listed is an error, like a 101 to a request without Upgrade.
+// If the answer is such a 101, the connection stops being HTTP: bytes after the 101's head, in the same read or
 // later, go to on_response_body as they come (pause_reading paces them), send_body writes bytes
 // as they are, send_end half-closes (FIN), and the backend's FIN is on_response_end. Such a
 // connection is never reused.
@@ -126,7 +127,7 @@ class ClientConnection : public uv::TcpStream::Handler, public uv::Deferred {
   bool keep_alive_ = false;      // The last response lets the connection stay open.
   bool close_after_ = false;     // The request's body may have been left unread.
   bool safe_request_ = false;
-  bool upgrade_asked_ = false;  // The request carries Upgrade: a 101 may answer it.
+  std::string upgrade_asked_;   // The request's Upgrade field: what a 101 may switch to.
   bool eof_ = false;            // The backend's FIN came (read on after a 101 only).
   bool reused_ = false;
   bool request_complete_ = false;

@@ -10,6 +10,21 @@ namespace {
 constexpr size_t kMaxPending = 256 * 1024;
 }  // namespace
 
+namespace {
+
+// An HTTP/1.1 request without a body that lists "upgrade" in Connection and names protocols in
+// Upgrade (RFC 9110 §7.8). HEAD (whose answer has no content to switch in) and CONNECT are not
+// upgrades, nor is h2c: RFC 9113 §3.1 deprecates it, and a proxy that passed it would let the
+// client speak HTTP/2 to the backend past the edge (h2c smuggling).
+bool wants_upgrade(const RequestHead& r, BodyFraming framing) {
+  const auto upgrade = find(r.headers, "upgrade");
+  return r.version_minor == 1 && r.method != "HEAD" && r.method != "CONNECT" &&
+         framing == BodyFraming::kNone && upgrade && !upgrade->empty() &&
+         has_token(r.headers, "connection", "upgrade") && !has_token(r.headers, "upgrade", "h2c");
+}
+
+}  // namespace
+
 class ServerConnection::ParserEvents : public Parser::Handler {
  public:
   explicit ParserEvents(ServerConnection& c) : c_(c) {}
@@ -21,10 +36,7 @@ class ServerConnection::ParserEvents : public Parser::Handler {
     c_.response_done_ = false;
     c_.head_request_ = c_.request_.method == "HEAD";
     c_.close_after_ = !c_.request_.keep_alive();
-    c_.upgrade_requested_ = c_.request_.version_minor == 1 && c_.request_.method != "CONNECT" &&
-                            c_.parser_->framing() == BodyFraming::kNone &&
-                            has_token(c_.request_.headers, "connection", "upgrade") &&
-                            !find(c_.request_.headers, "upgrade").value_or("").empty();
+    c_.upgrade_requested_ = wants_upgrade(c_.request_, c_.parser_->framing());
     c_.exchange_data = nullptr;
     c_.idle_.stop();
     c_.handler_.on_request(c_);
@@ -197,9 +209,8 @@ Status ServerConnection::respond_head(ResponseHead head, ResponseFraming framing
   if (upgrade_requested_) {
     if (auto u = find(head.headers, "upgrade"); u && !u->empty()) upgrade = std::string(*u);
   }
-  if (switching && !upgrade) {
-    return Status(Code::kMalformed, upgrade_requested_ ? "101 without an Upgrade field"
-                                                       : "101 to a request that asked for none");
+  if (switching && !(upgrade && upgrade_answers(*find(request_.headers, "upgrade"), *upgrade))) {
+    return Status(Code::kMalformed, "a 101 must name a protocol the request asked for");
   }
   if (head.is_interim()) return Status(Code::kInternal, "interim status: use send_interim");
   remove_hop_by_hop(head.headers);

@@ -129,6 +129,11 @@ class Session {
   std::optional<uint64_t> rtt_ms() const { return rtt_ms_; }
   size_t open_streams() const { return streams_.size(); }
   bool stream_open(uint32_t stream) const { return streams_.count(stream) != 0; }
+  // This side may still send on |stream| (it is open and this side did not end it).
+  bool sending(uint32_t stream) const {
+    auto it = streams_.find(stream);
+    return it != streams_.end() && !it->second.local_end;
+  }
   bool draining() const { return goaway_sent_ || goaway_received_; }
   bool failed() const { return failed_; }
 

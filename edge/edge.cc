@@ -80,6 +80,7 @@ class ClientExchange : public uv::Deferred {
   bool head_sent_ = false;
   std::vector<uint8_t> payload_;  // Coded: the delta payload as it arrives.
   uint64_t unconsumed_ = 0;       // Streamed bytes written to the client, not granted back.
+  uint64_t client_took_ms_ = 0;   // Since then unconsumed_ bytes wait for the client to take.
   bool refetched_ = false;
   bool retried_ = false;
   bool finished_ = false;
@@ -189,11 +190,15 @@ bool ClientExchange::send_request(bool full) {
 }
 
 // The deadline moves with progress (the request body, the response, the client taking bytes),
-// so a long download is never cut; only a stall is. The timer re-arms for what is left rather
-// than restarting on every chunk.
+// so a long download is never cut; only a stall is. Bytes waiting for a client that takes none
+// are a stall too, even while it sends (a pipe whose reader stopped would otherwise hold its
+// share of the tunnel's window for ever). The timer re-arms for what is left rather than
+// restarting on every chunk.
 void ClientExchange::arm_timeout(std::chrono::milliseconds delay) {
   timeout_.start(delay, [this] {
-    const uint64_t idle = worker_.loop().now_ms() - last_progress_ms_;
+    const uint64_t now = worker_.loop().now_ms();
+    uint64_t idle = now - last_progress_ms_;
+    if (unconsumed_ > 0) idle = std::max(idle, now - client_took_ms_);
     const auto limit = static_cast<uint64_t>(idle_limit_.count());
     if (idle < limit) return arm_timeout(std::chrono::milliseconds(limit - idle));
     fail(504, "request_timeout");
@@ -301,10 +306,12 @@ void ClientExchange::write_head(http::ResponseFraming framing, uint64_t length) 
       status_ != 304 && !http::find(head.headers, "content-length")) {
     http::set(head.headers, "Content-Length", "0");
   }
-  head_sent_ = true;
+  // Refused (fields that cannot be written, a 101 that names no protocol the client asked
+  // for): nothing went out, and the client gets a 502.
   if (!client_->respond_head(std::move(head), framing, length).ok()) {
     return fail(502, "bad_response_fields");
   }
+  head_sent_ = true;
 }
 
 void ClientExchange::on_data(std::span<const uint8_t> data, bool end) {
@@ -327,6 +334,7 @@ void ClientExchange::on_data(std::span<const uint8_t> data, bool end) {
   body_bytes_ += data.size();
   shared_.metrics.body_bytes.inc(data.size());
   if (client_ != nullptr && !data.empty()) (void)client_->respond_body(data);
+  if (unconsumed_ == 0) client_took_ms_ = worker_.loop().now_ms();
   unconsumed_ += data.size();
   on_client_writable();
   if (end) {
@@ -340,6 +348,7 @@ void ClientExchange::on_client_writable() {
   if (link_ == nullptr || unconsumed_ == 0 || finished_) return;
   if (client_ != nullptr && !client_->writable()) return;
   progress();
+  client_took_ms_ = last_progress_ms_;
   link_->session().consume(stream_, unconsumed_);
   unconsumed_ = 0;
   link_->flush();
@@ -492,9 +501,9 @@ void ClientExchange::finish() {
   *alive_ = false;
   timeout_.stop();
   shared_.metrics.in_flight.sub(1);
-  // Over while this side of the stream is still open (the client left a pipe the agent still
-  // holds, an answer before the whole request body): the agent stops, and the stream is freed.
-  if (link_ != nullptr && stream_ != 0 && link_->session().stream_open(stream_)) {
+  // Over while this side of the stream is still open (an answer before the whole request body,
+  // a pipe whose backend closed): the agent stops, and the stream is freed.
+  if (link_ != nullptr && stream_ != 0 && link_->session().sending(stream_)) {
     link_->session().reset(stream_, ResetReason::kCancel);
     link_->flush();
   }

@@ -232,10 +232,14 @@ void Exchange::start() {
 }
 
 void Exchange::acquire(bool fresh) {
-  worker_.backend().acquire(
-      [this, alive = alive_](Result<std::unique_ptr<http::ClientConnection>> r) {
+  // The exchange may be gone when the connection comes (the edge reset the stream, the tunnel
+  // closed): then nothing of it may be touched, not even its worker_ (issue #10: a crash in
+  // tunnel teardown). The pool outlives every exchange.
+  http::ClientPool& pool = worker_.backend();
+  pool.acquire(
+      [this, &pool, alive = alive_](Result<std::unique_ptr<http::ClientConnection>> r) {
         if (!*alive) {
-          if (r.ok()) worker_.backend().release(std::move(r.value()));
+          if (r.ok()) pool.release(std::move(r.value()));
           return;
         }
         if (finished_) return;
@@ -312,12 +316,11 @@ const char* Exchange::choose_mode(const http::ResponseHead& head) {
   const auto cl = http::find(head.headers, "content-length");
   const uint64_t length = cl ? std::strtoull(std::string(*cl).c_str(), nullptr, 10) : 0;
   const char* why = nullptr;
-  if (request_.method == "HEAD" || head.status == 204 || head.status == 304) {
-    mode_ = Mode::kNone;
-    return nullptr;
-  }
   if (head.status == 101) {
     why = "upgrade";
+  } else if (request_.method == "HEAD" || head.status == 204 || head.status == 304) {
+    mode_ = Mode::kNone;
+    return nullptr;
   } else if (request_.method != "GET") {
     why = "method";
   } else if (!delta_worthy(head)) {

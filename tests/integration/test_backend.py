@@ -14,6 +14,7 @@ import http.server
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -557,3 +558,42 @@ class TestRequestBodies(BackendTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestTeardown(BackendTestCase):
+    """Exchanges that end while the agent still waits on the backend for them (issue #10: the
+    agent crashed in tunnel teardown, reading a freed exchange when its backend connection came).
+    The asan build's report fails the test; the release build checks the agent lives on."""
+
+    def test_a_request_abandoned_while_the_agent_connects_to_the_backend(self):
+        backend = socket.socket()
+        self.addCleanup(backend.close)
+        backend.bind(("127.0.0.1", 0))
+        backend.listen(0)
+        # One connection nobody accepts fills the accept queue: the agent's connect then waits
+        # (its SYN is dropped and sent again a second later) until the queue is drained.
+        filler = socket.create_connection(backend.getsockname(), timeout=5)
+        self.addCleanup(filler.close)
+        p = self.backend_pair(backend.getsockname()[1],
+                              origin_env={"COILGUN_BACKEND_POOL_CONNECT_TIMEOUT": "10s"})
+        client = socket.create_connection(("127.0.0.1", p.http_port), timeout=10)
+        client.sendall(b"GET /ok/x HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
+        harness.wait_until(lambda: metrics(p.origin_admin)["coilgun_exchanges_in_flight"] == 1,
+                           what="the agent's exchange waiting for its backend connection")
+        # The client resets its connection (a FIN would be a half-close, and the edge would wait
+        # for the answer); the edge resets the stream, the agent drops the exchange.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        harness.wait_until(
+            lambda: metrics(p.origin_admin).get('coilgun_errors_total{reason="client_gone"}', 0) == 1,
+            what="the agent dropping the exchange")
+        # Drained, the queue lets the agent's connection in; the agent, its exchange gone, closes
+        # it without a request.
+        backend.settimeout(10)
+        backend.accept()[0].close()  # The filler.
+        conn, _ = backend.accept()
+        self.addCleanup(conn.close)
+        conn.settimeout(10)
+        self.assertEqual(conn.recv(65536), b"", "the agent sent a request nobody waits for")
+        self.assertIsNone(p.origin.proc.poll(), "the agent died")
+        self.assertEqual(get(p.origin_admin, "/healthz", host="127.0.0.1")[0], 200)

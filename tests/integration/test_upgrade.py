@@ -345,6 +345,8 @@ class RawBackend(RawServer):
       /greet      the same, with GREETING in the same write as the 101's head
       /switch     a 101 to a request that asked for no upgrade; then holds the connection open
                   until the agent closes it (at most 15 s)
+      /other      the same, but a 101 to another protocol than test-pipe
+      /bare101    the same, but a 101 without an Upgrade field
       /hints      103 Early Hints with a Link field, then HINT_DELAY later a 200 (its send time
                   goes to |final_sent|)
       /continue   100 Continue as soon as the head is in, Expect or not; then reads the body
@@ -356,6 +358,11 @@ class RawBackend(RawServer):
     HINT_DELAY = 0.2
     LINK = "</style.css>; rel=preload"
     SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: test-pipe\r\nConnection: Upgrade\r\n\r\n"
+    WRONG_SWITCHES = {
+        "/switch": SWITCH,
+        "/other": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: other-proto\r\nConnection: Upgrade\r\n\r\n",
+        "/bare101": b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n",
+    }
 
     def __init__(self):
         self.heads = {}
@@ -391,8 +398,8 @@ class RawBackend(RawServer):
                     self.pipes.put((conn, bytes(buf)))  # Bytes already past the head are the pipe's.
                     handed_off = True
                     return
-                if path == "/switch":
-                    conn.sendall(self.SWITCH)
+                if path in self.WRONG_SWITCHES:
+                    conn.sendall(self.WRONG_SWITCHES[path])
                     conn.settimeout(15)
                     while conn.recv(65536):
                         pass
@@ -536,6 +543,30 @@ class TestUpgradePipe(PairBehind):
         self.assertEqual(status, 502)
         self.assertEqual(tokens(field(self.b.heads["/switch"], "upgrade")), [])
 
+    def test_a_101_to_another_protocol_or_to_none_is_a_502(self):
+        for path in ("/other", "/bare101"):
+            s = self.client()
+            s.sendall(upgrade_request(path, "test-pipe"))
+            interim, status, _, _ = read_response(s, bytearray())
+            self.assertEqual((path, interim, status), (path, [], 502))
+
+    def test_head_and_h2c_are_never_upgrades(self):
+        """A HEAD's answer has no content to switch in, and h2c would let the client speak HTTP/2 to
+        the backend past the edge (RFC 9113 §3.1 deprecates it): both go on as plain requests."""
+        s = self.client()
+        buf = bytearray()
+        s.sendall(b"HEAD /plain HTTP/1.1\r\nHost: www.example.com\r\nUpgrade: test-pipe\r\n"
+                  b"Connection: Upgrade\r\n\r\n")
+        self.assertEqual(read_head(s, buf).split(b"\r\n")[0], b"HTTP/1.1 200 OK")
+        self.assertIsNone(field(self.b.heads["/plain"], "upgrade"))
+        s.sendall(b"GET /plain HTTP/1.1\r\nHost: www.example.com\r\nUpgrade: h2c\r\n"
+                  b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+        interim, status, fields, body = read_response(s, buf)
+        self.assertEqual((interim, status, body), ([], 200, b"plain"))
+        self.assertIsNone(field(fields, "upgrade"))
+        head = self.b.heads["/plain"]
+        self.assertEqual((field(head, "upgrade"), field(head, "http2-settings")), (None, None))
+
     def test_bytes_written_with_the_101_reach_the_client(self):
         s, buf, conn, extra = self.switch("/greet")
         self.assertEqual(extra, b"")
@@ -551,6 +582,24 @@ class TestUpgradePipe(PairBehind):
         self.assertEqual(got, b"ping")
         conn.sendall(b"pong")
         self.assertEqual(harness.recv_some(s, "the backend's bytes"), b"pong")
+
+    def test_a_pipe_whose_client_sends_but_never_reads_is_closed_at_the_idle_limit(self):
+        """Bytes waiting for a client that takes none are a stall, even while it sends: else the
+        pipe would hold its share of the tunnel's window for ever (request_timeout, 2 s here)."""
+        self.p = self.backend_pair(self.b.port, edge_env={"COILGUN_LIMITS_REQUEST_TIMEOUT": "2s"})
+        s, buf, conn, _ = self.switch("/pipe")
+        conn.setblocking(False)
+        start = time.monotonic()
+        write_until_stalled(conn, os.urandom(16 << 20), 0, start + 20)
+        closed_after = None
+        while time.monotonic() - start < 15 and closed_after is None:
+            try:
+                s.sendall(b"x")  # The client keeps sending, a byte every 100 ms.
+            except OSError:
+                closed_after = time.monotonic() - start
+            time.sleep(0.1)  # The client's pace, not a wait for an event.
+        self.assertIsNotNone(closed_after, "the pipe was never closed")
+        self.assertLess(closed_after, 10)
 
     def push_through(self, writer, reader, already, label):
         """Pushes TOTAL random bytes from |writer| to |reader|, the two ends of a switched pipe

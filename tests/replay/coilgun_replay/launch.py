@@ -105,6 +105,17 @@ class Process:
         with self._lock:
             return list(self.lines)
 
+    SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+    def sanitizer_report(self):
+        """What a sanitizer (ASan, LSan, UBSan in the asan build) wrote on stderr, from its first
+        line on; empty if none wrote anything. Read it after stop(): leaks show at exit."""
+        lines = [r["msg"] for r in self.records() if r.get("raw")]
+        for i, line in enumerate(lines):
+            if any(m in line for m in self.SANITIZER_MARKERS):
+                return "\n".join(lines[i:i + 60])
+        return ""
+
     def wait_for(self, predicate, timeout=10.0, what="log line"):
         """Returns the first record (seen before or after this call) matching |predicate|."""
         for record in self.records():

@@ -1427,3 +1427,14 @@ TEST_CASE("DateCache formats each second once and follows the clock") {
   CHECK(dates.get(784111778) == "Sun, 06 Nov 1994 08:49:38 GMT");
   CHECK(dates.get(0) == "Thu, 01 Jan 1970 00:00:00 GMT");
 }
+
+TEST_CASE("A 101 may switch only to a protocol the request listed", "[http]") {
+  CHECK(http::upgrade_answers("websocket", "websocket"));
+  CHECK(http::upgrade_answers("WebSocket", "websocket"));
+  CHECK(http::upgrade_answers("foo/2, websocket", " websocket "));
+  CHECK_FALSE(http::upgrade_answers("websocket", "h2c"));
+  CHECK_FALSE(http::upgrade_answers("websocket", "websocket, h2c"));
+  CHECK_FALSE(http::upgrade_answers("websocket", ""));
+  CHECK_FALSE(http::upgrade_answers("websocket", " , "));
+  CHECK_FALSE(http::upgrade_answers("", "websocket"));
+}
