@@ -76,8 +76,10 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
   std::string detail;
   auto ctx = role == tls::Role::kServer ? tls::TlsContext::server(files, &detail)
                                         : tls::TlsContext::client(files, &detail);
-  if (!ctx.ok() ||
-      (loaded->check && !tls::check_files(files, role, std::time(nullptr), &detail).ok())) {
+  // An expired or not yet valid certificate is refused at start and on reload, not only by
+  // --check: every peer would refuse it (issue #10: an edge so refused retried 25 times a
+  // second).
+  if (!ctx.ok() || !tls::check_validity(**ctx, t.cert, std::time(nullptr), &detail).ok()) {
     *error = "TLS: " + detail;
     return nullptr;
   }

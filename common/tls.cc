@@ -63,6 +63,7 @@ constexpr const char kKeyUnreadable[] = "TLS key file is not readable";
 constexpr const char kKeyInvalid[] = "TLS key file holds no usable PEM private key";
 constexpr const char kKeyMismatch[] = "TLS key does not match the certificate";
 constexpr const char kCertExpired[] = "TLS certificate has expired";
+constexpr const char kCertNotYetValid[] = "TLS certificate is not yet valid";
 constexpr const char kContextFailed[] = "TLS context could not be configured";
 
 // kAlpn in ALPN wire format: one length-prefixed protocol name (RFC 7301 section 3.1).
@@ -314,9 +315,14 @@ size_t bio_allocated(BIO* bio) {
 
 // ---- TlsContext ----
 
-TlsContext::TlsContext(Passkey, Role role, SSL_CTX* ctx, int64_t not_after_unix,
+TlsContext::TlsContext(Passkey, Role role, SSL_CTX* ctx, int64_t not_before_unix,
+                       int64_t not_after_unix,
                        std::string subject)
-    : role_(role), ctx_(ctx), not_after_unix_(not_after_unix), subject_(std::move(subject)) {}
+    : role_(role),
+      ctx_(ctx),
+      not_before_unix_(not_before_unix),
+      not_after_unix_(not_after_unix),
+      subject_(std::move(subject)) {}
 
 Result<std::shared_ptr<const TlsContext>> TlsContext::build(Role role, const TlsFiles& files,
                                                             std::string* detail) {
@@ -334,11 +340,13 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::build(Role role, const Tls
     SSL_CTX_set_cert_verify_callback(ctx.get(), TlsSession::on_verify_server, nullptr);
   }
   X509* own = SSL_CTX_get0_certificate(ctx.get());
+  const int64_t not_before = asn1_time_to_unix(X509_get0_notBefore(own));
   const int64_t not_after = asn1_time_to_unix(X509_get0_notAfter(own));
   std::string subject = name_to_string(X509_get_subject_name(own));
   ERR_clear_error();
   return std::shared_ptr<const TlsContext>(
-      std::make_shared<TlsContext>(Passkey{}, role, ctx.release(), not_after, std::move(subject)));
+      std::make_shared<TlsContext>(Passkey{}, role, ctx.release(), not_before, not_after,
+                                   std::move(subject)));
 }
 
 Result<std::shared_ptr<const TlsContext>> TlsContext::server(const TlsFiles& files,
@@ -355,18 +363,23 @@ Status check_files(const TlsFiles& files, Role role, int64_t now_unix, std::stri
   auto ctx =
       role == Role::kServer ? TlsContext::server(files, detail) : TlsContext::client(files, detail);
   if (!ctx.ok()) return ctx.status();
-  if ((*ctx)->not_after_unix() < now_unix) {
-    if (detail != nullptr) {
-      *detail = kCertExpired;
-      *detail += ": ";
-      *detail += files.cert_file;
-      *detail += " (notAfter ";
-      *detail += format_unix((*ctx)->not_after_unix());
-      *detail += ")";
-    }
-    return Status(Code::kConfig, kCertExpired);
+  return check_validity(**ctx, files.cert_file, now_unix, detail);
+}
+
+Status check_validity(const TlsContext& ctx, const std::string& cert_file, int64_t now_unix,
+                      std::string* detail) {
+  const bool expired = ctx.not_after_unix() < now_unix;
+  if (!expired && ctx.not_before_unix() <= now_unix) return Status::Ok();
+  const char* what = expired ? kCertExpired : kCertNotYetValid;
+  if (detail != nullptr) {
+    *detail = what;
+    *detail += ": ";
+    *detail += cert_file;
+    *detail += expired ? " (notAfter " : " (notBefore ";
+    *detail += format_unix(expired ? ctx.not_after_unix() : ctx.not_before_unix());
+    *detail += ")";
   }
-  return Status::Ok();
+  return Status(Code::kConfig, what);
 }
 
 // ---- TlsSession: OpenSSL callbacks ----

@@ -92,7 +92,8 @@ class TlsContext {
 
   // For server()/client() only (the passkey cannot be named elsewhere). Takes ownership of
   // |ctx|.
-  TlsContext(Passkey, Role role, SSL_CTX* ctx, int64_t not_after_unix, std::string subject);
+  TlsContext(Passkey, Role role, SSL_CTX* ctx, int64_t not_before_unix, int64_t not_after_unix,
+             std::string subject);
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
 
@@ -101,6 +102,8 @@ class TlsContext {
   // When this side's own certificate expires (its notAfter), in seconds since the Unix
   // epoch. For logs ("certificate expires in N days") and --check. Any thread.
   int64_t not_after_unix() const { return not_after_unix_; }
+  // When it became valid (its notBefore), likewise.
+  int64_t not_before_unix() const { return not_before_unix_; }
 
   // This side's own certificate subject, RFC 2253 form ("CN=edge-1,O=Example"). For logs.
   // Valid for the life of this context. Any thread.
@@ -115,17 +118,22 @@ class TlsContext {
 
   Role role_;
   std::unique_ptr<SSL_CTX, CDeleter<SSL_CTX_free>> ctx_;
+  int64_t not_before_unix_;
   int64_t not_after_unix_;
   std::string subject_;
 };
 
-// Validates TLS files for --check and SIGHUP: builds the context for |role| (which checks the
-// files are readable, parse, that the key matches the certificate and that the CA loads) and
-// additionally refuses a certificate that has expired at |now_unix| (seconds since the
-// epoch; injected so tests control time). Returns Ok or Code::kConfig; |detail| as for
-// TlsContext::server(). Any thread.
+// Validates TLS files for start-up, --check and SIGHUP: builds the context for |role| (which
+// checks the files are readable, parse, that the key matches the certificate and that the CA
+// loads) and refuses a certificate that is not valid at |now_unix| (check_validity). Returns Ok
+// or Code::kConfig; |detail| as for TlsContext::server(). Any thread.
 Status check_files(const TlsFiles& files, Role role, int64_t now_unix,
                    std::string* detail = nullptr);
+// Refuses |ctx|'s own certificate (from |cert_file|, for the message) when it has expired or is
+// not yet valid at |now_unix| (seconds since the epoch; injected so tests control time): a
+// daemon that started with it would be refused by every peer. Code::kConfig.
+Status check_validity(const TlsContext& ctx, const std::string& cert_file, int64_t now_unix,
+                      std::string* detail = nullptr);
 
 // One TLS connection over two memory BIOs. Not thread-safe: it lives on one loop and only
 // that loop's thread may call it.

@@ -14,6 +14,7 @@ Connection::Connection(uv::Loop& loop, std::unique_ptr<uv::TcpStream> socket,
       tls_(std::move(tls)),
       session_(std::make_unique<Session>(options, streams, loop.now_ms())),
       owner_(owner),
+      client_(options.client),
       timer_(loop),
       plain_(kPlainChunk) {
   peer_address_ = socket_->peer_address();
@@ -50,15 +51,20 @@ void Connection::on_read(std::span<const uint8_t> data) {
       break;
     }
     if (*n == 0) break;
-    if (!ready_ && tls_->handshake_done()) {
-      // The first plaintext can arrive in the same read as the end of the handshake.
+    if (!ready_ && !client_ && tls_->handshake_done()) {
+      // The first plaintext can arrive in the same read as the end of the handshake: the
+      // agent's owner hears of the connection before its first request.
       ready_ = true;
       owner_.on_ready(*this);
       if (closed_) break;
     }
     s = session_->receive(std::span<const uint8_t>(plain_.data(), *n), loop_.now_ms());
   }
-  if (s.ok() && !ready_ && !closed_ && tls_->handshake_done()) {
+  // The edge's TLS 1.3 handshake ends before the agent has checked the edge's certificate: the
+  // connection is up only once the agent's SETTINGS came (issue #10: a refused edge took every
+  // handshake for a tunnel up, and retried at once).
+  if (s.ok() && !ready_ && !closed_ && tls_->handshake_done() &&
+      (!client_ || session_->settings_received())) {
     ready_ = true;
     owner_.on_ready(*this);
   }

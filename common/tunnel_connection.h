@@ -74,6 +74,7 @@ class Connection : public uv::TcpStream::Handler, public uv::Deferred {
   std::unique_ptr<tls::TlsSession> tls_;
   std::unique_ptr<Session> session_;
   Owner& owner_;
+  const bool client_;  // The edge's side.
   uv::Timer timer_;
   std::string peer_address_;
   std::vector<uint8_t> plain_;   // Scratch for decrypted bytes.

@@ -270,6 +270,7 @@ Status Session::on_settings_frame(const Frame& f) {
   if (f.flags & proto::kFlagAck) return Status::Ok();
   auto settings = proto::parse_settings(f);
   if (!settings.ok()) return settings.status();
+  settings_received_ = true;
   bool grew = false;
   for (const proto::Setting& s : *settings) {
     switch (s.id) {

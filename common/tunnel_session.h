@@ -135,6 +135,9 @@ class Session {
     return it != streams_.end() && !it->second.local_end;
   }
   bool draining() const { return goaway_sent_ || goaway_received_; }
+  // The peer's SETTINGS arrived: the first frame every peer sends, so the peer took this
+  // connection (an agent refusing the edge's certificate sends none).
+  bool settings_received() const { return settings_received_; }
   bool failed() const { return failed_; }
 
  private:
@@ -190,6 +193,7 @@ class Session {
   bool goaway_received_ = false;
   uint32_t goaway_last_stream_ = proto::kMaxStreamId;
   bool failed_ = false;
+  bool settings_received_ = false;
 
   uint64_t now_ms_ = 0;
   uint64_t next_ping_ms_;

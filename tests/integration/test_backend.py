@@ -597,3 +597,24 @@ class TestTeardown(BackendTestCase):
         self.assertEqual(conn.recv(65536), b"", "the agent sent a request nobody waits for")
         self.assertIsNone(p.origin.proc.poll(), "the agent died")
         self.assertEqual(get(p.origin_admin, "/healthz", host="127.0.0.1")[0], 200)
+
+    def test_a_response_cut_by_a_lost_tunnel_is_blamed_on_the_tunnel(self):
+        """Not on the client (it was counted client_gone, status 499, before issue #10)."""
+        b = self.misbehaving()
+        p = self.backend_pair(b.port)
+        s = socket.create_connection(("127.0.0.1", p.http_port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(b"GET /events HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
+        buf = bytearray()
+        self.assertIsNotNone(read_head(s, buf))
+        while not buf:
+            buf += harness.recv_some(s, "the first event")
+        p.origin.proc.kill()
+        for _ in range(1000):  # The edge closes the client's connection: the response is cut.
+            if not s.recv(65536):
+                break
+        errors = lambda: {k: v for k, v in metrics(p.edge_admin).items()  # noqa: E731
+                          if k.startswith("coilgun_errors_total") and v}
+        harness.wait_until(lambda: 'coilgun_errors_total{reason="tunnel_lost"}' in errors(),
+                           what="the edge counting tunnel_lost")
+        self.assertNotIn('coilgun_errors_total{reason="client_gone"}', errors())

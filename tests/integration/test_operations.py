@@ -155,6 +155,8 @@ class TestReload(OpsTestCase):
         edge = self.start([harness.binary("coilgun-edge"), "-c", conf, "--log-level", "debug"], "edge")
         _, port = edge.address("http")
         origin.wait_for(lambda r: r.get("msg") == "tunnel up" and r.get("edge") == "CN=edge", what="CN=edge")
+        # The edge's side is up once the agent's SETTINGS came, a moment after the agent's.
+        edge.wait_for(lambda r: r.get("msg") == "tunnel up", what="the edge's tunnel up")
 
         # A key that does not match the certificate: refused before anything changes.
         with open(conf) as f:

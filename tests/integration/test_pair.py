@@ -6,6 +6,7 @@ Each test starts its own processes with ports from the kernel and certificates m
 """
 
 import concurrent.futures
+import datetime
 import json
 import os
 import re
@@ -405,7 +406,8 @@ class TestFaults(PairTestCase):
                                 "--agent", f"127.0.0.1:{p.tunnel_port}", "--agent-name", "127.0.0.1",
                                 "--workers", "1", "--tls-ca", p.certs.path("ca.pem"),
                                 "--tls-cert", other.path("edge-intruder.pem"),
-                                "--tls-key", other.path("edge-intruder.key")], "intruder")
+                                "--tls-key", other.path("edge-intruder.key")], "intruder",
+                               env=harness.merged_env({"COILGUN_TUNNEL_CONNECTIONS": "1"}))
         self.procs.append(edge)
         _, port = edge.address("http")
         p.origin.wait_for(lambda r: r.get("msg") == "tunnel refused", what="tunnel refused")
@@ -414,6 +416,21 @@ class TestFaults(PairTestCase):
         # The intruder never had a request forwarded: the agent's request counter did not move.
         before = metrics(p.origin_admin)['coilgun_requests_total{code="2xx"}']
         self.assertEqual(before, 0)
+        # Its TLS 1.3 handshake completes before the agent refuses it: that is not a tunnel up,
+        # and each refusal is a failed connect, so the backoff of its one tunnel slot grows
+        # (100, 200, 400 ms jittered
+        # into their upper halves: the fourth refusal comes 350 ms or more after the first; it
+        # came within a few ms, 25 times a second, when each was taken for a tunnel up).
+        failed = []
+
+        def refusals():
+            failed[:] = [r for r in edge.records() if r.get("msg") == "tunnel failed"]
+            return len(failed) >= 4
+        harness.wait_until(refusals, timeout=10, what="four refused connects")
+        self.assertEqual([r for r in edge.records() if r.get("msg") == "tunnel up"], [])
+        first, fourth = (datetime.datetime.fromisoformat(r["ts"].replace("Z", "+00:00"))
+                         for r in (failed[0], failed[3]))
+        self.assertGreaterEqual((fourth - first).total_seconds(), 0.35)
 
     def test_a_client_leaving_mid_response_frees_its_stream(self):
         p = self.pair()

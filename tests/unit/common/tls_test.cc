@@ -334,6 +334,11 @@ TEST_CASE("check_files accepts valid files and refuses an expired certificate") 
   CHECK(message_of(expired) == "TLS certificate has expired");
   CHECK_THAT(detail, Catch::Contains("notAfter"));
 
+  // The same valid certificate, checked as if it were an hour earlier: not yet valid.
+  const Status early = tls::check_files(certs.client_files(), Role::kClient, now - 3600, &detail);
+  REQUIRE(early.code() == Code::kConfig);
+  CHECK(message_of(early) == "TLS certificate is not yet valid");
+  CHECK(detail.find("notBefore") != std::string::npos);
   // The same valid certificate, checked as if two days had passed.
   CHECK(tls::check_files(certs.client_files(), Role::kClient, now + 2 * 24 * 3600).code() ==
         Code::kConfig);
