@@ -320,6 +320,12 @@ struct EdgeLimits {
   uint32_t max_headers = 128;  // max_headers: field lines in a client request head, 1..65535.
   uint64_t max_coded_body = 64 * kMiB;      // max_coded_body: largest body rebuilt from a delta.
   milliseconds client_idle_timeout{60000};  // client_idle_timeout: idle keep-alive clients.
+  // client_header_timeout: a request head must be complete this long after its first byte.
+  milliseconds client_header_timeout{10000};
+  // client_body_timeout: longest pause between two bytes of a request body.
+  milliseconds client_body_timeout{60000};
+  // max_client_connections: open client connections per worker; more are closed at accept.
+  uint32_t max_client_connections = 10000;
   // request_timeout: longest wait without progress (request body sent, response head or body
   // received, the client taking bytes); a long transfer that keeps moving is never cut.
   milliseconds request_timeout{60000};

@@ -38,7 +38,9 @@ class ServerConnection::ParserEvents : public Parser::Handler {
     c_.close_after_ = !c_.request_.keep_alive();
     c_.upgrade_requested_ = wants_upgrade(c_.request_, c_.parser_->framing());
     c_.exchange_data = nullptr;
+    c_.head_started_ = false;
     c_.idle_.stop();
+    if (c_.parser_->framing() != BodyFraming::kNone) c_.arm_body_deadline();
     c_.handler_.on_request(c_);
   }
   void on_body(std::span<const uint8_t> data) override {
@@ -46,6 +48,7 @@ class ServerConnection::ParserEvents : public Parser::Handler {
   }
   void on_message_complete() override {
     c_.request_done_ = true;
+    if (c_.in_exchange_ && !c_.upgraded_) c_.idle_.stop();  // The body deadline.
     if (!c_.in_exchange_) return;
     if (c_.response_done_) {
       c_.end_exchange();  // Answered before the request formally ended (no body).
@@ -86,15 +89,47 @@ const std::string& ServerConnection::peer_ip() {
 }
 
 void ServerConnection::arm_idle() {
+  head_started_ = false;
   idle_.start(options_.idle_timeout, [this] {
     if (!in_exchange_) close();
   });
 }
 
+// Set once, when a head's first byte comes: a client that dribbles it never moves it.
+void ServerConnection::start_head_deadline() {
+  head_started_ = true;
+  idle_.start(options_.header_timeout, [this] {
+    if (!in_exchange_) time_out();
+  });
+}
+
+// Moved by every body byte; stopped while the handler paused reading (its own limits apply).
+void ServerConnection::arm_body_deadline() {
+  if (reading_paused_) return;
+  idle_.start(options_.body_timeout, [this] {
+    if (in_exchange_ && !request_done_ && !reading_paused_) time_out();
+  });
+}
+
+// 408 (RFC 9110 §15.5.9) when no response has begun, and the connection closes.
+void ServerConnection::time_out() {
+  const bool started = in_exchange_ && response_started_;
+  if (in_exchange_) {
+    in_exchange_ = false;
+    handler_.on_abort(*this);
+  }
+  if (started) return close();
+  respond_simple(408, "request timed out\n", true);
+}
+
 void ServerConnection::on_read(std::span<const uint8_t> data) {
   if (closed_ || closing_) return;
   pending_.insert(pending_.end(), data.begin(), data.end());
-  if (!in_exchange_) arm_idle();
+  if (!in_exchange_) {
+    if (!head_started_) start_head_deadline();
+  } else if (!request_done_ && !upgraded_) {
+    arm_body_deadline();
+  }
   process();
 }
 
@@ -341,7 +376,12 @@ void ServerConnection::end_exchange() {
     idle_.start(std::chrono::milliseconds(0), [this] { close(); });
     return;
   }
-  arm_idle();
+  // A pipelined request's bytes may be here already: its head's deadline runs from now.
+  if (pending_.empty()) {
+    arm_idle();
+  } else {
+    start_head_deadline();
+  }
   reading_paused_ = false;
   if (!in_feed_) process();  // Inside a parser callback, process() goes on when feed returns.
 }
@@ -353,11 +393,13 @@ bool ServerConnection::writable() const {
 void ServerConnection::pause_reading() {
   reading_paused_ = true;
   socket_->stop_read();
+  if (in_exchange_ && !request_done_) idle_.stop();  // The body deadline waits too.
 }
 
 void ServerConnection::resume_reading() {
   if (!reading_paused_) return;
   reading_paused_ = false;
+  if (in_exchange_ && !request_done_ && !upgraded_) arm_body_deadline();
   process();
 }
 
@@ -406,6 +448,10 @@ Server::~Server() { close_all(); }
 
 Status Server::listen(const std::string& host, uint16_t port) {
   return listener_.listen(host, port, [this](std::unique_ptr<uv::TcpStream> socket) {
+    if (options_.max_connections != 0 && open_.size() >= options_.max_connections) {
+      on_connection_refused();
+      return;  // The socket closes as it goes.
+    }
     auto* c = new ServerConnection(loop_, std::move(socket), *this, options_);
     open_.push_back(c);
     ++connections_;

@@ -37,6 +37,14 @@ class ServerConnection;
 struct ServerOptions {
   Parser::Limits limits;
   std::chrono::milliseconds idle_timeout{60000};  // No exchange open and nothing received.
+  // A request head not complete this long after its first byte: 408 and close (slowloris;
+  // nginx's client_header_timeout). The deadline does not move as bytes dribble in.
+  std::chrono::milliseconds header_timeout{10000};
+  // No byte of a request body for this long while reading it (not while the handler paused
+  // reading): 408 and close (nginx's client_body_timeout).
+  std::chrono::milliseconds body_timeout{60000};
+  // Server: connections open at once; one more is closed as it is accepted (0: no cap).
+  size_t max_connections = 0;
   size_t high_watermark = 1 << 20;                // Write queue above this: not writable().
   size_t low_watermark = 256 * 1024;              // Drained below this: on_writable().
   std::string server_name;  // Server field on error responses it writes itself.
@@ -134,6 +142,9 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
   void finish_exchange();
   void end_exchange();
   void arm_idle();
+  void start_head_deadline();
+  void arm_body_deadline();
+  void time_out();
   void write(std::vector<uint8_t>&& bytes);
   void keep_upgrade_fields(ResponseHead& head, std::optional<std::string> upgrade);
   void pass_upgraded();
@@ -161,6 +172,7 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
   bool eof_ = false;
   bool was_unwritable_ = false;
   bool upgrade_requested_ = false;
+  bool head_started_ = false;  // Bytes of the next request head came: its deadline runs.
   bool upgraded_ = false;      // A 101 went out: the connection is a byte pipe.
   bool upgraded_end_ = false;  // on_upgraded_end was reported.
   ResponseFraming framing_ = ResponseFraming::kNone;
@@ -180,6 +192,8 @@ class Server : public ServerHandler {
   // Closes every connection now.
   void close_all();
   size_t connections() const { return connections_; }
+  // A connection was closed at accept: max_connections were open.
+  virtual void on_connection_refused() {}
 
   void on_closed(ServerConnection& c) override;
 

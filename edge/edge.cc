@@ -51,6 +51,7 @@ class ClientExchange : public uv::Deferred {
   void serve(BlobRef body);
   void refetch(const char* why);
   void fail(int status, const char* reason);
+  void count();
   void finish();
   void release_stream();
   void write_head(http::ResponseFraming framing, uint64_t length);
@@ -84,6 +85,7 @@ class ClientExchange : public uv::Deferred {
   bool refetched_ = false;
   bool retried_ = false;
   bool finished_ = false;
+  bool counted_ = false;
   log::DeltaResult result_ = log::DeltaResult::kNone;
   uint64_t body_bytes_ = 0, link_bytes_ = 0;
   std::string error_;
@@ -267,6 +269,7 @@ void ClientExchange::on_response(uint16_t status, BodyMode mode,
   }
   if (mode == BodyMode::kNone) {
     write_head(http::ResponseFraming::kNone, 0);
+    count();
     if (client_ != nullptr) (void)client_->respond_end();
     return finish();
   }
@@ -338,6 +341,7 @@ void ClientExchange::on_data(std::span<const uint8_t> data, bool end) {
   unconsumed_ += data.size();
   on_client_writable();
   if (end) {
+    count();
     if (client_ != nullptr) (void)client_->respond_end();
     finish();
   }
@@ -360,6 +364,7 @@ void ClientExchange::on_trailers(std::span<const HeaderField> fields) {
   for (const HeaderField& f : fields)
     trailers.push_back({std::string(f.name), std::string(f.value)});
   if (mode_ == BodyMode::kStream) {
+    count();
     if (client_ != nullptr) (void)client_->respond_end(trailers);
     return finish();
   }
@@ -402,6 +407,7 @@ void ClientExchange::serve(BlobRef body) {
   shared_.metrics.body_bytes.inc(body->size());
   http::remove(response_headers_, "content-length");
   write_head(http::ResponseFraming::kContentLength, body->size());
+  count();
   if (client_ != nullptr) {
     (void)client_->respond_body(body->bytes());
     (void)client_->respond_end();
@@ -495,6 +501,15 @@ void ClientExchange::release_stream() {
   stream_ = 0;
 }
 
+// Counts the exchange in coilgun_requests_total and the latency histogram, once. Called before
+// the response's last bytes are written: whoever has read a whole response sees it counted
+// (the admin endpoints run on another thread).
+void ClientExchange::count() {
+  if (counted_) return;
+  counted_ = true;
+  shared_.metrics.request(status_, daemon::seconds_since(started_));
+}
+
 void ClientExchange::finish() {
   if (finished_) return;
   finished_ = true;
@@ -509,7 +524,7 @@ void ClientExchange::finish() {
   }
   release_stream();
   const double secs = daemon::seconds_since(started_);
-  shared_.metrics.request(status_, secs);
+  count();
   if (log::access_enabled()) {
     log::AccessRecord r;
     r.ts = std::chrono::system_clock::now();
@@ -721,6 +736,9 @@ http::ServerOptions server_options(const config::EdgeConfig& c) {
   o.limits.max_header_bytes = c.limits.max_header_bytes;
   o.limits.max_headers = c.limits.max_headers;
   o.idle_timeout = c.limits.client_idle_timeout;
+  o.header_timeout = c.limits.client_header_timeout;
+  o.body_timeout = c.limits.client_body_timeout;
+  o.max_connections = c.limits.max_client_connections;
   o.server_name = "coilgun-edge";
   return o;
 }
@@ -811,6 +829,16 @@ void EdgeWorker::on_abort(http::ServerConnection& c) {
 
 void EdgeWorker::on_writable(http::ServerConnection& c) {
   if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_writable();
+}
+
+void EdgeWorker::on_connection_refused() {
+  shared_.metrics.errors.with({"client_connection_limit"}).inc();
+  if (const uint64_t n = refused_log_.occurred(loop_.now_ms())) {
+    log::warn("client connection refused: limits.max_client_connections reached",
+              {{"worker", index_},
+               {"max_client_connections", shared_.now()->config.limits.max_client_connections},
+               {"refused", n}});
+  }
 }
 
 void EdgeWorker::exchange_done(ClientExchange* ex) {

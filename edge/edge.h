@@ -165,6 +165,7 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   void on_upgraded_data(http::ServerConnection& c, std::span<const uint8_t> data) override;
   void on_upgraded_end(http::ServerConnection& c) override;
   void on_writable(http::ServerConnection& c) override;
+  void on_connection_refused() override;
 
  private:
   Shared& shared_;
@@ -177,6 +178,7 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   std::mt19937 rng_;
   size_t exchanges_ = 0;
   bool draining_ = false;
+  log::ReportLimiter refused_log_;  // The connection-limit warning: at most once a second.
 };
 
 }  // namespace coilgun::edge

@@ -22,8 +22,18 @@ namespace {
 // work at once; an agent no route names any more keeps its tunnels until a restart.)
 std::vector<std::string> restart_only(const config::EdgeConfig& a, const config::EdgeConfig& b) {
   std::vector<std::string> keys = daemon::restart_only_common(a, b);
+  // The client listener's options are set when a worker starts.
   if (a.limits.client_idle_timeout != b.limits.client_idle_timeout) {
     keys.push_back("limits.client_idle_timeout");
+  }
+  if (a.limits.client_header_timeout != b.limits.client_header_timeout) {
+    keys.push_back("limits.client_header_timeout");
+  }
+  if (a.limits.client_body_timeout != b.limits.client_body_timeout) {
+    keys.push_back("limits.client_body_timeout");
+  }
+  if (a.limits.max_client_connections != b.limits.max_client_connections) {
+    keys.push_back("limits.max_client_connections");
   }
   // A reload's new routes connect at once; agents already connected keep their tunnels.
   if (a.tunnel.connections != b.tunnel.connections) keys.push_back("tunnel.connections");

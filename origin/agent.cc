@@ -491,7 +491,9 @@ void Exchange::encode(BlobRef base) {
   pump();
 }
 
-// Sends what is waiting, as far as the windows allow; called again on on_send_window.
+// Sends what is waiting, as far as the windows allow; called again on on_send_window. The
+// exchange is finished (counted, logged) before its last frame is flushed: whoever holds the
+// whole response sees it counted.
 void Exchange::pump() {
   if (finished_) return;
   if (mode_ == Mode::kCoded && !payload_.empty()) {
@@ -499,8 +501,8 @@ void Exchange::pump() {
         link_.session().send_data(stream_, std::span<const uint8_t>(payload_).subspan(sent_), true);
     if (!taken.ok()) return fail(ResetReason::kInternal, "stream_gone");
     sent_ += *taken;
-    link_.flush();
     if (sent_ == payload_.size()) finish();
+    link_.flush();
     return;
   }
   if (mode_ != Mode::kStream) return;
@@ -508,16 +510,17 @@ void Exchange::pump() {
     auto taken = link_.session().send_data(stream_, body_, backend_done_);
     if (!taken.ok()) return fail(ResetReason::kInternal, "stream_gone");
     body_.erase(body_.begin(), body_.begin() + static_cast<long>(*taken));
+    if (body_.empty() && backend_done_) finish();
     link_.flush();
-    if (!body_.empty()) return;
-    if (backend_done_) return finish();
+    if (!body_.empty() || finished_) return;
     if (conn_) conn_->resume_reading();
     return;
   }
   if (backend_done_) {
     (void)link_.session().send_data(stream_, {}, true);
+    finish();
     link_.flush();
-    return finish();
+    return;
   }
   // Nothing waits to go (a coded body switched to a stream before its first byte): read on.
   if (conn_) conn_->resume_reading();

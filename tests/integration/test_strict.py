@@ -10,6 +10,8 @@ import email.utils
 import json
 import os
 import re
+import select
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import get  # noqa: E402
+from harness import get, metrics  # noqa: E402
 from test_pair import PairTestCase, raw_exchange  # noqa: E402
 
 IMF_FIXDATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
@@ -173,3 +175,81 @@ class TestResponseDate(PairTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestClientLimits(PairTestCase):
+    """Slow and numerous clients are bounded at the edge (issue #10: 8,000 clients dribbling a
+    head byte every 3 s were never closed)."""
+
+    def test_a_head_dribbled_past_client_header_timeout_gets_408(self):
+        p = self.pair(edge_env={"COILGUN_LIMITS_CLIENT_HEADER_TIMEOUT": "1s", "COILGUN_WORKERS": "1"})
+        head = b"GET /headers HTTP/1.1\r\nHost: www.example.com\r\nX-Slow: " + b"a" * 400
+        clients = [socket.create_connection(("127.0.0.1", p.http_port), timeout=10) for _ in range(50)]
+        for s in clients:
+            self.addCleanup(s.close)
+        start = time.monotonic()
+        answered = {}
+        for i in range(len(head)):  # One byte per client each 50 ms: never a whole head.
+            for n, s in enumerate(clients):
+                if n in answered:
+                    continue
+                try:
+                    s.sendall(head[i:i + 1])
+                except OSError:
+                    answered[n] = b""
+            ready, _, _ = select.select([s for n, s in enumerate(clients) if n not in answered], [], [], 0.05)
+            for s in ready:
+                answered[clients.index(s)] = s.recv(4096)
+            if len(answered) == len(clients) or time.monotonic() - start > 8:
+                break
+        elapsed = time.monotonic() - start
+        self.assertEqual(len(answered), len(clients), "dribbling clients still open")
+        self.assertLess(elapsed, 5)
+        self.assertTrue(all(a.startswith(b"HTTP/1.1 408 ") for a in answered.values()),
+                        set(a[:20] for a in answered.values()))
+        # A client that sends its head whole is served as ever.
+        self.assertEqual(get(p.http_port, "/status/200")[0], 200)
+
+    def test_a_body_that_pauses_past_client_body_timeout_gets_408(self):
+        p = self.pair(edge_env={"COILGUN_LIMITS_CLIENT_BODY_TIMEOUT": "1s"})
+        s = socket.create_connection(("127.0.0.1", p.http_port), timeout=10)
+        self.addCleanup(s.close)
+        start = time.monotonic()
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: 10\r\n\r\nabc")
+        out = b""
+        while True:
+            data = s.recv(4096)
+            if not data:
+                break
+            out += data
+        self.assertTrue(out.startswith(b"HTTP/1.1 408 "), out[:80])
+        self.assertLess(time.monotonic() - start, 5)
+
+    def test_client_connections_over_the_cap_are_closed_and_logged(self):
+        p = self.pair(edge_env={"COILGUN_LIMITS_MAX_CLIENT_CONNECTIONS": "5", "COILGUN_WORKERS": "1"})
+        held = []
+        for _ in range(5):  # Each one answered: the edge holds five open connections.
+            s = socket.create_connection(("127.0.0.1", p.http_port), timeout=10)
+            self.addCleanup(s.close)
+            s.sendall(b"GET /status/200 HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
+            self.assertTrue(harness.recv_some(s, "an answer").startswith(b"HTTP/1.1 200"))
+            held.append(s)
+        extra = socket.create_connection(("127.0.0.1", p.http_port), timeout=10)
+        self.addCleanup(extra.close)
+        try:
+            extra.sendall(b"GET /status/200 HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
+            self.assertEqual(extra.recv(4096), b"", "the sixth connection was served")
+        except ConnectionResetError:
+            pass  # Closed with the request unread: a reset, which is as good.
+        line = p.edge.wait_for(lambda r: r.get("msg", "").startswith("client connection refused"),
+                               what="the connection-limit warning")
+        self.assertEqual(line.get("max_client_connections"), 5)
+        self.assertGreaterEqual(metrics(p.edge_admin)['coilgun_errors_total{reason="client_connection_limit"}'], 1)
+        held.pop().close()  # One goes: a new client is served again.
+
+        def served():
+            try:
+                return get(p.http_port, "/status/200")[0] == 200
+            except OSError:  # Closed at accept: the edge has not seen the close yet.
+                return False
+        harness.wait_until(served, timeout=5, what="a new client served once one left")
