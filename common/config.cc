@@ -859,6 +859,8 @@ const std::vector<KeyDef<OriginDraft>>& origin_keys() {
                       kMaxHandshakeTimeout),
       int_key<D>("tunnel.max_pending_handshakes",
                  COILGUN_CONFIG_FIELD(cfg.tunnel.max_pending_handshakes), 1, kMaxPendingHandshakes),
+      int_key<D>("tunnel.max_pending_per_source",
+                 COILGUN_CONFIG_FIELD(cfg.tunnel.max_pending_per_source), 1, kMaxPendingHandshakes),
       log_level_key<D>("log.level", COILGUN_CONFIG_FIELD(cfg.log.level)),
       bool_key<D>("log.access", COILGUN_CONFIG_FIELD(cfg.log.access)),
       string_key<D>("log.file", COILGUN_CONFIG_FIELD(cfg.log.file), any_path),

@@ -254,11 +254,15 @@ struct OriginTunnelConfig {
   uint32_t max_streams = 1000;             // max_streams: concurrent streams per connection.
   // handshake_timeout: a new connection that has not finished the TLS handshake this long
   // after it was accepted is closed. kMinHandshakeTimeout .. kMaxHandshakeTimeout.
-  milliseconds handshake_timeout{10000};
+  milliseconds handshake_timeout{3000};
   // max_pending_handshakes: connections of the whole process (all workers together) accepted
-  // but not yet through the TLS handshake; a connection arriving when this many are pending is
-  // closed at once. Established tunnels do not count. 1 .. kMaxPendingHandshakes.
+  // but not yet through the TLS handshake; when a new one arrives with this many pending, the
+  // oldest pending one of its worker is closed to make room (or the new one, if that worker
+  // has none). Established tunnels do not count. 1 .. kMaxPendingHandshakes.
   uint32_t max_pending_handshakes = 256;
+  // max_pending_per_source: of those, how many may come from one IP address; one more from it
+  // is closed at once. 1 .. kMaxPendingHandshakes.
+  uint32_t max_pending_per_source = 64;
   friend bool operator==(const OriginTunnelConfig&, const OriginTunnelConfig&) = default;
 };
 

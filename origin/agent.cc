@@ -627,12 +627,19 @@ void EdgeLink::on_ready(tunnel::Connection& c) {
   log::info("tunnel up", {{"peer", c.peer_address()}, {"edge", c.peer_subject()}});
 }
 
+void EdgeLink::give_way() {
+  gave_way_ = true;  // Counted as tunnel_handshake_limit by the worker, not as a failed handshake.
+  conn_->close(Status(Code::kRefused, "gave way to a newer connection (max_pending_handshakes)",
+                      Side::kTunnel));
+}
+
 void EdgeLink::on_closed(tunnel::Connection& c, Status why) {
   pending_.release();
   if (ready_) {
     worker_.shared().metrics.tunnels.sub(1);
     log::info("tunnel down", {{"peer", c.peer_address()}, {"reason", why.to_string()}});
-  } else {
+  } else if (!gave_way_) {  // Given way: counted and logged by the worker (refuse()).
+
     // Refused before a single frame: an edge we could not authenticate, or a stray client.
     // Anyone can cause this at will: counted each time, logged at most once a second.
     worker_.shared().metrics.errors.with({"tunnel_handshake"}).inc();
@@ -737,9 +744,19 @@ void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
   if (draining_) return;
   // New tunnels use the certificates and limits of the moment (a reload changes them).
   const auto settings = shared_.now();
-  const uint32_t limit = settings->config.tunnel.max_pending_handshakes;
-  HandshakeGate::Slot pending = shared_.handshakes.try_enter(limit);
-  if (!pending) return refuse(std::move(socket), limit);
+  const config::OriginTunnelConfig& t = settings->config.tunnel;
+  const std::string source = socket->peer_ip();
+  HandshakeGate::Refusal why = HandshakeGate::Refusal::kNone;
+  HandshakeGate::Slot pending = shared_.handshakes.try_enter(
+      t.max_pending_handshakes, source, t.max_pending_per_source, &why);
+  // Full: the oldest connection of this worker still in its handshake gives way. Silent
+  // connections then last only until newer ones come, and a real edge's handshake, done in
+  // milliseconds, gets through a flood of them (issue #10: an edge locked out for 38 s).
+  if (!pending && why == HandshakeGate::Refusal::kFull && give_way(t.max_pending_handshakes)) {
+    pending = shared_.handshakes.try_enter(t.max_pending_handshakes, source,
+                                           t.max_pending_per_source, &why);
+  }
+  if (!pending) return refuse(socket->peer_address(), t.max_pending_handshakes);
   auto tls = tls::TlsSession::server(settings->tls);
   if (!tls.ok()) {
     log::error("cannot start TLS", {{"error", tls.status().to_string()}});
@@ -749,13 +766,22 @@ void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
                                               std::move(pending)));
 }
 
-void AgentWorker::refuse(std::unique_ptr<uv::TcpStream> socket, uint32_t limit) {
+bool AgentWorker::give_way(uint32_t limit) {
+  for (auto& link : links_) {  // In the order they were accepted.
+    if (!link->pending()) continue;
+    refuse(link->peer_address(), limit);
+    link->give_way();
+    return true;
+  }
+  return false;
+}
+
+void AgentWorker::refuse(const std::string& peer, uint32_t limit) {
   refused_.inc();
   const uint64_t refused = shared_.handshakes.refused(loop_.now_ms());
-  if (refused == 0) return;  // The socket closes as it goes out of scope.
-  log::warn(
-      "tunnel refused: too many connections in the TLS handshake",
-      {{"peer", socket->peer_address()}, {"max_pending_handshakes", limit}, {"refused", refused}});
+  if (refused == 0) return;
+  log::warn("tunnel refused: too many connections in the TLS handshake",
+            {{"peer", peer}, {"max_pending_handshakes", limit}, {"refused", refused}});
 }
 
 std::shared_ptr<AgentWorker::KeyState> AgentWorker::key_started(

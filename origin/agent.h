@@ -63,6 +63,11 @@ class EdgeLink : public tunnel::Session::Handler, public tunnel::Connection::Own
   void drain() { conn_->drain(); }
   void close(Status why) { conn_->close(why); }
   AgentWorker& worker() { return worker_; }
+  // Still in the TLS handshake, and open.
+  bool pending() const { return !ready_ && !conn_->closed(); }
+  std::string peer_address() const { return conn_->peer_address(); }
+  // Closes it to make room for a newer connection (max_pending_handshakes reached).
+  void give_way();
   // An exchange is over: forget it (deleted on a later turn).
   void finished(uint32_t stream);
 
@@ -84,6 +89,7 @@ class EdgeLink : public tunnel::Session::Handler, public tunnel::Connection::Own
   std::unique_ptr<tunnel::Connection> conn_;
   std::unordered_map<uint32_t, std::unique_ptr<Exchange>> exchanges_;
   bool ready_ = false;
+  bool gave_way_ = false;
 };
 
 class AgentWorker : public daemon::Worker {
@@ -124,8 +130,11 @@ class AgentWorker : public daemon::Worker {
 
  private:
   void on_accept(std::unique_ptr<uv::TcpStream> socket);
-  // Closes |socket| at once: max_pending_handshakes connections are in the handshake.
-  void refuse(std::unique_ptr<uv::TcpStream> socket, uint32_t limit);
+  // Closes this worker's oldest connection still in the handshake, if it has one.
+  bool give_way(uint32_t limit);
+  // Counts (and logs, at most once a second) a connection closed for the handshake limits:
+  // refused at accept (the socket closes as it goes) or given way.
+  void refuse(const std::string& peer, uint32_t limit);
 
   uv::Loop& loop_;
   Shared& shared_;

@@ -4,7 +4,10 @@
 // number of workers. A worker asks for a slot when it accepts a connection and closes the
 // connection at once, before any TLS work, when none is left; the slot is given back when the
 // connection is ready (TLS done, peer authenticated) or closed. Established tunnels hold no
-// slot.
+// slot. Slots are also counted per source address ([tunnel] max_pending_per_source), so that
+// one host cannot take them all; when the process-wide limit is reached the worker closes its
+// own oldest pending connection to make room (AgentWorker), so a flood of silent connections
+// cannot lock real edges out (issue #10).
 //
 // Refusals are reported for a rate-limited warning: at most one report per kReportIntervalMs,
 // carrying how many connections were refused since the previous one.
@@ -13,6 +16,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include "common/log.h"
@@ -29,7 +36,8 @@ class HandshakeGate {
   class Slot {
    public:
     Slot() = default;
-    Slot(Slot&& other) noexcept : gate_(std::exchange(other.gate_, nullptr)) {}
+    Slot(Slot&& other) noexcept
+        : gate_(std::exchange(other.gate_, nullptr)), source_(std::move(other.source_)) {}
     Slot& operator=(Slot&& other) noexcept;
     ~Slot() { release(); }
 
@@ -40,18 +48,29 @@ class HandshakeGate {
 
    private:
     friend class HandshakeGate;
-    explicit Slot(HandshakeGate* gate) : gate_(gate) {}
+    Slot(HandshakeGate* gate, std::string source) : gate_(gate), source_(std::move(source)) {}
     HandshakeGate* gate_ = nullptr;
+    std::string source_;  // Counted per source too, unless empty.
+  };
+
+  // Why try_enter() gave an empty Slot.
+  enum class Refusal : uint8_t {
+    kNone,
+    kFull,    // |limit| connections are pending.
+    kSource,  // |per_source| of them come from this source.
   };
 
   HandshakeGate() = default;
   HandshakeGate(const HandshakeGate&) = delete;
   HandshakeGate& operator=(const HandshakeGate&) = delete;
 
-  // A place for one more pending connection, or an empty Slot when |limit| connections are
-  // pending already. |limit| is read per call, so a reload that changes it applies to the next
-  // connection (lowering it refuses new connections until enough pending ones are done).
-  Slot try_enter(uint32_t limit);
+  // A place for one more pending connection from |source| (an address; empty: not counted per
+  // source), or an empty Slot when |limit| connections are pending already, or |per_source| of
+  // them from |source|; |why| (when not null) says which. The limits are read per call, so a
+  // reload that changes them applies to the next connection (lowering one refuses new
+  // connections until enough pending ones are done).
+  Slot try_enter(uint32_t limit, std::string_view source = {}, uint32_t per_source = UINT32_MAX,
+                 Refusal* why = nullptr);
   // How many connections hold a slot now.
   uint32_t pending() const { return pending_.load(std::memory_order_relaxed); }
 
@@ -61,7 +80,9 @@ class HandshakeGate {
   uint64_t refused(uint64_t now_ms) { return refusals_.occurred(now_ms); }
 
  private:
+  std::mutex mutex_;  // Guards the counts (pending_ is also read without it).
   std::atomic<uint32_t> pending_{0};
+  std::unordered_map<std::string, uint32_t> per_source_;
   log::ReportLimiter refusals_{kReportIntervalMs};
 };
 

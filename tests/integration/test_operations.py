@@ -368,9 +368,11 @@ def wait_closed(socks, timeout, count=None):
 
 
 class TestHandshakeLimit(OpsTestCase):
-    """[tunnel] max_pending_handshakes and handshake_timeout on the origin: raw TCP connections
-    that never speak TLS hold the slots, one more is closed at once and counted, the strays are
-    closed when the handshake timeout passes, and real edges connect afterwards."""
+    """[tunnel] max_pending_handshakes, max_pending_per_source and handshake_timeout on the
+    origin: raw TCP connections that never speak TLS hold the slots; one more makes the oldest
+    give way (closed at once and counted), one more from a source over its share is closed at
+    once, the rest are closed when the handshake timeout passes, and real edges connect during
+    and after a flood."""
 
     def connect(self, port):
         """A raw TCP connection to the tunnel port that sends nothing, and when it was made."""
@@ -389,7 +391,7 @@ class TestHandshakeLimit(OpsTestCase):
         _, admin = origin.address("admin")
         return origin, port, admin
 
-    def test_one_more_is_closed_at_once_the_strays_time_out_and_edges_connect_after(self):
+    def test_the_oldest_gives_way_the_rest_time_out_and_edges_connect_after(self):
         timeout, limit = 1.0, 4
         pair = harness.Pair(self.tmp, origin_env={"COILGUN_TUNNEL_MAX_PENDING_HANDSHAKES": str(limit),
                                                   "COILGUN_TUNNEL_HANDSHAKE_TIMEOUT": f"{int(timeout * 1000)}ms"})
@@ -402,28 +404,29 @@ class TestHandshakeLimit(OpsTestCase):
         self.assertEqual(before.get(LIMITED, 0), 0)
 
         strays = [self.connect(port) for _ in range(limit)]
-        # (a) One more, and a few after it, are closed at once: well before the timeout.
+        # (a) Each newer connection makes the oldest pending one close at once: the four strays,
+        # then the first two probes; the last four probes hold the slots.
         probes = [self.connect(port) for _ in range(6)]
-        closed = wait_closed([s for s, _ in probes], timeout=timeout + LATE)
-        self.assertEqual(len(closed), len(probes), "a connection over the limit was kept")
-        for s, t in probes:
-            self.assertLess(closed[s] - t, timeout / 2, "closed by the timeout, not at once")
+        gone = [s for s, _ in strays] + [s for s, _ in probes[:2]]
+        closed = wait_closed(gone, timeout=timeout / 2)
+        self.assertEqual(len(closed), len(gone), "an old pending connection did not give way")
         span = max(closed.values()) - probes[0][1]
-        harness.wait_until(lambda: metrics(admin).get(LIMITED, 0) == len(probes), what="6 refusals counted")
+        harness.wait_until(lambda: metrics(admin).get(LIMITED, 0) == len(probes), what="6 give-ways counted")
 
-        # (b) The strays are closed once the handshake timeout has passed, not before.
-        closed = wait_closed([s for s, _ in strays], timeout=timeout + LATE)
-        self.assertEqual(len(closed), limit, "a stray outlived the handshake timeout")
-        for s, t in strays:
+        # (b) The last probes are closed once the handshake timeout has passed, not before.
+        kept = probes[2:]
+        closed = wait_closed([s for s, _ in kept], timeout=timeout + LATE)
+        self.assertEqual(len(closed), len(kept), "a stray outlived the handshake timeout")
+        for s, t in kept:
             self.assertGreaterEqual(closed[s] - t, timeout - EARLY)
             self.assertLess(closed[s] - t, timeout + LATE)
-        harness.wait_until(lambda: metrics(admin).get(HANDSHAKE, 0) == before.get(HANDSHAKE, 0) + limit,
+        harness.wait_until(lambda: metrics(admin).get(HANDSHAKE, 0) == before.get(HANDSHAKE, 0) + len(kept),
                            what="4 handshake timeouts counted")
         self.assertEqual(metrics(admin).get(LIMITED, 0), len(probes))
-        # The timed-out strays are logged after the refusals (the first of them at once, the rest
-        # within the same second held back: failed handshakes are logged at most once a
-        # second): once that line is read, so is every refusal warning. Those too come at most
-        # one a second, the first one for the first refusal.
+        # The timed-out strays are logged after the give-ways (the first of them at once, the
+        # rest within the same second held back: failed handshakes are logged at most once a
+        # second): once that line is read, so is every give-way warning. Those too come at most
+        # one a second, the first one for the first give-way.
         harness.wait_until(lambda: any("timed out" in str(r.get("reason")) for r in pair.origin.records()),
                            what="the timed-out handshakes logged")
         timed_out = [r for r in pair.origin.records() if "timed out" in str(r.get("reason"))]
@@ -445,6 +448,49 @@ class TestHandshakeLimit(OpsTestCase):
         edge2.wait_for(lambda r: r.get("msg") == "tunnel up", what="a tunnel from the new edge")
         self.assertEqual(get(http2, "/")[0], 200)
         harness.wait_until(lambda: metrics(admin)["coilgun_tunnel_connections"] == 4, what="4 tunnels")
+
+    def test_one_source_cannot_take_every_slot(self):
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        _, port, admin = self.origin_alone(certs, workers=1, env={
+            "COILGUN_TUNNEL_MAX_PENDING_PER_SOURCE": "2", "COILGUN_TUNNEL_HANDSHAKE_TIMEOUT": "10s"})
+
+        def from_source(ip):
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.bind((ip, 0))
+            s.settimeout(5)
+            s.connect(("127.0.0.1", port))
+            return s
+        mine = [from_source("127.0.0.2") for _ in range(2)]
+        third = from_source("127.0.0.2")
+        self.assertEqual(len(wait_closed([third], timeout=LATE)), 1, "a third from one source was kept")
+        other = from_source("127.0.0.3")  # Another source still gets in.
+        self.assertEqual(wait_closed(mine + [other], timeout=0.5), {})
+        self.assertEqual(metrics(admin).get(LIMITED, 0), 1)
+
+    def test_an_edge_gets_its_tunnels_through_a_flood_of_silent_connections(self):
+        """400 silent connections from 100 addresses against 256 slots and a 10 s handshake
+        timeout: the edge starts during the flood and has its tunnels within 5 s (it needed 38 s
+        and more when new connections were refused until the strays timed out)."""
+        pair = harness.Pair(self.tmp, origin_env={"COILGUN_TUNNEL_HANDSHAKE_TIMEOUT": "10s"})
+        self.addCleanup(pair.stop)
+        flood = []
+        for i in range(400):
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.bind((f"127.0.1.{1 + i % 100}", 0))
+            s.connect(("127.0.0.1", pair.tunnel_port))
+            flood.append(s)
+        harness.wait_until(lambda: metrics(pair.origin_admin).get(LIMITED, 0) >= 400 - 256,
+                           what="the flood over the limit")
+        start = time.monotonic()
+        edge2 = self.start([harness.binary("coilgun-edge"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                            "--agent", f"127.0.0.1:{pair.tunnel_port}", "--workers", "1"]
+                           + pair.certs.edge_flags(), "edge2")
+        _, admin2 = edge2.address("admin")
+        harness.wait_until(lambda: metrics(admin2)["coilgun_tunnel_connections"] == 2, timeout=10,
+                           what="the new edge's two tunnels")
+        self.assertLess(time.monotonic() - start, 5)
 
     def test_the_limit_counts_the_connections_of_every_worker_together(self):
         certs = harness.Certs(os.path.join(self.tmp, "c"))
@@ -472,30 +518,34 @@ class TestHandshakeLimit(OpsTestCase):
 
         write_config(1, "5s")
         origin, port, admin = self.origin_alone(certs, workers=1, config=conf)
-        old, t_old = self.connect(port)
-        probe, t = self.connect(port)
-        self.assertIn(probe, wait_closed([probe], timeout=LATE))
-        self.assertLess(time.monotonic() - t, 1.0)
-        harness.wait_until(lambda: metrics(admin).get(LIMITED, 0) == 1, what="the refusal counted")
+        old, _ = self.connect(port)
+        probe, t_probe = self.connect(port)  # Over the limit of 1: |old| gives way at once.
+        self.assertIn(old, wait_closed([old], timeout=LATE))
+        self.assertLess(time.monotonic() - t_probe, 1.0)
+        harness.wait_until(lambda: metrics(admin).get(LIMITED, 0) == 1, what="the give-way counted")
 
         write_config(3, "1s")
         origin.signal(signal.SIGHUP)
         origin.wait_for(lambda r: r.get("msg") == "reloaded", what="reloaded")
         self.assertFalse([r for r in origin.records() if r.get("msg") == "reload: this change applies after a restart"])
-        new = [self.connect(port) for _ in range(2)]  # With |old|: 3 pending, the new limit.
-        probe, _ = self.connect(port)
-        self.assertIn(probe, wait_closed([probe], timeout=LATE))
-        # Accepted in order: the two before the probe were let in, the probe alone refused.
-        harness.wait_until(lambda: metrics(admin).get(LIMITED, 0) == 2, what="the second refusal counted")
+        new = [self.connect(port) for _ in range(2)]  # With |probe|: 3 pending, the new limit.
 
-        # The new connections time out after the new 1 s; the old one keeps its 5 s.
-        closed = wait_closed([s for s, _ in new] + [old], timeout=1.0 + LATE, count=2)
-        self.assertNotIn(old, closed)
-        self.assertLess(time.monotonic() - t_old, 5.0 - EARLY)
+        # The new connections time out after the new 1 s; the one from before keeps its 5 s.
+        closed = wait_closed([s for s, _ in new] + [probe], timeout=1.0 + LATE, count=2)
+        self.assertNotIn(probe, closed)
+        self.assertLess(time.monotonic() - t_probe, 5.0 - EARLY)
         for s, t in new:
             self.assertIn(s, closed)
             self.assertGreaterEqual(closed[s] - t, 1.0 - EARLY)
             self.assertLess(closed[s] - t, 1.0 + LATE)
+        self.assertEqual(metrics(admin).get(LIMITED, 0), 1)
+
+        # The new limit: with |probe| pending, two more fit and a third makes it give way.
+        more = [self.connect(port) for _ in range(3)]
+        self.assertIn(probe, wait_closed([probe], timeout=LATE))
+        self.assertEqual(wait_closed([s for s, _ in more], timeout=0), {})
+        harness.wait_until(lambda: metrics(admin).get(LIMITED, 0) == 2, what="the second give-way counted")
+
 
 if __name__ == "__main__":
     unittest.main()

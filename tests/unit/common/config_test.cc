@@ -97,7 +97,8 @@ TEST_CASE("Origin defaults are the documented values", "[config]") {
   CHECK(c.tunnel.stream_window == 256 * kKiB);
   CHECK(c.tunnel.connection_window == 16 * kMiB);
   CHECK(c.tunnel.max_streams == 1000);
-  CHECK(c.tunnel.handshake_timeout == milliseconds(10000));
+  CHECK(c.tunnel.handshake_timeout == milliseconds(3000));
+  CHECK(c.tunnel.max_pending_per_source == 64);
   CHECK(c.tunnel.max_pending_handshakes == 256);
   CHECK(c.log.level == LogLevel::kInfo);
   CHECK(c.log.access);
@@ -884,7 +885,8 @@ TEST_CASE("to_toml prints every key and round-trips an origin config", "[config]
   CHECK_THAT(dtext, Contains("workers = \"auto\""));
   CHECK_THAT(dtext, Contains("ping_interval = \"10s\""));
   CHECK_THAT(dtext, Contains("max_body = \"8MiB\""));
-  CHECK_THAT(dtext, Contains("handshake_timeout = \"10s\"\nmax_pending_handshakes = 256\n"));
+  CHECK_THAT(dtext, Contains("handshake_timeout = \"3s\"\nmax_pending_handshakes = 256\n"
+                             "max_pending_per_source = 64\n"));
   auto dback = parse_origin_toml(dtext, "printed.toml");
   REQUIRE(dback.ok());
   CHECK(*dback == d);

@@ -101,3 +101,22 @@ TEST_CASE("HandshakeGate never lets more than the limit in from several threads"
   held.clear();
   CHECK(gate.pending() == 0);
 }
+
+TEST_CASE("HandshakeGate bounds the slots one source may hold", "[handshake_gate]") {
+  HandshakeGate gate;
+  HandshakeGate::Refusal why = HandshakeGate::Refusal::kNone;
+  HandshakeGate::Slot a = gate.try_enter(10, "10.0.0.1", 2, &why);
+  HandshakeGate::Slot b = gate.try_enter(10, "10.0.0.1", 2, &why);
+  CHECK((a && b && why == HandshakeGate::Refusal::kNone));
+  CHECK_FALSE(gate.try_enter(10, "10.0.0.1", 2, &why));
+  CHECK(why == HandshakeGate::Refusal::kSource);
+  HandshakeGate::Slot other = gate.try_enter(10, "10.0.0.2", 2, &why);
+  CHECK(other);  // Another source is not held back.
+  CHECK(gate.pending() == 3);
+  HandshakeGate::Slot moved = std::move(a);
+  moved.release();  // The source's count goes with the slot, wherever it was moved.
+  HandshakeGate::Slot again = gate.try_enter(10, "10.0.0.1", 2, &why);
+  CHECK(again);
+  CHECK_FALSE(gate.try_enter(3, "10.0.0.3", 2, &why));  // b, other, again: three pending.
+  CHECK(why == HandshakeGate::Refusal::kFull);
+}
