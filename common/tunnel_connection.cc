@@ -3,6 +3,11 @@
 namespace coilgun::tunnel {
 namespace {
 constexpr size_t kPlainChunk = 64 * 1024;
+// DATA handed to the socket ahead of what it has written: enough to keep a fast link busy
+// between two loop turns, little enough that a control frame made now goes out soon on a slow
+// one (issue #10: PING answers 20 s late behind bulk at 100 KB/s). The kernel's unsent bytes are
+// bounded the same way (TCP_NOTSENT_LOWAT).
+constexpr size_t kSendAhead = 256 * 1024;
 }  // namespace
 
 Connection::Connection(uv::Loop& loop, std::unique_ptr<uv::TcpStream> socket,
@@ -20,6 +25,7 @@ Connection::Connection(uv::Loop& loop, std::unique_ptr<uv::TcpStream> socket,
   peer_address_ = socket_->peer_address();
   socket_->set_handler(this);
   socket_->set_nodelay(true);
+  socket_->set_notsent_lowat(kSendAhead);
   timer_.start(std::chrono::milliseconds(0), [this, handshake_timeout] {
     if (closed_) return;
     timer_.start(handshake_timeout, [this] {
@@ -88,7 +94,8 @@ void Connection::flush() {
 
 void Connection::write_out() {
   std::vector<uint8_t> plain;
-  session_->take_output(plain);
+  const size_t ahead = socket_->write_queue_bytes() + tls_->pending_output_bytes();
+  session_->take_output(plain, ahead >= kSendAhead ? 0 : kSendAhead - ahead);
   if (!plain.empty()) {
     const Status s = tls_->write(plain);
     if (!s.ok()) {
@@ -157,7 +164,11 @@ void Connection::on_eof() {
 
 void Connection::on_error(Status status) { close(status.from(Side::kTunnel)); }
 
-void Connection::on_drained() { report_bytes(); }
+// The socket wrote what it had: more DATA may go.
+void Connection::on_drained() {
+  report_bytes();
+  if (!closed_ && !in_callback_ && session_->output_bytes() > 0) write_out();
+}
 
 void Connection::report_bytes() {
   const uint64_t in = socket_->bytes_read(), out = socket_->bytes_written();

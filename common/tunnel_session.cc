@@ -57,13 +57,82 @@ Session::Session(const SessionOptions& options, Handler& handler, uint64_t now_m
 
 Session::~Session() = default;
 
-void Session::take_output(std::vector<uint8_t>& out) {
+void Session::take_output(std::vector<uint8_t>& out, size_t budget) {
   if (out.empty()) {
     out.swap(out_);
   } else {
     out.insert(out.end(), out_.begin(), out_.end());
     out_.clear();
   }
+  // Each stream in turn gets a slice; one with more goes to the back.
+  while (budget > 0 && !turn_.empty()) {
+    const uint32_t id = turn_.front();
+    turn_.pop_front();
+    Stream* st = find(id);
+    if (st == nullptr || !st->in_turn) continue;  // Reset meanwhile.
+    const size_t n = take_slice(id, *st, budget, out);
+    budget -= std::min(budget, n);
+    st = find(id);  // Trailers that failed to encode reset it.
+    if (st == nullptr) continue;
+    if (st->in_turn) {
+      turn_.push_back(id);
+    } else if (st->reset_when_drained) {
+      (void)proto::write_reset(out, id, ResetReason::kCancel);  // Right behind its last DATA.
+      grant_connection(st->recv_unconsumed);
+      forget(id);
+    } else {
+      close_if_done(id);
+    }
+  }
+}
+
+// A slice is small enough that streams interleave finely, large enough that frame headers cost
+// little (9 bytes in 16 KiB).
+constexpr size_t kSlice = 16 * 1024;
+
+size_t Session::take_slice(uint32_t id, Stream& st, size_t budget, std::vector<uint8_t>& out) {
+  const size_t before = out.size();
+  const size_t left = st.queued.size() - st.queued_at;
+  const size_t n = std::min({left, kSlice, static_cast<size_t>(peer_max_frame_payload_), budget});
+  const bool last = st.end_queued && n == left;
+  if (n > 0 || last) {
+    (void)proto::write_data(out, id, std::span<const uint8_t>(st.queued).subspan(st.queued_at, n),
+                            last);
+  }
+  st.queued_at += n;
+  queued_bytes_ -= n;
+  if (st.queued_at < st.queued.size()) return out.size() - before;
+  st.queued.clear();
+  st.queued_at = 0;
+  st.end_queued = false;
+  st.in_turn = false;
+  if (st.trailers_queued) {
+    // Encoded now, at its place in the output: header blocks reach the peer in the order they
+    // were encoded.
+    std::vector<HeaderField> fields;
+    for (const auto& [name, value] : st.trailers) fields.push_back({name, value});
+    st.trailers_queued = false;
+    if (encode_fields(fields).ok()) {
+      (void)proto::write_trailers(out, id, block_);
+    } else if (!failed_) {
+      reset(id, ResetReason::kInternal);
+    }
+  }
+  return out.size() - before;
+}
+
+// Drops a stream, and whatever DATA it still had queued (turn_ skips it).
+void Session::forget(uint32_t id) {
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  queued_bytes_ -= it->second.queued.size() - it->second.queued_at;
+  streams_.erase(it);
+}
+
+void Session::queue_turn(uint32_t id, Stream& st) {
+  if (st.in_turn) return;
+  st.in_turn = true;
+  turn_.push_back(id);
 }
 
 Session::Stream* Session::find(uint32_t id) {
@@ -85,6 +154,7 @@ Status Session::fail(Status status) {
 Status Session::receive(std::span<const uint8_t> data, uint64_t now_ms) {
   if (failed_) return Status(Code::kClosed, "tunnel session failed", Side::kTunnel);
   now_ms_ = now_ms;
+  if (!data.empty()) last_received_ms_ = now_ms;
   // Frames complete in |data| are decoded in place; only a trailing partial frame is copied.
   const bool buffered = !in_.empty();
   if (buffered) in_.insert(in_.end(), data.begin(), data.end());
@@ -127,7 +197,7 @@ Status Session::on_frame(const Frame& f) {
       Stream* st = find(f.stream);
       if (st == nullptr) return Status::Ok();  // Already closed here.
       recv_conn_unacked_ += st->recv_unconsumed;
-      streams_.erase(f.stream);
+      forget(f.stream);
       handler_.on_stream_reset(f.stream, *reason);
       return Status::Ok();
     }
@@ -312,7 +382,7 @@ Status Session::on_goaway_frame(const Frame& f) {
     std::sort(refused.begin(), refused.end());
     for (uint32_t id : refused) {
       recv_conn_unacked_ += streams_[id].recv_unconsumed;
-      streams_.erase(id);
+      forget(id);
       handler_.on_stream_reset(id, ResetReason::kRefused);
     }
   }
@@ -421,23 +491,18 @@ Result<size_t> Session::send_data(uint32_t stream, std::span<const uint8_t> data
   Stream* st = find(stream);
   if (st == nullptr || failed_) return Status(Code::kClosed, "stream is gone", Side::kTunnel);
   if (st->local_end) return Status(Code::kInternal, "stream already ended");
-  size_t taken = 0;
-  while (taken < data.size()) {
-    const int64_t window = std::min(st->send_window, send_conn_window_);
-    if (window <= 0) break;
-    const size_t n = std::min<size_t>(
-        {static_cast<size_t>(window), peer_max_frame_payload_, data.size() - taken});
-    const bool last = end_stream && taken + n == data.size();
-    (void)proto::write_data(out_, stream, data.subspan(taken, n), last);
-    st->send_window -= static_cast<int64_t>(n);
-    send_conn_window_ -= static_cast<int64_t>(n);
-    taken += n;
-  }
-  if (end_stream && taken == data.size()) {
-    if (data.empty()) (void)proto::write_data(out_, stream, {}, true);
+  const int64_t window = std::min(st->send_window, send_conn_window_);
+  const size_t taken = window <= 0 ? 0 : std::min(static_cast<size_t>(window), data.size());
+  st->queued.insert(st->queued.end(), data.begin(), data.begin() + static_cast<long>(taken));
+  st->send_window -= static_cast<int64_t>(taken);
+  send_conn_window_ -= static_cast<int64_t>(taken);
+  queued_bytes_ += taken;
+  const bool ends = end_stream && taken == data.size();
+  if (ends) {
+    st->end_queued = true;
     st->local_end = true;
-    close_if_done(stream);
   }
+  if (taken > 0 || ends) queue_turn(stream, *st);
   return taken;
 }
 
@@ -445,6 +510,13 @@ Status Session::submit_trailers(uint32_t stream, std::span<const HeaderField> fi
   Stream* st = find(stream);
   if (st == nullptr || failed_) return Status(Code::kClosed, "stream is gone", Side::kTunnel);
   if (st->local_end) return Status(Code::kInternal, "stream already ended");
+  if (st->in_turn) {
+    // DATA still queued: the trailers follow it (take_slice).
+    for (const HeaderField& f : fields) st->trailers.emplace_back(f.name, f.value);
+    st->trailers_queued = true;
+    st->local_end = true;
+    return Status::Ok();
+  }
   COILGUN_TRY(encode_fields(fields));
   (void)proto::write_trailers(out_, stream, block_);
   st = find(stream);
@@ -460,7 +532,14 @@ void Session::reset(uint32_t stream, ResetReason reason) {
   if (st == nullptr) return;
   if (!failed_) (void)proto::write_reset(out_, stream, reason);
   grant_connection(st->recv_unconsumed);
-  streams_.erase(stream);
+  forget(stream);
+}
+
+void Session::reset_after_data(uint32_t stream) {
+  Stream* st = find(stream);
+  if (st == nullptr) return;
+  if (st->drained()) return reset(stream, ResetReason::kCancel);
+  st->reset_when_drained = true;
 }
 
 void Session::stream_error(uint32_t stream, ResetReason reason) {
@@ -470,7 +549,7 @@ void Session::stream_error(uint32_t stream, ResetReason reason) {
 
 void Session::close_if_done(uint32_t id) {
   Stream* st = find(id);
-  if (st == nullptr || !st->local_end || !st->remote_end) return;
+  if (st == nullptr || !st->local_end || !st->remote_end || !st->drained()) return;
   grant_connection(st->recv_unconsumed);
   streams_.erase(id);
 }
@@ -487,8 +566,12 @@ Status Session::on_timeout(uint64_t now_ms) {
   if (failed_ || options_.ping_interval_ms == 0) return Status::Ok();
   now_ms_ = now_ms;
   if (ping_outstanding_) {
-    if (now_ms - ping_sent_ms_ >= options_.ping_timeout_ms) {
-      return fail(Status(Code::kTimeout, "tunnel peer stopped answering pings", Side::kTunnel));
+    // Dead only when nothing came for the whole timeout: an answer may queue behind DATA on a
+    // slow link that is otherwise alive.
+    const uint64_t heard = std::max(ping_sent_ms_, last_received_ms_);
+    if (now_ms - heard >= options_.ping_timeout_ms) {
+      return fail(Status(Code::kTimeout, "tunnel peer sent nothing, pings unanswered",
+                         Side::kTunnel));
     }
     return Status::Ok();
   }
@@ -502,7 +585,9 @@ Status Session::on_timeout(uint64_t now_ms) {
 
 uint64_t Session::next_timeout_ms() const {
   if (failed_ || options_.ping_interval_ms == 0) return UINT64_MAX;
-  return ping_outstanding_ ? ping_sent_ms_ + options_.ping_timeout_ms : next_ping_ms_;
+  return ping_outstanding_
+             ? std::max(ping_sent_ms_, last_received_ms_) + options_.ping_timeout_ms
+             : next_ping_ms_;
 }
 
 }  // namespace coilgun::tunnel

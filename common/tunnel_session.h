@@ -10,12 +10,27 @@
 // has been taken (batched). Sending: send_data() takes only what both windows allow and says
 // how much; on_send_window() says when to try again.
 //
+// Output order (issue #10: PING answers queued behind megabytes of DATA on a slow link got
+// the link declared dead). Every frame but DATA goes out first, in the order it was made (so
+// header blocks reach the peer's decoder in the order they were encoded). DATA the windows let
+// through waits in its stream's queue, and take_output() hands out at most a budget of it, a
+// slice per stream in turn, so a small response is not stuck behind a large one and the owner
+// can keep what it has queued on the socket small. Trailers wait for their stream's DATA. A
+// stream whose queue still holds DATA stays open until it is out.
+//
+// A link is dead when nothing at all came from the peer for ping_timeout_ms while a ping was
+// unanswered, not merely when the answer is slow: on a slow, busy link the answer can queue
+// behind DATA in the network.
+//
 // Re-entrancy: handler methods run inside receive() and on_timeout(); they may call any
 // method of the session (send, reset, respond) but must not destroy it — defer that to a
 // later loop turn.
 
 #include <cstdint>
+#include <deque>
 #include <optional>
+#include <string>
+#include <utility>
 #include <span>
 #include <string_view>
 #include <unordered_map>
@@ -93,9 +108,11 @@ class Session {
   // the connection: a GOAWAY saying why has been queued; flush the output and close.
   Status receive(std::span<const uint8_t> data, uint64_t now_ms);
 
-  // Appends the frames produced so far to |out|.
-  void take_output(std::vector<uint8_t>& out);
-  size_t output_bytes() const { return out_.size(); }
+  // Appends the frames produced so far to |out|: every frame but DATA, then DATA frames of up
+  // to about |budget| bytes in all, a slice of each stream with DATA queued in turn.
+  void take_output(std::vector<uint8_t>& out, size_t budget = SIZE_MAX);
+  // Bytes take_output() would hand out with no budget.
+  size_t output_bytes() const { return out_.size() + queued_bytes_; }
 
   // Edge: opens a stream. Errors: kClosed (draining, or the session failed), kRefused (the
   // peer's stream limit is reached), kTooLarge / kMalformed (header fields).
@@ -113,8 +130,12 @@ class Session {
   Status submit_trailers(uint32_t stream, std::span<const HeaderField> fields);
   // Bytes |stream| may send right now.
   size_t send_window(uint32_t stream) const;
-  // Abandons a stream (RESET to the peer); no further events for it.
+  // Abandons a stream (RESET to the peer, DATA still queued dropped); no further events for it.
   void reset(uint32_t stream, ResetReason reason);
+  // This side answered in full but the peer's side is still open (an answer before the whole
+  // request body, a pipe whose backend closed): once the DATA this side queued is out, RESET
+  // (cancel) tells the peer to stop. Events for the stream may still come until then.
+  void reset_after_data(uint32_t stream);
   // The consumer took |n| bytes of |stream|'s DATA: grants them back to the peer.
   void consume(uint32_t stream, size_t n);
   // Starts a drain: GOAWAY with the last stream this side processed; no new streams.
@@ -134,6 +155,11 @@ class Session {
     auto it = streams_.find(stream);
     return it != streams_.end() && !it->second.local_end;
   }
+  // The peer may still send on |stream| (it is open and the peer did not end it).
+  bool receiving(uint32_t stream) const {
+    auto it = streams_.find(stream);
+    return it != streams_.end() && !it->second.remote_end;
+  }
   bool draining() const { return goaway_sent_ || goaway_received_; }
   // The peer's SETTINGS arrived: the first frame every peer sends, so the peer took this
   // connection (an agent refusing the edge's certificate sends none).
@@ -146,9 +172,19 @@ class Session {
     uint32_t recv_window = 0;      // What the peer may still send us on this stream.
     uint32_t recv_unconsumed = 0;  // Delivered to the handler, not consumed yet.
     uint32_t recv_unacked = 0;     // Consumed, not yet granted back.
-    bool local_end = false;        // We sent END_STREAM (or trailers).
+    bool local_end = false;        // We ended our side (END_STREAM or trailers, maybe queued).
     bool remote_end = false;       // The peer did.
     bool head_seen = false;        // The response head was received (edge) or sent (agent).
+    // Sending: DATA accepted by send_data() and not yet framed out, from |queued_at| on.
+    std::vector<uint8_t> queued;
+    size_t queued_at = 0;
+    bool end_queued = false;  // END_STREAM goes with the last queued byte.
+    bool in_turn = false;     // In turn_ (has DATA, an end or trailers to send).
+    // Trailers submitted while DATA was queued: encoded and sent once it is out.
+    std::vector<std::pair<std::string, std::string>> trailers;
+    bool trailers_queued = false;
+    bool reset_when_drained = false;  // reset_after_data().
+    bool drained() const { return !in_turn; }
   };
 
   Status on_frame(const proto::Frame& f);
@@ -161,6 +197,10 @@ class Session {
   Status on_goaway_frame(const proto::Frame& f);
   Status fail(Status status);
   void close_if_done(uint32_t id);
+  // Frames out one slice of |id|'s queue into |out|; returns the bytes written.
+  size_t take_slice(uint32_t id, Stream& st, size_t budget, std::vector<uint8_t>& out);
+  void queue_turn(uint32_t id, Stream& st);
+  void forget(uint32_t id);
   // Counts |n| received bytes as taken at the connection level; grants in batches.
   void grant_connection(uint32_t n);
   void stream_error(uint32_t id, ResetReason reason);
@@ -173,7 +213,9 @@ class Session {
   proto::HeaderEncoder header_encoder_;
   proto::HeaderDecoder header_decoder_;
   std::vector<uint8_t> in_;     // Bytes of a frame not complete yet.
-  std::vector<uint8_t> out_;    // Frames not taken yet.
+  std::vector<uint8_t> out_;    // Frames other than DATA not taken yet, in order.
+  std::deque<uint32_t> turn_;   // Streams with DATA queued, in the order they get a slice.
+  size_t queued_bytes_ = 0;     // DATA payload queued in all streams.
   std::vector<uint8_t> block_;  // Scratch for header blocks.
   std::unordered_map<uint32_t, Stream> streams_;
 
@@ -196,6 +238,7 @@ class Session {
   bool settings_received_ = false;
 
   uint64_t now_ms_ = 0;
+  uint64_t last_received_ms_ = 0;  // When bytes last came from the peer.
   uint64_t next_ping_ms_;
   uint64_t ping_sent_ms_ = 0;
   bool ping_outstanding_ = false;

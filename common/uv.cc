@@ -323,6 +323,13 @@ std::string TcpStream::peer_ip() const {
 
 void TcpStream::set_nodelay(bool on) { uv_tcp_nodelay(handle_, on ? 1 : 0); }
 
+void TcpStream::set_notsent_lowat(uint32_t bytes) {
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<const uv_handle_t*>(handle_), &fd) != 0) return;
+  const int value = static_cast<int>(bytes);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &value, sizeof value);
+}
+
 // ---- TcpListener --------------------------------------------------------------------------
 
 TcpListener::TcpListener(Loop& loop) : loop_(loop) {}

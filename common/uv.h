@@ -158,6 +158,11 @@ class TcpStream {
   // The peer's IP without the port.
   std::string peer_ip() const;
   void set_nodelay(bool on);
+  // Bounds the bytes the kernel holds for this socket not yet sent (TCP_NOTSENT_LOWAT): writes
+  // wait while more are unsent, so what is written next (a control frame) is not queued behind
+  // a socket buffer's worth of bulk. Bytes sent and not yet acknowledged do not count, so it
+  // costs no throughput on a long fat link. Best effort.
+  void set_notsent_lowat(uint32_t bytes);
 
  private:
   static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf);

@@ -80,6 +80,7 @@ class ClientExchange : public uv::Deferred {
   std::vector<http::Header> response_headers_;
   bool head_sent_ = false;
   std::vector<uint8_t> payload_;  // Coded: the delta payload as it arrives.
+  std::optional<uint64_t> stream_length_;  // A streamed body's Content-Length.
   uint64_t unconsumed_ = 0;       // Streamed bytes written to the client, not granted back.
   uint64_t client_took_ms_ = 0;   // Since then unconsumed_ bytes wait for the client to take.
   bool refetched_ = false;
@@ -282,6 +283,7 @@ void ClientExchange::on_response(uint16_t status, BodyMode mode,
     if (cl) {
       const uint64_t n = std::strtoull(std::string(*cl).c_str(), nullptr, 10);
       http::remove(response_headers_, "content-length");
+      stream_length_ = n;
       write_head(http::ResponseFraming::kContentLength, n);
     } else {
       write_head(http::ResponseFraming::kChunked, 0);
@@ -336,6 +338,9 @@ void ClientExchange::on_data(std::span<const uint8_t> data, bool end) {
   if (mode_ != BodyMode::kStream) return;
   body_bytes_ += data.size();
   shared_.metrics.body_bytes.inc(data.size());
+  // The client holds the whole body once its last byte is written, before the stream's end
+  // may come (in a later frame): counted first.
+  if (stream_length_ && body_bytes_ >= *stream_length_) count();
   if (client_ != nullptr && !data.empty()) (void)client_->respond_body(data);
   if (unconsumed_ == 0) client_took_ms_ = worker_.loop().now_ms();
   unconsumed_ += data.size();

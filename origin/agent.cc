@@ -580,8 +580,9 @@ void Exchange::finish() {
   shared_.metrics.in_flight.sub(1);
   // Answered while the edge's side is still open (an upgraded stream the backend closed, an
   // answer before the whole request body): the edge stops sending, and the stream is freed.
-  if (link_.session().stream_open(stream_)) {
-    link_.session().reset(stream_, ResetReason::kCancel);
+  // (Not merely while this side's last DATA waits in the session's queue.)
+  if (link_.session().receiving(stream_)) {
+    link_.session().reset_after_data(stream_);
     link_.flush();
   }
   const double secs = daemon::seconds_since(started_);

@@ -393,3 +393,125 @@ TEST_CASE("Interim heads precede the final one; a 101 makes the stream a pipe bo
   CHECK(edge.resets.empty());
   CHECK(agent.resets.empty());
 }
+
+namespace {
+
+// The frames in |bytes|, as (type, stream) in order.
+std::vector<std::pair<proto::FrameType, uint32_t>> frames_of(const Bytes& bytes) {
+  std::vector<std::pair<proto::FrameType, uint32_t>> out;
+  proto::FrameDecoder decoder(proto::kMaxFramePayloadLimit);
+  size_t used = 0;
+  while (used < bytes.size()) {
+    proto::Frame f;
+    auto r = decoder.decode(std::span<const uint8_t>(bytes).subspan(used), f);
+    REQUIRE(r.ok());
+    REQUIRE(*r > 0);
+    out.emplace_back(f.type, f.stream);
+    used += *r;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Control frames go out ahead of queued DATA, and streams take turns", "[tunnel]") {
+  Peer edge(true), agent(false);
+  auto big = edge.session->submit_request({}, request("/big"), true);
+  auto small = edge.session->submit_request({}, request("/small"), true);
+  REQUIRE((big.ok() && small.ok()));
+  pump(edge, agent);
+  const std::vector<HeaderField> ok = {{":status", "200"}};
+  REQUIRE(agent.session->submit_response(*big, 200, BodyMode::kStream, ok, false).ok());
+  const Bytes bulk = pattern(200000, 3);
+  REQUIRE(*agent.session->send_data(*big, bulk, true) == bulk.size());
+  // The small response comes after the bulk was queued; a ping comes after both.
+  REQUIRE(agent.session->submit_response(*small, 200, BodyMode::kStream, ok, false).ok());
+  REQUIRE(*agent.session->send_data(*small, pattern(100, 4), true) == 100);
+  Bytes first;
+  agent.session->take_output(first, 16000);  // Room for less than one slice of DATA.
+  Bytes ping;
+  REQUIRE(edge.session->on_timeout(10000).ok());
+  edge.session->take_output(ping);
+  REQUIRE(agent.session->receive(ping, 10000).ok());
+  Bytes second;
+  agent.session->take_output(second, 20000);
+  const auto f1 = frames_of(first), f2 = frames_of(second);
+  // Both heads first; then one slice of the big body.
+  REQUIRE(f1.size() == 3);
+  CHECK(f1[0] == std::make_pair(proto::FrameType::kResponse, *big));
+  CHECK(f1[1] == std::make_pair(proto::FrameType::kResponse, *small));
+  CHECK(f1[2] == std::make_pair(proto::FrameType::kData, *big));
+  // The PING's answer (with the WINDOW_UPDATEs) jumps the 180 KB still queued; the small body
+  // has its turn before the big one's next slice.
+  REQUIRE(f2.size() >= 2);
+  CHECK(f2[0] == std::make_pair(proto::FrameType::kPing, 0u));
+  CHECK(std::find(f2.begin(), f2.end(), std::make_pair(proto::FrameType::kData, *small)) <
+        std::find(f2.begin() + 1, f2.end(), std::make_pair(proto::FrameType::kData, *big)));
+  CHECK(agent.session->stream_open(*big));  // Its end is still queued.
+  REQUIRE(edge.session->receive(first, 10001).ok());
+  REQUIRE(edge.session->receive(second, 10001).ok());
+  pump(edge, agent);
+  CHECK(edge.body[*big] == bulk);
+  CHECK(edge.body[*small] == pattern(100, 4));
+  CHECK(edge.ended[*big]);
+  CHECK_FALSE(agent.session->stream_open(*big));  // Out, and closed.
+}
+
+TEST_CASE("Trailers submitted behind queued DATA follow it", "[tunnel]") {
+  Peer edge(true), agent(false);
+  auto id = edge.session->submit_request({}, request("/t"), true);
+  auto other = edge.session->submit_request({}, request("/o"), true);
+  REQUIRE((id.ok() && other.ok()));
+  pump(edge, agent);
+  REQUIRE(agent.session->submit_response(*id, 200, BodyMode::kStream, {}, false).ok());
+  const Bytes body = pattern(100000, 5);
+  REQUIRE(*agent.session->send_data(*id, body, false) == body.size());
+  const std::vector<HeaderField> trailers = {{"x-sum", "42"}};
+  REQUIRE(agent.session->submit_trailers(*id, trailers).ok());
+  // Another stream's head, submitted after the trailers but sent before them (they wait for
+  // the DATA): the shared header context must still decode both.
+  const std::vector<HeaderField> fields = {{"x-a", "b"}};
+  REQUIRE(agent.session->submit_response(*other, 204, BodyMode::kNone, fields, true).ok());
+  pump(edge, agent);
+  CHECK(edge.body[*id] == body);
+  CHECK(edge.trailers[*id] == Peer::copy(trailers));
+  CHECK(edge.status[*other] == 204);
+  CHECK(edge.fields[*other] == Peer::copy(fields));
+  CHECK(edge.resets.empty());
+}
+
+TEST_CASE("A link still carrying bytes is not dead for an answer that is late", "[tunnel]") {
+  SessionOptions o;
+  o.ping_interval_ms = 1000;
+  o.ping_timeout_ms = 3000;
+  Peer edge(true, o), agent(false);
+  REQUIRE(edge.session->on_timeout(1000).ok());  // The ping goes; its answer will be late.
+  Bytes settings;
+  agent.session->take_output(settings);
+  // Bytes keep coming (the peer's SETTINGS here; bulk DATA on a slow link) while the answer
+  // waits behind them.
+  REQUIRE(edge.session->receive(settings, 3500).ok());
+  CHECK(edge.session->on_timeout(4000).ok());
+  CHECK(edge.session->next_timeout_ms() == 6500);
+  CHECK(edge.session->on_timeout(6499).ok());
+  CHECK(edge.session->on_timeout(6500).code() == Code::kTimeout);  // Then nothing for 3 s.
+}
+
+TEST_CASE("A stream answered before the peer ended is reset only behind its last DATA",
+          "[tunnel]") {
+  Peer edge(true), agent(false);
+  auto id = edge.session->submit_request({}, request("/upload"), false);  // A body to come.
+  REQUIRE(id.ok());
+  pump(edge, agent);
+  REQUIRE(agent.session->submit_response(*id, 413, BodyMode::kStream, {}, false).ok());
+  const Bytes body = pattern(50000, 6);
+  REQUIRE(*agent.session->send_data(*id, body, true) == body.size());
+  agent.session->reset_after_data(*id);
+  pump(edge, agent);
+  CHECK(edge.status[*id] == 413);
+  CHECK(edge.body[*id] == body);  // All of it, then the reset.
+  CHECK(edge.ended[*id]);
+  CHECK(edge.resets[*id] == ResetReason::kCancel);  // After the body: stop sending yours.
+  CHECK_FALSE(edge.session->stream_open(*id));
+  CHECK_FALSE(agent.session->stream_open(*id));
+}
