@@ -22,7 +22,7 @@ seconds="${COILGUN_FUZZ_SECONDS:-20}"
 if [ "$seconds" -gt 0 ]; then
   echo "== fuzz: clang + libFuzzer, ${seconds}s per target"
   cmake --preset fuzz
-  cmake --build --preset fuzz
+  cmake --build --preset fuzz --target fuzzers
   for target in build/fuzz/tests/fuzz/*_fuzz; do
     name=$(basename "$target" _fuzz)
     work=$(mktemp -d)
