@@ -883,6 +883,8 @@ const std::vector<KeyDef<EdgeDraft>>& edge_keys() {
       int_key<D>("tunnel.connections", COILGUN_CONFIG_FIELD(cfg.tunnel.connections), 1, 64),
       duration_key<D>("tunnel.connect_timeout", COILGUN_CONFIG_FIELD(cfg.tunnel.connect_timeout)),
       duration_key<D>("tunnel.ping_interval", COILGUN_CONFIG_FIELD(cfg.tunnel.ping_interval)),
+      duration_key<D>("tunnel.answer_timeout", COILGUN_CONFIG_FIELD(cfg.tunnel.answer_timeout),
+                      milliseconds(100), milliseconds(5 * 60 * 1000)),
       duration_key<D>("tunnel.backoff_min", COILGUN_CONFIG_FIELD(cfg.tunnel.backoff_min)),
       duration_key<D>("tunnel.backoff_max", COILGUN_CONFIG_FIELD(cfg.tunnel.backoff_max)),
       size_key<D>("tunnel.stream_window", COILGUN_CONFIG_FIELD(cfg.tunnel.stream_window), 1,

@@ -311,6 +311,9 @@ struct EdgeTunnelConfig {
   uint32_t connections = 2;                // connections: TLS connections per agent, 1..64.
   milliseconds connect_timeout{2000};      // connect_timeout: TCP + TLS handshake.
   milliseconds ping_interval{10000};       // ping_interval
+  // answer_timeout: a request was sent on a tunnel and nothing at all came back for this long
+  // (a PING goes with it): the tunnel is dead and its requests fail. 100ms .. 5m.
+  milliseconds answer_timeout{1000};
   milliseconds backoff_min{100};           // backoff_min: first reconnect delay.
   milliseconds backoff_max{5000};          // backoff_max: cap of the jittered backoff.
   uint64_t stream_window = 1 * kMiB;       // stream_window: 1 .. 2^31-1 bytes.

@@ -99,6 +99,9 @@ tunnel::SessionOptions session_options(const Config& c, bool client) {
   o.max_header_block = c.limits.max_header_bytes;
   o.ping_interval_ms = static_cast<uint64_t>(c.tunnel.ping_interval.count());
   o.ping_timeout_ms = 3 * o.ping_interval_ms;
+  if constexpr (requires { c.tunnel.answer_timeout; }) {
+    o.answer_timeout_ms = static_cast<uint64_t>(c.tunnel.answer_timeout.count());
+  }
   return o;
 }
 

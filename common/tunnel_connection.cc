@@ -7,7 +7,7 @@ constexpr size_t kPlainChunk = 64 * 1024;
 // between two loop turns, little enough that a control frame made now goes out soon on a slow
 // one (issue #10: PING answers 20 s late behind bulk at 100 KB/s). The kernel's unsent bytes are
 // bounded the same way (TCP_NOTSENT_LOWAT).
-constexpr size_t kSendAhead = 256 * 1024;
+constexpr size_t kSendAhead = 64 * 1024;
 }  // namespace
 
 Connection::Connection(uv::Loop& loop, std::unique_ptr<uv::TcpStream> socket,
@@ -90,6 +90,7 @@ void Connection::on_read(std::span<const uint8_t> data) {
 void Connection::flush() {
   if (closed_ || in_callback_) return;
   write_out();
+  arm_ping_timer();  // The session's next deadline may have moved (expect_answer()).
 }
 
 void Connection::write_out() {
@@ -122,7 +123,13 @@ void Connection::arm_ping_timer() {
   }
   const uint64_t now = loop_.now_ms();
   timer_.start(std::chrono::milliseconds(next > now ? next - now : 0), [this] {
-    const Status s = session_->on_timeout(loop_.now_ms());
+    // The peer's TCP acknowledging our bytes: the link carries them, even while the peer has
+    // nothing to send (the sender of bulk on a slow link).
+    const uint64_t now_ms = loop_.now_ms();
+    if (const auto since = socket_->ms_since_ack(); since && *since <= now_ms) {
+      session_->written(now_ms - *since);
+    }
+    const Status s = session_->on_timeout(now_ms);
     flush();
     if (!s.ok()) {
       close(s);

@@ -154,7 +154,10 @@ Status Session::fail(Status status) {
 Status Session::receive(std::span<const uint8_t> data, uint64_t now_ms) {
   if (failed_) return Status(Code::kClosed, "tunnel session failed", Side::kTunnel);
   now_ms_ = now_ms;
-  if (!data.empty()) last_received_ms_ = now_ms;
+  if (!data.empty()) {
+    last_received_ms_ = now_ms;
+    answer_due_ms_ = UINT64_MAX;  // The peer is alive.
+  }
   // Frames complete in |data| are decoded in place; only a trailing partial frame is copied.
   const bool buffered = !in_.empty();
   if (buffered) in_.insert(in_.end(), data.begin(), data.end());
@@ -562,13 +565,29 @@ void Session::goaway(GoawayCode code, std::string_view debug) {
 
 // ---- Time ---------------------------------------------------------------------------------
 
-Status Session::on_timeout(uint64_t now_ms) {
-  if (failed_ || options_.ping_interval_ms == 0) return Status::Ok();
+void Session::expect_answer(uint64_t now_ms) {
+  if (failed_ || options_.answer_timeout_ms == 0 || answer_due_ms_ != UINT64_MAX) return;
   now_ms_ = now_ms;
+  answer_due_ms_ = now_ms + options_.answer_timeout_ms;
+  if (!ping_outstanding_) {
+    (void)proto::write_ping(out_, now_ms, false);
+    ping_sent_ms_ = now_ms;
+    ping_outstanding_ = true;
+  }
+}
+
+Status Session::on_timeout(uint64_t now_ms) {
+  if (failed_) return Status::Ok();
+  now_ms_ = now_ms;
+  if (now_ms >= answer_due_ms_) {
+    return fail(Status(Code::kTimeout, "tunnel peer sent nothing after a request",
+                       Side::kTunnel));
+  }
+  if (options_.ping_interval_ms == 0) return Status::Ok();
   if (ping_outstanding_) {
-    // Dead only when nothing came for the whole timeout: an answer may queue behind DATA on a
-    // slow link that is otherwise alive.
-    const uint64_t heard = std::max(ping_sent_ms_, last_received_ms_);
+    // Dead only when nothing moved either way for the whole timeout: a ping or its answer may
+    // queue behind DATA on a slow link that is otherwise alive.
+    const uint64_t heard = std::max({ping_sent_ms_, last_received_ms_, last_written_ms_});
     if (now_ms - heard >= options_.ping_timeout_ms) {
       return fail(Status(Code::kTimeout, "tunnel peer sent nothing, pings unanswered",
                          Side::kTunnel));
@@ -584,10 +603,13 @@ Status Session::on_timeout(uint64_t now_ms) {
 }
 
 uint64_t Session::next_timeout_ms() const {
-  if (failed_ || options_.ping_interval_ms == 0) return UINT64_MAX;
-  return ping_outstanding_
-             ? std::max(ping_sent_ms_, last_received_ms_) + options_.ping_timeout_ms
-             : next_ping_ms_;
+  if (failed_) return UINT64_MAX;
+  if (options_.ping_interval_ms == 0) return answer_due_ms_;
+  return std::min(answer_due_ms_,
+                  ping_outstanding_
+                      ? std::max({ping_sent_ms_, last_received_ms_, last_written_ms_}) +
+                            options_.ping_timeout_ms
+                      : next_ping_ms_);
 }
 
 }  // namespace coilgun::tunnel

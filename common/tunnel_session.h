@@ -18,9 +18,10 @@
 // can keep what it has queued on the socket small. Trailers wait for their stream's DATA. A
 // stream whose queue still holds DATA stays open until it is out.
 //
-// A link is dead when nothing at all came from the peer for ping_timeout_ms while a ping was
-// unanswered, not merely when the answer is slow: on a slow, busy link the answer can queue
-// behind DATA in the network.
+// A link is dead when it carried nothing at all for ping_timeout_ms while a ping was
+// unanswered: no byte came from the peer, and the owner reported none of ours acknowledged
+// (written()). Not merely when the answer is slow: on a slow, busy link the ping itself, or
+// its answer, queues behind DATA in the network.
 //
 // Re-entrancy: handler methods run inside receive() and on_timeout(); they may call any
 // method of the session (send, reset, respond) but must not destroy it — defer that to a
@@ -63,6 +64,8 @@ struct SessionOptions {
   size_t max_header_block = 64 * 1024;  // Decompressed, per block we accept.
   uint64_t ping_interval_ms = 10000;    // 0: never ping.
   uint64_t ping_timeout_ms = 30000;     // Unanswered this long: dead link.
+  // After expect_answer(): nothing at all from the peer this long means a dead link (0: off).
+  uint64_t answer_timeout_ms = 0;
 };
 
 class Session {
@@ -140,6 +143,16 @@ class Session {
   void consume(uint32_t stream, size_t n);
   // Starts a drain: GOAWAY with the last stream this side processed; no new streams.
   void goaway(GoawayCode code, std::string_view debug);
+
+  // The peer's TCP last acknowledged this side's bytes at |when_ms|: the link carries them, so
+  // it is alive even while the peer has nothing to send (the owner asks the kernel).
+  void written(uint64_t when_ms) { last_written_ms_ = std::max(last_written_ms_, when_ms); }
+
+  // Edge: a request went out at |now_ms| and its answer is awaited. Unless something comes
+  // from the peer within answer_timeout_ms (a PING goes now if none is outstanding, so a slow
+  // answer does not count), on_timeout() declares the link dead: a request on a tunnel that
+  // died silently fails in about that long, not after the ping timeout.
+  void expect_answer(uint64_t now_ms);
 
   // Runs timers due at |now_ms| (pings). kTimeout if the peer stopped answering pings: the
   // connection is dead.
@@ -239,6 +252,8 @@ class Session {
 
   uint64_t now_ms_ = 0;
   uint64_t last_received_ms_ = 0;  // When bytes last came from the peer.
+  uint64_t last_written_ms_ = 0;   // When the owner last reported output taken by the socket.
+  uint64_t answer_due_ms_ = UINT64_MAX;  // expect_answer(): something must come by then.
   uint64_t next_ping_ms_;
   uint64_t ping_sent_ms_ = 0;
   bool ping_outstanding_ = false;

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -322,6 +323,15 @@ std::string TcpStream::peer_ip() const {
 }
 
 void TcpStream::set_nodelay(bool on) { uv_tcp_nodelay(handle_, on ? 1 : 0); }
+
+std::optional<uint32_t> TcpStream::ms_since_ack() const {
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<const uv_handle_t*>(handle_), &fd) != 0) return std::nullopt;
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return std::nullopt;
+  return info.tcpi_last_ack_recv;
+}
 
 void TcpStream::set_notsent_lowat(uint32_t bytes) {
   uv_os_fd_t fd;

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -163,6 +164,10 @@ class TcpStream {
   // a socket buffer's worth of bulk. Bytes sent and not yet acknowledged do not count, so it
   // costs no throughput on a long fat link. Best effort.
   void set_notsent_lowat(uint32_t bytes);
+  // Milliseconds since the peer's TCP last acknowledged anything (TCP_INFO); nullopt when it
+  // cannot be asked. It stays small while the link carries our bytes, whatever the peer's
+  // application sends.
+  std::optional<uint32_t> ms_since_ack() const;
 
  private:
   static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf);

@@ -188,6 +188,7 @@ bool ClientExchange::send_request(bool full) {
   }
   stream_ = *stream;
   link_->attach(stream_, this);
+  link_->session().expect_answer(worker_.loop().now_ms());
   link_->flush();
   return true;
 }

@@ -222,15 +222,18 @@ class Pair:
     """A backend, an agent and an edge on loopback, with fresh certificates. The backend is
     started from |backend_args| (a program logging its "listening" origin address), or is
     already listening on |backend_port|. The agent listens on |agent_host| (the origin side of
-    a slow link: tests/bench/link_emulator.py), started with |origin_prefix| before its argv."""
+    a slow link: tests/bench/link_emulator.py), started with |origin_prefix| before its argv.
+    With |via| (an object whose start(agent_port) returns a port, such as the integration
+    tests' FaultRelay), the edge dials that port instead of the agent's."""
 
     def __init__(self, tmp, backend_args=None, origin_args=(), edge_args=(), backend_port=None,
                  workers=1, start_origin=True, origin_env=None, edge_env=None, agent_host="127.0.0.1",
-                 origin_prefix=()):
+                 origin_prefix=(), via=None):
         self.tmp = tmp
         self.origin_env = merged_env(origin_env)
         self.edge_env = merged_env(edge_env)
         self.agent_host, self.origin_prefix = agent_host, list(origin_prefix)
+        self.via = via
         self.site = self.origin = self.edge = None
         self.agent_port = None
         try:
@@ -253,8 +256,9 @@ class Pair:
             self.start_origin()
         else:
             self.agent_port = free_port()  # Where the agent will listen once started.
+        dial = self.via.start(self.agent_port) if self.via is not None else self.agent_port
         self.edge = Process([binary("coilgun-edge"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-                             "--agent", f"{self.agent_host}:{self.agent_port}", "--workers", str(workers)]
+                             "--agent", f"{self.agent_host}:{dial}", "--workers", str(workers)]
                             + self.certs.edge_flags() + list(edge_args), "edge", env=self.edge_env)
         _, self.http_port = self.edge.address("http")
         _, self.edge_admin = self.edge.address("admin")

@@ -494,7 +494,10 @@ TEST_CASE("A link still carrying bytes is not dead for an answer that is late", 
   CHECK(edge.session->on_timeout(4000).ok());
   CHECK(edge.session->next_timeout_ms() == 6500);
   CHECK(edge.session->on_timeout(6499).ok());
-  CHECK(edge.session->on_timeout(6500).code() == Code::kTimeout);  // Then nothing for 3 s.
+  // Our own bytes acknowledged by the peer's TCP (the sender of bulk) count as carried too.
+  edge.session->written(6000);
+  CHECK(edge.session->on_timeout(8999).ok());
+  CHECK(edge.session->on_timeout(9000).code() == Code::kTimeout);  // Then nothing for 3 s.
 }
 
 TEST_CASE("A stream answered before the peer ended is reset only behind its last DATA",
@@ -514,4 +517,31 @@ TEST_CASE("A stream answered before the peer ended is reset only behind its last
   CHECK(edge.resets[*id] == ResetReason::kCancel);  // After the body: stop sending yours.
   CHECK_FALSE(edge.session->stream_open(*id));
   CHECK_FALSE(agent.session->stream_open(*id));
+}
+
+TEST_CASE("A request on a link that died silently fails within the answer timeout", "[tunnel]") {
+  SessionOptions o;
+  o.ping_interval_ms = 10000;
+  o.ping_timeout_ms = 30000;
+  o.answer_timeout_ms = 1000;
+  Peer edge(true, o), agent(false);
+  pump(edge, agent);
+  // A live peer: the PING sent with the request is answered, whatever the backend does.
+  auto live = edge.session->submit_request({}, request("/slow"), true);
+  REQUIRE(live.ok());
+  edge.session->expect_answer(100);
+  CHECK(edge.session->next_timeout_ms() == 1100);
+  Bytes out;
+  edge.session->take_output(out);
+  REQUIRE(agent.session->receive(out, 150).ok());
+  Bytes back;
+  agent.session->take_output(back);
+  REQUIRE(edge.session->receive(back, 160).ok());
+  CHECK(edge.session->on_timeout(5000).ok());
+  // A dead one: the next request's bytes go nowhere, and nothing comes back.
+  auto lost = edge.session->submit_request({}, request("/lost"), true);
+  REQUIRE(lost.ok());
+  edge.session->expect_answer(6000);
+  CHECK(edge.session->on_timeout(6999).ok());
+  CHECK(edge.session->on_timeout(7000).code() == Code::kTimeout);  // Not the 30 s ping timeout.
 }
