@@ -146,8 +146,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           agent.session->reset_after_data(s);
         }
         break;
-      case 6:  // Time passes: pings, dead links.
+      case 6:  // Time passes: pings, dead links, answers awaited, bytes acknowledged.
         now += arg * 50u;
+        if ((arg & 1) != 0) edge.session->expect_answer(now);
+        if ((arg & 2) != 0) agent.session->written(now);
         (void)edge.session->on_timeout(now);
         (void)agent.session->on_timeout(now);
         break;

@@ -43,6 +43,9 @@ class DigestBackend(http.server.ThreadingHTTPServer):
         self.lines = [f"<p>{base.getrandbits(128):032x} paragraph {i} of the page</p>\n" for i in range(400)]
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
+    def handle_error(self, request, client_address):
+        pass  # Clients cut off by the faults: expected, and not worth a traceback each.
+
     def page(self, key):
         with self.lock:
             self.counter += 1

@@ -939,3 +939,25 @@ TEST_CASE("Secret keys are recognised by name", "[config]") {
   CHECK_FALSE(is_secret_key("tls.key"));
   CHECK_FALSE(is_secret_key("listen"));
 }
+
+TEST_CASE("A file that is not UTF-8 or holds control characters is refused before parsing",
+          "[config]") {
+  // Invalid UTF-8 in a literal-string key made toml11 read past its buffer (config_loader_fuzz).
+  const std::string overread = "z'[\xff\xff\xff\xffz['\xff\xff\xff$\"";
+  auto r = parse_origin_toml(overread, "o.toml");
+  REQUIRE_FALSE(r.ok());
+  CHECK_THAT(r.error(), Contains("o.toml:1: not a TOML document"));
+  auto nul = parse_origin_toml(std::string("backend = \"http://a:1\"\n\nx = 1\0\n", 31), "o.toml");
+  REQUIRE_FALSE(nul.ok());
+  CHECK_THAT(nul.error(), Contains("o.toml:3:"));
+  for (const char* bad : {"a = \"\xc0\xaf\"\n", "a = \"\xed\xa0\x80\"\n", "a = \"\xf4\x90\x80\x80\"\n",
+                          "a = \"\xe2\x82\"\n"}) {
+    CHECK_FALSE(parse_origin_toml(bad, "o.toml").ok());  // Overlong, surrogate, too high, cut.
+  }
+  // Valid UTF-8 of every length still loads.
+  auto ok = parse_origin_toml(
+      std::string("# caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\tend\r\nbackend = \"http://a:1\"\n") +
+          kTlsToml,
+      "o.toml");
+  CHECK(ok.ok());
+}
