@@ -104,6 +104,9 @@ class MisbehavingBackend(RawServer):
       /slowbody    a text/html head, then its 11-byte body 200 ms later
       /late        200 after two seconds (a long poll)
       /private     a page marked Cache-Control: private that changes on every request
+      /reset, /short, /badchunk, /hugeheader
+                   a page cut by an RST, cut short by a close, with a broken chunk size line,
+                   or with a 100 KiB header field (see BROKEN)
       /events, /trickle, /unbuffered
                    a chunked body in PIECES pieces, one each INTERVAL seconds: server-sent
                    events, text/plain, and text/html marked "X-Accel-Buffering: no"; the time
@@ -188,10 +191,23 @@ class MisbehavingBackend(RawServer):
                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         elif path in self.STREAMS:
             self._trickle(conn, path)
+        elif path in self.BROKEN:
+            conn.sendall(self.BROKEN[path])
+            if path == "/reset":  # An RST, not a FIN: SO_LINGER 0 and close.
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
         else:
             conn.sendall(self.response(b"no such path", status="404 Not Found"))
         return True
 
+    # Answers cut or broken, then the connection closes (/reset with an RST).
+    BROKEN = {
+        "/reset": b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100\r\n\r\npart",
+        "/short": b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100\r\n\r\nonly ten b",
+        "/badchunk": b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"zz\r\nnot a chunk size\r\n0\r\n\r\n",
+        "/hugeheader": b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * (100 * 1024) + b"\r\nContent-Length: 2\r\n\r\nok",
+    }
     PIECES, INTERVAL = 4, 0.4
     STREAMS = {"/events": "Content-Type: text/event-stream",
                "/trickle": "Content-Type: text/plain",
@@ -618,3 +634,23 @@ class TestTeardown(BackendTestCase):
         harness.wait_until(lambda: 'coilgun_errors_total{reason="tunnel_lost"}' in errors(),
                            what="the edge counting tunnel_lost")
         self.assertNotIn('coilgun_errors_total{reason="client_gone"}', errors())
+
+
+class TestBackendFaults(BackendTestCase):
+    """A backend that breaks its answer gets the client a clean 502, and the agent's pool is
+    left able to serve (issue #10 asks to keep these as tests)."""
+
+    def test_broken_answers_are_502_and_the_next_request_is_served(self):
+        b = self.misbehaving()
+        p = self.backend_pair(b.port)
+        for path in MisbehavingBackend.BROKEN:
+            status, _, body = get(p.http_port, path)
+            self.assertEqual((path, status), (path, 502), body[:200])
+            self.assertEqual(get(p.http_port, "/ok/after")[2], b"ok after", path)
+
+    def test_a_backend_that_stalls_is_504(self):
+        b = self.misbehaving()
+        p = self.backend_pair(b.port, origin_env={"COILGUN_BACKEND_POOL_RESPONSE_TIMEOUT": "1s"})
+        start = time.monotonic()
+        self.assertEqual(get(p.http_port, "/late")[0], 504)  # /late answers after 2 s.
+        self.assertLess(time.monotonic() - start, 1.9)
