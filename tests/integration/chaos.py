@@ -2,8 +2,10 @@
 and the link between them is cut, corrupted and throttled (issue #10). Every 200 body is checked
 against the digest its backend embedded in it, every request against a deadline.
 
-    python3 tests/integration/chaos.py --minutes 60     (a soak: the fault cycle repeats, and
-                                                       both daemons' RSS is printed every 10 s)
+    python3 tests/integration/chaos.py --minutes 60     (a soak: the faults on the link repeat
+                                                       with both daemons alive, and their RSS
+                                                       is printed every 10 s; --kills adds the
+                                                       kill -9 faults)
 
 test_chaos.py runs one cycle in .ci/run. The backend (in this process) serves text pages that
 change a little on every request, so most answers cross the link as deltas:
@@ -191,9 +193,9 @@ def back_within(load, ended, timeout=10.0):
     return None
 
 
-def cycle(chaos, load, hold=2.0):
-    """One round of every fault, each held for |hold| seconds; returns {fault: seconds until a
-    verified answer after it ended}."""
+def cycle(chaos, load, hold=2.0, kills=True):
+    """One round of every fault, each held for |hold| seconds (the daemons' kill -9 only with
+    |kills|); returns {fault: seconds until a verified answer after it ended}."""
     recovered = {}
 
     def fault(name, start, end):
@@ -202,17 +204,23 @@ def cycle(chaos, load, hold=2.0):
         end()
         recovered[name] = back_within(load, time.monotonic())
 
-    fault("agent killed", lambda: chaos.kill("origin"), chaos.start_origin)
+    if kills:
+        fault("agent killed", lambda: chaos.kill("origin"), chaos.start_origin)
     fault("tunnels cut", chaos.relay.cut, lambda: None)
     fault("bits flipped", lambda: chaos.relay.flip(0.02), chaos.relay.clear)
     fault("throttled", lambda: chaos.relay.throttle(200_000), chaos.relay.clear)
-    fault("edge killed", lambda: chaos.kill("edge"), chaos.start_edge)
+    fault("stalled", chaos.relay.stall, chaos.relay.clear)
+    if kills:
+        fault("edge killed", lambda: chaos.kill("edge"), chaos.start_edge)
     return recovered
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=1.0)
+    parser.add_argument("--kills", action="store_true",
+                        help="kill -9 and restart both daemons in every round too (their RSS then "
+                             "starts again each round)")
     args = parser.parse_args()
     with harness.TempDir() as tmp:
         chaos = Chaos(tmp)
@@ -221,7 +229,7 @@ def main():
         next_sample = time.monotonic()
         try:
             while time.monotonic() < end:
-                recovered = cycle(chaos, load)
+                recovered = cycle(chaos, load, kills=args.kills)
                 if time.monotonic() >= next_sample:
                     edge, origin = chaos.rss_mib()
                     print(f"{time.strftime('%H:%M:%S')} rss edge {edge:.1f} MiB origin {origin:.1f} MiB "
