@@ -1056,42 +1056,76 @@ ConfigResult<std::string> read_file(const std::string& path) {
   return out;
 }
 
-// The line (1-based) of the first byte of |text| that a TOML document may not hold, or 0: a
-// byte sequence that is not UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above
-// U+10FFFF), or a control character other than tab, LF and CR (TOML 1.0 allows none, in any
-// place). Checked by hand before toml11 sees the text: toml11 3.7 (Debian's) reads past the end
-// of its buffer on some invalid UTF-8 in a literal string (found by config_loader_fuzz), and a
-// config file must never crash a daemon, however broken.
-size_t first_bad_line(std::string_view text) {
+// Why |text| cannot be handed to toml11, with the line (1-based); an empty reason when it can.
+// Refused: a byte sequence that is not UTF-8 (RFC 3629: no overlong forms, no surrogates,
+// nothing above U+10FFFF), a control character other than tab, LF and CR (TOML 1.0 allows none,
+// in any place), and arrays or inline tables nested deeper than kMaxNesting. Checked by hand
+// before toml11 sees the text: toml11 3.7 (Debian's) reads past the end of its buffer on some
+// invalid UTF-8 in a literal string, and recurses once per nesting level until the stack
+// overflows (both found by config_loader_fuzz); a config file must never crash a daemon,
+// however broken.
+struct Refusal {
+  size_t line = 0;
+  const char* why = "";
+};
+constexpr int kMaxNesting = 32;
+
+size_t utf8_length(std::string_view text, size_t i) {
+  const auto c = static_cast<unsigned char>(text[i]);
+  const size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
+  if (n == 0 || c > 0xf4 || c == 0xc0 || c == 0xc1 || i + n > text.size()) return 0;
+  uint32_t cp = c & (0x7f >> n);
+  for (size_t k = 1; k < n; ++k) {
+    const auto cc = static_cast<unsigned char>(text[i + k]);
+    if ((cc & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (cc & 0x3f);
+  }
+  const uint32_t min = n == 2 ? 0x80 : n == 3 ? 0x800 : 0x10000;
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return n;
+}
+
+Refusal check_document(std::string_view text) {
   size_t line = 1;
+  int depth = 0;
+  char quote = 0;  // Inside a string: its quote character.
+  bool comment = false;
   for (size_t i = 0; i < text.size();) {
     const auto c = static_cast<unsigned char>(text[i]);
-    if (c == '\n') ++line;
-    if (c < 0x80) {
-      if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f) return line;
-      ++i;
+    if (c >= 0x80) {
+      const size_t n = utf8_length(text, i);
+      if (n == 0) return {line, "a byte that is not UTF-8"};
+      i += n;
       continue;
     }
-    const size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
-    if (n == 0 || c > 0xf4 || c == 0xc0 || c == 0xc1 || i + n > text.size()) return line;
-    uint32_t cp = c & (0x7f >> n);
-    for (size_t k = 1; k < n; ++k) {
-      const auto cc = static_cast<unsigned char>(text[i + k]);
-      if ((cc & 0xc0) != 0x80) return line;
-      cp = (cp << 6) | (cc & 0x3f);
+    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f) {
+      return {line, "a control character"};
     }
-    const uint32_t min = n == 2 ? 0x80 : n == 3 ? 0x800 : 0x10000;
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return line;
-    i += n;
+    if (c == '\n') {
+      ++line;
+      comment = false;
+    } else if (comment) {
+    } else if (quote != 0) {
+      if (c == '\\' && quote == '"') ++i;  // An escape: the next byte is not a quote.
+      else if (c == quote) quote = 0;
+    } else if (c == '"' || c == '\'') {
+      quote = static_cast<char>(c);
+    } else if (c == '#') {
+      comment = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxNesting) return {line, "arrays or tables nested too deep"};
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+    ++i;
   }
-  return 0;
+  return {};
 }
 
 // Parses TOML, turning toml11's exceptions into "file:line: message" with its source excerpt.
 ConfigResult<toml::value> parse_toml(std::string_view text, const std::string& file_name) {
-  if (const size_t line = first_bad_line(text)) {
-    return ConfigError{file_name + ":" + std::to_string(line) +
-                       ": not a TOML document: a byte that is not UTF-8, or a control character"};
+  if (const Refusal r = check_document(text); r.line != 0) {
+    return ConfigError{file_name + ":" + std::to_string(r.line) + ": not a TOML document: " + r.why};
   }
   try {
     std::istringstream in{std::string(text)};

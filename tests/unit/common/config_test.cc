@@ -954,6 +954,15 @@ TEST_CASE("A file that is not UTF-8 or holds control characters is refused befor
                           "a = \"\xe2\x82\"\n"}) {
     CHECK_FALSE(parse_origin_toml(bad, "o.toml").ok());  // Overlong, surrogate, too high, cut.
   }
+  // Nesting that made toml11 recurse until the stack overflowed (config_loader_fuzz).
+  auto deep = parse_origin_toml("x = " + std::string(100000, '['), "o.toml");
+  REQUIRE_FALSE(deep.ok());
+  CHECK_THAT(deep.error(), Contains("o.toml:1: not a TOML document: arrays or tables nested"));
+  // Brackets in strings and comments are not nesting.
+  auto quoted = parse_origin_toml(std::string("# [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n") +
+                                      "backend = \"http://a:1\"\n" + kTlsToml,
+                                  "o.toml");
+  CHECK(quoted.ok());
   // Valid UTF-8 of every length still loads.
   auto ok = parse_origin_toml(
       std::string("# caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\tend\r\nbackend = \"http://a:1\"\n") +
