@@ -48,7 +48,7 @@ class ServerConnection::ParserEvents : public Parser::Handler {
   }
   void on_message_complete() override {
     c_.request_done_ = true;
-    if (c_.in_exchange_ && !c_.upgraded_) c_.idle_.stop();  // The body deadline.
+    if (c_.in_exchange_) c_.idle_.stop();  // The body deadline.
     if (!c_.in_exchange_) return;
     if (c_.response_done_) {
       c_.end_exchange();  // Answered before the request formally ended (no body).

@@ -72,7 +72,6 @@ class ClientExchange : public uv::Deferred {
   // The protocol the client asked to switch to (ServerConnection::upgrade_requested()); empty:
   // none. Sent as ":upgrade"; the stream stays open for the new protocol's bytes.
   std::string upgrade_;
-  bool switched_ = false;  // The agent answered 101: the stream is a byte pipe.
   std::vector<uint8_t> body_out_;  // Request body waiting for the tunnel window.
 
   uint16_t status_ = 0;
@@ -259,8 +258,6 @@ void ClientExchange::on_response(uint16_t status, BodyMode mode,
       send_body();
     } else if (mode != BodyMode::kStream) {
       return fail(502, "bad_upgrade");
-    } else {
-      switched_ = true;
     }
   }
   status_ = status;
