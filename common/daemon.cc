@@ -113,9 +113,12 @@ class Daemon::Admin : public http::Server {
       return d_.ready_() ? c.respond_simple(200, "ready\n") : c.respond_simple(503, "not ready\n");
     }
     if (path == "/stats/history") {
-      nlohmann::json j = {{"interval_ms", 1000}, {"samples", nlohmann::json::array()}};
-      for (const nlohmann::json& sample : d_.history_) j["samples"].push_back(sample);
-      return c.respond_simple(200, j.dump() + "\n", false, "application/json");
+      std::string body = R"({"interval_ms":1000,"samples":[)";
+      for (const std::string& sample : d_.history_) {
+        if (body.back() != '[') body += ',';
+        body += sample;
+      }
+      return c.respond_simple(200, body + "]}\n", false, "application/json");
     }
     if (path == "/") return dashboard(c);
     c.respond_simple(404, "not found\n");
@@ -359,7 +362,7 @@ void Daemon::sample_history() {
   }
   nlohmann::json duration = nlohmann::json::object();
   if (auto d = m.find("coilgun_request_duration_seconds"); d != m.end()) duration = *d;
-  history_.push_back({
+  const nlohmann::json sample = {
       {"t", std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::system_clock::now().time_since_epoch())
                 .count()},
@@ -369,7 +372,8 @@ void Daemon::sample_history() {
       {"requests", requests},
       {"errors", number("coilgun_requests_total", "code=5xx")},
       {"duration", duration},
-  });
+  };
+  history_.push_back(sample.dump());
   while (history_.size() > kHistorySamples) history_.pop_front();
   trim_when_idle(requests, number("coilgun_exchanges_in_flight"));
 }
