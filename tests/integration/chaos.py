@@ -215,6 +215,18 @@ def cycle(chaos, load, hold=2.0, kills=True):
     return recovered
 
 
+def sample_rss(chaos, load, every=10.0):
+    """Prints both daemons' RSS and the load's counters every |every| seconds until the load
+    stops."""
+    while not load.stop.wait(every):
+        try:
+            edge, origin = chaos.rss_mib()
+        except (OSError, AttributeError):
+            continue  # A daemon between kill and restart.
+        print(f"{time.strftime('%H:%M:%S')} rss edge {edge:.1f} MiB origin {origin:.1f} MiB "
+              f"ok {load.ok} failed {load.failed} wrong {load.wrong} late {load.late}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=1.0)
@@ -225,19 +237,16 @@ def main():
     with harness.TempDir() as tmp:
         chaos = Chaos(tmp)
         load = Load(chaos.http_port)
+        sampler = threading.Thread(target=sample_rss, args=(chaos, load), daemon=True)
+        sampler.start()
         end = time.monotonic() + args.minutes * 60
-        next_sample = time.monotonic()
         try:
             while time.monotonic() < end:
                 recovered = cycle(chaos, load, kills=args.kills)
-                if time.monotonic() >= next_sample:
-                    edge, origin = chaos.rss_mib()
-                    print(f"{time.strftime('%H:%M:%S')} rss edge {edge:.1f} MiB origin {origin:.1f} MiB "
-                          f"ok {load.ok} failed {load.failed} wrong {load.wrong} late {load.late} "
-                          f"recovered {recovered}", flush=True)
-                    next_sample = time.monotonic() + 10
+                print(f"{time.strftime('%H:%M:%S')} round: recovered after {recovered}", flush=True)
         finally:
             load.finish()
+            sampler.join()
             chaos.stop()
         print(f"ok {load.ok} failed {load.failed} wrong {load.wrong} late {load.late}")
         return 1 if load.wrong or load.late else 0
