@@ -167,7 +167,7 @@ TcpStream::TcpStream(uv_tcp_t* handle, Handler* handler) : handle_(handle), hand
 }
 
 TcpStream::~TcpStream() {
-  if (shutdown_ != nullptr && !failed_) {
+  if ((shutdown_ != nullptr || fin_sent_) && !failed_) {
     linger();
     return;
   }
@@ -179,7 +179,7 @@ void TcpStream::linger() {
   handle_->data = nullptr;
   auto* loop = static_cast<Loop*>(handle_->loop->data);
   auto* l = new Linger{loop, handle_, shutdown_, {}};
-  shutdown_->data = l;
+  if (shutdown_ != nullptr) shutdown_->data = l;
   uv_timer_init(handle_->loop, &l->timer);
   l->timer.data = l;
   uv_timer_start(
@@ -272,7 +272,7 @@ size_t TcpStream::write_queue_bytes() const {
 }
 
 void TcpStream::shutdown() {
-  if (shutdown_ != nullptr || failed_) return;
+  if (shutdown_ != nullptr || fin_sent_ || failed_) return;
   auto* req = new uv_shutdown_t;
   req->data = nullptr;
   if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(handle_), on_shutdown_cb) < 0) {
@@ -293,6 +293,7 @@ void TcpStream::on_shutdown_cb(uv_shutdown_t* req, int) {
     if (l->peer_done) end_linger(l);  // Else once the peer's FIN comes (or the timer fires).
   } else if (self != nullptr) {
     self->shutdown_ = nullptr;
+    self->fin_sent_ = true;
   }
 }
 

@@ -145,6 +145,8 @@ class TcpStream {
   size_t write_queue_bytes() const;
   // Half-closes after every queued write (FIN).
   void shutdown();
+  // The FIN shutdown() asked for is out.
+  bool fin_sent() const { return fin_sent_; }
   // Bytes read and written so far, for link-byte metrics.
   uint64_t bytes_read() const { return bytes_read_; }
   uint64_t bytes_written() const { return bytes_written_; }
@@ -179,6 +181,7 @@ class TcpStream {
 
   uv_tcp_t* handle_;
   uv_shutdown_t* shutdown_ = nullptr;  // Pending shutdown; freed in its callback.
+  bool fin_sent_ = false;               // The shutdown completed: lingers all the same.
   Handler* handler_;
   bool reading_ = false;
   bool failed_ = false;

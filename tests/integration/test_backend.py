@@ -104,6 +104,9 @@ class MisbehavingBackend(RawServer):
       /slowbody    a text/html head, then its 11-byte body 200 ms later
       /late        200 after two seconds (a long poll)
       /private     a page marked Cache-Control: private that changes on every request
+      /early       a 413 as soon as the head is in, before reading the body (as a server that
+                   refuses an upload does), then reads and counts the body (|early_read|) until
+                   the agent closes the connection
       /reset, /short, /badchunk, /hugeheader
                    a page cut by an RST, cut short by a close, with a broken chunk size line,
                    or with a 100 KiB header field (see BROKEN)
@@ -118,6 +121,7 @@ class MisbehavingBackend(RawServer):
         self.seen = {}  # "METHOD /path" -> count
         self.stray_sent = threading.Event()
         self.sent = {}  # path -> monotonic times each piece was sent
+        self.early_read = None  # Body bytes /early read after its answer, once it has closed.
         super().__init__()
 
     def count(self, key):
@@ -138,6 +142,8 @@ class MisbehavingBackend(RawServer):
                     name, _, value = line.partition(":")
                     if name.strip().lower() == "content-length":
                         length = int(value.strip())
+                if path == "/early":
+                    return self._answer_early(conn, buf)
                 while len(buf) < length:
                     data = conn.recv(65536)
                     if not data:
@@ -153,7 +159,21 @@ class MisbehavingBackend(RawServer):
             return
         finally:
             conn.close()
-
+    def _answer_early(self, conn, buf):
+        with self.lock:
+            self.seen["POST /early"] = self.seen.get("POST /early", 0) + 1
+        conn.sendall(self.response(b"too large", status="413 Content Too Large", extra="Connection: close\r\n"))
+        read = len(buf)
+        try:
+            while True:  # A lingering close: read what comes until the agent closes its side.
+                data = conn.recv(65536)
+                if not data:
+                    break
+                read += len(data)
+        except OSError:
+            pass  # A reset instead of a FIN: the agent has closed all the same.
+        with self.lock:
+            self.early_read = read
 
     def _answer(self, conn, method, path):
         """Answers one request; False to close the connection."""
@@ -634,6 +654,40 @@ class TestTeardown(BackendTestCase):
         harness.wait_until(lambda: 'coilgun_errors_total{reason="tunnel_lost"}' in errors(),
                            what="the edge counting tunnel_lost")
         self.assertNotIn('coilgun_errors_total{reason="client_gone"}', errors())
+
+
+class TestEarlyAnswer(BackendTestCase):
+    """A backend that answers an upload before reading it (a 413 on the head). The agent ends
+    the tunnel stream once its answer is out (Session::reset_after_data); the edge closes the
+    client's connection after the answer but lingers, reading and dropping the rest of the
+    upload, so that its close does not reset the connection: a reset makes the client's kernel
+    drop the answer it has not read yet (it did, before this test, whenever the FIN was out
+    before the socket closed)."""
+
+    def test_an_answer_before_the_body_reaches_a_client_that_reads_after_uploading(self):
+        b = self.misbehaving()
+        p = self.backend_pair(b.port)
+        total = 16 << 20  # Far more than the tunnel's windows.
+        s = socket.create_connection(("127.0.0.1", p.http_port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(b"POST /early HTTP/1.1\r\nHost: www.example.com\r\nContent-Type: application/octet-stream\r\n"
+                  b"Content-Length: %d\r\n\r\n" % total)
+        # The whole body, as a client that reads nothing before its upload is out (curl does).
+        s.sendall(b"u" * total)
+        buf = bytearray()
+        head = read_head(s, buf)
+        self.assertIsNotNone(head)
+        self.assertTrue(head.startswith(b"HTTP/1.1 413"), head[:100])
+        while len(buf) < len(b"too large"):
+            buf += harness.recv_some(s, "the answer's body")
+        self.assertEqual(bytes(buf), b"too large")
+        self.assertEqual(s.recv(65536), b"", "the connection stays open after the answer")
+        harness.wait_until(lambda: metrics(p.edge_admin)["coilgun_exchanges_in_flight"] == 0
+                           and metrics(p.origin_admin)["coilgun_exchanges_in_flight"] == 0,
+                           what="both daemons done with the exchange")
+        harness.wait_until(lambda: b.early_read is not None, what="the agent closing the backend connection")
+        self.assertLess(b.early_read, total // 2, "the agent went on sending the body")
+        self.assertEqual(get(p.http_port, "/ok/after")[2], b"ok after")
 
 
 class TestBackendFaults(BackendTestCase):

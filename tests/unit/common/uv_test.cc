@@ -176,6 +176,63 @@ TEST_CASE("A lingering stream drops what the peer still sends instead of resetti
   check_delivered_after_drop(256 << 10);
 }
 
+TEST_CASE("A stream destroyed after its FIN is out still lingers instead of resetting", "[uv]") {
+  // The edge's answer before a request body ends: queued, FIN sent, and only then the stream
+  // destroyed, with the body unread. It used to close outright: a reset, which makes the
+  // client's kernel drop whatever answer it has not read yet.
+  Loop loop;
+  {
+    Sink sink(loop);
+    std::unique_ptr<TcpStream> server;
+    bool fin_was_out = false;
+    TcpListener listener(loop);
+    REQUIRE(listener
+                .listen("127.0.0.1", 0,
+                        [&](std::unique_ptr<TcpStream> s) {
+                          REQUIRE(s->write(std::vector<uint8_t>{'o', 'k'}).ok());
+                          s->shutdown();
+                          server = std::move(s);
+                        })
+                .ok());
+    struct Client : Sink {
+      using Sink::Sink;
+      std::unique_ptr<TcpStream>* server = nullptr;
+      bool* fin_was_out = nullptr;
+      void on_eof() override {
+        // The FIN came: the server's shutdown completed (libuv calls back as it shuts down).
+        eof = true;
+        *fin_was_out = *server && (*server)->fin_sent();
+        server->reset();
+        // More of the body, then this side's FIN: a lingering peer drops it and closes; a
+        // closed one answers with a reset, failing the write.
+        REQUIRE(stream->write(std::vector<uint8_t>(64 << 10, 'b')).ok());
+        stream->shutdown();
+      }
+      void on_drained() override {
+        if (eof) loop.stop();  // The last write is in the kernel: no reset came before it.
+      }
+    } client(loop);
+    client.server = &server;
+    client.fin_was_out = &fin_was_out;
+    TcpConnector connector(loop);
+    connector.connect("127.0.0.1", listener.port(), 2000ms, [&](auto result) {
+      REQUIRE(result.ok());
+      client.stream = std::move(result.value());
+      client.stream->set_handler(&client);
+      // Body bytes the server never reads.
+      REQUIRE(client.stream->write(std::vector<uint8_t>(256 << 10, 'b')).ok());
+      REQUIRE(client.stream->start_read().ok());
+    });
+    Timer guard(loop);
+    guard.start(10s, [&] { loop.stop(); });
+    loop.run();
+    CHECK(fin_was_out);  // Otherwise this test proves nothing.
+    CHECK(client.received == std::vector<uint8_t>{'o', 'k'});
+    CHECK_FALSE(client.error);
+  }
+  CHECK(loop.close() == 0);
+}
+
 TEST_CASE("Closing the loop cuts a lingering stream short and frees it", "[uv]") {
   Loop loop;
   std::vector<uint8_t> payload(16 << 20, 'x');
