@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "common/log.h"
+#include "common/obs/log.h"
 
 namespace coilgun::edge {
 namespace {

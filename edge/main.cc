@@ -3,12 +3,12 @@
 
 #include <cstdio>
 
-#include "common/config.h"
-#include "common/daemon.h"
-#include "common/daemon_main.h"
-#include "common/log.h"
-#include "common/tls.h"
-#include "common/version_store.h"
+#include "common/daemon/config.h"
+#include "common/daemon/daemon.h"
+#include "common/daemon/start_up.h"
+#include "common/obs/log.h"
+#include "common/tls/tls.h"
+#include "common/store/version_store.h"
 #include "edge/edge.h"
 
 extern char** environ;

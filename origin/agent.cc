@@ -4,7 +4,7 @@
 #include <charconv>
 #include <chrono>
 
-#include "common/log.h"
+#include "common/obs/log.h"
 
 namespace coilgun::origin {
 namespace {

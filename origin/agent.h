@@ -19,13 +19,13 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/config.h"
-#include "common/daemon.h"
-#include "common/daemon_main.h"
-#include "common/http_client.h"
-#include "common/tls.h"
-#include "common/tunnel_connection.h"
-#include "common/version_store.h"
+#include "common/daemon/config.h"
+#include "common/daemon/daemon.h"
+#include "common/daemon/start_up.h"
+#include "common/http/client.h"
+#include "common/tls/tls.h"
+#include "common/tunnel/connection.h"
+#include "common/store/version_store.h"
 #include "origin/handshake_gate.h"
 #include "proto/delta.h"
 

@@ -22,7 +22,7 @@
 #include <unordered_map>
 #include <utility>
 
-#include "common/log.h"
+#include "common/obs/log.h"
 
 namespace coilgun::origin {
 

@@ -1,4 +1,4 @@
-// Fuzz target: the config loader (common/config.h) on arbitrary TOML. Input: one control byte
+// Fuzz target: the config loader (common/daemon/config.h) on arbitrary TOML. Input: one control byte
 // (bit 0: edge, else origin), then the file's text.
 //
 // Checked: nothing crashes, hangs or leaks; a file that loads prints (to_toml) as a file that
@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "common/config.h"
+#include "common/daemon/config.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// Fuzz target: the tunnel session (common/tunnel_session.h) as a whole, the way nghttp2's
+// Fuzz target: the tunnel session (common/tunnel/session.h) as a whole, the way nghttp2's
 // fuzz/fuzz_target.cc drives its session. Input: a script of one-byte operations (with their
 // argument bytes) run on an edge and an agent session wired together in memory, so that most
 // frames the agent reads are valid ones its peer made (REQUEST and RESPONSE with compressed
@@ -14,7 +14,7 @@
 #include <set>
 #include <vector>
 
-#include "common/tunnel_session.h"
+#include "common/tunnel/session.h"
 
 namespace {
 

@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "common/http_server.h"
-#include "common/uv.h"
+#include "common/http/server.h"
+#include "common/net/loop.h"
 #include "tests/fixtures/serve.h"
 
 using namespace coilgun;

@@ -1,0 +1,220 @@
+#pragma once
+// What the two daemons' main() share: loading the configuration and the TLS context into one
+// immutable Settings snapshot, the one-shot modes (--help, --version, --print-config, --check),
+// applying [log], and SIGHUP reload (a new snapshot, validated before it replaces the old).
+//
+// Workers read the current snapshot through Reloadable::get() when they start a piece of work
+// (an exchange, a tunnel connection) and keep it for that work's life: a reload never changes
+// settings under running work, and live tunnels stay up with the certificates they were made
+// with.
+
+#include <atomic>
+#include <cstdio>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/daemon/config.h"
+#include "common/daemon/daemon.h"
+#include "common/obs/log.h"
+#include "common/tls/tls.h"
+#include "common/tunnel/session.h"
+
+namespace coilgun::daemon {
+
+// A value replaced whole (on SIGHUP) and read by any thread.
+template <typename T>
+class Reloadable {
+ public:
+  explicit Reloadable(std::shared_ptr<const T> value) : value_(std::move(value)) {}
+  std::shared_ptr<const T> get() const { return value_.load(std::memory_order_acquire); }
+  void set(std::shared_ptr<const T> value) {
+    value_.store(std::move(value), std::memory_order_release);
+  }
+
+ private:
+  std::atomic<std::shared_ptr<const T>> value_;
+};
+
+// One daemon's configuration and the TLS context built from it.
+template <typename Config>
+struct Settings {
+  Config config;
+  std::shared_ptr<const tls::TlsContext> tls;
+};
+
+template <typename Config>
+using LoadFn = config::ConfigResult<config::Invocation<Config>> (*)(int, const char* const*,
+                                                                    const config::EnvMap&);
+
+// Loads |argv|'s configuration (file, environment, flags) and builds its TLS context for
+// |role|. On failure returns null and sets |error| (for stderr or the log). |inv| receives the
+// invocation (one-shot modes, warnings) when not null.
+template <typename Config>
+std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::Role role, int argc,
+                                                      const char* const* argv,
+                                                      const config::EnvMap& env, std::string* error,
+                                                      config::Invocation<Config>* inv = nullptr) {
+  auto loaded = load(argc, argv, env);
+  if (!loaded.ok()) {
+    *error = loaded.error();
+    return nullptr;
+  }
+  if (inv != nullptr) *inv = *loaded;
+  if (loaded->help || loaded->version || loaded->print_config) {
+    return std::make_shared<const Settings<Config>>(Settings<Config>{loaded->config, nullptr});
+  }
+  const config::TlsConfig& t = loaded->config.tls;
+  if (auto files_ok = config::check_files(t); !files_ok.ok()) {
+    *error = files_ok.error();
+    return nullptr;
+  }
+  const tls::TlsFiles files{t.ca, t.cert, t.key};
+  std::string detail;
+  auto ctx = role == tls::Role::kServer ? tls::TlsContext::server(files, &detail)
+                                        : tls::TlsContext::client(files, &detail);
+  // An expired or not yet valid certificate is refused at start and on reload, not only by
+  // --check: every peer would refuse it (issue #10: an edge so refused retried 25 times a
+  // second).
+  if (!ctx.ok() || !tls::check_validity(**ctx, t.cert, std::time(nullptr), &detail).ok()) {
+    *error = "TLS: " + detail;
+    return nullptr;
+  }
+  return std::make_shared<const Settings<Config>>(
+      Settings<Config>{std::move(loaded->config), std::move(ctx).value()});
+}
+
+// The tunnel session options both daemons derive from their [tunnel] and [limits] tables; a
+// ping unanswered for three intervals means a dead link.
+template <typename Config>
+tunnel::SessionOptions session_options(const Config& c, bool client) {
+  tunnel::SessionOptions o;
+  o.client = client;
+  o.stream_window = static_cast<uint32_t>(c.tunnel.stream_window);
+  o.connection_window = static_cast<uint32_t>(c.tunnel.connection_window);
+  if constexpr (requires { c.tunnel.max_streams; }) o.max_streams = c.tunnel.max_streams;
+  o.max_header_block = c.limits.max_header_bytes;
+  o.ping_interval_ms = static_cast<uint64_t>(c.tunnel.ping_interval.count());
+  o.ping_timeout_ms = 3 * o.ping_interval_ms;
+  if constexpr (requires { c.tunnel.answer_timeout; }) {
+    o.answer_timeout_ms = static_cast<uint64_t>(c.tunnel.answer_timeout.count());
+  }
+  return o;
+}
+
+// Applies [log]: level, access log, file (opened, or reopened when |before| named another).
+// Returns false with |error| when the file cannot be opened (the old sink stays).
+bool apply_log(const config::LogConfig& log, const config::LogConfig* before, std::string* error);
+
+// The one-shot modes. Returns the exit code when |inv| asked for one of them, else -1.
+template <typename Config>
+int one_shot(const char* program, const config::Invocation<Config>& inv) {
+  if (inv.help) {
+    std::fputs(inv.help_text.c_str(), stdout);
+    return 0;
+  }
+  if (inv.version) {
+    std::printf("%s %s\n", program, COILGUN_VERSION);
+    return 0;
+  }
+  if (inv.print_config) {
+    std::fputs(config::to_toml(inv.config).c_str(), stdout);
+    return 0;
+  }
+  if (inv.check) {
+    std::printf("%s: configuration OK (%s)\n", program,
+                inv.config_path.empty() ? "no file" : inv.config_path.c_str());
+    return 0;
+  }
+  return -1;
+}
+
+// Start-up before the daemon runs: loads the settings (errors to stderr), runs the one-shot
+// modes, applies [log] and logs configuration warnings. Returns the settings to run with, or
+// null with |exit_code| set: the process should exit with it.
+template <typename Config>
+std::shared_ptr<const Settings<Config>> start_up(const char* program, LoadFn<Config> load,
+                                                 tls::Role role, int argc, const char* const* argv,
+                                                 const config::EnvMap& env, int* exit_code) {
+  config::Invocation<Config> inv;
+  std::string error;
+  auto settings = load_settings(load, role, argc, argv, env, &error, &inv);
+  if (settings != nullptr) {
+    *exit_code = one_shot(program, inv);
+    if (*exit_code >= 0) return nullptr;
+  }
+  if (settings == nullptr || !apply_log(settings->config.log, nullptr, &error)) {
+    std::fprintf(stderr, "%s: %s\n", program, error.c_str());
+    *exit_code = 1;  // Whatever was wrong (flags, file, certificates): --check's "no" too.
+    return nullptr;
+  }
+  for (const std::string& w : inv.warnings) log::warn("configuration", {{"warning", w}});
+  return settings;
+}
+
+// The SIGHUP handler for DaemonOptions::reload: loads and validates a new snapshot like at
+// start-up, logs keys that only a restart applies (|restart_only| says which differ), applies
+// [log] and publishes the snapshot. On any failure logs why and keeps the running one.
+template <typename Config>
+std::function<bool()> reloader(
+    LoadFn<Config> load, tls::Role role, int argc, const char* const* argv,
+    std::function<config::EnvMap()> env, Reloadable<Settings<Config>>& current,
+    std::function<std::vector<std::string>(const Config&, const Config&)> restart_only) {
+  return [=, &current]() -> bool {
+    std::string error;
+    auto next = load_settings(load, role, argc, argv, env(), &error);
+    const auto now = current.get();
+    if (next != nullptr && !apply_log(next->config.log, &now->config.log, &error)) next = nullptr;
+    if (next == nullptr) {
+      log::error("reload: invalid configuration or certificates", {{"error", error}});
+      return false;
+    }
+    for (const std::string& key : restart_only(now->config, next->config)) {
+      log::warn("reload: this change applies after a restart", {{"key", key}});
+    }
+    current.set(std::move(next));
+    return true;
+  };
+}
+
+// The DaemonOptions every daemon takes from its configuration (name, threads, admin listener,
+// drain deadline); main() adds status and reload.
+template <typename Config>
+DaemonOptions daemon_options(std::string name, const Config& cfg) {
+  DaemonOptions o;
+  o.name = std::move(name);
+  o.workers = config::resolve_workers(cfg.workers, std::thread::hardware_concurrency());
+  o.admin_host = cfg.admin.host;
+  o.admin_port = cfg.admin.port;
+  o.drain_timeout = cfg.drain_timeout;
+  return o;
+}
+
+// The version store [store] configures. |prepare_on_lookup|: whether lookups build the encoder's
+// index of the base (the agent encodes against what it looks up; the edge only decodes).
+inline MemoryVersionStoreOptions store_options(const config::StoreConfig& s,
+                                               bool prepare_on_lookup) {
+  return {.max_versions_per_key = s.versions_per_key,
+          .max_bytes = s.max_bytes,
+          .prepare_on_lookup = prepare_on_lookup};
+}
+
+// The keys both daemons set up once, so a SIGHUP cannot apply them: listeners, threads, the
+// store and the HTTP header limit. Each daemon's restart_only adds its own.
+template <typename Config>
+std::vector<std::string> restart_only_common(const Config& a, const Config& b) {
+  std::vector<std::string> keys;
+  if (!(a.listen == b.listen)) keys.push_back("listen");
+  if (!(a.admin == b.admin)) keys.push_back("admin");
+  if (a.workers != b.workers) keys.push_back("workers");
+  if (!(a.store == b.store)) keys.push_back("store");
+  if (a.limits.max_header_bytes != b.limits.max_header_bytes) {
+    keys.push_back("limits.max_header_bytes");
+  }
+  return keys;
+}
+
+}  // namespace coilgun::daemon

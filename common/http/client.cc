@@ -1,0 +1,345 @@
+#include "common/http/client.h"
+
+#include <algorithm>
+
+namespace coilgun::http {
+
+namespace {
+
+// RFC 9110 §6.4.1: "A server MUST NOT send a Content-Length header field in any response with
+// a status code of 1xx (Informational) or 204 (No Content)". A 204 that announces a body anyway
+// may send it: whatever follows is not to be trusted as the next answer.
+bool announces_forbidden_body(const ResponseHead& head) {
+  if (head.status != 204) return false;
+  if (find(head.headers, "transfer-encoding")) return true;
+  const auto cl = find(head.headers, "content-length");
+  return cl && *cl != "0";
+}
+
+// RFC 9110 §9.2.1.
+bool is_safe_method(std::string_view m) {
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE";
+}
+
+}  // namespace
+
+class ClientConnection::ParserEvents : public Parser::Handler {
+ public:
+  explicit ParserEvents(ClientConnection& c) : c_(c) {}
+  void on_response_head(ResponseHead&& head) override {
+    if (head.is_interim()) {
+      interim = true;
+      if (c_.handler_ != nullptr) c_.handler_->on_interim(std::move(head));
+      return;
+    }
+    if (head.status == 101) {
+      if (!upgrade_answers(c_.upgrade_asked_, find(head.headers, "upgrade").value_or(""))) {
+        unasked_101 = true;  // feed_pending() fails the exchange; the handler never sees it.
+        return;
+      }
+      // The pipe starts now: what the handler sends from inside this call is the new protocol's.
+      c_.state_ = State::kUpgraded;
+      c_.keep_alive_ = false;
+    }
+    if (announces_forbidden_body(head)) c_.close_after_ = true;
+    if (c_.handler_ != nullptr) c_.handler_->on_response_head(std::move(head));
+  }
+  void on_body(std::span<const uint8_t> data) override {
+    if (c_.handler_ != nullptr) c_.handler_->on_response_body(data);
+  }
+  // The handler hears of the end from feed_pending() (or on_eof()), once the bytes after it
+  // are known.
+  void on_message_complete() override {
+    if (!interim) complete = true;
+  }
+  bool interim = false;
+  bool unasked_101 = false;
+  bool complete = false;  // The final response is complete.
+
+ private:
+  ClientConnection& c_;
+};
+
+ClientConnection::ClientConnection(std::unique_ptr<uv::TcpStream> socket, Parser::Limits limits)
+    : socket_(std::move(socket)),
+      events_(std::make_unique<ParserEvents>(*this)),
+      parser_(std::make_unique<Parser>(Parser::Mode::kResponse, *events_, limits)) {
+  socket_->set_handler(this);
+  socket_->set_nodelay(true);
+}
+
+ClientConnection::~ClientConnection() = default;
+
+bool ClientConnection::carries_ignorable_body(std::string_view method, BodyFraming framing,
+                                              uint64_t length) {
+  const bool body = framing == BodyFraming::kChunked ||
+                    (framing == BodyFraming::kContentLength && length > 0);
+  return body && method != "POST" && method != "PUT" && method != "PATCH";
+}
+
+bool ClientConnection::reusable() const {
+  return state_ == State::kDone && keep_alive_ && request_complete_ && !close_after_ &&
+         !failed_ && !paused_ && socket_->reading();
+}
+
+Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uint64_t length,
+                                      ClientHandler* handler) {
+  if (failed_) return Status(Code::kClosed, "backend connection failed", Side::kUpstream, true);
+  if (state_ == State::kExchange) {
+    return Status(Code::kInternal, "backend connection busy", Side::kInternal);
+  }
+  if (parser_->paused()) parser_->resume();  // After the previous response.
+  state_ = State::kExchange;
+  handler_ = handler;
+  response_bytes_ = 0;
+  events_->interim = false;
+  events_->complete = false;
+  request_framing_ = framing;
+  safe_request_ = is_safe_method(head.method) && framing == BodyFraming::kNone;
+  upgrade_asked_ = std::string(find(head.headers, "upgrade").value_or(""));
+  remove(head.headers, "Content-Length");
+  remove(head.headers, "Transfer-Encoding");
+  if (framing == BodyFraming::kContentLength) {
+    set(head.headers, "Content-Length", std::to_string(length));
+  } else if (framing == BodyFraming::kChunked) {
+    set(head.headers, "Transfer-Encoding", "chunked");
+  }
+  if (carries_ignorable_body(head.method, framing, length)) {
+    close_after_ = true;
+    set(head.headers, "Connection", "close");
+  }
+  request_complete_ =
+      framing == BodyFraming::kNone || (framing == BodyFraming::kContentLength && length == 0);
+  std::vector<uint8_t> out;
+  COILGUN_TRY(write_request_head(head, out));
+  parser_->set_request_was_head(head.method == "HEAD");
+  COILGUN_TRY(socket_->write(std::move(out)));
+  return socket_->start_read();
+}
+
+Status ClientConnection::send_body(std::span<const uint8_t> data) {
+  if (failed_) return Status(Code::kClosed, "backend connection failed", Side::kUpstream, true);
+  if (data.empty()) return Status::Ok();
+  std::vector<uint8_t> out;
+  if (request_framing_ == BodyFraming::kChunked) {
+    write_chunk(data, out);
+  } else {
+    out.assign(data.begin(), data.end());
+  }
+  return socket_->write(std::move(out));
+}
+
+Status ClientConnection::send_end() {
+  if (failed_) return Status(Code::kClosed, "backend connection failed", Side::kUpstream, true);
+  if (state_ == State::kUpgraded) {
+    socket_->shutdown();
+    return Status::Ok();
+  }
+  request_complete_ = true;
+  if (request_framing_ != BodyFraming::kChunked) return Status::Ok();
+  std::vector<uint8_t> out;
+  COILGUN_TRY(write_last_chunk({}, out));
+  return socket_->write(std::move(out));
+}
+
+void ClientConnection::pause_reading() {
+  // Only a response body, or what follows a 101, is paced.
+  if (state_ != State::kExchange && state_ != State::kUpgraded) return;
+  paused_ = true;
+  socket_->stop_read();
+}
+
+void ClientConnection::resume_reading() {
+  if (!paused_) return;
+  paused_ = false;
+  if (!failed_) (void)socket_->start_read();
+  feed_pending();
+}
+
+void ClientConnection::detach() {
+  handler_ = nullptr;
+  failed_ = true;  // Mid-exchange: what is still to come belongs to nobody.
+}
+
+void ClientConnection::on_read(std::span<const uint8_t> data) {
+  if (failed_) return;
+  if (state_ == State::kUpgraded) {
+    pending_.insert(pending_.end(), data.begin(), data.end());
+    return pass_upgraded();
+  }
+  if (state_ != State::kExchange) {  // Nothing may arrive between exchanges.
+    fail(Status(Code::kProtocol, "backend sent bytes between exchanges", Side::kUpstream));
+    return;
+  }
+  response_bytes_ += data.size();
+  pending_.insert(pending_.end(), data.begin(), data.end());
+  feed_pending();
+}
+
+void ClientConnection::feed_pending() {
+  if (state_ == State::kUpgraded) return pass_upgraded();
+  while (!pending_.empty() && !failed_ && !paused_ && state_ == State::kExchange) {
+    auto r = parser_->feed(pending_);
+    if (!r.ok()) {
+      fail(r.status().from(Side::kUpstream));
+      return;
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(*r));
+    if (events_->unasked_101) {
+      return fail(Status(Code::kProtocol, "backend switched to a protocol the request did not ask for",
+                         Side::kUpstream));
+    }
+    if (parser_->paused()) {
+      if (events_->interim) {
+        events_->interim = false;
+        parser_->resume();
+        continue;
+      }
+      if (parser_->upgraded()) return pass_upgraded();  // What is left is the new protocol's.
+      return finish_response();
+    }
+    if (*r == 0) return;
+  }
+}
+
+// After a 101: bytes go to the handler as they are; the backend's FIN ends the exchange.
+void ClientConnection::pass_upgraded() {
+  while (!pending_.empty() && !failed_ && !paused_ && handler_ != nullptr) {
+    std::vector<uint8_t> data;
+    data.swap(pending_);
+    handler_->on_response_body(data);
+  }
+  if (failed_ || paused_ || !eof_ || !pending_.empty()) return;
+  state_ = State::kDone;  // keep_alive_ is false after a 101: never reused.
+  socket_->stop_read();
+  ClientHandler* h = handler_;
+  handler_ = nullptr;
+  if (h != nullptr) h->on_response_end();
+}
+
+// The final response is complete (the parser stays paused until the next request).
+void ClientConnection::finish_response() {
+  state_ = State::kDone;
+  keep_alive_ = parser_->keep_alive();
+  // Anything after the response was never asked for: a second answer, a body the status
+  // forbids. The connection goes away after this exchange.
+  if (!pending_.empty()) close_after_ = true;
+  pending_.clear();
+  // Back-pressure was for the body, which is over. Reading on, a stray byte or the backend's
+  // close shows at once (on_read, on_eof) while the connection waits to be reused.
+  paused_ = false;
+  if (!close_after_ && !failed_) (void)socket_->start_read();
+  ClientHandler* h = handler_;
+  handler_ = nullptr;
+  if (h != nullptr) h->on_response_end();  // May hand this connection back to the pool.
+}
+
+void ClientConnection::on_eof() {
+  if (failed_) return;
+  if (state_ == State::kUpgraded) {
+    eof_ = true;
+    return pass_upgraded();
+  }
+  if (state_ != State::kExchange) {  // Closed between exchanges: never reused.
+    failed_ = true;
+    socket_->stop_read();
+    if (idle_ && pool_ != nullptr) pool_->drop_idle(this);
+    return;
+  }
+  const Status s = parser_->finish();  // Ends a close-delimited body.
+  if (!s.ok()) return fail(s.from(Side::kUpstream));
+  if (events_->complete) return finish_response();
+  fail(Status(Code::kClosed, "backend closed the connection", Side::kUpstream, true));
+}
+
+void ClientConnection::on_error(Status status) { fail(status.from(Side::kUpstream)); }
+
+void ClientConnection::on_drained() {
+  if (handler_ != nullptr) handler_->on_writable();
+}
+
+void ClientConnection::fail(Status status) {
+  if (failed_) return;
+  failed_ = true;
+  socket_->stop_read();
+  if (idle_) {
+    if (pool_ != nullptr) pool_->drop_idle(this);
+    return;
+  }
+  ClientHandler* h = handler_;
+  handler_ = nullptr;
+  if (h != nullptr) h->on_error(status);
+}
+
+// ---- ClientPool ---------------------------------------------------------------------------
+
+ClientPool::ClientPool(uv::Loop& loop, std::string host, uint16_t port, size_t max_idle,
+                       std::chrono::milliseconds connect_timeout, Parser::Limits limits)
+    : loop_(loop),
+      host_(std::move(host)),
+      port_(port),
+      max_idle_(max_idle),
+      connect_timeout_(connect_timeout),
+      limits_(limits) {}
+
+ClientPool::~ClientPool() {
+  for (auto& c : idle_) c->pool_ = nullptr;
+}
+
+void ClientPool::acquire(OnAcquire done, bool fresh) {
+  while (!fresh && !idle_.empty()) {
+    std::unique_ptr<ClientConnection> c = std::move(idle_.back());
+    idle_.pop_back();
+    c->idle_ = false;
+    if (!c->reusable() || !c->socket_->quiet()) {  // Sent something, or closed, since.
+      c->pool_ = nullptr;
+      loop_.defer_delete(std::move(c));
+      continue;
+    }
+    c->pool_ = nullptr;
+    c->reused_ = true;
+    done(std::move(c));
+    return;
+  }
+  auto connector = std::make_unique<uv::TcpConnector>(loop_);
+  uv::TcpConnector* raw = connector.get();
+  connecting_.push_back(std::move(connector));
+  raw->connect(host_, port_, connect_timeout_,
+               [this, raw, done = std::move(done)](Result<std::unique_ptr<uv::TcpStream>> r) {
+                 // The connector is done with us: it may go (see TcpConnector::finish).
+                 auto it = std::find_if(connecting_.begin(), connecting_.end(),
+                                        [raw](const auto& p) { return p.get() == raw; });
+                 std::unique_ptr<uv::TcpConnector> keep;
+                 if (it != connecting_.end()) {
+                   keep = std::move(*it);
+                   connecting_.erase(it);
+                 }
+                 if (!r.ok()) {
+                   done(r.status().from(Side::kUpstream));
+                   return;
+                 }
+                 done(std::make_unique<ClientConnection>(std::move(r.value()), limits_));
+               });
+}
+
+void ClientPool::release(std::unique_ptr<ClientConnection> c) {
+  if (c == nullptr) return;
+  if (c->reusable() && idle_.size() < max_idle_) {
+    c->handler_ = nullptr;
+    c->idle_ = true;
+    c->pool_ = this;
+    idle_.push_back(std::move(c));
+    return;
+  }
+  loop_.defer_delete(std::move(c));
+}
+
+void ClientPool::drop_idle(ClientConnection* c) {
+  auto it = std::find_if(idle_.begin(), idle_.end(), [c](const auto& p) { return p.get() == c; });
+  if (it == idle_.end()) return;
+  std::unique_ptr<ClientConnection> gone = std::move(*it);
+  idle_.erase(it);
+  loop_.defer_delete(std::move(gone));  // Inside its own callback: not now.
+}
+
+}  // namespace coilgun::http

@@ -1,0 +1,1440 @@
+#include "common/http/http.h"
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace coilgun;
+using namespace coilgun::http;
+using Bytes = std::vector<uint8_t>;
+
+namespace {
+
+const char* framing_name(BodyFraming f) {
+  switch (f) {
+    case BodyFraming::kNone:
+      return "none";
+    case BodyFraming::kContentLength:
+      return "length";
+    case BodyFraming::kChunked:
+      return "chunked";
+    case BodyFraming::kUntilClose:
+      return "close";
+  }
+  return "?";
+}
+
+// Writes every event as a line of text, so that two runs can be compared whole. Body bytes
+// are joined per message (how they are cut depends on how the input was fed).
+class Recorder : public Parser::Handler {
+ public:
+  void on_request_head(RequestHead&& head) override {
+    log += "request " + head.method + " " + head.target + " 1." +
+           std::to_string(head.version_minor) + "\n";
+    fields(head.headers);
+    info();
+    requests.push_back(std::move(head));
+  }
+  void on_response_head(ResponseHead&& head) override {
+    log += "response " + std::to_string(head.status) + " [" + head.reason + "] 1." +
+           std::to_string(head.version_minor) + "\n";
+    fields(head.headers);
+    info();
+    responses.push_back(std::move(head));
+  }
+  void on_body(std::span<const uint8_t> data) override {
+    if (data.empty()) log += "EMPTY BODY CALL\n";
+    largest_body_call = std::max(largest_body_call, data.size());
+    body.append(reinterpret_cast<const char*>(data.data()), data.size());
+  }
+  void on_trailers(std::vector<Header>&& trailers) override {
+    log += "trailers\n";
+    fields(trailers);
+  }
+  void on_message_complete() override {
+    if (!body.empty()) log += "body " + body + "\n";
+    bodies.push_back(body);
+    body.clear();
+    log += "complete\n";
+  }
+
+  Parser* parser = nullptr;
+  std::string log;
+  std::string body;
+  std::vector<std::string> bodies;
+  std::vector<RequestHead> requests;
+  std::vector<ResponseHead> responses;
+  size_t largest_body_call = 0;
+
+ private:
+  void fields(const std::vector<Header>& headers) {
+    for (const Header& h : headers) log += "  " + h.name + ": [" + h.value + "]\n";
+  }
+  void info() {
+    log += std::string("  framing ") + framing_name(parser->framing());
+    if (parser->content_length()) log += " length " + std::to_string(*parser->content_length());
+    log += parser->keep_alive() ? " keep-alive\n" : " close\n";
+  }
+};
+
+struct Options {
+  Parser::Mode mode = Parser::Mode::kRequest;
+  Parser::Limits limits{};
+  bool request_was_head = false;
+  bool finish = false;  // Call finish() after the last byte.
+};
+
+struct Outcome {
+  std::string log;
+  Code code = Code::kOk;
+  std::string message;
+  Status status;  // As returned, for error_status().
+
+  bool operator==(const Outcome& o) const { return log == o.log && code == o.code; }
+};
+
+// Feeds |input| cut at |cuts| (increasing offsets), each piece in a buffer of its own so that
+// AddressSanitizer catches a view that outlives its feed() call; resumes after each message.
+Outcome run(std::string_view input, const std::vector<size_t>& cuts, const Options& opt) {
+  Recorder rec;
+  Parser parser(opt.mode, rec, opt.limits);
+  parser.set_request_was_head(opt.request_was_head);
+  rec.parser = &parser;
+  Outcome out;
+  size_t from = 0;
+  for (size_t i = 0; i <= cuts.size(); ++i) {
+    const size_t to = i < cuts.size() ? cuts[i] : input.size();
+    auto piece = std::make_unique<uint8_t[]>(std::max<size_t>(to - from, 1));
+    std::memcpy(piece.get(), input.data() + from, to - from);
+    std::span<const uint8_t> rest(piece.get(), to - from);
+    from = to;
+    while (!rest.empty()) {
+      Result<size_t> n = parser.feed(rest);
+      if (!n.ok()) {
+        out.log = rec.log;
+        out.code = n.status().code();
+        out.message = n.status().message();
+        out.status = n.status();
+        return out;
+      }
+      rest = rest.subspan(*n);
+      if (parser.paused()) {
+        rec.log += "paused\n";
+        parser.resume();
+      }
+    }
+  }
+  if (opt.finish) {
+    Status s = parser.finish();
+    out.code = s.code();
+    out.message = s.message();
+    out.status = s;
+  }
+  out.log = rec.log;
+  return out;
+}
+
+// Parses |input| whole, in two parts at every split point, and byte by byte; requires every
+// way to give the same events and result, and returns that outcome.
+Outcome run_every_split(std::string_view input, const Options& opt = {}) {
+  const Outcome whole = run(input, {}, opt);
+  for (size_t cut = 1; cut < input.size(); ++cut) {
+    const Outcome split = run(input, {cut}, opt);
+    INFO("split at " << cut << ": " << split.message);
+    REQUIRE(split.log == whole.log);
+    REQUIRE(split.code == whole.code);
+  }
+  std::vector<size_t> every;
+  for (size_t i = 1; i < input.size(); ++i) every.push_back(i);
+  const Outcome bytewise = run(input, every, opt);
+  INFO("byte by byte: " << bytewise.message);
+  REQUIRE(bytewise.log == whole.log);
+  REQUIRE(bytewise.code == whole.code);
+  return whole;
+}
+
+Options response_options() {
+  Options o;
+  o.mode = Parser::Mode::kResponse;
+  return o;
+}
+
+std::span<const uint8_t> as_bytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+std::string as_string(const Bytes& b) { return std::string(b.begin(), b.end()); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Requests.
+
+TEST_CASE("Parser delivers a GET request the same at every split point") {
+  const std::string input =
+      "GET /a/b?c=d&e HTTP/1.1\r\n"
+      "Host: www.example.com\r\n"
+      "User-Agent: test/1.0 (x; y)\r\n"
+      "X-Spaces:   inner  spaces\t \r\n"
+      "X-Empty:\r\n"
+      "X-Obs-Text: caf\xc3\xa9\r\n"
+      "accept: */*\r\n"
+      "\r\n";
+  const Outcome o = run_every_split(input);
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "request GET /a/b?c=d&e 1.1\n"
+        "  Host: [www.example.com]\n"
+        "  User-Agent: [test/1.0 (x; y)]\n"
+        "  X-Spaces: [inner  spaces]\n"
+        "  X-Empty: []\n"
+        "  X-Obs-Text: [caf\xc3\xa9]\n"
+        "  accept: [*/*]\n"
+        "  framing none keep-alive\n"
+        "complete\n"
+        "paused\n");
+}
+
+TEST_CASE("Parser ignores empty lines before a request line") {
+  const Outcome o = run_every_split("\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n");
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log == "request GET / 1.1\n  Host: [h]\n  framing none keep-alive\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser delivers a Content-Length body at every split point") {
+  const Outcome o =
+      run_every_split("POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world");
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "request POST /upload 1.1\n"
+        "  Host: [h]\n"
+        "  Content-Length: [11]\n"
+        "  framing length length 11 keep-alive\n"
+        "body hello world\n"
+        "complete\n"
+        "paused\n");
+}
+
+TEST_CASE("Parser reports Content-Length: 0 as a length framing with an empty body") {
+  const Outcome o = run_every_split("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "request POST / 1.1\n  Host: [h]\n  Content-Length: [0]\n"
+        "  framing length length 0 keep-alive\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser delivers a chunked body with extensions and trailers at every split point") {
+  const Outcome o = run_every_split(
+      "POST /c HTTP/1.1\r\n"
+      "Host: h\r\n"
+      "Transfer-Encoding: chunked\r\n"
+      "Trailer: X-Checksum\r\n"
+      "\r\n"
+      "5;name=value\r\n"
+      "hello\r\n"
+      "1;flag\r\n"
+      " \r\n"
+      "A;q=\"quoted; value\"\r\n"
+      "0123456789\r\n"
+      "0;last\r\n"
+      "X-Checksum: abc  \r\n"
+      "X-Other: 1\r\n"
+      "\r\n");
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "request POST /c 1.1\n"
+        "  Host: [h]\n"
+        "  Transfer-Encoding: [chunked]\n"
+        "  Trailer: [X-Checksum]\n"
+        "  framing chunked keep-alive\n"
+        "trailers\n"
+        "  X-Checksum: [abc]\n"
+        "  X-Other: [1]\n"
+        "body hello 0123456789\n"
+        "complete\n"
+        "paused\n");
+}
+
+TEST_CASE("Parser delivers a chunked body without trailers and accepts upper-case chunked") {
+  const Outcome o = run_every_split(
+      "PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: CHUNKED\r\n\r\n"
+      "3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n");
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "request PUT /x 1.1\n  Host: [h]\n  Transfer-Encoding: [CHUNKED]\n"
+        "  framing chunked keep-alive\nbody abc0123456789abcdef\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser delivers three pipelined requests in order, pausing after each") {
+  const std::string first = "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n";
+  const std::string second = "POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc";
+  const std::string third =
+      "PUT /3 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\n\r\n";
+  const std::string input = first + second + third;
+
+  Recorder rec;
+  Parser parser(Parser::Mode::kRequest, rec);
+  rec.parser = &parser;
+  std::span<const uint8_t> rest = as_bytes(input);
+
+  Result<size_t> n = parser.feed(rest);
+  REQUIRE(n.ok());
+  CHECK(*n == first.size());
+  CHECK(parser.paused());
+  REQUIRE(rec.requests.size() == 1);
+  CHECK(rec.requests[0].target == "/1");
+  // The next message waits until the caller says so.
+  Result<size_t> again = parser.feed(rest.subspan(*n));
+  CHECK(again.status().code() == Code::kInternal);
+  CHECK(rec.requests.size() == 1);
+
+  parser.resume();
+  rest = rest.subspan(*n);
+  n = parser.feed(rest);
+  REQUIRE(n.ok());
+  CHECK(*n == second.size());
+  REQUIRE(rec.requests.size() == 2);
+  CHECK(rec.requests[1].target == "/2");
+  CHECK(rec.bodies == std::vector<std::string>{"", "abc"});
+
+  parser.resume();
+  rest = rest.subspan(*n);
+  n = parser.feed(rest);
+  REQUIRE(n.ok());
+  CHECK(*n == third.size());
+  REQUIRE(rec.requests.size() == 3);
+  CHECK(rec.requests[2].method == "PUT");
+  CHECK(rec.bodies == std::vector<std::string>{"", "abc", "xy"});
+  parser.resume();
+  CHECK(parser.finish().ok());
+
+  // And the same events whichever way the bytes arrive.
+  const Outcome o = run_every_split(input);
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "request GET /1 1.1\n  Host: [h]\n  framing none keep-alive\ncomplete\npaused\n"
+        "request POST /2 1.1\n  Host: [h]\n  Content-Length: [3]\n"
+        "  framing length length 3 keep-alive\nbody abc\ncomplete\npaused\n"
+        "request PUT /3 1.1\n  Host: [h]\n  Transfer-Encoding: [chunked]\n"
+        "  framing chunked keep-alive\nbody xy\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser refuses bytes after a request with Connection: close") {
+  const Outcome o = run_every_split(
+      "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n");
+  CHECK(o.code == Code::kClosed);
+  CHECK(o.log ==
+        "request GET / 1.1\n  Host: [h]\n  Connection: [close]\n  framing none close\n"
+        "complete\npaused\n");
+}
+
+TEST_CASE("Parser treats HTTP/1.0 as close unless keep-alive is asked for") {
+  const Outcome closing = run_every_split("GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n");
+  CHECK(closing.code == Code::kClosed);
+  CHECK(closing.log == "request GET / 1.0\n  framing none close\ncomplete\npaused\n");
+
+  const Outcome kept =
+      run_every_split("GET /a HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n");
+  CHECK(kept.code == Code::kOk);
+  CHECK(kept.log ==
+        "request GET /a 1.0\n  Connection: [Keep-Alive]\n  framing none keep-alive\n"
+        "complete\npaused\n"
+        "request GET /b 1.0\n  framing none close\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser hands an Upgrade request over as an ordinary request and keeps parsing") {
+  const Outcome o = run_every_split(
+      "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+      "GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "request GET /ws 1.1\n  Host: [h]\n  Connection: [Upgrade]\n  Upgrade: [websocket]\n"
+        "  framing none keep-alive\ncomplete\npaused\n"
+        "request GET /next 1.1\n  Host: [h]\n  framing none keep-alive\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser delivers CONNECT without a body for the caller to refuse") {
+  const Outcome o = run_every_split(
+      "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+      "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "request CONNECT example.com:443 1.1\n  Host: [example.com:443]\n"
+        "  framing none keep-alive\ncomplete\npaused\n"
+        "request GET / 1.1\n  Host: [h]\n  framing none keep-alive\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser accepts absolute-form and asterisk-form targets") {
+  CHECK(run_every_split("GET http://h/x?y HTTP/1.1\r\nHost: h\r\n\r\n").code == Code::kOk);
+  CHECK(run_every_split("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").code == Code::kOk);
+}
+
+TEST_CASE("Request heads answer keep_alive() and expects_continue() by RFC 9112 rules") {
+  RequestHead h;
+  h.version_minor = 1;
+  CHECK(h.keep_alive());
+  h.headers = {{"connection", "Upgrade, CLOSE"}};
+  CHECK_FALSE(h.keep_alive());
+  h.version_minor = 0;
+  h.headers = {};
+  CHECK_FALSE(h.keep_alive());
+  h.headers = {{"Connection", "keep-alive"}};
+  CHECK(h.keep_alive());
+  h.headers = {{"Connection", "keep-alive"}, {"Connection", "close"}};
+  CHECK_FALSE(h.keep_alive());
+
+  h.version_minor = 1;
+  h.headers = {{"Expect", "100-Continue"}};
+  CHECK(h.expects_continue());
+  h.version_minor = 0;
+  CHECK_FALSE(h.expects_continue());
+  h.version_minor = 1;
+  h.headers = {{"Expect", "something-else"}};
+  CHECK_FALSE(h.expects_continue());
+
+  ResponseHead r;
+  r.version_minor = 1;
+  CHECK(r.keep_alive());
+  r.headers = {{"Connection", "close"}};
+  CHECK_FALSE(r.keep_alive());
+  r.status = 100;
+  CHECK(r.is_interim());
+  r.status = 101;
+  CHECK_FALSE(r.is_interim());
+}
+
+TEST_CASE("Parser streams a large body in pieces no larger than what was fed") {
+  const size_t size = 1 << 20;
+  std::string input =
+      "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n";
+  const size_t head = input.size();
+  for (size_t i = 0; i < size; ++i) input.push_back(static_cast<char>('a' + i % 26));
+
+  Recorder rec;
+  Parser parser(Parser::Mode::kRequest, rec);
+  rec.parser = &parser;
+  std::vector<size_t> bodies_seen;
+  for (size_t at = 0; at < input.size(); at += 1000) {
+    const size_t len = std::min<size_t>(1000, input.size() - at);
+    Result<size_t> n = parser.feed(as_bytes(std::string_view(input).substr(at, len)));
+    REQUIRE(n.ok());
+    REQUIRE(*n == len);
+    bodies_seen.push_back(rec.body.size());
+  }
+  CHECK(rec.largest_body_call <= 1000);
+  // The body arrived while it was being fed, not all at the end.
+  CHECK(bodies_seen[head / 1000 + 2] > 0);
+  CHECK(bodies_seen[bodies_seen.size() / 2] > 0);
+  REQUIRE(rec.bodies.size() == 1);
+  CHECK(rec.bodies[0] == input.substr(head));
+}
+
+TEST_CASE("Parser's body views point into the bytes given to feed()") {
+  const std::string input = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nabcd";
+  struct Check : Parser::Handler {
+    const uint8_t* lo = nullptr;
+    const uint8_t* hi = nullptr;
+    bool inside = false;
+    void on_body(std::span<const uint8_t> d) override {
+      inside = d.data() >= lo && d.data() + d.size() <= hi;
+    }
+    void on_message_complete() override {}
+  } check;
+  Parser parser(Parser::Mode::kRequest, check);
+  check.lo = reinterpret_cast<const uint8_t*>(input.data());
+  check.hi = check.lo + input.size();
+  REQUIRE(parser.feed(as_bytes(input)).ok());
+  CHECK(check.inside);
+}
+
+TEST_CASE("Parser's finish() is ok between messages and kClosed inside one") {
+  CHECK(run("GET / HTTP/1.1\r\nHost: h\r\n\r\n", {}, {.finish = true}).code == Code::kOk);
+  CHECK(run("", {}, {.finish = true}).code == Code::kOk);
+  CHECK(run("\r\n", {}, {.finish = true}).code == Code::kOk);
+  CHECK(run("GET / HTTP/1.1\r\nHost: h\r\n", {}, {.finish = true}).code == Code::kClosed);
+  CHECK(run("G", {}, {.finish = true}).code == Code::kClosed);
+  CHECK(run("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nabc", {}, {.finish = true})
+            .code == Code::kClosed);
+  CHECK(run("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", {},
+            {.finish = true})
+            .code == Code::kClosed);
+
+  Recorder rec;
+  Parser parser(Parser::Mode::kRequest, rec);
+  rec.parser = &parser;
+  CHECK(parser.finish().ok());
+  CHECK(parser.feed(as_bytes("GET")).status().code() == Code::kClosed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses.
+
+TEST_CASE("Parser delivers a response with a Content-Length body at every split point") {
+  const Outcome o = run_every_split(
+      "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nhello"
+      "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+      response_options());
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "response 200 [OK] 1.1\n  Content-Type: [text/html]\n  Content-Length: [5]\n"
+        "  framing length length 5 keep-alive\nbody hello\ncomplete\npaused\n"
+        "response 404 [Not Found] 1.1\n  Content-Length: [0]\n"
+        "  framing length length 0 keep-alive\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser delivers a chunked response at every split point") {
+  const Outcome o = run_every_split(
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n",
+      response_options());
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "response 200 [OK] 1.1\n  Transfer-Encoding: [chunked]\n  framing chunked keep-alive\n"
+        "body Wikipedia\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser reads no body after a HEAD request despite Content-Length") {
+  Options opt = response_options();
+  opt.request_was_head = true;
+  const Outcome o = run_every_split(
+      "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+      opt);
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "response 200 [OK] 1.1\n  Content-Length: [1234]\n"
+        "  framing none length 1234 keep-alive\ncomplete\npaused\n"
+        "response 200 [OK] 1.1\n  Transfer-Encoding: [chunked]\n"
+        "  framing none keep-alive\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser reads no body in 204 and 304 responses whatever their fields say") {
+  const Outcome o = run_every_split(
+      "HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n"
+      "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: \"x\"\r\n\r\n"
+      "HTTP/1.1 304 Not Modified\r\n\r\n"
+      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+      response_options());
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "response 204 [No Content] 1.1\n  Content-Length: [10]\n"
+        "  framing none length 10 keep-alive\ncomplete\npaused\n"
+        "response 304 [Not Modified] 1.1\n  Content-Length: [5]\n  ETag: [\"x\"]\n"
+        "  framing none length 5 keep-alive\ncomplete\npaused\n"
+        "response 304 [Not Modified] 1.1\n  framing none keep-alive\ncomplete\npaused\n"
+        "response 200 [OK] 1.1\n  Content-Length: [2]\n"
+        "  framing length length 2 keep-alive\nbody ok\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser delivers 100 Continue and 103 Early Hints, then the final response") {
+  const Outcome o = run_every_split(
+      "HTTP/1.1 100 Continue\r\n\r\n"
+      "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+      "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+      response_options());
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "response 100 [Continue] 1.1\n  framing none keep-alive\ncomplete\npaused\n"
+        "response 103 [Early Hints] 1.1\n  Link: [</style.css>; rel=preload]\n"
+        "  framing none keep-alive\ncomplete\npaused\n"
+        "response 200 [OK] 1.1\n  Content-Length: [3]\n"
+        "  framing length length 3 keep-alive\nbody abc\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser ends a close-delimited response body at finish()") {
+  Options opt = response_options();
+  opt.finish = true;
+  const Outcome o = run_every_split("HTTP/1.1 200 OK\r\nServer: x\r\n\r\nall of this, to EOF", opt);
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "response 200 [OK] 1.1\n  Server: [x]\n  framing close close\n"
+        "body all of this, to EOF\ncomplete\n");
+
+  // Without finish() the message never completes.
+  const Outcome open = run("HTTP/1.0 200 OK\r\n\r\nabc", {}, response_options());
+  CHECK(open.code == Code::kOk);
+  CHECK(open.log == "response 200 [OK] 1.0\n  framing close close\n");
+
+  // HTTP/1.0 with a length completes, then closes the connection.
+  const Outcome done =
+      run_every_split("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nab", response_options());
+  CHECK(done.code == Code::kClosed);
+  CHECK(done.log ==
+        "response 200 [OK] 1.0\n  Content-Length: [1]\n  framing length length 1 close\n"
+        "body a\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser reports kClosed when a response ends before its length") {
+  Options opt = response_options();
+  opt.finish = true;
+  CHECK(run("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", {}, opt).code == Code::kClosed);
+  CHECK(run("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab", {}, opt).code ==
+        Code::kClosed);
+  CHECK(run("HTTP/1.1 200 O", {}, opt).code == Code::kClosed);
+}
+
+TEST_CASE("Parser stops at a 101 response: what follows is not HTTP") {
+  const Outcome o = run_every_split(
+      "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+      "\x81\x05hello",
+      response_options());
+  CHECK(o.code == Code::kUnsupported);
+  CHECK(o.log ==
+        "response 101 [Switching Protocols] 1.1\n  Connection: [upgrade]\n"
+        "  Upgrade: [websocket]\n  framing none close\ncomplete\npaused\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits.
+
+TEST_CASE("Parser answers kTooLarge to a 70 KB header section") {
+  std::string input = "GET / HTTP/1.1\r\nHost: h\r\n";
+  for (int i = 0; input.size() < 70 * 1024; ++i) {
+    input += "X-Filler-" + std::to_string(i) + ": " + std::string(900, 'v') + "\r\n";
+  }
+  input += "\r\n";
+  REQUIRE(input.size() > 70 * 1024);
+  const Outcome whole = run(input, {}, {});
+  CHECK(whole.code == Code::kTooLarge);
+  CHECK(whole.log.empty());
+  // Cut anywhere, including byte by byte.
+  for (size_t cut : {size_t{1}, size_t{100}, input.size() / 2, input.size() - 3}) {
+    CHECK(run(input, {cut}, {}).code == Code::kTooLarge);
+  }
+  std::vector<size_t> every;
+  for (size_t i = 1; i < input.size(); ++i) every.push_back(i);
+  CHECK(run(input, every, {}).code == Code::kTooLarge);
+
+  // One long value, and one long target, count too.
+  CHECK(
+      run("GET / HTTP/1.1\r\nHost: h\r\nX: " + std::string(70000, 'a') + "\r\n\r\n", {}, {}).code ==
+      Code::kTooLarge);
+  CHECK(run("GET /" + std::string(70000, 'a') + " HTTP/1.1\r\nHost: h\r\n\r\n", {}, {}).code ==
+        Code::kTooLarge);
+}
+
+TEST_CASE("Parser's header byte limit covers the whole head, exactly") {
+  Options opt;
+  const std::string head = "GET / HTTP/1.1\r\nHost: h\r\nX: abcdef\r\n\r\n";
+  opt.limits.max_header_bytes = head.size();
+  CHECK(run_every_split(head, opt).code == Code::kOk);
+  opt.limits.max_header_bytes = head.size() - 1;
+  CHECK(run_every_split(head, opt).code == Code::kTooLarge);
+  // Empty lines before the request line are not part of it.
+  opt.limits.max_header_bytes = head.size();
+  CHECK(run_every_split("\r\n\r\n" + head, opt).code == Code::kOk);
+  // Whitespace llhttp skips without a callback is counted all the same.
+  const std::string padded = "GET / HTTP/1.1\r\nHost: h\r\nX:" + std::string(50, ' ') + "a\r\n\r\n";
+  opt.limits.max_header_bytes = padded.size() - 1;
+  CHECK(run(padded, {}, opt).code == Code::kTooLarge);
+}
+
+TEST_CASE("Parser answers kTooLarge to more header fields than the limit") {
+  std::string head = "GET / HTTP/1.1\r\nHost: h\r\n";
+  for (int i = 1; i < 128; ++i) head += "X-" + std::to_string(i) + ": v\r\n";
+  CHECK(run(head + "\r\n", {}, {}).code == Code::kOk);  // 128 fields: the default limit.
+  const Outcome o = run(head + "X-129: v\r\n\r\n", {}, {});
+  CHECK(o.code == Code::kTooLarge);
+  CHECK(o.log.empty());
+
+  Options small;
+  small.limits.max_headers = 2;
+  CHECK(run_every_split("GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\n\r\n", small).code == Code::kOk);
+  CHECK(run_every_split("GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n", small).code ==
+        Code::kTooLarge);
+}
+
+TEST_CASE("Parser applies the limits to a trailer section on its own") {
+  Options opt;
+  opt.limits.max_headers = 2;
+  opt.limits.max_header_bytes = 80;
+  const std::string head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  CHECK(run_every_split(head + "1\r\na\r\n0\r\nA: 1\r\nB: 2\r\n\r\n", opt).code == Code::kOk);
+  CHECK(run_every_split(head + "1\r\na\r\n0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", opt).code ==
+        Code::kTooLarge);
+  CHECK(run_every_split(head + "0\r\nA: " + std::string(80, 'x') + "\r\n\r\n", opt).code ==
+        Code::kTooLarge);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed input: 400 material.
+
+namespace {
+
+struct BadCase {
+  const char* what;
+  std::string input;
+  bool in_body = false;  // The head is valid and delivered; the error comes after it.
+};
+
+void check_refused(const Outcome& o, const BadCase& c) {
+  CHECK(o.log.find("complete") == std::string::npos);  // The message never completes.
+  if (c.in_body) {
+    CHECK_FALSE(o.log.empty());
+  } else {
+    CHECK(o.log.empty());  // No head was delivered.
+  }
+}
+
+}  // namespace
+
+TEST_CASE("Parser answers kMalformed to each malformed request, at every split point") {
+  const std::string get = "GET / HTTP/1.1\r\nHost: h\r\n";
+  const std::string post = "POST / HTTP/1.1\r\nHost: h\r\n";
+  const std::string chunked = post + "Transfer-Encoding: chunked\r\n\r\n";
+  const std::vector<BadCase> cases = {
+      {"Transfer-Encoding with Content-Length",
+       post + "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n"},
+      {"Content-Length with Transfer-Encoding",
+       post + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+      {"two Content-Lengths", post + "Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"},
+      {"two equal Content-Lengths", post + "Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc"},
+      {"Content-Length list", post + "Content-Length: 3, 3\r\n\r\nabc"},
+      {"non-numeric Content-Length", post + "Content-Length: abc\r\n\r\n"},
+      {"negative Content-Length", post + "Content-Length: -1\r\n\r\n"},
+      {"signed Content-Length", post + "Content-Length: +1\r\n\r\na"},
+      {"empty Content-Length", post + "Content-Length: \r\n\r\n"},
+      {"overflowing Content-Length", post + "Content-Length: 99999999999999999999999\r\n\r\n"},
+      {"final coding not chunked", post + "Transfer-Encoding: gzip\r\n\r\nabc"},
+      {"chunked then gzip", post + "Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"},
+      {"chunked twice",
+       post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+      {"Transfer-Encoding in HTTP/1.0",
+       "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+      {"chunk size not hex", chunked + "zz\r\nabc\r\n0\r\n\r\n", true},
+      {"chunk size overflow", chunked + "1ffffffffffffffff\r\nabc\r\n0\r\n\r\n", true},
+      {"space after chunk size", chunked + "3 \r\nabc\r\n0\r\n\r\n", true},
+      {"chunk longer than its size", chunked + "3\r\nabcd\r\n0\r\n\r\n", true},
+      {"chunk lines with bare LF", chunked + "3\nabc\n0\n\n", true},
+      {"negative chunk size", chunked + "-3\r\nabc\r\n0\r\n\r\n", true},
+      {"LF in a quoted chunk extension", chunked + "1;a=\"\n\"\r\nX\r\n0\r\n\r\n", true},
+      {"CR in a quoted chunk extension", chunked + "1;a=\"\r\"\r\nX\r\n0\r\n\r\n", true},
+      {"bare LF after a chunk extension", chunked + "1;a\n\r\nX\r\n0\r\n\r\n", true},
+      {"LF in a value", get + "X: a\nY: b\r\n\r\n"},
+      {"bare LF line ends", "GET / HTTP/1.1\nHost: h\n\n"},
+      {"CR in a value", get + "X: a\rb\r\n\r\n"},
+      {"NUL in a value", get + std::string("X: a\0b\r\n\r\n", 10)},
+      {"control character in a value", get + "X: a\x01"
+                                             "b\r\n\r\n"},
+      {"DEL in a value", get + "X: a\x7f"
+                               "b\r\n\r\n"},
+      {"obs-fold", get + "X: a\r\n b\r\n\r\n"},
+      {"obs-fold with a tab", get + "X: a\r\n\tb\r\n\r\n"},
+      {"obs-fold of an empty value", get + "X:\r\n b\r\n\r\n"},
+      {"obs-fold in a trailer", chunked + "0\r\nT: a\r\n b\r\n\r\n", true},
+      {"whitespace before the first field", "GET / HTTP/1.1\r\n Host: h\r\n\r\n"},
+      {"space before the colon", get + "X : a\r\n\r\n"},
+      {"empty field name", get + ": a\r\n\r\n"},
+      {"invalid name character", get + "X@Y: a\r\n\r\n"},
+      {"invalid trailer name", chunked + "0\r\nT @: a\r\n\r\n", true},
+      {"invalid method character", "G@T / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"method with a slash", "GET/1 / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"non-ASCII method", "G\xc3\x89T / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"empty method", " / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"request line with only a method", "GET\r\nHost: h\r\n\r\n"},
+      {"space in the target", "GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"tab in the target", "GET /a\tb HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"control character in the target", "GET /a\x01 HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"non-ASCII target", "GET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"fragment in the target", "GET /a#b HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"two spaces after the method", "GET  / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"two spaces before the version", "GET /  HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"HTTP/0.9 request line", "GET /\r\n\r\n"},
+      {"HTTP/1.2", "GET / HTTP/1.2\r\nHost: h\r\n\r\n"},
+      {"HTTP/2.0", "GET / HTTP/2.0\r\nHost: h\r\n\r\n"},
+      {"lower-case protocol", "GET / http/1.1\r\nHost: h\r\n\r\n"},
+      {"HTTP/1.1 without Host", "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"},
+      {"two Host fields", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"},
+      {"two Host fields in HTTP/1.0", "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"},
+      {"bare LF before the request line", "\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"chunk extension without a name", chunked + "1;\r\nX\r\n0\r\n\r\n", true},
+      {"chunk extension with an empty value", chunked + "1;a=\r\nX\r\n0\r\n\r\n", true},
+      {"space inside a chunk extension name", chunked + "1;a b\r\nX\r\n0\r\n\r\n", true},
+      {"space inside a chunk extension value", chunked + "1;a=b c\r\nX\r\n0\r\n\r\n", true},
+      {"whitespace before the end of a chunk extension", chunked + "1;a=b \r\nX\r\n0\r\n\r\n",
+       true},
+      {"chunk extension name not a token", chunked + "1;a@b\r\nX\r\n0\r\n\r\n", true},
+      {"unterminated quoted chunk extension", chunked + "1;a=\"b\r\nX\r\n0\r\n\r\n", true},
+      {"control character in a quoted chunk extension", chunked + "1;a=\"\x01\"\r\nX\r\n0\r\n\r\n",
+       true},
+      {"control character after a backslash in a chunk extension",
+       chunked + "1;a=\"\\\x01\"\r\nX\r\n0\r\n\r\n", true},
+      {"text after a quoted chunk extension", chunked + "1;a=\"b\"c\r\nX\r\n0\r\n\r\n", true},
+      {"chunk extension without a chunk size", chunked + ";a\r\nX\r\n0\r\n\r\n", true},
+      {"empty chunk-size line", chunked + "\r\nX\r\n0\r\n\r\n", true},
+      {"no CRLF after chunk data", chunked + "1\r\nX0\r\n\r\n", true},
+      {"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"},
+  };
+  for (const BadCase& c : cases) {
+    INFO(c.what);
+    const Outcome o = run_every_split(c.input);
+    CHECK(o.code == Code::kMalformed);
+    check_refused(o, c);
+  }
+}
+
+TEST_CASE("Parser answers kMalformed to each malformed response, at every split point") {
+  const std::vector<BadCase> cases = {
+      {"status 099", "HTTP/1.1 099 Odd\r\n\r\n"},
+      {"status 600", "HTTP/1.1 600 Odd\r\n\r\n"},
+      {"1xx in HTTP/1.0", "HTTP/1.0 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\n"},
+      {"1xx that closes the connection",
+       "HTTP/1.1 100 Continue\r\nConnection: close\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"},
+      {"four-digit status", "HTTP/1.1 2000 OK\r\n\r\n"},
+      {"two spaces before the status", "HTTP/1.1  200 OK\r\n\r\n"},
+      {"control character in the reason", "HTTP/1.1 200 O\x01K\r\n\r\n"},
+      {"HTTP/2.0", "HTTP/2.0 200 OK\r\n\r\n"},
+      {"Transfer-Encoding with Content-Length",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n"},
+      {"Transfer-Encoding in HTTP/1.0",
+       "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+      {"bad chunk size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n", true},
+      {"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"},
+      {"invalid Content-Length", "HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n"},
+      {"not HTTP", "<html>hello</html>"},
+  };
+  for (const BadCase& c : cases) {
+    INFO(c.what);
+    const Outcome o = run_every_split(c.input, response_options());
+    CHECK(o.code == Code::kMalformed);
+    check_refused(o, c);
+  }
+}
+
+TEST_CASE("Parser answers kUnsupported to transfer codings other than chunked") {
+  const Outcome req = run_every_split(
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
+  CHECK(req.code == Code::kUnsupported);
+  CHECK(req.log.empty());
+  const Outcome res =
+      run_every_split("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc", response_options());
+  CHECK(res.code == Code::kUnsupported);
+  CHECK(res.log.empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strict where RFC 9112 says so, lenient where it says so.
+
+TEST_CASE("Parser refuses a bare CR in a request head, never taking it for a line end") {
+  // llhttp 8.1 alone takes "CR LF CR x" as the end of the head and "x" as the body's start.
+  const std::vector<BadCase> cases = {
+      {"CR LF CR x ending the head",
+       "GET / HTTP/1.1\r\nHost: h\r\n\rGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"CR LF CR x ending a head with a body",
+       "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\rXhello"},
+      {"bare CR inside a value", "GET / HTTP/1.1\r\nHost: h\r\na: b\rc\r\n\r\n"},
+      {"bare CR at the end of a value", "GET / HTTP/1.1\r\nHost: h\r\na: b\r\r\n\r\n"},
+      {"bare CR after a field name", "GET / HTTP/1.1\r\nHost: h\r\na\r: b\r\n\r\n"},
+      {"bare CR in the request line", "GET /\r HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"bare CR at the end of the request line", "GET / HTTP/1.1\rHost: h\r\n\r\n"},
+      {"bare CR before the request line", "\rGET / HTTP/1.1\r\nHost: h\r\n\r\n"},
+      {"bare CR in a trailer section",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: a\rb\r\n\r\n",
+       true},
+      {"CR LF CR x ending a trailer section",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: a\r\n\rX", true},
+  };
+  for (const BadCase& c : cases) {
+    INFO(c.what);
+    const Outcome o = run_every_split(c.input);
+    CHECK(o.code == Code::kMalformed);
+    check_refused(o, c);
+  }
+}
+
+TEST_CASE("Parser refuses a bare CR in a response head") {
+  const std::vector<BadCase> cases = {
+      {"CR LF CR x ending the head", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\rX"},
+      {"bare CR inside a value", "HTTP/1.1 200 OK\r\na: b\rc\r\nContent-Length: 0\r\n\r\n"},
+      {"bare CR in the reason phrase", "HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n"},
+  };
+  for (const BadCase& c : cases) {
+    INFO(c.what);
+    const Outcome o = run_every_split(c.input, response_options());
+    CHECK(o.code == Code::kMalformed);
+    check_refused(o, c);
+  }
+}
+
+TEST_CASE("Parser refuses a bare CR on a chunk-size line or after chunk data") {
+  const std::string request = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string response = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (const std::string& chunks : {
+           std::string("1\rX\r\n0\r\n\r\n"),          // After the size.
+           std::string("1\r\rX\r\n0\r\n\r\n"),        // Two CRs.
+           std::string("1;a=b\rX\r\n0\r\n\r\n"),      // After an extension.
+           std::string("1;a=\"b\"\rX\r\n0\r\n\r\n"),  // After a quoted extension.
+           std::string("1\r\nX\r0\r\n\r\n"),          // After the data.
+           std::string("1\r\nX\r\n0\r\r\n\r\n"),      // On the last chunk's line.
+           std::string("1\r\nX\r\n0;last\rA: b\r\n\r\n"),
+       }) {
+    INFO(chunks);
+    const Outcome req = run_every_split(request + chunks);
+    CHECK(req.code == Code::kMalformed);
+    check_refused(req, {"", "", true});
+    const Outcome res = run_every_split(response + chunks, response_options());
+    CHECK(res.code == Code::kMalformed);
+    check_refused(res, {"", "", true});
+  }
+}
+
+TEST_CASE("Parser delivers any method token as received, framed by its fields alone") {
+  // RFC 9110 §9.1: the method token is case-sensitive; any token is a method.
+  for (const char* method : {"QUERY", "PROPFIND", "MKCOL", "FOO-BAR", "get", "Get", "M-SEARCH",
+                             "PRI", "DESCRIBE", "!#$%&'*+-.^_`|~09azAZ"}) {
+    INFO(method);
+    const std::string m = method;
+    const Outcome o =
+        run_every_split(m + " /r HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc" + m +
+                        " * HTTP/1.1\r\nHost: h\r\n\r\n");
+    CHECK(o.code == Code::kOk);
+    CHECK(o.log == "request " + m + " /r 1.1\n  Host: [h]\n  Content-Length: [3]\n" +
+                       "  framing length length 3 keep-alive\nbody abc\ncomplete\npaused\n" +
+                       "request " + m + " * 1.1\n  Host: [h]\n  framing none keep-alive\n" +
+                       "complete\npaused\n");
+  }
+}
+
+TEST_CASE("Parser frames HEAD like any other method and refuses HEAD or CONNECT in another case") {
+  // A request's framing never depends on HEAD; only CONNECT (exactly) is special.
+  const Outcome head = run_every_split(
+      "HEAD / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n");
+  CHECK(head.code == Code::kOk);
+  CHECK(head.log ==
+        "request HEAD / 1.1\n  Host: [h]\n  Transfer-Encoding: [chunked]\n"
+        "  framing chunked keep-alive\nbody ab\ncomplete\npaused\n");
+  // A backend matching methods without case would frame these differently from this proxy.
+  for (const char* m : {"connect", "Connect", "head", "hEAD"}) {
+    INFO(m);
+    const Outcome o =
+        run_every_split(std::string(m) + " /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab");
+    CHECK(o.code == Code::kMalformed);
+  }
+}
+
+TEST_CASE("Parser bounds the empty lines before a start line by max_header_bytes") {
+  std::string blank;
+  for (int i = 0; i < 100; ++i) blank += "\r\n";
+  CHECK(run_every_split(blank + "GET / HTTP/1.1\r\nHost: h\r\n\r\n").code == Code::kOk);
+  Recorder rec;
+  Parser p(Parser::Mode::kRequest, rec, Parser::Limits{.max_header_bytes = 1024, .max_headers = 8});
+  std::string flood;
+  for (int i = 0; i < 600; ++i) flood += "\r\n";  // 1,200 bytes and never a request.
+  const auto r = p.feed(as_bytes(flood));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kMalformed);
+}
+
+TEST_CASE("Parser accepts every chunk extension form and drops the extensions") {
+  const std::string head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string expected =
+      "request POST / 1.1\n  Host: [h]\n  Transfer-Encoding: [chunked]\n"
+      "  framing chunked keep-alive\nbody abc\ncomplete\npaused\n";
+  for (const char* ext : {
+           ";a=b;c=d",              // An unquoted value followed by another extension.
+           ";a=\"q\\\"uo\\\\te\"",  // Quoted-pairs in a quoted value.
+           ";a=\"x;y=z\"",          // A quoted ';' and '='.
+           ";a=\"\"",               // An empty quoted value.
+           " ; a = b ; c",          // BWS around ';' and '='.
+           "\t;a\t=\t\"t\"\t;b",    // BWS as HTAB.
+           ";a;b;c",                // Names alone.
+           ";a=\"caf\xc3\xa9\"",    // obs-text.
+           ";!#$%&'*+-.^_`|~=~",    // Every tchar.
+       }) {
+    INFO(ext);
+    const std::string body = std::string("3") + ext + "\r\nabc\r\n0" + ext + "\r\n\r\n";
+    const Outcome o = run_every_split(head + body);
+    CHECK(o.code == Code::kOk);
+    CHECK(o.log == expected);
+    const Outcome r = run_every_split(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body, response_options());
+    CHECK(r.code == Code::kOk);
+  }
+}
+
+TEST_CASE("Parser bounds a chunk-size line, extensions included, by max_header_bytes") {
+  Options opt;
+  opt.limits.max_header_bytes = 1024;
+  const std::string head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string fits = "1;a=" + std::string(1024 - 6, 'x') + "\r\nX\r\n0\r\n\r\n";
+  CHECK(run(head + fits, {}, opt).code == Code::kOk);
+  const std::string over = "1;a=" + std::string(1024 - 5, 'x') + "\r\nX\r\n0\r\n\r\n";
+  CHECK(run(head + over, {}, opt).code == Code::kTooLarge);
+  CHECK(run(head + std::string(2000, '0') + "1\r\nX\r\n0\r\n\r\n", {}, opt).code ==
+        Code::kTooLarge);
+}
+
+TEST_CASE("Parser refuses an invalid Host and userinfo in an absolute-form target") {
+  const auto with_host = [](std::string_view host) {
+    return "GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n";
+  };
+  for (const char* host : {"a b.com", "a.com/x",     "a.com, b.com", "a.com,b.com", "a.com:99999",
+                           "a.com:x", "a.com:80:80", "[::1",         "[::1]x",      "[::1]:x",
+                           "[zz::1]", "[v1.x]",      "a@b.com",      "a.com\\",     "a%zz.com",
+                           "a%4",     ":80",         "a\"b",         "a.com:65536", "a.com:-1",
+                           "[]"}) {
+    INFO(host);
+    const Outcome o = run_every_split(with_host(host));
+    CHECK(o.code == Code::kMalformed);
+    CHECK(o.log.empty());
+    CHECK(run_every_split("GET / HTTP/1.0\r\nHost: " + std::string(host) + "\r\n\r\n").code ==
+          Code::kMalformed);
+  }
+  for (const char* target :
+       {"http://user@h/", "http://user:pass@h/x", "HTTP://@h/", "http:///x", "http://a.com:99999/",
+        "https://a b/", "http://[::1/", "http://a,b/"}) {
+    INFO(target);
+    const Outcome o =
+        run_every_split("GET " + std::string(target) + " HTTP/1.1\r\nHost: h\r\n\r\n");
+    CHECK(o.code == Code::kMalformed);
+    CHECK(o.log.empty());
+  }
+}
+
+TEST_CASE("Parser accepts every valid Host form, and an empty Host") {
+  for (const char* host :
+       {"a.com", "A.Example.COM:8080", "a.com:", "a.com:0", "a.com:65535", "1.2.3.4", "1.2.3.4:80",
+        "[::1]", "[::1]:443", "[2001:db8::5]", "[::ffff:1.2.3.4]", "xn--bcher-kva.example", "a%2Eb",
+        "a_b~c-d", "!$&'()*+;=", "localhost", ""}) {
+    INFO(host);
+    const Outcome o = run_every_split("GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n");
+    CHECK(o.code == Code::kOk);
+  }
+}
+
+TEST_CASE("Parser accepts an HTTP/1.0 request without Host") {
+  const Outcome o = run_every_split("POST /p HTTP/1.0\r\nContent-Length: 2\r\n\r\nab");
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "request POST /p 1.0\n  Content-Length: [2]\n  framing length length 2 close\n"
+        "body ab\ncomplete\npaused\n");
+}
+
+TEST_CASE("Parser reports a request-target over the byte limit apart from a large head") {
+  Options opt;
+  opt.limits.max_header_bytes = 200;
+  const std::string long_target = "GET /" + std::string(300, 'a') + " HTTP/1.1\r\nHost: h\r\n\r\n";
+  const std::string long_field =
+      "GET / HTTP/1.1\r\nHost: h\r\nX: " + std::string(300, 'a') + "\r\n\r\n";
+  const std::string long_method = std::string(300, 'M') + " / HTTP/1.1\r\nHost: h\r\n\r\n";
+  for (size_t cut : {size_t{0}, size_t{3}, size_t{100}, size_t{250}}) {
+    INFO(cut);
+    const std::vector<size_t> cuts = cut == 0 ? std::vector<size_t>{} : std::vector<size_t>{cut};
+    const Outcome target = run(long_target, cuts, opt);
+    CHECK(target.code == Code::kTooLarge);
+    CHECK(error_status(target.status) == 414);
+    CHECK(error_status(run(long_field, cuts, opt).status) == 431);
+    CHECK(error_status(run(long_method, cuts, opt).status) == 431);
+  }
+  // A target that fits, in a head that does not: 431.
+  const std::string fits = "GET /" + std::string(150, 'a') +
+                           " HTTP/1.1\r\nHost: h\r\nX: " + std::string(100, 'b') + "\r\n\r\n";
+  CHECK(error_status(run(fits, {}, opt).status) == 431);
+}
+
+TEST_CASE("error_status maps parse errors to the statuses a server answers with") {
+  CHECK(error_status(Status(Code::kMalformed, "x")) == 400);
+  CHECK(error_status(Status(Code::kTooLarge, "http: header section larger than the limit")) == 431);
+  CHECK(error_status(Status(Code::kUnsupported, "x")) == 501);
+  CHECK(error_status(Status(Code::kInternal, "x")) == 400);
+}
+
+TEST_CASE("Parser errors are sticky and name the side they came from") {
+  Recorder rec;
+  Parser parser(Parser::Mode::kRequest, rec);
+  rec.parser = &parser;
+  Result<size_t> n = parser.feed(as_bytes("GET / HTTP/1.1\r\nX : y\r\n\r\n"));
+  REQUIRE_FALSE(n.ok());
+  CHECK(n.status().code() == Code::kMalformed);
+  CHECK(n.status().side() == Side::kDownstream);
+  CHECK(parser.feed(as_bytes("GET / HTTP/1.1\r\nHost: h\r\n\r\n")).status().code() ==
+        Code::kMalformed);
+  CHECK(parser.finish().code() == Code::kMalformed);
+
+  Recorder rec2;
+  Parser upstream(Parser::Mode::kResponse, rec2);
+  rec2.parser = &upstream;
+  Result<size_t> m = upstream.feed(as_bytes("HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"));
+  REQUIRE_FALSE(m.ok());
+  CHECK(m.status().side() == Side::kUpstream);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writers.
+
+TEST_CASE("write_request_head writes a head the parser reads back") {
+  RequestHead head;
+  head.method = "POST";
+  head.target = "/p?q=1";
+  head.headers = {{"Host", "example.com"}, {"Content-Length", "2"}, {"X-Tab", "a\tb"}};
+  Bytes out = {'>'};
+  REQUIRE(write_request_head(head, out).ok());
+  CHECK(as_string(out) ==
+        ">POST /p?q=1 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\nX-Tab: a\tb\r\n"
+        "\r\n");
+  const Outcome o = run_every_split(as_string(out).substr(1) + "hi");
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "request POST /p?q=1 1.1\n  Host: [example.com]\n  Content-Length: [2]\n"
+        "  X-Tab: [a\tb]\n  framing length length 2 keep-alive\nbody hi\ncomplete\npaused\n");
+
+  head.version_minor = 0;
+  head.headers = {};
+  out.clear();
+  REQUIRE(write_request_head(head, out).ok());
+  CHECK(as_string(out) == "POST /p?q=1 HTTP/1.0\r\n\r\n");
+}
+
+TEST_CASE("write_response_head fills in the reason phrase from the status") {
+  ResponseHead head;
+  head.status = 404;
+  head.headers = {{"Content-Length", "0"}};
+  Bytes out;
+  REQUIRE(write_response_head(head, out).ok());
+  CHECK(as_string(out) == "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+
+  head.status = 599;
+  head.headers = {};
+  out.clear();
+  REQUIRE(write_response_head(head, out).ok());
+  CHECK(as_string(out) == "HTTP/1.1 599 \r\n\r\n");
+  CHECK(run_every_split(as_string(out), response_options()).code == Code::kOk);
+
+  head.status = 200;
+  head.reason = "Fine";
+  head.version_minor = 0;
+  out.clear();
+  REQUIRE(write_response_head(head, out).ok());
+  CHECK(as_string(out) == "HTTP/1.0 200 Fine\r\n\r\n");
+}
+
+TEST_CASE("Writers refuse header injection and append nothing") {
+  const std::vector<Header> bad_fields[] = {
+      {{"X", "a\r\nInjected: yes"}},
+      {{"X", "a\nb"}},
+      {{"X", "a\rb"}},
+      {{"X", std::string("a\0b", 3)}},
+      {{"X", "a\x01"}},
+      {{"X", "a\x7f"}},
+      {{"X\r\nInjected", "yes"}},
+      {{"X Y", "a"}},
+      {{"X:", "a"}},
+      {{"", "a"}},
+      {{"Host", "ok"}, {"Bad Name", "a"}},
+  };
+  for (const auto& fields : bad_fields) {
+    RequestHead req{.method = "GET", .target = "/", .version_minor = 1, .headers = fields};
+    Bytes out = {'x'};
+    CHECK(write_request_head(req, out).code() == Code::kMalformed);
+    CHECK(out == Bytes{'x'});
+    ResponseHead res{.status = 200, .reason = "", .version_minor = 1, .headers = fields};
+    CHECK(write_response_head(res, out).code() == Code::kMalformed);
+    CHECK(out == Bytes{'x'});
+    CHECK(write_last_chunk(fields, out).code() == Code::kMalformed);
+    CHECK(out == Bytes{'x'});
+  }
+
+  Bytes out;
+  const char* bad_targets[] = {"", "/a b", "/a\r\nX: y", "/a\tb", "/a#f", "/caf\xc3\xa9"};
+  for (const char* target : bad_targets) {
+    RequestHead req{.method = "GET", .target = target, .version_minor = 1, .headers = {}};
+    CHECK(write_request_head(req, out).code() == Code::kMalformed);
+  }
+  const char* bad_methods[] = {"", "G T", "GET\r\n", "GE(T"};
+  for (const char* method : bad_methods) {
+    RequestHead req{.method = method, .target = "/", .version_minor = 1, .headers = {}};
+    CHECK(write_request_head(req, out).code() == Code::kMalformed);
+  }
+  ResponseHead res{.status = 200, .reason = "OK\r\nX: y", .version_minor = 1, .headers = {}};
+  CHECK(write_response_head(res, out).code() == Code::kMalformed);
+  res.reason = "";
+  res.status = 99;
+  CHECK(write_response_head(res, out).code() == Code::kMalformed);
+  res.status = 600;
+  CHECK(write_response_head(res, out).code() == Code::kMalformed);
+  res.status = 200;
+  res.version_minor = 2;
+  CHECK(write_response_head(res, out).code() == Code::kMalformed);
+  CHECK(out.empty());
+}
+
+TEST_CASE("Chunk writers produce a body the parser reads back") {
+  Bytes out;
+  ResponseHead head{.status = 200,
+                    .reason = "",
+                    .version_minor = 1,
+                    .headers = {{"Transfer-Encoding", "chunked"}}};
+  REQUIRE(write_response_head(head, out).ok());
+  write_chunk(as_bytes("hello "), out);
+  write_chunk({}, out);  // Nothing: an empty chunk would end the body.
+  const std::string big(300, 'z');
+  write_chunk_header(big.size(), out);
+  out.insert(out.end(), big.begin(), big.end());
+  out.insert(out.end(), kCrlf.begin(), kCrlf.end());
+  write_chunk_header(0, out);  // Nothing.
+  REQUIRE(write_last_chunk(std::vector<Header>{{"X-Sum", "42"}}, out).ok());
+  const std::string text = as_string(out);
+  CHECK(text.find("6\r\nhello \r\n12c\r\n") != std::string::npos);
+  CHECK(text.substr(text.size() - 18) == "\r\n0\r\nX-Sum: 42\r\n\r\n");
+
+  const Outcome o = run_every_split(text, response_options());
+  CHECK(o.code == Code::kOk);
+  CHECK(o.log ==
+        "response 200 [OK] 1.1\n  Transfer-Encoding: [chunked]\n  framing chunked keep-alive\n"
+        "trailers\n  X-Sum: [42]\nbody hello " +
+            big + "\ncomplete\npaused\n");
+
+  Bytes last;
+  REQUIRE(write_last_chunk({}, last).ok());
+  CHECK(as_string(last) == "0\r\n\r\n");
+}
+
+TEST_CASE("Random messages survive a write and parse round trip at random split points") {
+  std::mt19937 rng(20240611);
+  auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
+  const char* names[] = {"Accept", "X-Id", "Cache-Control", "cookie", "X-A_b.c~d"};
+  const char* values[] = {"", "a", "text/html; q=0.9", "x\ty", "\xff\x80 obs", "\"quoted\""};
+  for (int round = 0; round < 200; ++round) {
+    const bool response = pick(2) == 1;
+    std::vector<Header> fields;
+    const size_t count = pick(6);
+    for (size_t i = 0; i < count; ++i) fields.push_back({names[pick(5)], values[pick(6)]});
+    // Field values come back trimmed: make the expectation trimmed too.
+    std::string body(pick(3) == 0 ? 0 : pick(200), 'b');
+    for (char& c : body) c = static_cast<char>(pick(256));
+    const bool chunked = pick(2) == 1;
+    std::vector<Header> sent = fields;
+    if (!response) sent.insert(sent.begin(), {"Host", "h"});
+    sent.push_back(chunked ? Header{"Transfer-Encoding", "chunked"}
+                           : Header{"Content-Length", std::to_string(body.size())});
+    Bytes wire;
+    if (response) {
+      REQUIRE(write_response_head({.status = 200 + static_cast<int>(pick(3)),
+                                   .reason = "",
+                                   .version_minor = 1,
+                                   .headers = sent},
+                                  wire)
+                  .ok());
+    } else {
+      REQUIRE(write_request_head(
+                  {.method = "PUT", .target = "/r", .version_minor = 1, .headers = sent}, wire)
+                  .ok());
+    }
+    if (chunked) {
+      for (size_t at = 0; at < body.size();) {
+        const size_t len = std::min(body.size() - at, 1 + pick(50));
+        write_chunk(as_bytes(std::string_view(body).substr(at, len)), wire);
+        at += len;
+      }
+      REQUIRE(write_last_chunk({}, wire).ok());
+    } else {
+      wire.insert(wire.end(), body.begin(), body.end());
+    }
+    const std::string text = as_string(wire);
+    Options opt;
+    if (response) opt = response_options();
+    std::vector<size_t> cuts;
+    for (size_t at = pick(20) + 1; at < text.size(); at += pick(40) + 1) cuts.push_back(at);
+
+    const Outcome o = run(text, cuts, opt);
+    INFO("round " << round << ": " << o.message);
+    REQUIRE(o.code == Code::kOk);
+    REQUIRE(o == run(text, {}, opt));
+    // And the parse agrees with what was written.
+    {
+      Recorder r;
+      Parser p(opt.mode, r);
+      r.parser = &p;
+      REQUIRE(p.feed(as_bytes(text)).ok());
+      REQUIRE(r.bodies.size() == 1);
+      CHECK(r.bodies[0] == body);
+      const std::vector<Header>& got =
+          response ? r.responses.at(0).headers : r.requests.at(0).headers;
+      REQUIRE(got.size() == sent.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        CHECK(got[i].name == sent[i].name);
+        std::string trimmed = sent[i].value;
+        while (!trimmed.empty() && (trimmed.back() == ' ' || trimmed.back() == '\t')) {
+          trimmed.pop_back();
+        }
+        CHECK(got[i].value == trimmed);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field helpers and proxy rewriting.
+
+TEST_CASE("to_lower lowers ASCII letters only") {
+  CHECK(http::to_lower("Content-Type: TEXT/Html; Charset=UTF-8") ==
+        "content-type: text/html; charset=utf-8");
+  CHECK(http::to_lower("[::1]:80 WWW.Example.COM") == "[::1]:80 www.example.com");
+  CHECK(http::to_lower("\xC3\x89t\xC3\xA9") == "\xC3\x89t\xC3\xA9");  // UTF-8 bytes stay.
+  CHECK(http::to_lower("").empty());
+}
+
+TEST_CASE("find, has_token, remove and set compare names without case") {
+  std::vector<Header> h = {{"Content-Type", "text/html"},
+                           {"connection", "keep-alive , Upgrade"},
+                           {"X-A", "1"},
+                           {"x-a", "2"}};
+  CHECK(find(h, "content-type") == std::optional<std::string_view>("text/html"));
+  CHECK(find(h, "X-A") == std::optional<std::string_view>("1"));
+  CHECK_FALSE(find(h, "Content").has_value());
+  CHECK(has_token(h, "Connection", "upgrade"));
+  CHECK(has_token(h, "CONNECTION", "Keep-Alive"));
+  CHECK_FALSE(has_token(h, "Connection", "close"));
+  CHECK_FALSE(has_token(h, "Connection", "keep"));
+  CHECK(remove(h, "X-a") == 2);
+  CHECK(h.size() == 2);
+  set(h, "content-type", "text/plain");
+  REQUIRE(h.size() == 2);
+  CHECK(h.back().name == "content-type");
+  CHECK(h.back().value == "text/plain");
+  CHECK(iequals("Transfer-Encoding", "transfer-encoding"));
+  CHECK_FALSE(iequals("Host", "Hos"));
+  CHECK(is_token("X-Custom_1.2~!#$%&'*+^`|"));
+  CHECK_FALSE(is_token("a b"));
+  CHECK_FALSE(is_token("a:b"));
+  CHECK_FALSE(is_token(""));
+  CHECK(is_valid_field_value("a\tb \x80\xff"));
+  CHECK_FALSE(is_valid_field_value("a\x7f"));
+}
+
+TEST_CASE("remove_hop_by_hop removes connection fields and the ones Connection names") {
+  std::vector<Header> h = {
+      {"Host", "example.com"},
+      {"Connection", "keep-alive, X-Secret , close"},
+      {"connection", "x-other"},
+      {"Keep-Alive", "timeout=5"},
+      {"Proxy-Connection", "keep-alive"},
+      {"TE", "trailers"},
+      {"Trailer", "X-Sum"},
+      {"Transfer-Encoding", "chunked"},
+      {"Upgrade", "websocket"},
+      {"x-secret", "1"},
+      {"X-Other", "2"},
+      {"Proxy-Authorization", "Basic abc"},
+      {"Accept", "*/*"},
+  };
+  remove_hop_by_hop(h);
+  const std::vector<std::string> expected = {"Host", "Proxy-Authorization", "Accept"};
+  std::vector<std::string> names;
+  for (const Header& f : h) names.push_back(f.name);
+  CHECK(names == expected);
+}
+
+TEST_CASE("remove_hop_by_hop keeps Host and Content-Length even when Connection names them") {
+  std::vector<Header> h = {{"Host", "h"},
+                           {"Content-Length", "3"},
+                           {"Connection", "host, content-length, cookie"},
+                           {"Cookie", "a=b"}};
+  remove_hop_by_hop(h);
+  REQUIRE(h.size() == 2);
+  CHECK(h[0].name == "Host");
+  CHECK(h[1].name == "Content-Length");
+}
+
+TEST_CASE("add_via and add_forwarded_for append to an existing field or add one") {
+  std::vector<Header> h = {{"Host", "h"}};
+  add_via(h, "1.1 coilgun");
+  add_forwarded_for(h, "192.0.2.1");
+  REQUIRE(h.size() == 3);
+  CHECK(h[1].name == "Via");
+  CHECK(h[1].value == "1.1 coilgun");
+  CHECK(h[2].name == "X-Forwarded-For");
+  CHECK(h[2].value == "192.0.2.1");
+
+  std::vector<Header> g = {{"via", "1.0 fred"},
+                           {"x-forwarded-for", "203.0.113.7"},
+                           {"Via", "1.1 p.example"},
+                           {"X-Forwarded-For", ""}};
+  add_via(g, "1.1 coilgun");
+  add_forwarded_for(g, "2001:db8::1");
+  REQUIRE(g.size() == 4);
+  CHECK(g[0].value == "1.0 fred");
+  CHECK(g[2].value == "1.1 p.example, 1.1 coilgun");
+  CHECK(g[1].value == "203.0.113.7");
+  CHECK(g[3].value == "2001:db8::1");
+}
+
+TEST_CASE("status_reason knows the standard phrases") {
+  CHECK(status_reason(200) == "OK");
+  CHECK(status_reason(400) == "Bad Request");
+  CHECK(status_reason(421) == "Misdirected Request");
+  CHECK(status_reason(431) == "Request Header Fields Too Large");
+  CHECK(status_reason(502) == "Bad Gateway");
+  CHECK(status_reason(504) == "Gateway Timeout");
+  CHECK(status_reason(299).empty());
+  CHECK(status_reason(-1).empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hosts, targets and dates.
+
+TEST_CASE("is_valid_host accepts uri-host with an optional port and nothing else") {
+  CHECK(is_valid_host("www.example.com"));
+  CHECK(is_valid_host("www.example.com:8080"));
+  CHECK(is_valid_host("[2001:db8::1]:443"));
+  CHECK(is_valid_host("10.0.0.1"));
+  CHECK_FALSE(is_valid_host(""));
+  CHECK_FALSE(is_valid_host("a.com, b.com"));
+  CHECK_FALSE(is_valid_host("a.com:99999"));
+  CHECK_FALSE(is_valid_host("a.com:x"));
+  CHECK_FALSE(is_valid_host("[::1"));
+  CHECK_FALSE(is_valid_host("[fe80::1%25eth0]"));  // Zone identifiers are refused.
+  CHECK_FALSE(is_valid_host(std::string_view("a\0b", 3)));
+}
+
+TEST_CASE("split_absolute_target splits http and https targets only") {
+  auto a = split_absolute_target("http://a.com:8080/p?q");
+  REQUIRE(a);
+  CHECK(a->authority == "a.com:8080");
+  CHECK(a->origin_form == "/p?q");
+  a = split_absolute_target("HTTPS://a.com?q=/x");
+  REQUIRE(a);
+  CHECK(a->authority == "a.com");
+  CHECK(a->origin_form == "/?q=/x");
+  a = split_absolute_target("http://a.com");
+  REQUIRE(a);
+  CHECK(a->origin_form == "/");
+  a = split_absolute_target("http://u@a.com/");
+  REQUIRE(a);
+  CHECK(a->authority == "u@a.com");
+  CHECK_FALSE(split_absolute_target("/http://a.com/"));
+  CHECK_FALSE(split_absolute_target("ftp://a.com/"));
+  CHECK_FALSE(split_absolute_target("a.com:443"));
+  CHECK_FALSE(split_absolute_target("*"));
+  CHECK_FALSE(split_absolute_target("http:/a.com"));
+}
+
+TEST_CASE("imf_fixdate formats RFC 9110's example and the calendar's edges") {
+  CHECK(imf_fixdate(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT");  // RFC 9110 §5.6.7.
+  CHECK(imf_fixdate(0) == "Thu, 01 Jan 1970 00:00:00 GMT");
+  CHECK(imf_fixdate(951782400) == "Tue, 29 Feb 2000 00:00:00 GMT");
+  CHECK(imf_fixdate(4102444799) == "Thu, 31 Dec 2099 23:59:59 GMT");
+  CHECK(imf_fixdate(4107542400) == "Mon, 01 Mar 2100 00:00:00 GMT");  // 2100 is no leap year.
+}
+
+TEST_CASE("DateCache formats each second once and follows the clock") {
+  DateCache dates;
+  const std::string_view first = dates.get(784111777);
+  CHECK(first == "Sun, 06 Nov 1994 08:49:37 GMT");
+  CHECK(dates.get(784111777).data() == first.data());  // The same string, not a new one.
+  CHECK(dates.get(784111778) == "Sun, 06 Nov 1994 08:49:38 GMT");
+  CHECK(dates.get(0) == "Thu, 01 Jan 1970 00:00:00 GMT");
+}
+
+TEST_CASE("A 101 may switch only to a protocol the request listed", "[http]") {
+  CHECK(http::upgrade_answers("websocket", "websocket"));
+  CHECK(http::upgrade_answers("WebSocket", "websocket"));
+  CHECK(http::upgrade_answers("foo/2, websocket", " websocket "));
+  CHECK_FALSE(http::upgrade_answers("websocket", "h2c"));
+  CHECK_FALSE(http::upgrade_answers("websocket", "websocket, h2c"));
+  CHECK_FALSE(http::upgrade_answers("websocket", ""));
+  CHECK_FALSE(http::upgrade_answers("websocket", " , "));
+  CHECK_FALSE(http::upgrade_answers("", "websocket"));
+}
