@@ -29,8 +29,9 @@
 
 #include "common/daemon/config.h"
 #include "common/daemon/daemon.h"
-#include "common/daemon/start_up.h"
+#include "common/daemon/settings.h"
 #include "common/http/server.h"
+#include "common/obs/log.h"
 #include "common/tls/tls.h"
 #include "common/tunnel/connection.h"
 #include "common/store/version_store.h"

@@ -21,7 +21,7 @@
 
 #include "common/daemon/config.h"
 #include "common/daemon/daemon.h"
-#include "common/daemon/start_up.h"
+#include "common/daemon/settings.h"
 #include "common/http/client.h"
 #include "common/tls/tls.h"
 #include "common/tunnel/connection.h"

@@ -3,10 +3,7 @@
 // immutable Settings snapshot, the one-shot modes (--help, --version, --print-config, --check),
 // applying [log], and SIGHUP reload (a new snapshot, validated before it replaces the old).
 //
-// Workers read the current snapshot through Reloadable::get() when they start a piece of work
-// (an exchange, a tunnel connection) and keep it for that work's life: a reload never changes
-// settings under running work, and live tunnels stay up with the certificates they were made
-// with.
+// The snapshot itself, which the workers read, is in settings.h.
 
 #include <atomic>
 #include <cstdio>
@@ -19,32 +16,11 @@
 
 #include "common/daemon/config.h"
 #include "common/daemon/daemon.h"
+#include "common/daemon/settings.h"
 #include "common/obs/log.h"
 #include "common/tls/tls.h"
-#include "common/tunnel/session.h"
 
 namespace coilgun::daemon {
-
-// A value replaced whole (on SIGHUP) and read by any thread.
-template <typename T>
-class Reloadable {
- public:
-  explicit Reloadable(std::shared_ptr<const T> value) : value_(std::move(value)) {}
-  std::shared_ptr<const T> get() const { return value_.load(std::memory_order_acquire); }
-  void set(std::shared_ptr<const T> value) {
-    value_.store(std::move(value), std::memory_order_release);
-  }
-
- private:
-  std::atomic<std::shared_ptr<const T>> value_;
-};
-
-// One daemon's configuration and the TLS context built from it.
-template <typename Config>
-struct Settings {
-  Config config;
-  std::shared_ptr<const tls::TlsContext> tls;
-};
 
 template <typename Config>
 using LoadFn = config::ConfigResult<config::Invocation<Config>> (*)(int, const char* const*,
@@ -85,24 +61,6 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
   }
   return std::make_shared<const Settings<Config>>(
       Settings<Config>{std::move(loaded->config), std::move(ctx).value()});
-}
-
-// The tunnel session options both daemons derive from their [tunnel] and [limits] tables; a
-// ping unanswered for three intervals means a dead link.
-template <typename Config>
-tunnel::SessionOptions session_options(const Config& c, bool client) {
-  tunnel::SessionOptions o;
-  o.client = client;
-  o.stream_window = static_cast<uint32_t>(c.tunnel.stream_window);
-  o.connection_window = static_cast<uint32_t>(c.tunnel.connection_window);
-  if constexpr (requires { c.tunnel.max_streams; }) o.max_streams = c.tunnel.max_streams;
-  o.max_header_block = c.limits.max_header_bytes;
-  o.ping_interval_ms = static_cast<uint64_t>(c.tunnel.ping_interval.count());
-  o.ping_timeout_ms = 3 * o.ping_interval_ms;
-  if constexpr (requires { c.tunnel.answer_timeout; }) {
-    o.answer_timeout_ms = static_cast<uint64_t>(c.tunnel.answer_timeout.count());
-  }
-  return o;
 }
 
 // Applies [log]: level, access log, file (opened, or reopened when |before| named another).
