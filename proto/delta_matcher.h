@@ -56,8 +56,8 @@ class DeltaMatcher {
 
   // Fills |seqs| with sequences that code |body| against |base| (no block delimiters; the
   // bytes after the last sequence are literals). Returns false, leaving |seqs| unspecified,
-  // when anchors cover less than params.min_coverage_pct of the body: most of it is then new
-  // text, which stock zstd codes faster (matched_bytes() says how much did match).
+  // when anchors cover less than a tenth of the body: most of it is then new text, which stock
+  // zstd codes faster (matched_bytes() says how much did match).
   // Requires base and body of at least 8 bytes each and m + n <= kMaxDeltaSpan.
   bool run(const PreparedBase& base, std::span<const uint8_t> body, const MatcherParams& params,
            std::vector<ZSTD_Sequence>& seqs);

@@ -28,7 +28,7 @@
 
 namespace coilgun::daemon {
 
-// The metrics every daemon publishes (names fixed by issue #3's interface).
+// The metrics every daemon publishes (names and labels: deploy/METRICS.md).
 class Metrics {
  public:
   explicit Metrics(metrics::Registry& registry);
