@@ -433,29 +433,6 @@ unsigned resolve_workers(uint16_t configured, unsigned hardware_threads) {
   return std::clamp<unsigned>(hardware_threads, 1, kMaxWorkers);
 }
 
-ConfigResult<LogLevel> parse_log_level(std::string_view text) {
-  const std::string_view t = trim(text);
-  if (iequals(t, "debug")) return LogLevel::kDebug;
-  if (iequals(t, "info")) return LogLevel::kInfo;
-  if (iequals(t, "warn") || iequals(t, "warning")) return LogLevel::kWarn;
-  if (iequals(t, "error")) return LogLevel::kError;
-  return ConfigError{"invalid log level " + quote(t) + ": expected debug, info, warn or error"};
-}
-
-const char* log_level_name(LogLevel level) {
-  switch (level) {
-    case LogLevel::kDebug:
-      return "debug";
-    case LogLevel::kInfo:
-      return "info";
-    case LogLevel::kWarn:
-      return "warn";
-    case LogLevel::kError:
-      return "error";
-  }
-  return "info";
-}
-
 bool is_secret_key(std::string_view key) {
   const std::string k = to_lower(key);
   return k.find("password") != std::string::npos || k.find("token") != std::string::npos;
@@ -791,13 +768,15 @@ KeyDef<D> log_level_key(std::string key, F field) {
         ConfigResult<std::string> t =
             text_of(raw, "one of \"debug\", \"info\", \"warn\", \"error\"");
         if (!t.ok()) return t.error();
-        ConfigResult<LogLevel> l = parse_log_level(*t);
-        if (!l.ok()) return l.error();
+        Result<log::Level> l = log::parse_level(*t);
+        if (!l.ok()) {
+          return "invalid log level " + quote(trim(*t)) + ": expected debug, info, warn or error";
+        }
         field(d) = *l;
         return "";
       },
       [field](const D& d) -> std::optional<std::string> {
-        return quote(log_level_name(field(d)));
+        return quote(log::level_name(field(d)));
       });
 }
 

@@ -48,6 +48,7 @@
 #include <variant>
 #include <vector>
 
+#include "common/obs/log.h"
 #include "proto/status.h"
 
 namespace coilgun::config {
@@ -168,15 +169,6 @@ ConfigResult<uint16_t> parse_workers(std::string_view text);
 // |hardware_threads| (std::thread::hardware_concurrency(); 0 counts as 1) capped at kMaxWorkers.
 unsigned resolve_workers(uint16_t configured, unsigned hardware_threads);
 
-// How much the daemon logs.
-enum class LogLevel : uint8_t { kDebug, kInfo, kWarn, kError };
-
-// Parses "debug", "info", "warn" or "error" (any letter case; "warning" is accepted for warn).
-ConfigResult<LogLevel> parse_log_level(std::string_view text);
-
-// The name parse_log_level() reads back ("info").
-const char* log_level_name(LogLevel level);
-
 // True when a key's value must never be printed: it contains "password" or "token" (any letter
 // case). to_toml() prints such values as "<redacted>". No key of today's configuration is
 // secret; the rule exists so a future credential is never printed by accident.
@@ -201,7 +193,7 @@ struct TlsConfig {
 
 // [log]
 struct LogConfig {
-  LogLevel level = LogLevel::kInfo;  // level
+  log::Level level = log::Level::kInfo;  // level
   bool access = true;                // access: one JSON line per request.
   std::string file;                  // file: append lines here (reopened on SIGUSR1); "" = stderr.
   friend bool operator==(const LogConfig&, const LogConfig&) = default;

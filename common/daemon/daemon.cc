@@ -456,7 +456,7 @@ bool apply_log(const config::LogConfig& log, const config::LogConfig* before, st
       return false;
     }
   }
-  log::set_level(static_cast<log::Level>(log.level));
+  log::set_level(log.level);
   log::set_access_enabled(log.access);
   return true;
 }

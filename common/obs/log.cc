@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -204,18 +205,14 @@ const char* level_name(Level level) {
 }
 
 Result<Level> parse_level(std::string_view text) {
-  if (text == "debug") {
-    return Level::kDebug;
-  }
-  if (text == "info") {
-    return Level::kInfo;
-  }
-  if (text == "warn" || text == "warning") {
-    return Level::kWarn;
-  }
-  if (text == "error") {
-    return Level::kError;
-  }
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  std::string lower(text);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "debug") return Level::kDebug;
+  if (lower == "info") return Level::kInfo;
+  if (lower == "warn" || lower == "warning") return Level::kWarn;
+  if (lower == "error") return Level::kError;
   return Status(Code::kConfig, "log level must be debug, info, warn or error");
 }
 
