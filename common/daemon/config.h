@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "common/obs/log.h"
+#include "common/tls/tls.h"
 #include "proto/status.h"
 
 namespace coilgun::config {
@@ -184,12 +185,9 @@ inline constexpr uint64_t kMiB = 1024 * kKiB;
 inline constexpr uint64_t kGiB = 1024 * kMiB;
 
 // Mutual-TLS material of the tunnel: PEM file paths. All three are required.
-struct TlsConfig {
-  std::string ca;    // [tls] ca: the CA both sides verify the peer against.
-  std::string cert;  // [tls] cert: this daemon's certificate (chain).
-  std::string key;   // [tls] key: its private key.
-  friend bool operator==(const TlsConfig&, const TlsConfig&) = default;
-};
+// (ca: the CA both sides verify the peer against; cert: this daemon's certificate chain; key:
+// its private key.)
+using TlsConfig = tls::TlsFiles;
 
 // [log]
 struct LogConfig {

@@ -48,10 +48,9 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
     *error = files_ok.error();
     return nullptr;
   }
-  const tls::TlsFiles files{t.ca, t.cert, t.key};
   std::string detail;
-  auto ctx = role == tls::Role::kServer ? tls::TlsContext::server(files, &detail)
-                                        : tls::TlsContext::client(files, &detail);
+  auto ctx = role == tls::Role::kServer ? tls::TlsContext::server(t, &detail)
+                                        : tls::TlsContext::client(t, &detail);
   // An expired or not yet valid certificate is refused at start and on reload, not only by
   // --check: every peer would refuse it (issue #10: an edge so refused retried 25 times a
   // second).

@@ -173,28 +173,28 @@ Status configure(SSL_CTX* ctx, Role role, const TlsFiles& files, std::string* de
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 
   // Own certificate (plus intermediates) and key.
-  if (SSL_CTX_use_certificate_chain_file(ctx, files.cert_file.c_str()) != 1) {
-    return config_error(kCertInvalid, files.cert_file, detail);
+  if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1) {
+    return config_error(kCertInvalid, files.cert, detail);
   }
   PKeyPtr key;
   {
-    BioPtr bio{BIO_new_file(files.key_file.c_str(), "r")};
+    BioPtr bio{BIO_new_file(files.key.c_str(), "r")};
     if (bio != nullptr) key.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   }
-  if (key == nullptr) return config_error(kKeyInvalid, files.key_file, detail);
+  if (key == nullptr) return config_error(kKeyInvalid, files.key, detail);
   // Check the pair ourselves first: SSL_CTX_use_PrivateKey fails on a mismatch too, but
   // with an error that does not say which.
   X509* own = SSL_CTX_get0_certificate(ctx);
   if (own == nullptr || X509_check_private_key(own, key.get()) != 1) {
-    return config_error(kKeyMismatch, files.key_file, detail);
+    return config_error(kKeyMismatch, files.key, detail);
   }
   if (SSL_CTX_use_PrivateKey(ctx, key.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-    return config_error(kKeyMismatch, files.key_file, detail);
+    return config_error(kKeyMismatch, files.key, detail);
   }
 
   // The CA the peer must chain to.
-  if (SSL_CTX_load_verify_file(ctx, files.ca_file.c_str()) != 1) {
-    return config_error(kCaInvalid, files.ca_file, detail);
+  if (SSL_CTX_load_verify_file(ctx, files.ca.c_str()) != 1) {
+    return config_error(kCaInvalid, files.ca, detail);
   }
 
   if (server) {
@@ -203,7 +203,7 @@ Status configure(SSL_CTX* ctx, Role role, const TlsFiles& files, std::string* de
     // "MAY at its discretion ... abort the handshake with a 'certificate_required' alert".
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
     // Name our CA in the CertificateRequest so a client can pick the right certificate.
-    if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(files.ca_file.c_str())) {
+    if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(files.ca.c_str())) {
       SSL_CTX_set_client_CA_list(ctx, names);  // Takes ownership.
     }
     SSL_CTX_set_num_tickets(ctx, 0);
@@ -326,9 +326,9 @@ TlsContext::TlsContext(Passkey, Role role, SSL_CTX* ctx, int64_t not_before_unix
 
 Result<std::shared_ptr<const TlsContext>> TlsContext::build(Role role, const TlsFiles& files,
                                                             std::string* detail) {
-  COILGUN_TRY(check_readable(files.ca_file, kCaUnset, kCaUnreadable, detail));
-  COILGUN_TRY(check_readable(files.cert_file, kCertUnset, kCertUnreadable, detail));
-  COILGUN_TRY(check_readable(files.key_file, kKeyUnset, kKeyUnreadable, detail));
+  COILGUN_TRY(check_readable(files.ca, kCaUnset, kCaUnreadable, detail));
+  COILGUN_TRY(check_readable(files.cert, kCertUnset, kCertUnreadable, detail));
+  COILGUN_TRY(check_readable(files.key, kKeyUnset, kKeyUnreadable, detail));
   ERR_clear_error();
   SslCtxPtr ctx{SSL_CTX_new(role == Role::kServer ? TLS_server_method() : TLS_client_method())};
   if (ctx == nullptr) return config_error(kContextFailed, {}, detail);
@@ -363,7 +363,7 @@ Status check_files(const TlsFiles& files, Role role, int64_t now_unix, std::stri
   auto ctx =
       role == Role::kServer ? TlsContext::server(files, detail) : TlsContext::client(files, detail);
   if (!ctx.ok()) return ctx.status();
-  return check_validity(**ctx, files.cert_file, now_unix, detail);
+  return check_validity(**ctx, files.cert, now_unix, detail);
 }
 
 Status check_validity(const TlsContext& ctx, const std::string& cert_file, int64_t now_unix,

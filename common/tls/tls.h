@@ -51,13 +51,15 @@ inline constexpr std::string_view kAlpn = "coilgun/1";
 enum class Role : uint8_t { kClient, kServer };
 
 // PEM file paths a TLS context is built from. Plain data; copy freely.
+// Also the daemons' [tls] table (config.h), whose keys carry the same names.
 struct TlsFiles {
   // The CA (one or more PEM certificates) the peer's certificate must chain to.
-  std::string ca_file;
+  std::string ca;
   // This side's certificate, optionally followed by intermediates (leaf first).
-  std::string cert_file;
-  // The private key for cert_file (unencrypted PEM).
-  std::string key_file;
+  std::string cert;
+  // The private key for cert (unencrypted PEM).
+  std::string key;
+  friend bool operator==(const TlsFiles&, const TlsFiles&) = default;
 };
 
 // An SSL_CTX configured for one role, built once from files and then never changed.
@@ -73,8 +75,8 @@ class TlsContext {
   };
 
  public:
-  // Builds the agent's context: TLS 1.3 only, presents files.cert_file/key_file, requires a
-  // client certificate that chains to files.ca_file, and selects kAlpn (refusing clients
+  // Builds the agent's context: TLS 1.3 only, presents files.cert/key, requires a
+  // client certificate that chains to files.ca, and selects kAlpn (refusing clients
   // that do not offer it). Reads the files now, on the calling thread; any thread.
   //
   // On failure returns Code::kConfig with a static message naming which file is wrong and
@@ -84,8 +86,8 @@ class TlsContext {
   static Result<std::shared_ptr<const TlsContext>> server(const TlsFiles& files,
                                                           std::string* detail = nullptr);
 
-  // Builds the edge's context: TLS 1.3 only, presents files.cert_file/key_file as its client
-  // certificate, verifies the agent against files.ca_file, offers kAlpn and refuses an agent
+  // Builds the edge's context: TLS 1.3 only, presents files.cert/key as its client
+  // certificate, verifies the agent against files.ca, offers kAlpn and refuses an agent
   // that does not select it. Errors and |detail| as for server().
   static Result<std::shared_ptr<const TlsContext>> client(const TlsFiles& files,
                                                           std::string* detail = nullptr);

@@ -267,19 +267,19 @@ TEST_CASE("TlsContext loads server and client contexts and reports their certifi
 TEST_CASE("TlsContext reports an unreadable file as a config error naming the path") {
   TestCerts certs;
   TlsFiles files = certs.server_files();
-  files.cert_file = certs.path("missing.pem");
+  files.cert = certs.path("missing.pem");
   std::string detail;
   auto ctx = TlsContext::server(files, &detail);
   REQUIRE(ctx.status().code() == Code::kConfig);
   CHECK(message_of(ctx.status()) == "TLS certificate file is not readable");
-  CHECK_THAT(detail, Catch::Contains(files.cert_file));
+  CHECK_THAT(detail, Catch::Contains(files.cert));
   CHECK_THAT(detail, Catch::Contains("No such file"));
 }
 
 TEST_CASE("TlsContext reports an unset path as a config error") {
   TestCerts certs;
   TlsFiles files = certs.client_files();
-  files.ca_file.clear();
+  files.ca.clear();
   auto ctx = TlsContext::client(files);
   REQUIRE(ctx.status().code() == Code::kConfig);
   CHECK(message_of(ctx.status()) == "TLS CA file is not set");
@@ -288,7 +288,7 @@ TEST_CASE("TlsContext reports an unset path as a config error") {
 TEST_CASE("TlsContext refuses a key that does not match the certificate") {
   TestCerts certs;
   TlsFiles files = certs.server_files();
-  files.key_file = certs.client_key_file;
+  files.key = certs.client_key_file;
   std::string detail;
   auto ctx = TlsContext::server(files, &detail);
   REQUIRE(ctx.status().code() == Code::kConfig);
@@ -300,21 +300,21 @@ TEST_CASE("TlsContext refuses files that hold the wrong kind of PEM") {
   TestCerts certs;
   SECTION("a key as the CA") {
     TlsFiles files = certs.server_files();
-    files.ca_file = certs.server_key_file;
+    files.ca = certs.server_key_file;
     auto ctx = TlsContext::server(files);
     REQUIRE(ctx.status().code() == Code::kConfig);
     CHECK(message_of(ctx.status()) == "TLS CA file holds no usable PEM certificate");
   }
   SECTION("a key as the certificate") {
     TlsFiles files = certs.client_files();
-    files.cert_file = certs.client_key_file;
+    files.cert = certs.client_key_file;
     auto ctx = TlsContext::client(files);
     REQUIRE(ctx.status().code() == Code::kConfig);
     CHECK(message_of(ctx.status()) == "TLS certificate file holds no usable PEM certificate");
   }
   SECTION("a certificate as the key") {
     TlsFiles files = certs.client_files();
-    files.key_file = certs.client_cert;
+    files.key = certs.client_cert;
     auto ctx = TlsContext::client(files);
     REQUIRE(ctx.status().code() == Code::kConfig);
     CHECK(message_of(ctx.status()) == "TLS key file holds no usable PEM private key");
@@ -506,7 +506,7 @@ TEST_CASE("TlsSession client refuses an agent whose certificate lacks the expect
 TEST_CASE("TlsSession client refuses an agent whose certificate is not from its CA") {
   TestCerts certs;
   TlsFiles files = certs.client_files();
-  files.ca_file = certs.other_ca_cert;
+  files.ca = certs.other_ca_cert;
   End client = client_end(client_ctx(files), "127.0.0.1");
   End server = server_end(server_ctx(certs.server_files()));
   pump(client, server);
