@@ -452,22 +452,23 @@ Status Server::listen(const std::string& host, uint16_t port) {
       on_connection_refused();
       return;  // The socket closes as it goes.
     }
-    auto* c = new ServerConnection(loop_, std::move(socket), *this, options_);
-    open_.push_back(c);
-    ++connections_;
+    auto c = std::make_unique<ServerConnection>(loop_, std::move(socket), *this, options_);
+    ServerConnection* key = c.get();
+    open_.emplace(key, std::move(c));
   });
 }
 
 void Server::on_closed(ServerConnection& c) {
-  auto it = std::find(open_.begin(), open_.end(), &c);
+  auto it = open_.find(&c);
   if (it == open_.end()) return;
+  std::unique_ptr<ServerConnection> gone = std::move(it->second);
   open_.erase(it);
-  --connections_;
-  loop_.defer_delete(std::unique_ptr<uv::Deferred>(&c));
+  loop_.defer_delete(std::move(gone));
 }
 
 void Server::close_all() {
-  std::vector<ServerConnection*> all = open_;
+  std::vector<ServerConnection*> all;
+  for (const auto& [c, owned] : open_) all.push_back(c);
   for (ServerConnection* c : all) c->close();
 }
 

@@ -26,6 +26,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "common/http/http.h"
 #include "common/net/loop.h"
@@ -191,7 +193,7 @@ class Server : public ServerHandler {
   void stop_accepting() { listener_.close(); }
   // Closes every connection now.
   void close_all();
-  size_t connections() const { return connections_; }
+  size_t connections() const { return open_.size(); }
   // A connection was closed at accept: max_connections were open.
   virtual void on_connection_refused() {}
 
@@ -203,8 +205,8 @@ class Server : public ServerHandler {
  private:
   ServerOptions options_;
   uv::TcpListener listener_;
-  std::vector<ServerConnection*> open_;
-  size_t connections_ = 0;
+  // Owned here until on_closed() hands each to the loop to delete (Loop::defer_delete).
+  std::unordered_map<ServerConnection*, std::unique_ptr<ServerConnection>> open_;
 };
 
 }  // namespace coilgun::http
