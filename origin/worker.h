@@ -2,19 +2,16 @@
 // coilgun-origin's logic: accepts tunnels from edges and serves their streams from the
 // backend web server.
 //
-// For each stream (one HTTP exchange) the agent forwards the request to the backend over a
-// keep-alive pool, asking for identity encoding, then answers in one of two ways:
-//   coded   the body is buffered (up to delta.max_body) and sent as one delta payload
-//           (proto/delta.h): a delta against the newest version the edge said it holds and
-//           this agent holds under the same cache key, or the full body in zstd. GET
-//           responses with textual, identity-encoded bodies.
-//   stream  everything else, and any body that outgrows the limit: the bytes go through as
-//           they arrive, paced by the tunnel's flow control (the backend socket is not read
-//           while the edge cannot take more), so nothing large is ever held whole.
-// Backend failures become stream resets the edge turns into 502 (refused, broken) or 504
-// (too slow).
+// Per worker (AgentWorker, one per loop thread): the tunnel listener, the tunnels from edges
+// (EdgeLink, edge_link.h) with their exchanges (Exchange, exchange.h), the keep-alive pool to
+// the backend, the delta encoder and the base policy's state per cache key. Shared: what all
+// workers share, made by main() and outliving them.
+//
+// Ownership: a worker owns its links from the accept until they close, then deletes them on a
+// later loop turn; its keys' states outlive them (exchanges hold their key's state).
 
 #include <memory>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -23,9 +20,9 @@
 #include "common/daemon/daemon.h"
 #include "common/daemon/settings.h"
 #include "common/http/client.h"
-#include "common/tls/tls.h"
-#include "common/tunnel/connection.h"
+#include "common/obs/log.h"
 #include "common/store/version_store.h"
+#include "origin/edge_link.h"
 #include "origin/handshake_gate.h"
 #include "proto/delta.h"
 
@@ -44,52 +41,6 @@ struct Shared {
   // The "tunnel refused" warning for failed handshakes: at most one a second, with a count.
   log::ReportLimiter handshake_failures;
   std::shared_ptr<const Settings> now() const { return settings.get(); }
-};
-
-class AgentWorker;
-class Exchange;
-
-// One tunnel connection from an edge and the exchanges on it.
-class EdgeLink : public tunnel::Session::Handler, public tunnel::Connection::Owner {
- public:
-  // |pending| is the connection's place among those in the handshake: held until the link is
-  // ready or closed.
-  EdgeLink(AgentWorker& worker, std::unique_ptr<uv::TcpStream> socket,
-           std::unique_ptr<tls::TlsSession> tls, HandshakeGate::Slot pending);
-  ~EdgeLink() override;
-
-  tunnel::Session& session() { return conn_->session(); }
-  void flush() { conn_->flush(); }
-  void drain() { conn_->drain(); }
-  void close(Status why) { conn_->close(why); }
-  AgentWorker& worker() { return worker_; }
-  // Still in the TLS handshake, and open.
-  bool pending() const { return !ready_ && !conn_->closed(); }
-  std::string peer_address() const { return conn_->peer_address(); }
-  // Closes it to make room for a newer connection (max_pending_handshakes reached).
-  void give_way();
-  // An exchange is over: forget it (deleted on a later turn).
-  void finished(uint32_t stream);
-
-  // tunnel::Session::Handler
-  void on_request(uint32_t stream, std::span<const tunnel::VersionId> held,
-                  std::span<const proto::HeaderField> fields, bool end_stream) override;
-  void on_data(uint32_t stream, std::span<const uint8_t> data, bool end_stream) override;
-  void on_stream_reset(uint32_t stream, proto::ResetReason reason) override;
-  void on_send_window(uint32_t stream) override;
-
-  // tunnel::Connection::Owner
-  void on_ready(tunnel::Connection& c) override;
-  void on_closed(tunnel::Connection& c, Status why) override;
-  void on_link_bytes(uint64_t in, uint64_t out) override;
-
- private:
-  AgentWorker& worker_;
-  HandshakeGate::Slot pending_;
-  std::unique_ptr<tunnel::Connection> conn_;
-  std::unordered_map<uint32_t, std::unique_ptr<Exchange>> exchanges_;
-  bool ready_ = false;
-  bool gave_way_ = false;
 };
 
 class AgentWorker : public daemon::Worker {
