@@ -107,7 +107,9 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
   // The cache key: this agent's namespace, the host and the target.
   key_ = settings_->config.namespace_name + '\n' + host_ + '\n' + request_.target;
   // Only a GET's body becomes a base (PROTOCOL.md §6): only GETs take part in the policy.
-  if (request_.method == "GET") key_state_ = worker_.key_started(key_, held_);
+  if (request_.method == "GET") {
+    key_state_ = worker_.base_policy().key_started(key_, held_, worker_.loop().now_ms());
+  }
   const auto cl = http::find(request_.headers, "content-length");
   if (!upgrade_.empty()) {
     // No body: what the edge sends on the stream is the new protocol's, after a 101.
@@ -387,7 +389,8 @@ void Exchange::encode(BlobRef base) {
   const bool delta = enc.last_stats().kind == proto::DeltaKind::kDelta;
   result_ = delta ? log::DeltaResult::kDelta : log::DeltaResult::kFull;
   (delta ? shared_.metrics.delta_delta : shared_.metrics.delta_full).inc();
-  if (status_ == 200 && request_.method == "GET" && worker_.claim_base(*key_state_, id_)) {
+  if (status_ == 200 && request_.method == "GET" &&
+      worker_.base_policy().claim_base(*key_state_, id_, worker_.loop().now_ms())) {
     shared_.store.put(key_, Blob::make(std::move(body_), id_));
     proto::mark_keep_as_base(payload_);
   }

@@ -1,5 +1,6 @@
 // coilgun-origin: the agent beside the web server. Parses the configuration and wires the
-// objects together; the logic lives in worker.cc, edge_link.cc and exchange.cc.
+// objects together; the logic lives in worker.cc, edge_link.cc, exchange.cc and
+// base_policy.cc.
 
 #include <cstdio>
 

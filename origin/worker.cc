@@ -89,36 +89,6 @@ void AgentWorker::refuse(const std::string& peer, uint32_t limit) {
             {{"peer", peer}, {"max_pending_handshakes", limit}, {"refused", refused}});
 }
 
-std::shared_ptr<AgentWorker::KeyState> AgentWorker::key_started(
-    const std::string& key, std::span<const proto::VersionId> held) {
-  const uint64_t now = loop_.now_ms();
-  // Swept when it has doubled since the last sweep: amortised O(1) per key, even when little
-  // can go (many keys with fresh bases).
-  if (keys_.size() >= keys_sweep_at_) {
-    std::erase_if(keys_, [now](const auto& e) {
-      return e.second->running == 0 &&
-             now - e.second->since_ms >= std::max(kPendingBaseMs, kMinBaseAgeMs);
-    });
-    keys_sweep_at_ = std::max(kKeySweep, 2 * keys_.size());
-  }
-  auto [it, added] = keys_.try_emplace(key);
-  if (added) it->second = std::make_shared<KeyState>();
-  KeyState& k = *it->second;
-  if (!k.confirmed && std::find(held.begin(), held.end(), k.base) != held.end()) k.confirmed = true;
-  ++k.running;
-  return it->second;
-}
-
-bool AgentWorker::claim_base(KeyState& k, proto::VersionId id) {
-  const uint64_t now = loop_.now_ms();
-  if (!k.confirmed && now - k.since_ms < kPendingBaseMs) return false;
-  if (k.running > 1 && k.since_ms != 0 && now - k.since_ms < kMinBaseAgeMs) return false;
-  k.base = id;
-  k.since_ms = now;
-  k.confirmed = false;
-  return true;
-}
-
 void AgentWorker::link_closed(EdgeLink* link) {
   auto it =
       std::find_if(links_.begin(), links_.end(), [link](const auto& p) { return p.get() == link; });

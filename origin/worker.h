@@ -4,16 +4,14 @@
 //
 // Per worker (AgentWorker, one per loop thread): the tunnel listener, the tunnels from edges
 // (EdgeLink, edge_link.h) with their exchanges (Exchange, exchange.h), the keep-alive pool to
-// the backend, the delta encoder and the base policy's state per cache key. Shared: what all
-// workers share, made by main() and outliving them.
+// the backend, the delta encoder and the base policy (BasePolicy, base_policy.h). Shared: what
+// all workers share, made by main() and outliving them.
 //
 // Ownership: a worker owns its links from the accept until they close, then deletes them on a
-// later loop turn; its keys' states outlive them (exchanges hold their key's state).
+// later loop turn; its base policy outlives them (exchanges hold their key's state).
 
 #include <memory>
-#include <span>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "common/daemon/config.h"
@@ -22,6 +20,7 @@
 #include "common/http/client.h"
 #include "common/obs/log.h"
 #include "common/store/version_store.h"
+#include "origin/base_policy.h"
 #include "origin/edge_link.h"
 #include "origin/handshake_gate.h"
 #include "proto/delta.h"
@@ -62,22 +61,9 @@ class AgentWorker : public daemon::Worker {
   // A link closed: drop it (on a later turn).
   void link_closed(EdgeLink* link);
 
-  // The base policy (proto/PROTOCOL.md §6), per cache key on this worker: the newest base it
-  // made, since when, whether a request has listed it back, and how many exchanges for the key
-  // are running. An exchange holds its key's state for its life (running counts it).
-  struct KeyState {
-    proto::VersionId base;
-    uint64_t since_ms = 0;  // 0: no base made yet.
-    bool confirmed = true;
-    uint32_t running = 0;
-  };
-  // Counts a new exchange for |key| whose request listed |held|, and returns the key's state.
-  std::shared_ptr<KeyState> key_started(const std::string& key,
-                                        std::span<const proto::VersionId> held);
-  // Whether version |id| may become the key's base now; if so records it (unconfirmed).
-  // At most one unconfirmed base; and while other exchanges for the key run, a base is kept
-  // at least kMinBaseAgeMs, so queued work still finds the bases it listed.
-  bool claim_base(KeyState& key, proto::VersionId id);
+  // The base policy (proto/PROTOCOL.md §6) of this worker's cache keys. Exchanges pass the
+  // loop's time (loop().now_ms()).
+  BasePolicy& base_policy() { return base_policy_; }
 
  private:
   void on_accept(std::unique_ptr<uv::TcpStream> socket);
@@ -95,17 +81,9 @@ class AgentWorker : public daemon::Worker {
   http::ClientPool backend_;
   config::DeltaConfig encoder_config_;
   std::unique_ptr<proto::DeltaEncoder> encoder_;
-  std::unordered_map<std::string, std::shared_ptr<KeyState>>
-      keys_;  // Before links_: outlives them.
+  BasePolicy base_policy_;  // Before links_: outlives them.
   std::vector<std::unique_ptr<EdgeLink>> links_;
   bool draining_ = false;
-  // A base not listed back after this long is taken as lost (the exchange failed, the edge
-  // evicted it): a new one may be claimed.
-  static constexpr uint64_t kPendingBaseMs = 1000;
-  static constexpr uint64_t kMinBaseAgeMs = 1000;
-  // Idle, old entries are swept once this many keys are held (and again when that doubled).
-  static constexpr size_t kKeySweep = 4096;
-  size_t keys_sweep_at_ = kKeySweep;
 };
 
 }  // namespace coilgun::origin
