@@ -1,5 +1,6 @@
 // coilgun-edge: serves clients and tunnels to origin agents. Parses the configuration and
-// wires the objects together; the logic lives in edge.cc.
+// wires the objects together; the logic lives in worker.cc, agent_pool.cc and
+// client_exchange.cc.
 
 #include <cstdio>
 
@@ -9,7 +10,7 @@
 #include "common/obs/log.h"
 #include "common/tls/tls.h"
 #include "common/store/version_store.h"
-#include "edge/edge.h"
+#include "edge/worker.h"
 
 extern char** environ;
 

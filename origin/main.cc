@@ -1,5 +1,6 @@
 // coilgun-origin: the agent beside the web server. Parses the configuration and wires the
-// objects together; the logic lives in agent.cc.
+// objects together; the logic lives in worker.cc, edge_link.cc, exchange.cc and
+// base_policy.cc.
 
 #include <cstdio>
 
@@ -9,7 +10,7 @@
 #include "common/obs/log.h"
 #include "common/tls/tls.h"
 #include "common/store/version_store.h"
-#include "origin/agent.h"
+#include "origin/worker.h"
 
 extern char** environ;
 

@@ -1,4 +1,4 @@
-#include "origin/agent.h"
+#include "origin/exchange.h"
 
 #include <algorithm>
 #include <charconv>
@@ -12,7 +12,6 @@ namespace {
 using proto::BodyMode;
 using proto::HeaderField;
 using proto::ResetReason;
-using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kVia = "1.1 coilgun";
 
@@ -74,98 +73,6 @@ std::optional<std::chrono::milliseconds> route_timeout(std::string_view ms) {
 
 }  // namespace
 
-// One stream: the edge's request, the backend exchange, the answer.
-class Exchange : public http::ClientHandler, public uv::Deferred {
- public:
-  Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::VersionId> held,
-           std::span<const HeaderField> fields, bool end_stream);
-  ~Exchange() override {
-    *alive_ = false;
-    if (key_state_) --key_state_->running;
-  }
-
-  void start();
-  void on_request_data(std::span<const uint8_t> data, bool end_stream);
-  void on_send_window() { pump(); }
-  // Abandons the exchange, counted and logged as |why|: the edge reset the stream (the client
-  // went away: "client_gone") or the tunnel closed ("tunnel_lost").
-  void cancel(const char* why);
-
-  // http::ClientHandler
-  void on_interim(http::ResponseHead&& head) override;
-  void on_response_head(http::ResponseHead&& head) override;
-  void on_response_body(std::span<const uint8_t> data) override;
-  void on_response_end() override;
-  void on_error(Status status) override;
-  void on_writable() override;
-
- private:
-  enum class Mode { kPending, kNone, kCoded, kStream };
-
-  void acquire(bool fresh);
-  void send_request();
-  void respond_coded();
-  void find_base(size_t index);
-  void encode(BlobRef base);
-  void watch_trickle(std::chrono::milliseconds delay);
-  void switch_to_stream(const char* why);
-  void pump();
-  void fail(ResetReason reason, const char* why);
-  void drop_backend();
-  void finish();
-  Status submit(BodyMode mode, bool end_stream);
-  const char* choose_mode(const http::ResponseHead& head);
-  void switch_protocols();
-
-  EdgeLink& link_;
-  AgentWorker& worker_;
-  Shared& shared_;
-  uint32_t stream_;
-  std::vector<proto::VersionId> held_;
-  http::RequestHead request_;
-  std::string host_, key_;
-  http::BodyFraming request_framing_ = http::BodyFraming::kNone;
-  uint64_t request_length_ = 0;
-  bool request_end_;
-  // The edge's ":upgrade": the request asks to switch to this protocol (the stream stays open
-  // for the new protocol's bytes, held until the backend's 101). Empty: no upgrade.
-  std::string upgrade_;
-  bool switched_ = false;            // The backend answered 101: the stream is a byte pipe.
-  int interims_ = 0;                 // Interim responses passed on.
-  std::vector<uint8_t> early_body_;  // Request bytes that came before the backend did.
-  uint64_t unconsumed_ = 0;          // Forwarded request bytes not yet granted back.
-
-  std::unique_ptr<http::ClientConnection> conn_;
-  bool retried_ = false;
-  // From the edge's route: how long to wait for the response head (else
-  // backend_pool.response_timeout), and whether private responses are delta-coded.
-  std::optional<std::chrono::milliseconds> backend_timeout_;
-  bool private_deltas_ = true;
-  uv::Timer timeout_;
-  uv::Timer trickle_;  // delta.stream_after: a coded body that stalls goes on as a stream.
-  uint64_t last_body_ms_ = 0;  // Loop time of the head or the last body piece (coded mode).
-  std::shared_ptr<const Settings> settings_;          // As of the request, for the whole exchange.
-  std::shared_ptr<AgentWorker::KeyState> key_state_;  // Counts this exchange as running.
-
-  Mode mode_ = Mode::kPending;
-  int status_ = 0;
-  std::vector<std::pair<std::string, std::string>> response_fields_;
-  std::vector<uint8_t> body_;     // Coded: the whole body. Stream: bytes not yet sent.
-  std::vector<uint8_t> payload_;  // Coded: the delta payload.
-  size_t sent_ = 0;
-  bool backend_done_ = false;
-  bool finished_ = false;
-  bool cancelled_ = false;       // Not a request answered: left out of requests_total.
-  const char* error_ = nullptr;  // Why it failed, for the access line.
-  const char* stream_why_ = nullptr;  // Why the body streamed, for the access line.
-  proto::VersionId id_;
-  log::DeltaResult result_ = log::DeltaResult::kNone;
-  uint64_t body_bytes_ = 0;
-  Clock::time_point started_ = Clock::now();
-  double upstream_ms_ = -1;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
-};
-
 Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::VersionId> held,
                    std::span<const HeaderField> fields, bool end_stream)
     : link_(link),
@@ -200,7 +107,9 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
   // The cache key: this agent's namespace, the host and the target.
   key_ = settings_->config.namespace_name + '\n' + host_ + '\n' + request_.target;
   // Only a GET's body becomes a base (PROTOCOL.md §6): only GETs take part in the policy.
-  if (request_.method == "GET") key_state_ = worker_.key_started(key_, held_);
+  if (request_.method == "GET") {
+    key_state_ = worker_.base_policy().key_started(key_, held_, worker_.loop().now_ms());
+  }
   const auto cl = http::find(request_.headers, "content-length");
   if (!upgrade_.empty()) {
     // No body: what the edge sends on the stream is the new protocol's, after a 101.
@@ -480,7 +389,8 @@ void Exchange::encode(BlobRef base) {
   const bool delta = enc.last_stats().kind == proto::DeltaKind::kDelta;
   result_ = delta ? log::DeltaResult::kDelta : log::DeltaResult::kFull;
   (delta ? shared_.metrics.delta_delta : shared_.metrics.delta_full).inc();
-  if (status_ == 200 && request_.method == "GET" && worker_.claim_base(*key_state_, id_)) {
+  if (status_ == 200 && request_.method == "GET" &&
+      worker_.base_policy().claim_base(*key_state_, id_, worker_.loop().now_ms())) {
     shared_.store.put(key_, Blob::make(std::move(body_), id_));
     proto::mark_keep_as_base(payload_);
   }
@@ -605,239 +515,6 @@ void Exchange::finish() {
     log::access(r);
   }
   link_.finished(stream_);
-}
-
-// ---- EdgeLink -----------------------------------------------------------------------------
-
-EdgeLink::EdgeLink(AgentWorker& worker, std::unique_ptr<uv::TcpStream> socket,
-                   std::unique_ptr<tls::TlsSession> tls, HandshakeGate::Slot pending)
-    : worker_(worker), pending_(std::move(pending)) {
-  const auto settings = worker.shared().now();
-  const config::OriginConfig& c = settings->config;
-  conn_ = std::make_unique<tunnel::Connection>(worker.loop(), std::move(socket), std::move(tls),
-                                               daemon::session_options(c, false), *this, *this,
-                                               c.tunnel.handshake_timeout);
-}
-
-EdgeLink::~EdgeLink() = default;
-
-void EdgeLink::on_ready(tunnel::Connection& c) {
-  ready_ = true;
-  pending_.release();
-  worker_.shared().metrics.tunnels.add(1);
-  log::info("tunnel up", {{"peer", c.peer_address()}, {"edge", c.peer_subject()}});
-}
-
-void EdgeLink::give_way() {
-  gave_way_ = true;  // Counted as tunnel_handshake_limit by the worker, not as a failed handshake.
-  conn_->close(Status(Code::kRefused, "gave way to a newer connection (max_pending_handshakes)",
-                      Side::kTunnel));
-}
-
-void EdgeLink::on_closed(tunnel::Connection& c, Status why) {
-  pending_.release();
-  if (ready_) {
-    worker_.shared().metrics.tunnels.sub(1);
-    log::info("tunnel down", {{"peer", c.peer_address()}, {"reason", why.to_string()}});
-  } else if (!gave_way_) {  // Given way: counted and logged by the worker (refuse()).
-
-    // Refused before a single frame: an edge we could not authenticate, or a stray client.
-    // Anyone can cause this at will: counted each time, logged at most once a second.
-    worker_.shared().metrics.errors.with({"tunnel_handshake"}).inc();
-    if (const uint64_t n = worker_.shared().handshake_failures.occurred(worker_.loop().now_ms())) {
-      log::warn("tunnel refused",
-                {{"peer", c.peer_address()}, {"reason", why.to_string()}, {"count", n}});
-    }
-  }
-  std::vector<uint32_t> open;
-  for (auto& [id, ex] : exchanges_) open.push_back(id);
-  for (uint32_t id : open) {
-    auto it = exchanges_.find(id);
-    if (it != exchanges_.end()) it->second->cancel("tunnel_lost");
-  }
-  worker_.link_closed(this);
-}
-
-void EdgeLink::on_link_bytes(uint64_t in, uint64_t out) {
-  worker_.shared().metrics.link_bytes(in, out);
-}
-
-void EdgeLink::on_request(uint32_t stream, std::span<const tunnel::VersionId> held,
-                          std::span<const HeaderField> fields, bool end_stream) {
-  auto ex = std::make_unique<Exchange>(*this, stream, held, fields, end_stream);
-  Exchange* raw = ex.get();
-  exchanges_[stream] = std::move(ex);
-  raw->start();
-}
-
-void EdgeLink::on_data(uint32_t stream, std::span<const uint8_t> data, bool end_stream) {
-  auto it = exchanges_.find(stream);
-  if (it != exchanges_.end()) it->second->on_request_data(data, end_stream);
-}
-
-void EdgeLink::on_stream_reset(uint32_t stream, ResetReason) {
-  auto it = exchanges_.find(stream);
-  if (it != exchanges_.end()) it->second->cancel("client_gone");
-}
-
-void EdgeLink::on_send_window(uint32_t stream) {
-  if (stream != 0) {
-    auto it = exchanges_.find(stream);
-    if (it != exchanges_.end()) it->second->on_send_window();
-    return;
-  }
-  std::vector<uint32_t> ids;
-  for (auto& [id, ex] : exchanges_) ids.push_back(id);
-  for (uint32_t id : ids) {
-    auto it = exchanges_.find(id);
-    if (it != exchanges_.end()) it->second->on_send_window();
-  }
-}
-
-void EdgeLink::finished(uint32_t stream) {
-  auto it = exchanges_.find(stream);
-  if (it == exchanges_.end()) return;
-  std::unique_ptr<Exchange> ex = std::move(it->second);
-  exchanges_.erase(it);
-  worker_.loop().defer_delete(std::move(ex));  // Maybe inside its own callback.
-}
-
-// ---- AgentWorker --------------------------------------------------------------------------
-
-AgentWorker::AgentWorker(uv::Loop& loop, Shared& shared, unsigned index)
-    : loop_(loop),
-      shared_(shared),
-      index_(index),
-      refused_(shared.metrics.errors.with({"tunnel_handshake_limit"})),
-      listener_(loop),
-      backend_(
-          loop, shared.now()->config.backend.host, shared.now()->config.backend.port,
-          shared.now()->config.backend_pool.max_idle_per_worker,
-          shared.now()->config.backend_pool.connect_timeout,
-          http::Parser::Limits{.max_header_bytes = shared.now()->config.limits.max_header_bytes,
-                               .max_headers = shared.now()->config.limits.max_headers}) {}
-
-proto::DeltaEncoder& AgentWorker::encoder(const config::DeltaConfig& delta) {
-  // Rebuilt only for what it is made of: exchanges from before and after a reload that
-  // changed other [delta] keys share it.
-  if (encoder_ == nullptr || encoder_config_.effort != delta.effort ||
-      encoder_config_.full_level != delta.full_level) {
-    encoder_ = std::make_unique<proto::DeltaEncoder>(proto::EncodeOptions{
-        .full_level = delta.full_level, .effort = delta.effort, .matcher = std::nullopt});
-    encoder_config_ = delta;
-  }
-  return *encoder_;
-}
-
-AgentWorker::~AgentWorker() { stop(); }
-
-Result<uint16_t> AgentWorker::start(uint16_t port_override) {
-  const config::HostPort l = shared_.now()->config.listen;
-  const uint16_t port = port_override != 0 ? port_override : l.port;
-  COILGUN_TRY(listener_.listen(
-      l.host, port, [this](std::unique_ptr<uv::TcpStream> s) { on_accept(std::move(s)); }));
-  log::info("listening",
-            {{"role", "tunnel"}, {"address", listener_.address()}, {"worker", index_}});
-  return listener_.port();
-}
-
-void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
-  if (draining_) return;
-  // New tunnels use the certificates and limits of the moment (a reload changes them).
-  const auto settings = shared_.now();
-  const config::OriginTunnelConfig& t = settings->config.tunnel;
-  const std::string source = socket->peer_ip();
-  HandshakeGate::Refusal why = HandshakeGate::Refusal::kNone;
-  HandshakeGate::Slot pending = shared_.handshakes.try_enter(
-      t.max_pending_handshakes, source, t.max_pending_per_source, &why);
-  // Full: the oldest connection of this worker still in its handshake gives way. Silent
-  // connections then last only until newer ones come, and a real edge's handshake, done in
-  // milliseconds, gets through a flood of them (issue #10: an edge locked out for 38 s).
-  if (!pending && why == HandshakeGate::Refusal::kFull && give_way(t.max_pending_handshakes)) {
-    pending = shared_.handshakes.try_enter(t.max_pending_handshakes, source,
-                                           t.max_pending_per_source, &why);
-  }
-  if (!pending) return refuse(socket->peer_address(), t.max_pending_handshakes);
-  auto tls = tls::TlsSession::server(settings->tls);
-  if (!tls.ok()) {
-    log::error("cannot start TLS", {{"error", tls.status().to_string()}});
-    return;
-  }
-  links_.push_back(std::make_unique<EdgeLink>(*this, std::move(socket), std::move(tls.value()),
-                                              std::move(pending)));
-}
-
-bool AgentWorker::give_way(uint32_t limit) {
-  for (auto& link : links_) {  // In the order they were accepted.
-    if (!link->pending()) continue;
-    refuse(link->peer_address(), limit);
-    link->give_way();
-    return true;
-  }
-  return false;
-}
-
-void AgentWorker::refuse(const std::string& peer, uint32_t limit) {
-  refused_.inc();
-  const uint64_t refused = shared_.handshakes.refused(loop_.now_ms());
-  if (refused == 0) return;
-  log::warn("tunnel refused: too many connections in the TLS handshake",
-            {{"peer", peer}, {"max_pending_handshakes", limit}, {"refused", refused}});
-}
-
-std::shared_ptr<AgentWorker::KeyState> AgentWorker::key_started(
-    const std::string& key, std::span<const proto::VersionId> held) {
-  const uint64_t now = loop_.now_ms();
-  // Swept when it has doubled since the last sweep: amortised O(1) per key, even when little
-  // can go (many keys with fresh bases).
-  if (keys_.size() >= keys_sweep_at_) {
-    std::erase_if(keys_, [now](const auto& e) {
-      return e.second->running == 0 &&
-             now - e.second->since_ms >= std::max(kPendingBaseMs, kMinBaseAgeMs);
-    });
-    keys_sweep_at_ = std::max(kKeySweep, 2 * keys_.size());
-  }
-  auto [it, added] = keys_.try_emplace(key);
-  if (added) it->second = std::make_shared<KeyState>();
-  KeyState& k = *it->second;
-  if (!k.confirmed && std::find(held.begin(), held.end(), k.base) != held.end()) k.confirmed = true;
-  ++k.running;
-  return it->second;
-}
-
-bool AgentWorker::claim_base(KeyState& k, proto::VersionId id) {
-  const uint64_t now = loop_.now_ms();
-  if (!k.confirmed && now - k.since_ms < kPendingBaseMs) return false;
-  if (k.running > 1 && k.since_ms != 0 && now - k.since_ms < kMinBaseAgeMs) return false;
-  k.base = id;
-  k.since_ms = now;
-  k.confirmed = false;
-  return true;
-}
-
-void AgentWorker::link_closed(EdgeLink* link) {
-  auto it =
-      std::find_if(links_.begin(), links_.end(), [link](const auto& p) { return p.get() == link; });
-  if (it == links_.end()) return;
-  std::unique_ptr<EdgeLink> gone = std::move(*it);
-  links_.erase(it);
-  loop_.defer_delete(std::move(gone));
-}
-
-void AgentWorker::drain() {
-  draining_ = true;
-  listener_.close();
-  std::vector<EdgeLink*> all;
-  for (auto& l : links_) all.push_back(l.get());
-  for (EdgeLink* l : all) l->drain();
-}
-
-void AgentWorker::stop() {
-  draining_ = true;
-  listener_.close();
-  std::vector<EdgeLink*> all;
-  for (auto& l : links_) all.push_back(l.get());
-  for (EdgeLink* l : all) l->close(Status(Code::kClosed, "agent stopping"));
 }
 
 }  // namespace coilgun::origin

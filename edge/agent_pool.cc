@@ -1,0 +1,198 @@
+#include "edge/agent_pool.h"
+
+#include <algorithm>
+
+#include "common/obs/log.h"
+#include "edge/client_exchange.h"
+#include "edge/worker.h"
+
+namespace coilgun::edge {
+namespace {
+
+using proto::HeaderField;
+
+}  // namespace
+
+// ---- TunnelLink ---------------------------------------------------------------------------
+
+TunnelLink::TunnelLink(AgentPool& pool, std::unique_ptr<uv::TcpStream> socket,
+                       std::unique_ptr<tls::TlsSession> tls)
+    : pool_(pool) {
+  const auto settings = pool.worker().shared().now();
+  const config::EdgeConfig& c = settings->config;
+  conn_ = std::make_unique<tunnel::Connection>(pool.worker().loop(), std::move(socket),
+                                               std::move(tls), daemon::session_options(c, true),
+                                               *this, *this, c.tunnel.connect_timeout);
+}
+
+TunnelLink::~TunnelLink() = default;
+
+ClientExchange* TunnelLink::find(uint32_t stream) {
+  auto it = exchanges_.find(stream);
+  return it == exchanges_.end() ? nullptr : it->second;
+}
+
+void TunnelLink::on_response(uint32_t stream, uint16_t status, proto::BodyMode mode,
+                             std::span<const HeaderField> fields, bool end_stream) {
+  if (ClientExchange* ex = find(stream)) ex->on_response(status, mode, fields, end_stream);
+}
+
+void TunnelLink::on_data(uint32_t stream, std::span<const uint8_t> data, bool end_stream) {
+  if (ClientExchange* ex = find(stream)) ex->on_data(data, end_stream);
+}
+
+void TunnelLink::on_trailers(uint32_t stream, std::span<const HeaderField> fields) {
+  if (ClientExchange* ex = find(stream)) ex->on_trailers(fields);
+}
+
+void TunnelLink::on_stream_reset(uint32_t stream, proto::ResetReason reason) {
+  ClientExchange* ex = find(stream);
+  exchanges_.erase(stream);
+  if (ex != nullptr) ex->on_reset(reason);
+}
+
+void TunnelLink::on_send_window(uint32_t stream) {
+  if (stream != 0) {
+    if (ClientExchange* ex = find(stream)) ex->on_window();
+    return;
+  }
+  std::vector<ClientExchange*> all;
+  for (auto& [id, ex] : exchanges_) all.push_back(ex);
+  for (ClientExchange* ex : all) ex->on_window();
+}
+
+void TunnelLink::on_goaway(uint32_t, proto::GoawayCode) {
+  log::info("agent draining this tunnel", {{"agent", pool_.agent()}});
+}
+
+void TunnelLink::on_ready(tunnel::Connection& c) {
+  ready_ = true;
+  (void)c;
+  pool_.link_ready(this);
+}
+
+void TunnelLink::on_closed(tunnel::Connection&, Status why) {
+  std::vector<ClientExchange*> all;
+  for (auto& [id, ex] : exchanges_) all.push_back(ex);
+  exchanges_.clear();
+  for (ClientExchange* ex : all) ex->on_tunnel_lost();
+  pool_.link_closed(this, why);
+}
+
+void TunnelLink::on_link_bytes(uint64_t in, uint64_t out) {
+  pool_.worker().shared().metrics.link_bytes(in, out);
+}
+
+// ---- AgentPool ----------------------------------------------------------------------------
+
+AgentPool::AgentPool(EdgeWorker& worker, const config::EdgeRoute& route)
+    : worker_(worker),
+      route_(route),
+      slots_(std::max<uint32_t>(1, worker.shared().now()->config.tunnel.connections)) {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    slots_[i].retry = std::make_unique<uv::Timer>(worker_.loop());
+    connect(i);
+  }
+}
+
+AgentPool::~AgentPool() { stop(); }
+
+void AgentPool::connect(size_t i) {
+  if (stopping_) return;
+  Slot& slot = slots_[i];
+  slot.connector = std::make_unique<uv::TcpConnector>(worker_.loop());
+  slot.connector->connect(
+      route_.agent.host, route_.agent.port, worker_.shared().now()->config.tunnel.connect_timeout,
+      [this, i](Result<std::unique_ptr<uv::TcpStream>> r) {
+        Slot& s = slots_[i];
+        std::unique_ptr<uv::TcpConnector> done = std::move(s.connector);  // Freed on return.
+        if (!r.ok()) {
+          log::debug("cannot reach agent", {{"agent", agent()}, {"error", r.status().to_string()}});
+          return schedule(i);
+        }
+        // New connections use the certificates of the moment (a reload changes them).
+        auto tls = tls::TlsSession::client(worker_.shared().now()->tls, route_.agent_name);
+        if (!tls.ok()) {
+          log::error("cannot start TLS", {{"error", tls.status().to_string()}});
+          return schedule(i);
+        }
+        s.link = std::make_unique<TunnelLink>(*this, std::move(r.value()), std::move(tls.value()));
+      });
+}
+
+void AgentPool::schedule(size_t i) {
+  if (stopping_) return;
+  Slot& slot = slots_[i];
+  const auto settings = worker_.shared().now();
+  const auto& t = settings->config.tunnel;
+  slot.backoff =
+      slot.backoff.count() == 0 ? t.backoff_min : std::min(slot.backoff * 2, t.backoff_max);
+  // Jittered: somewhere in the upper half of the backoff, so edges do not reconnect in step.
+  const auto half = slot.backoff.count() / 2;
+  const auto delay =
+      std::chrono::milliseconds(half + static_cast<long>(worker_.rng()() % (half + 1)));
+  slot.retry->start(delay, [this, i] { connect(i); });
+}
+
+void AgentPool::link_ready(TunnelLink* link) {
+  for (Slot& s : slots_) {
+    if (s.link.get() == link) s.backoff = std::chrono::milliseconds(0);
+  }
+  worker_.tunnel_up();
+  log::info("tunnel up", {{"agent", agent()}});
+}
+
+void AgentPool::link_closed(TunnelLink* link, const Status& why) {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    if (s.link.get() != link) continue;
+    const bool was_ready = link->was_ready();
+    worker_.loop().defer_delete(std::move(s.link));
+    if (was_ready) {
+      worker_.tunnel_down();
+      worker_.shared().metrics.errors.with({"tunnel_lost"}).inc();
+      log::warn("tunnel down", {{"agent", agent()}, {"reason", why.to_string()}});
+    } else {
+      log::warn("tunnel failed", {{"agent", agent()}, {"reason", why.to_string()}});
+    }
+    schedule(i);
+    return;
+  }
+}
+
+TunnelLink* AgentPool::pick() {
+  TunnelLink* best = nullptr;
+  for (Slot& s : slots_) {
+    if (s.link && s.link->ready() && (best == nullptr || s.link->load() < best->load())) {
+      best = s.link.get();
+    }
+  }
+  return best;
+}
+
+void AgentPool::drain() {
+  stopping_ = true;
+  for (Slot& s : slots_) {
+    s.retry->stop();
+    s.connector.reset();
+    if (s.link) s.link->drain();
+  }
+}
+
+void AgentPool::stop() {
+  stopping_ = true;
+  for (Slot& s : slots_) {
+    s.retry->stop();
+    s.connector.reset();
+    if (s.link) s.link->close(Status(Code::kClosed, "edge stopping"));
+  }
+}
+
+bool AgentPool::idle() const {
+  for (const Slot& s : slots_) {
+    if (s.link) return false;
+  }
+  return true;
+}
+
+}  // namespace coilgun::edge

@@ -1,0 +1,106 @@
+#pragma once
+// The edge's tunnels to one origin agent. An AgentPool keeps a number of tunnel connections
+// (config tunnel.connections, default 2) up, reconnecting with capped, jittered backoff; a
+// request goes on the least busy one. A TunnelLink is one of those connections: it passes the
+// events of each stream to the ClientExchange (client_exchange.h) attached to it.
+//
+// Ownership: a worker (EdgeWorker, worker.h) owns one pool per agent (address and name) for its
+// life, and a pool owns its links; a closed link is deleted on a later loop turn. A link only
+// points at its exchanges: an exchange detaches itself when it ends, and is told when the
+// tunnel is lost.
+// Threads: everything here belongs to its worker's loop.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/daemon/config.h"
+#include "common/tls/tls.h"
+#include "common/tunnel/connection.h"
+
+namespace coilgun::edge {
+
+class EdgeWorker;
+class AgentPool;
+class ClientExchange;
+
+// One tunnel connection to an agent, and the exchanges using it.
+class TunnelLink : public tunnel::Session::Handler, public tunnel::Connection::Owner {
+ public:
+  TunnelLink(AgentPool& pool, std::unique_ptr<uv::TcpStream> socket,
+             std::unique_ptr<tls::TlsSession> tls);
+  ~TunnelLink() override;
+
+  bool ready() const { return ready_ && !conn_->closed() && !conn_->session().draining(); }
+  // TLS came up on this connection at some point (it counted as a tunnel).
+  bool was_ready() const { return ready_; }
+  tunnel::Session& session() { return conn_->session(); }
+  void flush() { conn_->flush(); }
+  void close(Status why) { conn_->close(why); }
+  void drain() { conn_->drain(); }
+  size_t load() const { return exchanges_.size(); }
+  void attach(uint32_t stream, ClientExchange* ex) { exchanges_[stream] = ex; }
+  void detach(uint32_t stream) { exchanges_.erase(stream); }
+
+  // tunnel::Session::Handler
+  void on_response(uint32_t stream, uint16_t status, proto::BodyMode mode,
+                   std::span<const proto::HeaderField> fields, bool end_stream) override;
+  void on_data(uint32_t stream, std::span<const uint8_t> data, bool end_stream) override;
+  void on_trailers(uint32_t stream, std::span<const proto::HeaderField> fields) override;
+  void on_stream_reset(uint32_t stream, proto::ResetReason reason) override;
+  void on_send_window(uint32_t stream) override;
+  void on_goaway(uint32_t last_stream, proto::GoawayCode code) override;
+
+  // tunnel::Connection::Owner
+  void on_ready(tunnel::Connection& c) override;
+  void on_closed(tunnel::Connection& c, Status why) override;
+  void on_link_bytes(uint64_t in, uint64_t out) override;
+
+ private:
+  ClientExchange* find(uint32_t stream);
+
+  AgentPool& pool_;
+  std::unique_ptr<tunnel::Connection> conn_;
+  std::unordered_map<uint32_t, ClientExchange*> exchanges_;
+  bool ready_ = false;
+};
+
+// The tunnels to one agent: keeps |connections| of them up, reconnecting with backoff.
+class AgentPool {
+ public:
+  AgentPool(EdgeWorker& worker, const config::EdgeRoute& route);
+  ~AgentPool();
+
+  // The ready tunnel with the fewest streams, or nullptr when none is up.
+  TunnelLink* pick();
+  void drain();
+  void stop();
+  bool idle() const;
+  EdgeWorker& worker() { return worker_; }
+  const config::EdgeRoute& route() const { return route_; }
+  std::string agent() const { return route_.agent.to_string(); }
+
+  // From TunnelLink.
+  void link_ready(TunnelLink* link);
+  void link_closed(TunnelLink* link, const Status& why);
+
+ private:
+  struct Slot {
+    std::unique_ptr<uv::TcpConnector> connector;
+    std::unique_ptr<TunnelLink> link;
+    std::unique_ptr<uv::Timer> retry;
+    std::chrono::milliseconds backoff{0};
+  };
+  void connect(size_t i);
+  void schedule(size_t i);
+
+  EdgeWorker& worker_;
+  const config::EdgeRoute route_;  // A copy: the pool outlives the settings it was made from.
+  std::vector<Slot> slots_;
+  bool stopping_ = false;
+};
+
+}  // namespace coilgun::edge

@@ -1,0 +1,120 @@
+#pragma once
+// One client request, carried over a tunnel stream to the origin agent its host routes to.
+//
+// A request is routed by its host (an absolute-form target's authority, else the Host field; an
+// HTTP/1.0 request without Host takes the default route) to its agent and sent on the least
+// busy tunnel with the ids of the versions this edge holds for its cache key. A coded response
+// is rebuilt from the delta, checked against its version id, stored as the newest version and
+// served; a base the edge no longer holds, or a body that fails its check, is fetched again in
+// full, never served. Streamed responses go to the client as they arrive, and the tunnel
+// window is granted back only as the client socket takes them. A response without Date gets
+// one (RFC 9110 §6.6.1). Interim responses (103 Early Hints) are passed to HTTP/1.1 clients.
+// An upgrade request (WebSocket) is sent with ":upgrade" on a stream left open; after the
+// agent's 101 the stream is a byte pipe between the client's socket and the backend's, paced
+// by the tunnel's windows both ways (PROTOCOL.md §2, REQUEST).
+//
+// Failures and their answers: no route for the Host 421; no tunnel up 502 at once (reason
+// "tunnel_down"); tunnel lost mid-request 502 ("tunnel_lost"); backend refused 502
+// ("backend_failed"); backend or exchange too slow 504.
+//
+// Ownership: made by its worker for a client connection's request; once finished it hands
+// itself to EdgeWorker::exchange_done(), which deletes it on a later loop turn. Callbacks that
+// may come after that (store lookups) check alive_. Threads: its worker's loop.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/daemon/config.h"
+#include "common/http/server.h"
+#include "common/net/loop.h"
+#include "common/obs/log.h"
+#include "common/store/version_store.h"
+#include "edge/agent_pool.h"
+#include "edge/worker.h"
+#include "proto/delta.h"
+
+namespace coilgun::edge {
+
+// One client request, carried over a tunnel stream.
+class ClientExchange : public uv::Deferred {
+ public:
+  ClientExchange(EdgeWorker& worker, http::ServerConnection& c);
+  ~ClientExchange() override { *alive_ = false; }
+
+  void begin();
+  void on_client_body(std::span<const uint8_t> data);
+  void on_client_end();
+  void on_upgraded_end();
+  void on_client_abort();
+  void on_client_writable();
+
+  void on_response(uint16_t status, proto::BodyMode mode,
+                   std::span<const proto::HeaderField> fields, bool end);
+  void on_data(std::span<const uint8_t> data, bool end);
+  void on_trailers(std::span<const proto::HeaderField> fields);
+  void on_reset(proto::ResetReason reason);
+  void on_window();
+  void on_tunnel_lost();
+
+ private:
+  bool send_request(bool full);
+  void on_interim(uint16_t status, std::span<const proto::HeaderField> fields);
+  void send_body();
+  void rebuild();
+  void serve(BlobRef body);
+  void refetch(const char* why);
+  void fail(int status, const char* reason);
+  void count();
+  void finish();
+  void release_stream();
+  void write_head(http::ResponseFraming framing, uint64_t length);
+  void arm_timeout(std::chrono::milliseconds delay);
+  void route_options(const config::EdgeRoute& route);
+  void progress() { last_progress_ms_ = worker_.loop().now_ms(); }
+
+  EdgeWorker& worker_;
+  Shared& shared_;
+  http::ServerConnection* client_;
+  TunnelLink* link_ = nullptr;
+  uint32_t stream_ = 0;
+
+  std::string method_, target_, authority_, host_, key_;
+  std::vector<std::pair<std::string, std::string>> fields_;  // What goes to the agent.
+  bool has_body_ = false;  // The stream carries request bytes (a body, or what follows a 101).
+  bool client_body_done_ = false;
+  // The protocol the client asked to switch to (ServerConnection::upgrade_requested()); empty:
+  // none. Sent as ":upgrade"; the stream stays open for the new protocol's bytes.
+  std::string upgrade_;
+  std::vector<uint8_t> body_out_;  // Request body waiting for the tunnel window.
+
+  uint16_t status_ = 0;
+  proto::BodyMode mode_ = proto::BodyMode::kNone;
+  std::vector<http::Header> response_headers_;
+  bool head_sent_ = false;
+  std::vector<uint8_t> payload_;  // Coded: the delta payload as it arrives.
+  std::optional<uint64_t> stream_length_;  // A streamed body's Content-Length.
+  uint64_t unconsumed_ = 0;       // Streamed bytes written to the client, not granted back.
+  uint64_t client_took_ms_ = 0;   // Since then unconsumed_ bytes wait for the client to take.
+  bool refetched_ = false;
+  bool retried_ = false;
+  bool finished_ = false;
+  bool counted_ = false;
+  log::DeltaResult result_ = log::DeltaResult::kNone;
+  uint64_t body_bytes_ = 0, link_bytes_ = 0;
+  std::string error_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  double upstream_ms_ = -1;
+  std::shared_ptr<const Settings> settings_;  // As of begin(), for the whole exchange.
+  uv::Timer timeout_;  // request_timeout: fires after that long without progress.
+  std::chrono::milliseconds idle_limit_{0};  // The route's request_timeout, or [limits]'.
+  uint64_t last_progress_ms_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace coilgun::edge

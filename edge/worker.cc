@@ -1,0 +1,146 @@
+#include "edge/worker.h"
+
+#include "edge/client_exchange.h"
+
+namespace coilgun::edge {
+
+// ---- EdgeWorker ---------------------------------------------------------------------------
+
+namespace {
+http::ServerOptions server_options(const config::EdgeConfig& c) {
+  http::ServerOptions o;
+  o.limits.max_header_bytes = c.limits.max_header_bytes;
+  o.limits.max_headers = c.limits.max_headers;
+  o.idle_timeout = c.limits.client_idle_timeout;
+  o.header_timeout = c.limits.client_header_timeout;
+  o.body_timeout = c.limits.client_body_timeout;
+  o.max_connections = c.limits.max_client_connections;
+  o.server_name = "coilgun-edge";
+  return o;
+}
+}  // namespace
+
+EdgeWorker::EdgeWorker(uv::Loop& loop, Shared& shared, unsigned index)
+    : http::Server(loop, server_options(shared.now()->config)),
+      shared_(shared),
+      index_(index),
+      rng_(std::random_device{}()) {}
+
+EdgeWorker::~EdgeWorker() {
+  stop();
+  pools_.clear();
+}
+
+Result<uint16_t> EdgeWorker::start(uint16_t port_override) {
+  const auto settings = shared_.now();
+  const config::HostPort& l = settings->config.listen;
+  COILGUN_TRY(listen(l.host, port_override != 0 ? port_override : l.port));
+  connect_routes(settings);  // Tunnels come up now, before the first request needs one.
+  log::info("listening", {{"role", "http"}, {"address", address()}, {"worker", index_}});
+  return port();
+}
+
+void EdgeWorker::connect_routes(const std::shared_ptr<const Settings>& settings) {
+  if (routes_of_ == settings) return;
+  routes_of_ = settings;
+  const config::EdgeConfig& c = settings->config;
+  if (c.default_route) pool_for(*c.default_route);
+  for (const config::EdgeRoute& r : c.routes) pool_for(r);
+}
+
+AgentPool* EdgeWorker::pool_for(const config::EdgeRoute& route) {
+  const std::string key = route.agent.to_string() + '|' + route.agent_name;
+  auto it = pools_.find(key);
+  if (it != pools_.end()) return it->second.get();
+  auto pool = std::make_unique<AgentPool>(*this, route);
+  AgentPool* raw = pool.get();
+  pools_[key] = std::move(pool);
+  return raw;
+}
+
+void EdgeWorker::tunnel_up() {
+  shared_.metrics.tunnels.add(1);
+  if (tunnels_up_++ == 0) ++shared_.workers_with_tunnel;
+}
+
+void EdgeWorker::tunnel_down() {
+  shared_.metrics.tunnels.sub(1);
+  if (--tunnels_up_ == 0) --shared_.workers_with_tunnel;
+}
+
+void EdgeWorker::reloaded() {
+  if (!draining_) connect_routes(shared_.now());
+}
+
+void EdgeWorker::on_request(http::ServerConnection& c) {
+  if (draining_) {
+    c.respond_simple(503, "draining\n", true);
+    return;
+  }
+  auto* ex = new ClientExchange(*this, c);
+  c.exchange_data = ex;
+  ++exchanges_;
+  ex->begin();
+}
+
+void EdgeWorker::on_request_body(http::ServerConnection& c, std::span<const uint8_t> data) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_body(data);
+}
+
+void EdgeWorker::on_request_end(http::ServerConnection& c) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_end();
+}
+
+void EdgeWorker::on_upgraded_data(http::ServerConnection& c, std::span<const uint8_t> data) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_body(data);
+}
+
+void EdgeWorker::on_upgraded_end(http::ServerConnection& c) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_upgraded_end();
+}
+
+void EdgeWorker::on_abort(http::ServerConnection& c) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_abort();
+}
+
+void EdgeWorker::on_writable(http::ServerConnection& c) {
+  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_writable();
+}
+
+void EdgeWorker::on_connection_refused() {
+  shared_.metrics.errors.with({"client_connection_limit"}).inc();
+  if (const uint64_t n = refused_log_.occurred(loop_.now_ms())) {
+    log::warn("client connection refused: limits.max_client_connections reached",
+              {{"worker", index_},
+               {"max_client_connections", shared_.now()->config.limits.max_client_connections},
+               {"refused", n}});
+  }
+}
+
+void EdgeWorker::exchange_done(ClientExchange* ex) {
+  --exchanges_;
+  loop_.defer_delete(std::unique_ptr<uv::Deferred>(ex));
+}
+
+void EdgeWorker::drain() {
+  draining_ = true;
+  stop_accepting();
+  for (auto& [k, p] : pools_) p->drain();
+}
+
+bool EdgeWorker::drained() const {
+  if (exchanges_ > 0) return false;
+  for (const auto& [k, p] : pools_) {
+    if (!p->idle()) return false;
+  }
+  return true;
+}
+
+void EdgeWorker::stop() {
+  draining_ = true;
+  stop_accepting();
+  close_all();
+  for (auto& [k, p] : pools_) p->stop();
+}
+
+}  // namespace coilgun::edge

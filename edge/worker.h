@@ -1,0 +1,95 @@
+#pragma once
+// coilgun-edge's logic: serves clients over HTTP/1.1 and carries their requests to origin
+// agents over tunnels.
+//
+// Per worker (EdgeWorker, one per loop thread): the client listener, the exchanges of its
+// clients (ClientExchange, client_exchange.h), and per agent a pool of tunnel connections
+// (AgentPool, agent_pool.h). Shared: what all workers share, made by main() and outliving them.
+//
+// Ownership: a worker owns its pools for its life (one per distinct agent address and name).
+// It creates an exchange per request, keeps it in the client connection's exchange_data, and
+// deletes it on a later loop turn once it is done (exchange_done()).
+
+#include <atomic>
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_map>
+
+#include "common/daemon/config.h"
+#include "common/daemon/daemon.h"
+#include "common/daemon/settings.h"
+#include "common/http/server.h"
+#include "common/obs/log.h"
+#include "common/store/version_store.h"
+#include "edge/agent_pool.h"
+#include "proto/delta.h"
+
+namespace coilgun::edge {
+
+using Settings = daemon::Settings<config::EdgeConfig>;
+
+// What every worker shares. Settings are replaced whole on SIGHUP: take a snapshot (now())
+// when starting a piece of work and keep it for that work.
+struct Shared {
+  daemon::Reloadable<Settings>& settings;
+  VersionStore& store;
+  daemon::Metrics& metrics;
+  // Workers with at least one tunnel up: the edge is ready (/ready) when all of them are, since
+  // a client's connection may land on any worker.
+  std::atomic<unsigned> workers_with_tunnel{0};
+  std::shared_ptr<const Settings> now() const { return settings.get(); }
+};
+
+class ClientExchange;
+
+class EdgeWorker : public daemon::Worker, public http::Server {
+ public:
+  EdgeWorker(uv::Loop& loop, Shared& shared, unsigned index);
+  ~EdgeWorker() override;
+
+  Result<uint16_t> start(uint16_t port_override) override;
+  void drain() override;
+  bool drained() const override;
+  void stop() override;
+  void reloaded() override;
+
+  Shared& shared() { return shared_; }
+  uv::Loop& loop() { return loop_; }
+  proto::DeltaDecoder& decoder() { return decoder_; }
+  std::mt19937& rng() { return rng_; }
+  // The pool for a route's agent (one per distinct agent address).
+  AgentPool* pool_for(const config::EdgeRoute& route);
+  // A tunnel of this worker came up / went down (AgentPool).
+  void tunnel_up();
+  void tunnel_down();
+  // Opens tunnels to every agent |settings| routes to, once per snapshot: at start and after
+  // a reload, before a request needs them.
+  void connect_routes(const std::shared_ptr<const Settings>& settings);
+  void exchange_done(ClientExchange* ex);
+
+  // http::Server (ServerHandler)
+  void on_request(http::ServerConnection& c) override;
+  void on_request_body(http::ServerConnection& c, std::span<const uint8_t> data) override;
+  void on_request_end(http::ServerConnection& c) override;
+  void on_abort(http::ServerConnection& c) override;
+  void on_upgraded_data(http::ServerConnection& c, std::span<const uint8_t> data) override;
+  void on_upgraded_end(http::ServerConnection& c) override;
+  void on_writable(http::ServerConnection& c) override;
+  void on_connection_refused() override;
+
+ private:
+  Shared& shared_;
+  unsigned index_;
+  std::unordered_map<std::string, std::unique_ptr<AgentPool>> pools_;
+  // The snapshot connect_routes() last ran for (held, so that a new one never reuses its address).
+  std::shared_ptr<const Settings> routes_of_;
+  unsigned tunnels_up_ = 0;
+  proto::DeltaDecoder decoder_;
+  std::mt19937 rng_;
+  size_t exchanges_ = 0;
+  bool draining_ = false;
+  log::ReportLimiter refused_log_;  // The connection-limit warning: at most once a second.
+};
+
+}  // namespace coilgun::edge
