@@ -238,7 +238,7 @@ class TcpConnector {
   void finish(Result<std::unique_ptr<TcpStream>> result);
 
   Loop& loop_;
-  Attempt* attempt_ = nullptr;  // Owned; see uv.cc for how it outlives a cancel.
+  Attempt* attempt_ = nullptr;  // Owned; see loop.cc for how it outlives a cancel.
   OnConnect done_;
 };
 
