@@ -4,7 +4,8 @@
 // Both daemons keep one. The edge asks it which versions of a URL it holds (versions()), tells
 // the agent, and fetches the base the agent's delta names (lookup()); after verifying a rebuilt
 // body it records it as the newest version (put()). The agent looks up the base the edge named
-// and stores every body it fetched. One store is shared by all worker loops of a process.
+// and stores the bodies its base policy lets become bases (origin/base_policy.h). One store is
+// shared by all worker loops of a process.
 //
 // Three rules shape it:
 //  * Versions belong to a key. A lookup finds a blob only if that key holds its id, even when
