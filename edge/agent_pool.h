@@ -17,7 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/daemon/config.h"
+#include "edge/config.h"
 #include "common/tls/tls.h"
 #include "common/tunnel/connection.h"
 

@@ -30,7 +30,7 @@
 #include <utility>
 #include <vector>
 
-#include "common/daemon/config.h"
+#include "edge/config.h"
 #include "common/http/server.h"
 #include "common/net/loop.h"
 #include "common/obs/log.h"

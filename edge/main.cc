@@ -4,7 +4,7 @@
 
 #include <cstdio>
 
-#include "common/daemon/config.h"
+#include "edge/config.h"
 #include "common/daemon/daemon.h"
 #include "common/daemon/start_up.h"
 #include "common/obs/log.h"

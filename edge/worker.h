@@ -16,7 +16,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "common/daemon/config.h"
+#include "edge/config.h"
 #include "common/daemon/daemon.h"
 #include "common/daemon/settings.h"
 #include "common/http/server.h"

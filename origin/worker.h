@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "common/daemon/config.h"
+#include "origin/config.h"
 #include "common/daemon/daemon.h"
 #include "common/daemon/settings.h"
 #include "common/http/client.h"

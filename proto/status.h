@@ -72,15 +72,21 @@ class [[nodiscard]] Status {
   const char* message_ = "";
 };
 
-// A value or an error. T must be default-constructible and movable.
-template <typename T>
+// A value or an error. T must be default-constructible and movable. E is the error type: a
+// Status on the data path; configuration uses config::ConfigError, whose text names file, line
+// and key. E must be default-constructible to "no error" and say which it is with ok().
+template <typename T, typename E = Status>
 class [[nodiscard]] Result {
  public:
   Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design.
-  Result(Status status) : status_(status) {}     // NOLINT: implicit by design.
+  Result(E error) : error_(std::move(error)) {}  // NOLINT: implicit by design.
 
-  bool ok() const { return status_.ok(); }
-  const Status& status() const { return status_; }
+  bool ok() const { return error_.ok(); }
+  // The error; E's "no error" when ok().
+  const E& error() const { return error_; }
+  // The error as a Status, where E is one.
+  const Status& status() const requires std::is_same_v<E, Status> { return error_; }
+  // The value; meaningful only when ok().
   T& value() & { return value_; }
   const T& value() const& { return value_; }
   T&& value() && { return std::move(value_); }
@@ -91,7 +97,7 @@ class [[nodiscard]] Result {
 
  private:
   static_assert(std::is_default_constructible_v<T>);
-  Status status_;
+  E error_{};
   T value_{};
 };
 

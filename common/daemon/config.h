@@ -1,5 +1,9 @@
 #pragma once
-// Configuration of both daemons: one TOML file per daemon, command-line flags and COILGUN_*
+// Configuration of both daemons: what they share. Each daemon's own schema (its keys, flags and
+// checks) and its config struct are in edge/config.h and origin/config.h, written with the
+// machinery of config_schema.h; the rules below hold for both.
+//
+// One TOML file per daemon, command-line flags and COILGUN_*
 // environment variables, merged key by key with the precedence
 //
 //     flag  >  environment  >  file  >  built-in default
@@ -31,9 +35,8 @@
 // defaults to the host part of the agent address (an IP address is accepted: the agent's
 // certificate must then carry it as an IP SAN).
 //
-// Errors here carry a std::string detail (ConfigResult): configuration is not the data path,
-// and an operator needs the file, line and key. status() converts to a coilgun::Status with
-// Code::kConfig where a Status is wanted.
+// Errors here carry a std::string detail (ConfigResult, a Result whose error is a ConfigError):
+// configuration is not the data path, and an operator needs the file, line and key.
 //
 // Threads: every function here is pure apart from check_files() (which reads the file system)
 // and the loaders (which read the config file); all may be called from any thread.
@@ -59,42 +62,15 @@ namespace coilgun::config {
 
 // Why a configuration value or file was rejected: one or more lines of text meant for an
 // operator, each naming where the value came from (file:line, environment variable or flag).
+// Never empty when it is an error: an empty message means "no error" (ok()).
 struct ConfigError {
   std::string message;
+  bool ok() const { return message.empty(); }
 };
 
-// A value or a ConfigError. T must be default-constructible and movable.
+// A value or a ConfigError: coilgun::Result with the operator's text as its error.
 template <typename T>
-class [[nodiscard]] ConfigResult {
- public:
-  ConfigResult(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design.
-  ConfigResult(ConfigError error)                      // NOLINT: implicit by design.
-      : error_(std::move(error.message)), failed_(true) {}
-
-  // True when the result holds a value.
-  bool ok() const { return !failed_; }
-  // The operator-facing message; "" on success.
-  const std::string& error() const { return error_; }
-  // The error as a Status (Code::kConfig with a static message); Ok on success. The detail is
-  // only in error().
-  Status status() const {
-    return failed_ ? Status(Code::kConfig, "invalid configuration") : Status::Ok();
-  }
-
-  // The value; meaningful only when ok().
-  T& value() & { return value_; }
-  const T& value() const& { return value_; }
-  T&& value() && { return std::move(value_); }
-  T* operator->() { return &value_; }
-  const T* operator->() const { return &value_; }
-  T& operator*() & { return value_; }
-  const T& operator*() const& { return value_; }
-
- private:
-  T value_{};
-  std::string error_;
-  bool failed_ = false;
-};
+using ConfigResult = Result<T, ConfigError>;
 
 // Success or a ConfigError, for checks that produce no value.
 using ConfigStatus = ConfigResult<std::monostate>;
@@ -176,7 +152,8 @@ unsigned resolve_workers(uint16_t configured, unsigned hardware_threads);
 bool is_secret_key(std::string_view key);
 
 // ---------------------------------------------------------------------------------------------
-// The configurations. Default member values are the documented defaults.
+// The parts both daemons' configurations hold. Default member values are the documented
+// defaults.
 
 using std::chrono::milliseconds;
 
@@ -192,8 +169,8 @@ using TlsConfig = tls::TlsFiles;
 // [log]
 struct LogConfig {
   log::Level level = log::Level::kInfo;  // level
-  bool access = true;                // access: one JSON line per request.
-  std::string file;                  // file: append lines here (reopened on SIGUSR1); "" = stderr.
+  bool access = true;                    // access: one JSON line per request.
+  std::string file;  // file: append lines here (reopened on SIGUSR1); "" = stderr.
   friend bool operator==(const LogConfig&, const LogConfig&) = default;
 };
 
@@ -202,150 +179,6 @@ struct StoreConfig {
   uint64_t max_bytes = 256 * kMiB;  // max_bytes: bound on everything stored.
   uint32_t versions_per_key = 4;    // versions_per_key: 1..64.
   friend bool operator==(const StoreConfig&, const StoreConfig&) = default;
-};
-
-// [delta] (origin): how the agent encodes response bodies (proto/delta.h).
-struct DeltaConfig {
-  uint64_t max_body = 8 * kMiB;  // max_body: larger bodies stream through without a delta.
-  int effort = 5;                // effort: delta matcher effort, 1 (fastest) .. 9 (smallest).
-  int full_level = 3;            // full_level: zstd level for full bodies, 1..19.
-  // stream_after: a body the agent would delta-code that pauses this long before its end (a
-  // long poll, a trickle) is streamed as it comes instead.
-  milliseconds stream_after{20};
-  friend bool operator==(const DeltaConfig&, const DeltaConfig&) = default;
-};
-
-// [backend_pool] (origin): keep-alive connections to the backend.
-struct BackendPoolConfig {
-  uint32_t max_idle_per_worker = 32;     // max_idle_per_worker: 0 disables reuse.
-  milliseconds connect_timeout{3000};    // connect_timeout
-  milliseconds response_timeout{60000};  // response_timeout: until response head.
-  friend bool operator==(const BackendPoolConfig&, const BackendPoolConfig&) = default;
-};
-
-// [limits] (origin).
-struct OriginLimits {
-  uint64_t max_header_bytes = 64 * kKiB;  // max_header_bytes: of a backend response head.
-  uint32_t max_headers = 256;  // max_headers: field lines in a backend response head, 1..65535.
-  friend bool operator==(const OriginLimits&, const OriginLimits&) = default;
-};
-
-// The bounds of [tunnel] handshake_timeout on the origin.
-inline constexpr milliseconds kMinHandshakeTimeout{100};
-inline constexpr milliseconds kMaxHandshakeTimeout{5 * 60 * 1000};
-// The largest [tunnel] max_pending_handshakes (the packaged unit's file descriptor limit).
-inline constexpr uint32_t kMaxPendingHandshakes = 1 << 20;
-
-// [tunnel] (origin): the accepting side of the tunnel.
-struct OriginTunnelConfig {
-  milliseconds ping_interval{10000};       // ping_interval
-  uint64_t stream_window = 256 * kKiB;     // stream_window: 1 .. 2^31-1 bytes.
-  uint64_t connection_window = 16 * kMiB;  // connection_window: 1 .. 2^31-1 bytes.
-  uint32_t max_streams = 1000;             // max_streams: concurrent streams per connection.
-  // handshake_timeout: a new connection that has not finished the TLS handshake this long
-  // after it was accepted is closed. kMinHandshakeTimeout .. kMaxHandshakeTimeout.
-  milliseconds handshake_timeout{3000};
-  // max_pending_handshakes: connections of the whole process (all workers together) accepted
-  // but not yet through the TLS handshake; when a new one arrives with this many pending, the
-  // oldest pending one of its worker is closed to make room (or the new one, if that worker
-  // has none). Established tunnels do not count. 1 .. kMaxPendingHandshakes.
-  uint32_t max_pending_handshakes = 256;
-  // max_pending_per_source: of those, how many may come from one IP address; one more from it
-  // is closed at once. 1 .. kMaxPendingHandshakes.
-  uint32_t max_pending_per_source = 64;
-  friend bool operator==(const OriginTunnelConfig&, const OriginTunnelConfig&) = default;
-};
-
-// Everything coilgun-origin (the agent) reads at start-up.
-struct OriginConfig {
-  HostPort listen{"0.0.0.0", 2408};   // listen: where edges connect (tunnel, TLS).
-  HostPort admin{"127.0.0.1", 9408};  // admin: /metrics, /stats, /ready.
-  BackendUrl backend;                 // backend: required.
-  // namespace: names this agent's content in every cache key, so one agent's versions are never
-  // a base for another's. 1..64 characters of [A-Za-z0-9._-].
-  std::string namespace_name = "default";
-  uint16_t workers = kAutoWorkers;  // workers
-  TlsConfig tls;
-  DeltaConfig delta;
-  StoreConfig store;
-  BackendPoolConfig backend_pool;
-  OriginLimits limits;
-  OriginTunnelConfig tunnel;
-  LogConfig log;
-  milliseconds drain_timeout{10000};  // drain_timeout: SIGTERM deadline.
-  friend bool operator==(const OriginConfig&, const OriginConfig&) = default;
-};
-
-// One route of the edge: requests whose Host matches one of |hosts| go to |agent|.
-struct EdgeRoute {
-  // Lower-case exact names ("www.example.com", also IP literals) or wildcards
-  // ("*.example.com": any name ending in ".example.com", at any depth, but not
-  // "example.com" itself). Empty for the default route, which matches every host.
-  std::vector<std::string> hosts;
-  HostPort agent;          // agent: the agent's tunnel address.
-  std::string agent_name;  // agent_name: the name (or IP) the agent's certificate must carry.
-  // request_timeout: this route's limits.request_timeout (the longest wait without progress;
-  // a stream that keeps moving is never cut). Unset: the [limits] value.
-  std::optional<milliseconds> request_timeout;
-  // backend_timeout: how long the agent waits for the backend's response head on this route
-  // (long polls). Unset: the agent's backend_pool.response_timeout.
-  std::optional<milliseconds> backend_timeout;
-  // private_deltas: whether responses marked Cache-Control: private or no-store are
-  // delta-coded (and so kept as versions in both daemons' memory). Default true.
-  bool private_deltas = true;
-  friend bool operator==(const EdgeRoute&, const EdgeRoute&) = default;
-};
-
-// [tunnel] (edge): the dialing side of the tunnel.
-struct EdgeTunnelConfig {
-  uint32_t connections = 2;                // connections: TLS connections per agent, 1..64.
-  milliseconds connect_timeout{2000};      // connect_timeout: TCP + TLS handshake.
-  milliseconds ping_interval{10000};       // ping_interval
-  // answer_timeout: a request was sent on a tunnel and nothing at all came back for this long
-  // (a PING goes with it): the tunnel is dead and its requests fail. 100ms .. 5m.
-  milliseconds answer_timeout{1000};
-  milliseconds backoff_min{100};           // backoff_min: first reconnect delay.
-  milliseconds backoff_max{5000};          // backoff_max: cap of the jittered backoff.
-  uint64_t stream_window = 1 * kMiB;       // stream_window: 1 .. 2^31-1 bytes.
-  uint64_t connection_window = 16 * kMiB;  // connection_window: 1 .. 2^31-1 bytes.
-  friend bool operator==(const EdgeTunnelConfig&, const EdgeTunnelConfig&) = default;
-};
-
-// [limits] (edge).
-struct EdgeLimits {
-  uint64_t max_header_bytes = 64 * kKiB;    // max_header_bytes: of a client request head.
-  uint32_t max_headers = 128;  // max_headers: field lines in a client request head, 1..65535.
-  uint64_t max_coded_body = 64 * kMiB;      // max_coded_body: largest body rebuilt from a delta.
-  milliseconds client_idle_timeout{60000};  // client_idle_timeout: idle keep-alive clients.
-  // client_header_timeout: a request head must be complete this long after its first byte.
-  milliseconds client_header_timeout{10000};
-  // client_body_timeout: longest pause between two bytes of a request body.
-  milliseconds client_body_timeout{60000};
-  // max_client_connections: open client connections per worker; more are closed at accept.
-  uint32_t max_client_connections = 10000;
-  // request_timeout: longest wait without progress (request body sent, response head or body
-  // received, the client taking bytes); a long transfer that keeps moving is never cut.
-  milliseconds request_timeout{60000};
-  friend bool operator==(const EdgeLimits&, const EdgeLimits&) = default;
-};
-
-// Everything coilgun-edge reads at start-up. Holds at least one route once validated.
-struct EdgeConfig {
-  HostPort listen{"0.0.0.0", 8080};   // listen: client HTTP listener.
-  HostPort admin{"127.0.0.1", 9080};  // admin
-  // [[route]] tables in file order; no host appears twice.
-  std::vector<EdgeRoute> routes;
-  // From top-level agent / agent_name (or --agent / --agent-name): matches every host that no
-  // route matches. Its hosts are empty.
-  std::optional<EdgeRoute> default_route;
-  uint16_t workers = kAutoWorkers;  // workers
-  TlsConfig tls;
-  EdgeTunnelConfig tunnel;
-  StoreConfig store;
-  EdgeLimits limits;
-  LogConfig log;
-  milliseconds drain_timeout{10000};  // drain_timeout
-  friend bool operator==(const EdgeConfig&, const EdgeConfig&) = default;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -377,52 +210,9 @@ struct Invocation {
   std::vector<std::string> warnings;
 };
 
-// Parses coilgun-origin's command line
-//   coilgun-origin [-c FILE] [--listen HOST:PORT] [--backend http://HOST:PORT]
-//                  [--admin HOST:PORT] [--tls-ca F --tls-cert F --tls-key F]
-//                  [--workers N|auto] [--log-level L] [--check] [--version] [--help]
-// reads the file (from -c, else COILGUN_CONFIG, else none), applies |env| and the flags, and
-// validates the result. argv[0] is the program name. Safe to call again on SIGHUP with the same
-// arguments: it rereads the file and keeps nothing between calls.
-ConfigResult<Invocation<OriginConfig>> load_origin(int argc, const char* const* argv,
-                                                   const EnvMap& env);
-
-// As load_origin(), for
-//   coilgun-edge [-c FILE] [--listen HOST:PORT] [--agent HOST:PORT] [--agent-name NAME]
-//                [--admin HOST:PORT] [--tls-ca F --tls-cert F --tls-key F]
-//                [--workers N|auto] [--log-level L] [--check] [--version] [--help]
-// --agent (or top-level `agent`) sets the default route, matching every host.
-ConfigResult<Invocation<EdgeConfig>> load_edge(int argc, const char* const* argv,
-                                               const EnvMap& env);
-
-// Parses TOML |text| as an origin config file named |file_name| (used in errors), over the
-// defaults, and validates the result: load_origin() without flags or environment.
-ConfigResult<OriginConfig> parse_origin_toml(std::string_view text, std::string_view file_name);
-
-// As parse_origin_toml(), for the edge.
-ConfigResult<EdgeConfig> parse_edge_toml(std::string_view text, std::string_view file_name);
-
 // Checks that the TLS files are set, exist, are regular non-empty files and can be opened for
 // reading; reports every problem at once. Their PEM content is validated by the TLS module.
 // Used by --check and before start-up.
 ConfigStatus check_files(const TlsConfig& tls);
-
-// The effective configuration as TOML: every key, defaults included, secret values (see
-// is_secret_key()) redacted. parse_origin_toml() of the output yields |config| again for any
-// validated config (secrets aside).
-std::string to_toml(const OriginConfig& config);
-
-// As to_toml(const OriginConfig&), for the edge; routes come last as [[route]] tables.
-std::string to_toml(const EdgeConfig& config);
-
-// ---------------------------------------------------------------------------------------------
-// Routing
-
-// The route for a request's Host header value |host| ("Example.com:8080", "[::1]:80"): the
-// host is compared case-insensitively, without its port or a trailing dot. An exact name beats
-// any wildcard; among wildcards the longest suffix wins; the default route comes last. Returns
-// nullptr when nothing matches. The pointer lives as long as |config|. Does not allocate; linear
-// in the number of host patterns.
-const EdgeRoute* match_route(const EdgeConfig& config, std::string_view host);
 
 }  // namespace coilgun::config

@@ -36,7 +36,7 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
                                                       config::Invocation<Config>* inv = nullptr) {
   auto loaded = load(argc, argv, env);
   if (!loaded.ok()) {
-    *error = loaded.error();
+    *error = loaded.error().message;
     return nullptr;
   }
   if (inv != nullptr) *inv = *loaded;
@@ -45,7 +45,7 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
   }
   const config::TlsConfig& t = loaded->config.tls;
   if (auto files_ok = config::check_files(t); !files_ok.ok()) {
-    *error = files_ok.error();
+    *error = files_ok.error().message;
     return nullptr;
   }
   std::string detail;
@@ -78,7 +78,7 @@ int one_shot(const char* program, const config::Invocation<Config>& inv) {
     return 0;
   }
   if (inv.print_config) {
-    std::fputs(config::to_toml(inv.config).c_str(), stdout);
+    std::fputs(to_toml(inv.config).c_str(), stdout);  // Found by ADL: edge/ or origin/config.h.
     return 0;
   }
   if (inv.check) {

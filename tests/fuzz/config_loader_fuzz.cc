@@ -7,7 +7,8 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "common/daemon/config.h"
+#include "edge/config.h"
+#include "origin/config.h"
 
 namespace {
 
