@@ -130,7 +130,7 @@ TEST_CASE("StatsHistory serves realistic samples as one JSON document", "[stats_
 // 3 KB of heap, as its text 300-400 bytes (plus the string's spare capacity and malloc's
 // headers). Measured with glibc's mallinfo2(); not under AddressSanitizer, whose allocator
 // glibc's counters do not see.
-TEST_CASE("StatsHistory holds under 1 KB of heap per sample (glibc mallinfo2; not under ASan)",
+TEST_CASE("StatsHistory holds under 1 KB of heap per sample, by glibc mallinfo2 (not under ASan)",
           "[stats_history]") {
 #if defined(COILGUN_TEST_ASAN)
   WARN("built with AddressSanitizer: malloc is ASan's, mallinfo2() cannot measure it; skipped");
