@@ -113,12 +113,7 @@ class Daemon::Admin : public http::Server {
       return d_.ready_() ? c.respond_simple(200, "ready\n") : c.respond_simple(503, "not ready\n");
     }
     if (path == "/stats/history") {
-      std::string body = R"({"interval_ms":1000,"samples":[)";
-      for (const std::string& sample : d_.history_) {
-        if (body.back() != '[') body += ',';
-        body += sample;
-      }
-      return c.respond_simple(200, body + "]}\n", false, "application/json");
+      return c.respond_simple(200, d_.history_.to_json() + "\n", false, "application/json");
     }
     if (path == "/") return dashboard(c);
     c.respond_simple(404, "not found\n");
@@ -319,8 +314,8 @@ int Daemon::run() {
   });
   uv::Timer deadline(loop_), status(loop_), history(loop_);
   sample_history();
-  history.start(
-      std::chrono::seconds(1), [this] { sample_history(); }, std::chrono::seconds(1));
+  const std::chrono::milliseconds every(history_.interval_ms());
+  history.start(every, [this] { sample_history(); }, every);
   deadline_ = &deadline;
   log::info(
       "started",
@@ -344,38 +339,14 @@ void Daemon::join_workers() {
   }
 }
 
-// The totals the dashboard plots, as they stand now: t (Unix ms), body, link_in, link_out,
-// requests, errors (5xx), duration count and sum, and the duration histogram's cumulative
-// bucket counts ("le" -> count).
+// Samples the totals the dashboard plots (history_sample()) into history_.
 void Daemon::sample_history() {
-  const nlohmann::json m = registry_.to_json();
-  auto number = [&](const char* name, const char* label = nullptr) -> double {
-    auto it = m.find(name);
-    if (it == m.end()) return 0;
-    if (label == nullptr) return it->is_number() ? it->get<double>() : 0;
-    auto v = it->find(label);
-    return v != it->end() && v->is_number() ? v->get<double>() : 0;
-  };
-  double requests = 0;
-  if (auto r = m.find("coilgun_requests_total"); r != m.end()) {
-    for (const auto& [k, v] : r->items()) requests += v.get<double>();
-  }
-  nlohmann::json duration = nlohmann::json::object();
-  if (auto d = m.find("coilgun_request_duration_seconds"); d != m.end()) duration = *d;
-  const nlohmann::json sample = {
-      {"t", std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::system_clock::now().time_since_epoch())
-                .count()},
-      {"body", number("coilgun_body_bytes_total")},
-      {"link_in", number("coilgun_link_bytes_total", "direction=in")},
-      {"link_out", number("coilgun_link_bytes_total", "direction=out")},
-      {"requests", requests},
-      {"errors", number("coilgun_requests_total", "code=5xx")},
-      {"duration", duration},
-  };
-  history_.push_back(sample.dump());
-  while (history_.size() > kHistorySamples) history_.pop_front();
-  trim_when_idle(requests, number("coilgun_exchanges_in_flight"));
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  HistorySample sample = history_sample(registry_.to_json(), now_ms);
+  history_.push(std::move(sample.text));
+  trim_when_idle(sample.requests, sample.in_flight);
 }
 
 void Daemon::trim_when_idle(double requests, double in_flight) {

@@ -14,13 +14,13 @@
 
 #include <atomic>
 #include <chrono>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/daemon/stats_history.h"
 #include "common/http/server.h"
 #include "common/obs/metrics.h"
 #include "common/net/loop.h"
@@ -152,11 +152,9 @@ class Daemon {
   std::chrono::steady_clock::time_point started_;
   uv::Timer* deadline_ = nullptr;  // The drain deadline, while run() runs.
   // The dashboard's history (/stats/history): one sample of the totals per second, the last
-  // kHistorySamples of them, each kept as its JSON text (300-400 bytes; as a nlohmann::json
-  // tree it took about 3 KB, and the edge's RSS grew by 2 MiB over the first 15 minutes).
-  // Main thread only.
+  // kHistorySamples (15 minutes) of them. Main thread only.
   static constexpr size_t kHistorySamples = 900;
-  std::deque<std::string> history_;
+  StatsHistory history_{kHistorySamples, 1000};
   double last_requests_ = -1;
   bool trimmed_ = false;
 };

@@ -15,7 +15,9 @@
 //
 // VersionStore is the interface; MemoryVersionStore is the embedded in-process tier. A shared
 // tier (memcached) can implement the same interface: its lookup() completes later through the
-// callback, while the key index (versions()) stays local and synchronous in every tier.
+// callback, while the key index (versions()) stays local and synchronous in every tier. Every
+// tier must pass the contract suite in tests/unit/common/store/version_store_test.cc (one factory
+// type per tier in its list); what one tier does beyond it is tested in that tier's own file.
 
 #include <atomic>
 #include <cstddef>
@@ -132,7 +134,8 @@ class VersionStore {
 
   // Records |blob| as the newest version of |key|. If |key| already holds that id, the id just
   // becomes the newest (never a duplicate). Beyond the store's K, the key's oldest version is
-  // dropped. The store keeps its own reference; the caller may keep using |blob|.
+  // dropped. The store keeps its own reference; the caller may keep using |blob|. A null |blob|
+  // is refused: counted in rejects, nothing else changes.
   virtual void put(std::string_view key, BlobRef blob) = 0;
 
   // Returns a snapshot of the counters. Any thread.
