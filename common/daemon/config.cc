@@ -15,7 +15,7 @@
 #include <sstream>
 #include <toml.hpp>
 
-#include "common/http/http.h"
+#include "common/http/message.h"
 
 namespace coilgun::config {
 namespace {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/http/writer.h"
+
 namespace coilgun::http {
 
 namespace {

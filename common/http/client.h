@@ -10,7 +10,8 @@
 #include <string_view>
 #include <vector>
 
-#include "common/http/http.h"
+#include "common/http/message.h"
+#include "common/http/parser.h"
 #include "common/net/loop.h"
 
 namespace coilgun::http {

@@ -1,8 +1,9 @@
 #include "common/http/server.h"
 
+#include <algorithm>
 #include <chrono>
 
-#include <algorithm>
+#include "common/http/writer.h"
 
 namespace coilgun::http {
 namespace {

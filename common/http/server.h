@@ -29,7 +29,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/http/http.h"
+#include "common/http/message.h"
+#include "common/http/parser.h"
 #include "common/net/loop.h"
 
 namespace coilgun::http {

@@ -1,4 +1,4 @@
-// Fuzz target: the HTTP/1.1 parser (common/http/http.h), as a request parser and as a response
+// Fuzz target: the HTTP/1.1 parser (common/http/parser.h), as a request parser and as a response
 // parser, with small limits. Input: one control byte, then the bytes of a connection.
 //
 //   control bit 0     the response parser is told the request was HEAD
@@ -15,7 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "common/http/http.h"
+#include "common/http/parser.h"
+#include "common/http/writer.h"
 
 namespace {
 
