@@ -31,7 +31,7 @@ struct Header {
 enum class BodyFraming : uint8_t {
   kNone,           // No body: a request without Content-Length or Transfer-Encoding, a
                    // CONNECT, a response to HEAD, a 1xx, 204 or 304 response.
-  kContentLength,  // Exactly Parser::content_length() bytes (possibly 0).
+  kContentLength,  // Exactly content_length bytes (possibly 0).
   kChunked,        // Transfer-Encoding: chunked.
   kUntilClose,     // A response body that ends when the connection closes (finish()).
 };
@@ -42,6 +42,13 @@ struct RequestHead {
   std::string target;     // The request-target as received: "/a?b", "http://h/a", "h:443", "*".
   int version_minor = 1;  // HTTP/1.<version_minor>: 0 or 1.
   std::vector<Header> headers;
+  // How the body that follows this head is delimited, and the head's Content-Length when it
+  // carried a valid one (nullopt otherwise, and with chunked framing). Filled in by Parser
+  // from what llhttp parsed (the same values as Parser::framing() and
+  // Parser::content_length() at the head event), so that no caller parses Content-Length
+  // again. The writers ignore both: the framing fields they write are the caller's.
+  BodyFraming framing = BodyFraming::kNone;
+  std::optional<uint64_t> content_length = std::nullopt;
 
   // True if the connection may carry another request after this one (RFC 9112 §9.3):
   // HTTP/1.1 unless a Connection field lists "close"; HTTP/1.0 only if a Connection field
@@ -58,6 +65,12 @@ struct ResponseHead {
   std::string reason;  // The reason phrase as received; may be empty.
   int version_minor = 1;
   std::vector<Header> headers;
+  // As in RequestHead, filled in by Parser (Mode::kResponse). A response that has no body
+  // (to HEAD; 1xx, 204, 304: RFC 9110 §6.4.1) is kNone, and content_length still holds the
+  // Content-Length it carried: for HEAD or 304, the length of the body that was not sent. A
+  // response with neither Content-Length nor chunked framing is kUntilClose.
+  BodyFraming framing = BodyFraming::kNone;
+  std::optional<uint64_t> content_length = std::nullopt;
 
   // True if this response lets the connection stay open as far as its version and
   // Connection fields go (same rules as RequestHead::keep_alive()). A close-delimited body

@@ -710,6 +710,8 @@ void Parser::deliver_head() {
     head.target = std::move(target_);
     head.version_minor = ll->http_minor;
     head.headers = std::move(fields_);
+    head.framing = framing_;
+    head.content_length = content_length_;
     handler_.on_request_head(std::move(head));
   } else {
     ResponseHead head;
@@ -717,6 +719,8 @@ void Parser::deliver_head() {
     head.reason = std::move(reason_);
     head.version_minor = ll->http_minor;
     head.headers = std::move(fields_);
+    head.framing = framing_;
+    head.content_length = content_length_;
     handler_.on_response_head(std::move(head));
   }
 }

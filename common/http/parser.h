@@ -148,10 +148,11 @@ class Parser {
   void set_request_was_head(bool was_head) { request_was_head_ = was_head; }
 
   // The framing of the current message, from its head event until the next message's head
-  // event. kNone before the first head.
+  // event. kNone before the first head. The head delivered carries the same (head.framing).
   BodyFraming framing() const { return framing_; }
   // The current message's Content-Length when it carried a valid one (also for a HEAD or 304
-  // response, where it describes the body that was not sent); nullopt otherwise.
+  // response, where it describes the body that was not sent); nullopt otherwise. The head
+  // delivered carries the same (head.content_length).
   std::optional<uint64_t> content_length() const { return content_length_; }
   // Whether the connection may carry another message after the current one: the head's
   // keep_alive() and, for a response, a body that does not run until close. True for an

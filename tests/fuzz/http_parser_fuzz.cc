@@ -68,6 +68,9 @@ class Checker : public Parser::Handler {
 
   void on_request_head(RequestHead&& head) override {
     if (mode_ != Parser::Mode::kRequest || in_message_) die();
+    if (head.framing != parser->framing() || head.content_length != parser->content_length()) {
+      die();
+    }
     in_message_ = true;
     body_bytes_ = 0;
     if (!is_token(head.method) || !is_valid_target(head.target)) die();
@@ -87,6 +90,9 @@ class Checker : public Parser::Handler {
 
   void on_response_head(ResponseHead&& head) override {
     if (mode_ != Parser::Mode::kResponse || in_message_) die();
+    if (head.framing != parser->framing() || head.content_length != parser->content_length()) {
+      die();
+    }
     in_message_ = true;
     body_bytes_ = 0;
     if (head.status < 100 || head.status > 599) die();

@@ -37,6 +37,8 @@ inline const char* framing_name(BodyFraming f) {
 class Recorder : public Parser::Handler {
  public:
   void on_request_head(RequestHead&& head) override {
+    CHECK(head.framing == parser->framing());
+    CHECK(head.content_length == parser->content_length());
     log += "request " + head.method + " " + head.target + " 1." +
            std::to_string(head.version_minor) + "\n";
     fields(head.headers);
@@ -44,6 +46,8 @@ class Recorder : public Parser::Handler {
     requests.push_back(std::move(head));
   }
   void on_response_head(ResponseHead&& head) override {
+    CHECK(head.framing == parser->framing());
+    CHECK(head.content_length == parser->content_length());
     log += "response " + std::to_string(head.status) + " [" + head.reason + "] 1." +
            std::to_string(head.version_minor) + "\n";
     fields(head.headers);

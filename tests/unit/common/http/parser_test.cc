@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -868,4 +869,97 @@ TEST_CASE("Parser errors are sticky and name the side they came from") {
   Result<size_t> m = upstream.feed(as_bytes("HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"));
   REQUIRE_FALSE(m.ok());
   CHECK(m.status().side() == Side::kUpstream);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Framing on the head.
+
+namespace {
+
+struct FramingCase {
+  const char* what;
+  Parser::Mode mode;
+  bool request_was_head;
+  std::string_view input;
+  BodyFraming framing;
+  std::optional<uint64_t> length;
+};
+
+}  // namespace
+
+TEST_CASE("Parser puts the body's framing and Content-Length on each head it delivers") {
+  using Mode = Parser::Mode;
+  const FramingCase cases[] = {
+      {"request with a length", Mode::kRequest, false,
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", BodyFraming::kContentLength,
+       5},
+      {"request with length 0", Mode::kRequest, false,
+       "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", BodyFraming::kContentLength, 0},
+      {"chunked request", Mode::kRequest, false,
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+       BodyFraming::kChunked, std::nullopt},
+      {"request with neither", Mode::kRequest, false, "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+       BodyFraming::kNone, std::nullopt},
+      {"CONNECT", Mode::kRequest, false, "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+       BodyFraming::kNone, std::nullopt},
+      {"response with a length", Mode::kResponse, false,
+       "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", BodyFraming::kContentLength, 3},
+      {"chunked response", Mode::kResponse, false,
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+       BodyFraming::kChunked, std::nullopt},
+      {"response with neither", Mode::kResponse, false, "HTTP/1.1 200 OK\r\n\r\nabc",
+       BodyFraming::kUntilClose, std::nullopt},
+      {"response to HEAD", Mode::kResponse, true, "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n",
+       BodyFraming::kNone, 42},
+      {"chunked response to HEAD", Mode::kResponse, true,
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", BodyFraming::kNone, std::nullopt},
+      {"204", Mode::kResponse, false, "HTTP/1.1 204 No Content\r\n\r\n", BodyFraming::kNone,
+       std::nullopt},
+      {"304 with a length", Mode::kResponse, false,
+       "HTTP/1.1 304 Not Modified\r\nContent-Length: 42\r\n\r\n", BodyFraming::kNone, 42},
+      {"100 Continue", Mode::kResponse, false, "HTTP/1.1 100 Continue\r\n\r\n", BodyFraming::kNone,
+       std::nullopt},
+  };
+  for (const FramingCase& c : cases) {
+    INFO(c.what);
+    Recorder rec;
+    Parser parser(c.mode, rec);
+    parser.set_request_was_head(c.request_was_head);
+    rec.parser = &parser;
+    const Result<size_t> n = parser.feed(as_bytes(c.input));
+    REQUIRE(n.ok());
+    if (c.mode == Mode::kRequest) {
+      REQUIRE(rec.requests.size() == 1);
+      CHECK(rec.requests[0].framing == c.framing);
+      CHECK(rec.requests[0].content_length == c.length);
+    } else {
+      REQUIRE(rec.responses.size() == 1);
+      CHECK(rec.responses[0].framing == c.framing);
+      CHECK(rec.responses[0].content_length == c.length);
+    }
+  }
+}
+
+TEST_CASE("Parser gives each pipelined head its own framing") {
+  Recorder rec;
+  Parser parser(Parser::Mode::kRequest, rec);
+  rec.parser = &parser;
+  std::string_view input =
+      "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+      "GET /b HTTP/1.1\r\nHost: a\r\n\r\n"
+      "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+  std::span<const uint8_t> rest = as_bytes(input);
+  while (!rest.empty()) {
+    const Result<size_t> n = parser.feed(rest);
+    REQUIRE(n.ok());
+    rest = rest.subspan(*n);
+    if (parser.paused()) parser.resume();
+  }
+  REQUIRE(rec.requests.size() == 3);
+  CHECK(rec.requests[0].framing == BodyFraming::kContentLength);
+  CHECK(rec.requests[0].content_length == 2);
+  CHECK(rec.requests[1].framing == BodyFraming::kNone);
+  CHECK_FALSE(rec.requests[1].content_length);
+  CHECK(rec.requests[2].framing == BodyFraming::kChunked);
+  CHECK_FALSE(rec.requests[2].content_length);
 }
