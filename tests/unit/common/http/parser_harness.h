@@ -177,4 +177,22 @@ inline std::span<const uint8_t> as_bytes(std::string_view s) {
 
 inline std::string as_string(const Bytes& b) { return std::string(b.begin(), b.end()); }
 
+// An input the parser must refuse.
+struct BadCase {
+  const char* what;
+  std::string input;
+  bool in_body = false;  // The head is valid and delivered; the error comes after it.
+};
+
+// A refusal: the message never completes, and no head is delivered unless the error comes
+// in the body.
+inline void check_refused(const Outcome& o, const BadCase& c) {
+  CHECK(o.log.find("complete") == std::string::npos);  // The message never completes.
+  if (c.in_body) {
+    CHECK_FALSE(o.log.empty());
+  } else {
+    CHECK(o.log.empty());  // No head was delivered.
+  }
+}
+
 }  // namespace coilgun::http::testing
