@@ -222,8 +222,8 @@ void Exchange::on_interim(http::ResponseHead&& head) {
 
 // How the body crosses the link (mode_), and why it streams when it does (nullptr: it does not).
 const char* Exchange::choose_mode(const http::ResponseHead& head) {
-  const auto cl = http::find(head.headers, "content-length");
-  const uint64_t length = cl ? std::strtoull(std::string(*cl).c_str(), nullptr, 10) : 0;
+  const std::optional<uint64_t> cl = head.content_length;  // As the parser read it.
+  const uint64_t length = cl.value_or(0);
   const char* why = nullptr;
   if (head.status == 101) {
     why = "upgrade";

@@ -10,7 +10,7 @@
 #include <limits>
 #include <sstream>
 
-#include "common/http/http.h"
+#include "common/http/message.h"
 
 namespace coilgun::config {
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/http/writer.h"
+
 namespace coilgun::http {
 
 namespace {
@@ -23,52 +25,37 @@ bool is_safe_method(std::string_view m) {
 
 }  // namespace
 
-class ClientConnection::ParserEvents : public Parser::Handler {
- public:
-  explicit ParserEvents(ClientConnection& c) : c_(c) {}
-  void on_response_head(ResponseHead&& head) override {
-    if (head.is_interim()) {
-      interim = true;
-      if (c_.handler_ != nullptr) c_.handler_->on_interim(std::move(head));
-      return;
-    }
-    if (head.status == 101) {
-      if (!upgrade_answers(c_.upgrade_asked_, find(head.headers, "upgrade").value_or(""))) {
-        unasked_101 = true;  // feed_pending() fails the exchange; the handler never sees it.
-        return;
-      }
-      // The pipe starts now: what the handler sends from inside this call is the new protocol's.
-      c_.state_ = State::kUpgraded;
-      c_.keep_alive_ = false;
-    }
-    if (announces_forbidden_body(head)) c_.close_after_ = true;
-    if (c_.handler_ != nullptr) c_.handler_->on_response_head(std::move(head));
-  }
-  void on_body(std::span<const uint8_t> data) override {
-    if (c_.handler_ != nullptr) c_.handler_->on_response_body(data);
-  }
-  // The handler hears of the end from feed_pending() (or on_eof()), once the bytes after it
-  // are known.
-  void on_message_complete() override {
-    if (!interim) complete = true;
-  }
-  bool interim = false;
-  bool unasked_101 = false;
-  bool complete = false;  // The final response is complete.
-
- private:
-  ClientConnection& c_;
-};
-
 ClientConnection::ClientConnection(std::unique_ptr<uv::TcpStream> socket, Parser::Limits limits)
-    : socket_(std::move(socket)),
-      events_(std::make_unique<ParserEvents>(*this)),
-      parser_(std::make_unique<Parser>(Parser::Mode::kResponse, *events_, limits)) {
-  socket_->set_handler(this);
-  socket_->set_nodelay(true);
-}
+    : Connection(std::move(socket), Parser::Mode::kResponse, limits) {}
 
 ClientConnection::~ClientConnection() = default;
+
+void ClientConnection::on_response_head(ResponseHead&& head) {
+  if (head.is_interim()) {
+    interim_ = true;
+    if (handler_ != nullptr) handler_->on_interim(std::move(head));
+    return;
+  }
+  if (head.status == 101) {
+    if (!upgrade_answers(upgrade_asked_, find(head.headers, "upgrade").value_or(""))) {
+      unasked_101_ = true;  // feed_responses() fails the exchange; the handler never sees it.
+      return;
+    }
+    // The pipe starts now: what the handler sends from inside this call is the new protocol's.
+    state_ = State::kUpgraded;
+    keep_alive_ = false;
+  }
+  if (announces_forbidden_body(head)) close_after_ = true;
+  if (handler_ != nullptr) handler_->on_response_head(std::move(head));
+}
+
+void ClientConnection::on_body(std::span<const uint8_t> data) {
+  if (handler_ != nullptr) handler_->on_response_body(data);
+}
+
+void ClientConnection::on_message_complete() {
+  if (!interim_) complete_ = true;
+}
 
 bool ClientConnection::carries_ignorable_body(std::string_view method, BodyFraming framing,
                                               uint64_t length) {
@@ -78,8 +65,8 @@ bool ClientConnection::carries_ignorable_body(std::string_view method, BodyFrami
 }
 
 bool ClientConnection::reusable() const {
-  return state_ == State::kDone && keep_alive_ && request_complete_ && !close_after_ &&
-         !failed_ && !paused_ && socket_->reading();
+  return state_ == State::kDone && keep_alive_ && request_complete_ && !close_after_ && !failed_ &&
+         !reading_paused() && socket_->reading();
 }
 
 Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uint64_t length,
@@ -92,8 +79,8 @@ Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uin
   state_ = State::kExchange;
   handler_ = handler;
   response_bytes_ = 0;
-  events_->interim = false;
-  events_->complete = false;
+  interim_ = false;
+  complete_ = false;
   request_framing_ = framing;
   safe_request_ = is_safe_method(head.method) && framing == BodyFraming::kNone;
   upgrade_asked_ = std::string(find(head.headers, "upgrade").value_or(""));
@@ -145,15 +132,13 @@ Status ClientConnection::send_end() {
 void ClientConnection::pause_reading() {
   // Only a response body, or what follows a 101, is paced.
   if (state_ != State::kExchange && state_ != State::kUpgraded) return;
-  paused_ = true;
-  socket_->stop_read();
+  pause_socket();
 }
 
 void ClientConnection::resume_reading() {
-  if (!paused_) return;
-  paused_ = false;
+  if (!unpause_socket()) return;
   if (!failed_) (void)socket_->start_read();
-  feed_pending();
+  feed_responses();
 }
 
 void ClientConnection::detach() {
@@ -164,7 +149,7 @@ void ClientConnection::detach() {
 void ClientConnection::on_read(std::span<const uint8_t> data) {
   if (failed_) return;
   if (state_ == State::kUpgraded) {
-    pending_.insert(pending_.end(), data.begin(), data.end());
+    buffer(data);
     return pass_upgraded();
   }
   if (state_ != State::kExchange) {  // Nothing may arrive between exchanges.
@@ -172,26 +157,25 @@ void ClientConnection::on_read(std::span<const uint8_t> data) {
     return;
   }
   response_bytes_ += data.size();
-  pending_.insert(pending_.end(), data.begin(), data.end());
-  feed_pending();
+  buffer(data);
+  feed_responses();
 }
 
-void ClientConnection::feed_pending() {
+void ClientConnection::feed_responses() {
   if (state_ == State::kUpgraded) return pass_upgraded();
-  while (!pending_.empty() && !failed_ && !paused_ && state_ == State::kExchange) {
-    auto r = parser_->feed(pending_);
+  while (!pending_.empty() && !failed_ && !reading_paused() && state_ == State::kExchange) {
+    auto r = feed_pending();
     if (!r.ok()) {
       fail(r.status().from(Side::kUpstream));
       return;
     }
-    pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(*r));
-    if (events_->unasked_101) {
+    if (unasked_101_) {
       return fail(Status(Code::kProtocol, "backend switched to a protocol the request did not ask for",
                          Side::kUpstream));
     }
     if (parser_->paused()) {
-      if (events_->interim) {
-        events_->interim = false;
+      if (interim_) {
+        interim_ = false;
         parser_->resume();
         continue;
       }
@@ -204,12 +188,9 @@ void ClientConnection::feed_pending() {
 
 // After a 101: bytes go to the handler as they are; the backend's FIN ends the exchange.
 void ClientConnection::pass_upgraded() {
-  while (!pending_.empty() && !failed_ && !paused_ && handler_ != nullptr) {
-    std::vector<uint8_t> data;
-    data.swap(pending_);
-    handler_->on_response_body(data);
-  }
-  if (failed_ || paused_ || !eof_ || !pending_.empty()) return;
+  std::vector<uint8_t> data;
+  while (!failed_ && handler_ != nullptr && take_pending(data)) handler_->on_response_body(data);
+  if (failed_ || reading_paused() || !eof_ || !pending_.empty()) return;
   state_ = State::kDone;  // keep_alive_ is false after a 101: never reused.
   socket_->stop_read();
   ClientHandler* h = handler_;
@@ -227,7 +208,7 @@ void ClientConnection::finish_response() {
   pending_.clear();
   // Back-pressure was for the body, which is over. Reading on, a stray byte or the backend's
   // close shows at once (on_read, on_eof) while the connection waits to be reused.
-  paused_ = false;
+  (void)unpause_socket();
   if (!close_after_ && !failed_) (void)socket_->start_read();
   ClientHandler* h = handler_;
   handler_ = nullptr;
@@ -248,7 +229,7 @@ void ClientConnection::on_eof() {
   }
   const Status s = parser_->finish();  // Ends a close-delimited body.
   if (!s.ok()) return fail(s.from(Side::kUpstream));
-  if (events_->complete) return finish_response();
+  if (complete_) return finish_response();
   fail(Status(Code::kClosed, "backend closed the connection", Side::kUpstream, true));
 }
 

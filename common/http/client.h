@@ -10,7 +10,9 @@
 #include <string_view>
 #include <vector>
 
-#include "common/http/http.h"
+#include "common/http/connection.h"
+#include "common/http/message.h"
+#include "common/http/parser.h"
 #include "common/net/loop.h"
 
 namespace coilgun::http {
@@ -55,7 +57,9 @@ class ClientHandler {
 // later, go to on_response_body as they come (pause_reading paces them), send_body writes bytes
 // as they are, send_end half-closes (FIN), and the backend's FIN is on_response_end. Such a
 // connection is never reused.
-class ClientConnection : public uv::TcpStream::Handler, public uv::Deferred {
+//
+// The client side of a Connection (connection.h): it writes requests and reads responses.
+class ClientConnection : public Connection {
  public:
   ClientConnection(std::unique_ptr<uv::TcpStream> socket, Parser::Limits limits);
   ~ClientConnection() override;
@@ -99,7 +103,6 @@ class ClientConnection : public uv::TcpStream::Handler, public uv::Deferred {
 
  private:
   friend class ClientPool;
-  class ParserEvents;
   // Where the connection is between exchanges.
   enum class State : uint8_t {
     kReady,     // New, or idle: may take a request.
@@ -107,20 +110,21 @@ class ClientConnection : public uv::TcpStream::Handler, public uv::Deferred {
     kDone,      // The response is complete; waiting to go back to the pool (or away).
     kUpgraded,  // A 101 switched protocols: a byte pipe until either side closes.
   };
+  // Parser events (Connection is the parser's handler). The handler hears of the end from
+  // feed_responses() (or on_eof()), once the bytes after it are known.
+  void on_response_head(ResponseHead&& head) override;
+  void on_body(std::span<const uint8_t> data) override;
+  void on_message_complete() override;
   void on_read(std::span<const uint8_t> data) override;
   void on_eof() override;
   void on_error(Status status) override;
   void on_drained() override;
   void fail(Status status);
-  void feed_pending();
+  void feed_responses();
   void pass_upgraded();
   void finish_response();
 
-  std::unique_ptr<uv::TcpStream> socket_;
-  std::unique_ptr<ParserEvents> events_;
-  std::unique_ptr<Parser> parser_;
   ClientHandler* handler_ = nullptr;
-  std::vector<uint8_t> pending_;
   BodyFraming request_framing_ = BodyFraming::kNone;
   State state_ = State::kReady;
   uint64_t response_bytes_ = 0;  // Bytes read since the request was sent.
@@ -128,11 +132,12 @@ class ClientConnection : public uv::TcpStream::Handler, public uv::Deferred {
   bool close_after_ = false;     // The request's body may have been left unread.
   bool safe_request_ = false;
   std::string upgrade_asked_;   // The request's Upgrade field: what a 101 may switch to.
-  bool eof_ = false;            // The backend's FIN came (read on after a 101 only).
+  bool interim_ = false;        // The message being parsed is an interim response.
+  bool unasked_101_ = false;    // A 101 named no protocol the request asked for.
+  bool complete_ = false;       // The final response is complete.
   bool reused_ = false;
   bool request_complete_ = false;
   bool failed_ = false;
-  bool paused_ = false;
   bool idle_ = false;  // In the pool's idle list.
   class ClientPool* pool_ = nullptr;
 };

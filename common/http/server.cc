@@ -1,8 +1,9 @@
 #include "common/http/server.h"
 
+#include <algorithm>
 #include <chrono>
 
-#include <algorithm>
+#include "common/http/writer.h"
 
 namespace coilgun::http {
 namespace {
@@ -25,53 +26,13 @@ bool wants_upgrade(const RequestHead& r, BodyFraming framing) {
 
 }  // namespace
 
-class ServerConnection::ParserEvents : public Parser::Handler {
- public:
-  explicit ParserEvents(ServerConnection& c) : c_(c) {}
-  void on_request_head(RequestHead&& head) override {
-    c_.request_ = std::move(head);
-    c_.in_exchange_ = true;
-    c_.request_done_ = false;
-    c_.response_started_ = false;
-    c_.response_done_ = false;
-    c_.head_request_ = c_.request_.method == "HEAD";
-    c_.close_after_ = !c_.request_.keep_alive();
-    c_.upgrade_requested_ = wants_upgrade(c_.request_, c_.parser_->framing());
-    c_.exchange_data = nullptr;
-    c_.head_started_ = false;
-    c_.idle_.stop();
-    if (c_.parser_->framing() != BodyFraming::kNone) c_.arm_body_deadline();
-    c_.handler_.on_request(c_);
-  }
-  void on_body(std::span<const uint8_t> data) override {
-    if (c_.in_exchange_) c_.handler_.on_request_body(c_, data);
-  }
-  void on_message_complete() override {
-    c_.request_done_ = true;
-    if (c_.in_exchange_) c_.idle_.stop();  // The body deadline.
-    if (!c_.in_exchange_) return;
-    if (c_.response_done_) {
-      c_.end_exchange();  // Answered before the request formally ended (no body).
-    } else {
-      c_.handler_.on_request_end(c_);
-    }
-  }
-
- private:
-  ServerConnection& c_;
-};
-
 ServerConnection::ServerConnection(uv::Loop& loop, std::unique_ptr<uv::TcpStream> socket,
                                    ServerHandler& handler, const ServerOptions& options)
-    : loop_(loop),
-      socket_(std::move(socket)),
+    : Connection(std::move(socket), Parser::Mode::kRequest, options.limits),
+      loop_(loop),
       handler_(handler),
       options_(options),
-      events_(std::make_unique<ParserEvents>(*this)),
-      parser_(std::make_unique<Parser>(Parser::Mode::kRequest, *events_, options.limits)),
       idle_(loop) {
-  socket_->set_handler(this);
-  socket_->set_nodelay(true);
   if (!socket_->start_read().ok()) {
     // Reported on the next turn: the handler must not hear about a connection from inside
     // its own accept callback before it registered it.
@@ -82,6 +43,37 @@ ServerConnection::ServerConnection(uv::Loop& loop, std::unique_ptr<uv::TcpStream
 }
 
 ServerConnection::~ServerConnection() = default;
+
+void ServerConnection::on_request_head(RequestHead&& head) {
+  request_ = std::move(head);
+  in_exchange_ = true;
+  request_done_ = false;
+  response_started_ = false;
+  response_done_ = false;
+  head_request_ = request_.method == "HEAD";
+  close_after_ = !request_.keep_alive();
+  upgrade_requested_ = wants_upgrade(request_, parser_->framing());
+  exchange_data = nullptr;
+  head_started_ = false;
+  idle_.stop();
+  if (parser_->framing() != BodyFraming::kNone) arm_body_deadline();
+  handler_.on_request(*this);
+}
+
+void ServerConnection::on_body(std::span<const uint8_t> data) {
+  if (in_exchange_) handler_.on_request_body(*this, data);
+}
+
+void ServerConnection::on_message_complete() {
+  request_done_ = true;
+  if (in_exchange_) idle_.stop();  // The body deadline.
+  if (!in_exchange_) return;
+  if (response_done_) {
+    end_exchange();  // Answered before the request formally ended (no body).
+  } else {
+    handler_.on_request_end(*this);
+  }
+}
 
 const std::string& ServerConnection::peer_ip() {
   if (!peer_ip_) peer_ip_ = socket_->peer_ip();
@@ -105,9 +97,9 @@ void ServerConnection::start_head_deadline() {
 
 // Moved by every body byte; stopped while the handler paused reading (its own limits apply).
 void ServerConnection::arm_body_deadline() {
-  if (reading_paused_) return;
+  if (reading_paused()) return;
   idle_.start(options_.body_timeout, [this] {
-    if (in_exchange_ && !request_done_ && !reading_paused_) time_out();
+    if (in_exchange_ && !request_done_ && !reading_paused()) time_out();
   });
 }
 
@@ -124,7 +116,7 @@ void ServerConnection::time_out() {
 
 void ServerConnection::on_read(std::span<const uint8_t> data) {
   if (closed_ || closing_) return;
-  pending_.insert(pending_.end(), data.begin(), data.end());
+  buffer(data);
   if (!in_exchange_) {
     if (!head_started_) start_head_deadline();
   } else if (!request_done_ && !upgraded_) {
@@ -141,24 +133,23 @@ void ServerConnection::process() {
   if (upgraded_) return pass_upgraded();
   while (!pending_.empty()) {
     if (in_exchange_ && request_done_) break;  // A response is being written: the next waits.
-    if (reading_paused_ && in_exchange_) break;
+    if (reading_paused() && in_exchange_) break;
     if (parser_->paused()) {
       if (in_exchange_) break;
       parser_->resume();
     }
     in_feed_ = true;
-    auto r = parser_->feed(pending_);
+    auto r = feed_pending();
     in_feed_ = false;
     if (closed_ || closing_) return;
     if (!r.ok()) {
       fail_request(r.status());
       return;
     }
-    pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(*r));
     if (*r == 0 && !parser_->paused()) break;  // Needs more bytes.
   }
   // Stop reading while too much waits; resume when the exchange ends.
-  if (pending_.size() > kMaxPending || reading_paused_) {
+  if (pending_.size() > kMaxPending || reading_paused()) {
     socket_->stop_read();
   } else if (!eof_) {
     (void)socket_->start_read();
@@ -168,12 +159,9 @@ void ServerConnection::process() {
 
 // After a 101: what the client sent goes to the handler as it is, then its FIN.
 void ServerConnection::pass_upgraded() {
-  while (!pending_.empty() && !reading_paused_ && !closed_ && !closing_) {
-    std::vector<uint8_t> data;
-    data.swap(pending_);
-    handler_.on_upgraded_data(*this, data);
-  }
-  if (closed_ || closing_ || reading_paused_) return;
+  std::vector<uint8_t> data;
+  while (!closed_ && !closing_ && take_pending(data)) handler_.on_upgraded_data(*this, data);
+  if (closed_ || closing_ || reading_paused()) return;
   if (!eof_) {
     (void)socket_->start_read();
   } else if (!upgraded_end_) {
@@ -382,7 +370,7 @@ void ServerConnection::end_exchange() {
   } else {
     start_head_deadline();
   }
-  reading_paused_ = false;
+  (void)unpause_socket();    // Reading starts again in process().
   if (!in_feed_) process();  // Inside a parser callback, process() goes on when feed returns.
 }
 
@@ -391,14 +379,12 @@ bool ServerConnection::writable() const {
 }
 
 void ServerConnection::pause_reading() {
-  reading_paused_ = true;
-  socket_->stop_read();
+  pause_socket();
   if (in_exchange_ && !request_done_) idle_.stop();  // The body deadline waits too.
 }
 
 void ServerConnection::resume_reading() {
-  if (!reading_paused_) return;
-  reading_paused_ = false;
+  if (!unpause_socket()) return;
   if (in_exchange_ && !request_done_ && !upgraded_) arm_body_deadline();
   process();
 }

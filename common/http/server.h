@@ -29,7 +29,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/http/http.h"
+#include "common/http/connection.h"
+#include "common/http/message.h"
+#include "common/http/parser.h"
 #include "common/net/loop.h"
 
 namespace coilgun::http {
@@ -87,7 +89,8 @@ enum class ResponseFraming : uint8_t {
   kUntilClose,     // The body ends when the connection closes.
 };
 
-class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
+// The server side of a Connection (connection.h): it reads requests and writes responses.
+class ServerConnection : public Connection {
  public:
   ServerConnection(uv::Loop& loop, std::unique_ptr<uv::TcpStream> socket, ServerHandler& handler,
                    const ServerOptions& options);
@@ -126,7 +129,6 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
 
   // Backpressure on the response: false while the write queue is above the high watermark.
   bool writable() const;
-  size_t write_queue_bytes() const { return socket_->write_queue_bytes(); }
   // Backpressure on the request body.
   void pause_reading();
   void resume_reading();
@@ -134,7 +136,10 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
   void close();
 
  private:
-  class ParserEvents;
+  // Parser events (Connection is the parser's handler).
+  void on_request_head(RequestHead&& head) override;
+  void on_body(std::span<const uint8_t> data) override;
+  void on_message_complete() override;
   void on_read(std::span<const uint8_t> data) override;
   void on_eof() override;
   void on_error(Status status) override;
@@ -152,14 +157,10 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
   void pass_upgraded();
 
   uv::Loop& loop_;
-  std::unique_ptr<uv::TcpStream> socket_;
   std::optional<std::string> peer_ip_;
   ServerHandler& handler_;
   ServerOptions options_;
-  std::unique_ptr<ParserEvents> events_;
-  std::unique_ptr<Parser> parser_;
   uv::Timer idle_;
-  std::vector<uint8_t> pending_;  // Received bytes the parser has not taken yet.
   RequestHead request_;
   bool in_exchange_ = false;
   bool request_done_ = false;
@@ -170,8 +171,6 @@ class ServerConnection : public uv::TcpStream::Handler, public uv::Deferred {
   bool close_after_ = false;
   bool closed_ = false;
   bool closing_ = false;  // The last response is queued; close() follows next turn.
-  bool reading_paused_ = false;
-  bool eof_ = false;
   bool was_unwritable_ = false;
   bool upgrade_requested_ = false;
   bool head_started_ = false;  // Bytes of the next request head came: its deadline runs.

@@ -1,4 +1,4 @@
-// Fuzz target: the HTTP/1.1 parser (common/http/http.h), as a request parser and as a response
+// Fuzz target: the HTTP/1.1 parser (common/http/parser.h), as a request parser and as a response
 // parser, with small limits. Input: one control byte, then the bytes of a connection.
 //
 //   control bit 0     the response parser is told the request was HEAD
@@ -15,7 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "common/http/http.h"
+#include "common/http/parser.h"
+#include "common/http/writer.h"
 
 namespace {
 
@@ -67,6 +68,9 @@ class Checker : public Parser::Handler {
 
   void on_request_head(RequestHead&& head) override {
     if (mode_ != Parser::Mode::kRequest || in_message_) die();
+    if (head.framing != parser->framing() || head.content_length != parser->content_length()) {
+      die();
+    }
     in_message_ = true;
     body_bytes_ = 0;
     if (!is_token(head.method) || !is_valid_target(head.target)) die();
@@ -86,6 +90,9 @@ class Checker : public Parser::Handler {
 
   void on_response_head(ResponseHead&& head) override {
     if (mode_ != Parser::Mode::kResponse || in_message_) die();
+    if (head.framing != parser->framing() || head.content_length != parser->content_length()) {
+      die();
+    }
     in_message_ = true;
     body_bytes_ = 0;
     if (head.status < 100 || head.status > 599) die();

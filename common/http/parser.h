@@ -1,10 +1,6 @@
 #pragma once
-// HTTP/1.1 messages without I/O: a streaming parser on llhttp, writers, and the header
-// rewriting a proxy needs (RFC 9110, RFC 9112).
-//
-// The edge parses client requests and writes responses; the origin agent writes requests to
-// its backend and parses the responses. Nothing here touches a socket, a clock or a log: bytes
-// go in, events and bytes come out, errors come back as Status.
+// The streaming HTTP/1.1 parser (RFC 9112), on llhttp behind a strict byte scanner of our own.
+// No I/O: bytes go in, events come out, errors come back as Status.
 //
 // Parsing (class Parser)
 //   The caller feeds whatever bytes arrived; the parser reports the head of each message once
@@ -50,15 +46,7 @@
 //   length, are checked before anything is stored. A request-target that alone takes the head
 //   over its size limit is reported apart (error_status() gives 414 for it, 431 otherwise).
 //
-// Writing
-//   Writers append to a std::vector<uint8_t> the caller owns, the sink type every encoder in
-//   Coilgun uses. They write what they are given: framing fields (Content-Length,
-//   Transfer-Encoding) are the caller's choice. They refuse, and append nothing, when a
-//   name is not a token or a value holds CR, LF, NUL or another control character, so no
-//   input can ever inject a line into a message.
-//
-// Threads: the free functions touch nothing but their arguments and may be called from any
-// thread; a Parser or a DateCache belongs to one thread at a time.
+// Threads: a Parser belongs to one thread at a time; error_status() may be called from any.
 
 #include <cstddef>
 #include <cstdint>
@@ -66,116 +54,12 @@
 #include <optional>
 #include <span>
 #include <string>
-#include <string_view>
 #include <vector>
 
+#include "common/http/message.h"
 #include "proto/status.h"
 
 namespace coilgun::http {
-
-// One field line. The name keeps the case it was received (or given) with; compare names
-// with iequals(). The value has no leading or trailing whitespace when it comes from Parser.
-struct Header {
-  std::string name;
-  std::string value;
-};
-
-// The head of a request: request line and header fields.
-struct RequestHead {
-  std::string method;     // A token, case-sensitive ("GET").
-  std::string target;     // The request-target as received: "/a?b", "http://h/a", "h:443", "*".
-  int version_minor = 1;  // HTTP/1.<version_minor>: 0 or 1.
-  std::vector<Header> headers;
-
-  // True if the connection may carry another request after this one (RFC 9112 §9.3):
-  // HTTP/1.1 unless a Connection field lists "close"; HTTP/1.0 only if a Connection field
-  // lists "keep-alive" (and none lists "close").
-  bool keep_alive() const;
-  // True if the client waits for "100 Continue" before sending the body: an HTTP/1.1 request
-  // with "Expect: 100-continue" (RFC 9110 §10.1.1; the expectation is ignored in HTTP/1.0).
-  bool expects_continue() const;
-};
-
-// The head of a response: status line and header fields.
-struct ResponseHead {
-  int status = 200;    // 100..599.
-  std::string reason;  // The reason phrase as received; may be empty.
-  int version_minor = 1;
-  std::vector<Header> headers;
-
-  // True if this response lets the connection stay open as far as its version and
-  // Connection fields go (same rules as RequestHead::keep_alive()). A close-delimited body
-  // ends the connection regardless: see Parser::keep_alive().
-  bool keep_alive() const;
-  // True for 1xx other than 101: an interim response, followed by the final one.
-  bool is_interim() const { return status >= 100 && status < 200 && status != 101; }
-};
-
-// ASCII case-insensitive equality, for field names and tokens.
-bool iequals(std::string_view a, std::string_view b);
-// |c| in lower case if it is an ASCII capital; any other byte as it is.
-inline char ascii_lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-// |s| with ASCII letters in lower case (field names, host names, media types).
-std::string to_lower(std::string_view s);
-
-// True if |s| is a non-empty token (RFC 9110 §5.6.2): what a field name or method must be.
-bool is_token(std::string_view s);
-
-// True if |s| may be sent as a field value: no control characters other than HTAB, no DEL
-// (RFC 9110 §5.5; obs-text, bytes 0x80-0xFF, is allowed).
-bool is_valid_field_value(std::string_view s);
-
-// True if |s| may be sent as a request-target: non-empty, visible ASCII only (0x21-0x7E), no
-// '#' (a fragment is never sent, RFC 9112 §3.2).
-bool is_valid_target(std::string_view s);
-
-// True if |s| is uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2): a bracketed IPv6
-// literal ("[::1]"), or a non-empty reg-name or IPv4 address made of unreserved characters,
-// pct-encodings and sub-delims, followed by an optional port of at most 65535. Stricter than
-// RFC 3986 in two ways: a ',' is refused (Host is a singleton field, and "a.com, b.com" is two
-// hosts to anyone who reads it as a list), and so is an IPvFuture literal or an IPv6 zone.
-// An empty Host field value is valid (§3.2) but is not a host: callers check for it apart.
-bool is_valid_host(std::string_view s);
-
-// An absolute-form request-target with the "http" or "https" scheme (RFC 9112 §3.2.2), split.
-struct AbsoluteTarget {
-  std::string_view authority;  // "a.com:8080"; points into the target given.
-  std::string origin_form;     // "/p?q"; "/" when the path is empty ("http://a.com?q": "/?q").
-};
-// Splits |target| when it starts with "http://" or "https://" (the scheme compared without
-// case); nullopt for any other form (origin-form, asterisk-form, authority-form, other
-// schemes). The authority is not checked: see is_valid_host(), and refuse a '@' (userinfo).
-std::optional<AbsoluteTarget> split_absolute_target(std::string_view target);
-
-// The value of the first field named |name| (case-insensitive), or nullopt. The view points
-// into |headers| and is valid until that field is changed or destroyed.
-std::optional<std::string_view> find(std::span<const Header> headers, std::string_view name);
-
-// True if any field named |name| holds |token| in its comma-separated list, compared
-// case-insensitively after trimming whitespace ("Connection: Keep-Alive, Upgrade").
-bool has_token(std::span<const Header> headers, std::string_view name, std::string_view token);
-
-// True if |answered|, the Upgrade field of a 101, names only protocols that |asked|, the
-// request's Upgrade field, listed (RFC 9110 §7.8: a server "MUST NOT switch to a protocol that
-// was not indicated by the client"); names compare case-insensitively. False for an empty one.
-bool upgrade_answers(std::string_view asked, std::string_view answered);
-
-// Removes every field named |name|; returns how many were removed. Keeps the others' order.
-size_t remove(std::vector<Header>& headers, std::string_view name);
-
-// Replaces every field named |name| with one "name: value" at the end.
-void set(std::vector<Header>& headers, std::string_view name, std::string_view value);
-
-// How the body of a message is delimited, decided by its head (RFC 9112 §6.3).
-enum class BodyFraming : uint8_t {
-  kNone,           // No body: a request without Content-Length or Transfer-Encoding, a
-                   // CONNECT, a response to HEAD, a 1xx, 204 or 304 response.
-  kContentLength,  // Exactly Parser::content_length() bytes (possibly 0).
-  kChunked,        // Transfer-Encoding: chunked.
-  kUntilClose,     // A response body that ends when the connection closes (finish()).
-};
 
 // Streaming HTTP/1.1 parser for one connection, one direction: either requests (the edge's
 // client connections) or responses (the agent's backend connections).
@@ -264,10 +148,11 @@ class Parser {
   void set_request_was_head(bool was_head) { request_was_head_ = was_head; }
 
   // The framing of the current message, from its head event until the next message's head
-  // event. kNone before the first head.
+  // event. kNone before the first head. The head delivered carries the same (head.framing).
   BodyFraming framing() const { return framing_; }
   // The current message's Content-Length when it carried a valid one (also for a HEAD or 304
-  // response, where it describes the body that was not sent); nullopt otherwise.
+  // response, where it describes the body that was not sent); nullopt otherwise. The head
+  // delivered carries the same (head.content_length).
   std::optional<uint64_t> content_length() const { return content_length_; }
   // Whether the connection may carry another message after the current one: the head's
   // keep_alive() and, for a response, a body that does not run until close. True for an
@@ -391,65 +276,5 @@ class Parser {
 // for a request-target that alone took the head over Limits::max_header_bytes, 431 for any
 // other kTooLarge, 501 for kUnsupported, 400 for everything else (kClosed needs no answer).
 int error_status(const Status& s);
-
-// Appends "METHOD target HTTP/1.x\r\n", the fields and the empty line to |out|. Refuses with
-// kMalformed, appending nothing, a method or field name that is not a token, a target that
-// is_valid_target() rejects, a value that is_valid_field_value() rejects, or a version other
-// than 1.0 / 1.1.
-Status write_request_head(const RequestHead& head, std::vector<uint8_t>& out);
-
-// Appends "HTTP/1.x status reason\r\n", the fields and the empty line to |out|. An empty
-// reason is replaced by status_reason(status). Refuses with kMalformed, appending nothing, a
-// status outside 100..599, a reason with control characters, or invalid fields as above.
-Status write_response_head(const ResponseHead& head, std::vector<uint8_t>& out);
-
-// Appends one chunk holding |data| ("<hex size>\r\n<data>\r\n"). Appends nothing for empty
-// |data|: a zero-size chunk would end the body (use write_last_chunk()).
-void write_chunk(std::span<const uint8_t> data, std::vector<uint8_t>& out);
-
-// Appends only a chunk's size line ("<hex size>\r\n") for |size| > 0, so the caller can send
-// the body bytes from where they already are, followed by kCrlf. Appends nothing for 0.
-void write_chunk_header(uint64_t size, std::vector<uint8_t>& out);
-
-// Appends the last chunk, |trailers| and the final empty line ("0\r\n[trailers]\r\n").
-// Refuses invalid trailer fields with kMalformed, appending nothing.
-Status write_last_chunk(std::span<const Header> trailers, std::vector<uint8_t>& out);
-
-inline constexpr std::string_view kCrlf = "\r\n";
-
-// Removes the fields that describe one connection rather than the message, as a proxy must
-// before forwarding (RFC 9110 §7.6.1): Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
-// Transfer-Encoding, Upgrade, and every field named in a Connection field's list. Host and
-// Content-Length are never removed on a Connection field's say-so (a client must not be able
-// to strip the fields that route and frame the message); the caller frames the forwarded
-// body itself.
-void remove_hop_by_hop(std::vector<Header>& headers);
-
-// Records this proxy in Via (RFC 9110 §7.6.3): appends ", <received_by>" to the last Via
-// field, or adds "Via: <received_by>". Example: add_via(h, "1.1 coilgun").
-void add_via(std::vector<Header>& headers, std::string_view received_by);
-
-// Appends |client_ip| to the last X-Forwarded-For field (", " separated), or adds one.
-void add_forwarded_for(std::vector<Header>& headers, std::string_view client_ip);
-
-// The standard reason phrase for |status| ("Not Found"); "" for a code without one.
-std::string_view status_reason(int status);
-
-// |unix_seconds| as an IMF-fixdate (RFC 9110 §5.6.7), "Sun, 06 Nov 1994 08:49:37 GMT": the
-// only form a sender may generate for Date. Touches no clock and no locale.
-std::string imf_fixdate(int64_t unix_seconds);
-
-// The Date field value of the current second, formatted once per second (RFC 9110 §6.6.1: an
-// origin server with a clock MUST send Date; a proxy adds one when a response lacks it). The
-// caller reads the clock and passes the time in. One per thread (it is not thread-safe).
-class DateCache {
- public:
-  // The IMF-fixdate of |unix_seconds|. The view is valid until the next call.
-  std::string_view get(int64_t unix_seconds);
-
- private:
-  int64_t second_ = INT64_MIN;  // No second formatted yet.
-  std::string text_;
-};
 
 }  // namespace coilgun::http
