@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "common/daemon/config_schema.h"
-#include "common/http/http.h"
+#include "common/http/message.h"
 
 namespace coilgun::config {
 namespace {

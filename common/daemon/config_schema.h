@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "common/daemon/config.h"
-#include "common/http/http.h"
+#include "common/http/message.h"
 #include "common/obs/log.h"
 
 namespace coilgun::config {

@@ -346,7 +346,7 @@ TEST_CASE("Garbage from a peer fails the session cleanly with a GOAWAY", "[tunne
   }
 }
 
-TEST_CASE("Interim heads precede the final one; a 101 makes the stream a pipe both ways",
+TEST_CASE("Interim heads precede the final one, and a 101 makes the stream a pipe both ways",
           "[tunnel]") {
   Peer edge(true), agent(false);
   // A request that stays open: an upgrade, whose stream carries the new protocol's bytes.
@@ -371,8 +371,8 @@ TEST_CASE("Interim heads precede the final one; a 101 makes the stream a pipe bo
   size_t up_sent = 0, down_sent = 0;
   for (int round = 0; round < 100 && (up_sent < up.size() || down_sent < down.size()); ++round) {
     auto u = edge.session->send_data(*id, std::span<const uint8_t>(up).subspan(up_sent), false);
-    auto d = agent.session->send_data(*id, std::span<const uint8_t>(down).subspan(down_sent),
-                                      false);
+    auto d =
+        agent.session->send_data(*id, std::span<const uint8_t>(down).subspan(down_sent), false);
     REQUIRE(u.ok());
     REQUIRE(d.ok());
     up_sent += *u;
