@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/obs/log.h"
+#include "common/store/cache_key.h"
 
 namespace coilgun::edge {
 namespace {
@@ -56,7 +57,7 @@ void ClientExchange::begin() {
   AgentPool* pool = worker_.pool_for(*route);
   link_ = pool->pick();
   if (link_ == nullptr) return fail(502, "tunnel_down");
-  key_ = route->agent.to_string() + '\n' + host_ + '\n' + target_;
+  key_ = CacheKey{route->agent.to_string(), host_, target_}.str();
 
   const auto length = http::find(req.headers, "content-length");
   if (client_->upgrade_requested()) upgrade_ = http::find(req.headers, "upgrade").value_or("");
@@ -203,10 +204,11 @@ void ClientExchange::on_response(uint16_t status, BodyMode mode,
     shared_.metrics.delta_stream.inc();
     auto cl = http::find(response_headers_, "content-length");
     if (cl) {
-      const uint64_t n = std::strtoull(std::string(*cl).c_str(), nullptr, 10);
+      const std::optional<uint64_t> n = http::parse_content_length(*cl);
+      if (!n) return fail(502, "bad_response_fields");
       http::remove(response_headers_, "content-length");
-      stream_length_ = n;
-      write_head(http::ResponseFraming::kContentLength, n);
+      stream_length_ = *n;
+      write_head(http::ResponseFraming::kContentLength, *n);
     } else {
       write_head(http::ResponseFraming::kChunked, 0);
     }
@@ -452,21 +454,17 @@ void ClientExchange::finish() {
   release_stream();
   const double secs = daemon::seconds_since(started_);
   count();
-  if (log::access_enabled()) {
-    log::AccessRecord r;
-    r.ts = std::chrono::system_clock::now();
-    r.method = method_;
-    r.host = host_;
-    r.path = target_;
-    r.status = status_;
-    r.body_bytes = body_bytes_;
-    r.link_bytes = link_bytes_;
-    r.delta = result_;
-    r.duration_ms = secs * 1000;
-    r.upstream_ms = upstream_ms_;
-    r.error = error_;
-    log::access(r);
-  }
+  log::access({.method = method_,
+               .host = host_,
+               .path = target_,
+               .status = status_,
+               .body_bytes = body_bytes_,
+               .link_bytes = link_bytes_,
+               .delta = result_,
+               .stream = {},  // Why a body streamed is the agent's knowledge.
+               .duration_ms = secs * 1000,
+               .upstream_ms = upstream_ms_,
+               .error = error_});
   // respond_end() may already have started the connection's next pipelined exchange.
   if (client_ != nullptr && client_->exchange_data == this) client_->exchange_data = nullptr;
   client_ = nullptr;

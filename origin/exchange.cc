@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "common/obs/log.h"
+#include "common/store/cache_key.h"
 
 namespace coilgun::origin {
 namespace {
@@ -105,7 +106,7 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
   if (authority.empty()) authority = http::find(request_.headers, "host").value_or("");
   host_ = http::to_lower(authority);
   // The cache key: this agent's namespace, the host and the target.
-  key_ = settings_->config.namespace_name + '\n' + host_ + '\n' + request_.target;
+  key_ = CacheKey{settings_->config.namespace_name, host_, request_.target}.str();
   // Only a GET's body becomes a base (PROTOCOL.md §6): only GETs take part in the policy.
   if (request_.method == "GET") {
     key_state_ = worker_.base_policy().key_started(key_, held_, worker_.loop().now_ms());
@@ -115,7 +116,11 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
     // No body: what the edge sends on the stream is the new protocol's, after a 101.
   } else if (!end_stream) {
     request_framing_ = cl ? http::BodyFraming::kContentLength : http::BodyFraming::kChunked;
-    if (cl) request_length_ = std::strtoull(std::string(*cl).c_str(), nullptr, 10);
+    if (cl) {
+      const std::optional<uint64_t> n = http::parse_content_length(*cl);
+      bad_length_ = !n;
+      request_length_ = n.value_or(0);
+    }
   } else if (cl) {
     // "Content-Length: 0" is kept: a PUT of an empty file is not a PUT without a body (nginx's
     // DAV module answers 500 to the latter).
@@ -137,6 +142,7 @@ void Exchange::start() {
   if (request_.method.empty() || request_.target.empty()) {
     return fail(ResetReason::kProtocol, "request_without_method_or_path");
   }
+  if (bad_length_) return fail(ResetReason::kProtocol, "bad_content_length");
   acquire(false);
 }
 
@@ -498,22 +504,18 @@ void Exchange::finish() {
   const double secs = daemon::seconds_since(started_);
   if (!cancelled_) shared_.metrics.request(status_, secs);
   if (!cancelled_ && result_ == log::DeltaResult::kStream) shared_.metrics.delta_stream.inc();
-  if (log::access_enabled()) {
-    log::AccessRecord r;
-    r.ts = std::chrono::system_clock::now();
-    r.method = request_.method;
-    r.host = host_;
-    r.path = request_.target;
-    r.status = status_;
-    r.body_bytes = body_bytes_;
-    r.link_bytes = mode_ == Mode::kCoded ? payload_.size() : body_bytes_;
-    r.delta = result_;
-    r.duration_ms = secs * 1000;
-    r.upstream_ms = upstream_ms_;
-    if (error_ != nullptr) r.error = error_;
-    if (result_ == log::DeltaResult::kStream && stream_why_ != nullptr) r.stream = stream_why_;
-    log::access(r);
-  }
+  const bool streamed = result_ == log::DeltaResult::kStream && stream_why_ != nullptr;
+  log::access({.method = request_.method,
+               .host = host_,
+               .path = request_.target,
+               .status = status_,
+               .body_bytes = body_bytes_,
+               .link_bytes = mode_ == Mode::kCoded ? payload_.size() : body_bytes_,
+               .delta = result_,
+               .stream = streamed ? stream_why_ : "",
+               .duration_ms = secs * 1000,
+               .upstream_ms = upstream_ms_,
+               .error = error_ != nullptr ? error_ : ""});
   link_.finished(stream_);
 }
 

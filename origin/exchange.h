@@ -89,6 +89,7 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   std::string host_, key_;
   http::BodyFraming request_framing_ = http::BodyFraming::kNone;
   uint64_t request_length_ = 0;
+  bool bad_length_ = false;  // The edge's Content-Length is not a number: start() refuses it.
   bool request_end_;
   // The edge's ":upgrade": the request asks to switch to this protocol (the stream stays open
   // for the new protocol's bytes, held until the backend's 101). Empty: no upgrade.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cstring>
 
 namespace coilgun::http {
@@ -125,6 +126,17 @@ bool is_valid_ip_literal(std::string_view literal) {
 }
 
 }  // namespace
+
+std::optional<uint64_t> parse_content_length(std::string_view value) {
+  uint64_t n = 0;
+  if (value.empty()) return std::nullopt;
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+  // A sign or a blank is refused by the first-digit check.
+  if (ec != std::errc() || end != value.data() + value.size() || value[0] < '0' || value[0] > '9') {
+    return std::nullopt;
+  }
+  return n;
+}
 
 bool is_valid_host(std::string_view s) {
   // Host = uri-host [ ":" port ]; uri-host = IP-literal / IPv4address / reg-name.

@@ -108,6 +108,11 @@ bool is_valid_target(std::string_view s);
 // An empty Host field value is valid (§3.2) but is not a host: callers check for it apart.
 bool is_valid_host(std::string_view s);
 
+// A Content-Length field value (RFC 9110 §8.6: 1*DIGIT) as a number; nullopt when it is
+// empty, holds anything but digits, or does not fit in 64 bits. For lengths that arrive as
+// text outside the Parser (the tunnel's header blocks): the Parser's heads carry theirs.
+std::optional<uint64_t> parse_content_length(std::string_view value);
+
 // An absolute-form request-target with the "http" or "https" scheme (RFC 9112 §3.2.2), split.
 struct AbsoluteTarget {
   std::string_view authority;  // "a.com:8080"; points into the target given.

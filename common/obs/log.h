@@ -155,7 +155,8 @@ enum class DeltaResult : uint8_t {
 const char* delta_result_name(DeltaResult result);
 
 // One request, as the access log records it. Strings are views the caller keeps alive for the
-// call. Written, in this order, as: ts, type ("access"), method, host, path, status,
+// call. Both daemons write theirs with designated initializers, naming what they know; every
+// member has a default, so what they leave out is left out of the line. Written, in this order, as: ts, type ("access"), method, host, path, status,
 // body_bytes, link_bytes, delta, then stream when set, duration_ms, then upstream_ms and error
 // when set.
 struct AccessRecord {

@@ -200,3 +200,15 @@ TEST_CASE("A 101 may switch only to a protocol the request listed", "[http]") {
   CHECK_FALSE(http::upgrade_answers("websocket", " , "));
   CHECK_FALSE(http::upgrade_answers("", "websocket"));
 }
+
+TEST_CASE("parse_content_length takes 1*DIGIT within 64 bits and nothing else", "[http]") {
+  CHECK(coilgun::http::parse_content_length("0") == 0u);
+  CHECK(coilgun::http::parse_content_length("00") == 0u);
+  CHECK(coilgun::http::parse_content_length("123456") == 123456u);
+  CHECK(coilgun::http::parse_content_length("18446744073709551615") == UINT64_MAX);
+  for (const char* bad :
+       {"", "-1", "+1", " 1", "1 ", "1a", "0x10", "18446744073709551616", "1,1"}) {
+    INFO(bad);
+    CHECK_FALSE(coilgun::http::parse_content_length(bad).has_value());
+  }
+}
