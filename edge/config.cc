@@ -44,7 +44,7 @@ std::string host_pattern_problem(const std::string& pattern) {
     return "host pattern " + quote(pattern) +
            ": a wildcard must be a whole leading label, as in \"*.example.com\"";
   }
-  if (is_ipv4_literal(name) || is_ipv6_literal(name)) {
+  if (http::is_ipv4_address(name) || http::is_ipv6_address(name)) {
     if (name.size() != pattern.size()) {
       return "host pattern " + quote(pattern) + ": an IP address cannot have a wildcard";
     }

@@ -1,6 +1,5 @@
 #include "common/daemon/config.h"
 
-#include <arpa/inet.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -116,24 +115,6 @@ std::string suggestion(std::string_view wrong, const std::vector<std::string>& c
 // ---------------------------------------------------------------------------------------------
 // Host names and addresses
 
-bool is_ipv4_literal(std::string_view s) {
-  if (s.empty() || s.size() > 15) return false;
-  char buf[16];
-  std::memcpy(buf, s.data(), s.size());
-  buf[s.size()] = '\0';
-  in_addr a;
-  return inet_pton(AF_INET, buf, &a) == 1;
-}
-
-bool is_ipv6_literal(std::string_view s) {
-  if (s.empty() || s.size() > 45) return false;
-  char buf[46];
-  std::memcpy(buf, s.data(), s.size());
-  buf[s.size()] = '\0';
-  in6_addr a;
-  return inet_pton(AF_INET6, buf, &a) == 1;
-}
-
 namespace {
 
 bool looks_numeric(std::string_view s) {
@@ -174,15 +155,15 @@ ConfigResult<std::string> parse_host(std::string_view host, bool allow_bare_ipv6
   if (host.empty()) return ConfigError{"empty host"};
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
-    if (!is_ipv6_literal(host)) return ConfigError{"invalid IPv6 address " + quote(host)};
+    if (!http::is_ipv6_address(host)) return ConfigError{"invalid IPv6 address " + quote(host)};
     return to_lower(host);
   }
   if (host.find(':') != std::string_view::npos) {
-    if (allow_bare_ipv6 && is_ipv6_literal(host)) return to_lower(host);
+    if (allow_bare_ipv6 && http::is_ipv6_address(host)) return to_lower(host);
     return ConfigError{"invalid host " + quote(host)};
   }
   if (looks_numeric(host)) {
-    if (!is_ipv4_literal(host)) return ConfigError{"invalid IPv4 address " + quote(host)};
+    if (!http::is_ipv4_address(host)) return ConfigError{"invalid IPv4 address " + quote(host)};
     return std::string(host);
   }
   if (host.back() == '.') host.remove_suffix(1);  // A fully qualified name's root dot.

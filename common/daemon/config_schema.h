@@ -50,9 +50,6 @@ std::string suggestion(std::string_view wrong, const std::vector<std::string>& c
 bool parse_uint(std::string_view s, uint64_t max, uint64_t& out);
 // |lines| joined with '\n'.
 std::string join_lines(const std::vector<std::string>& lines);
-// True when |s| is an IPv4 literal; an IPv6 literal without brackets.
-bool is_ipv4_literal(std::string_view s);
-bool is_ipv6_literal(std::string_view s);
 // "" when |name| is a valid DNS name (letters, digits, '-', '_', dot-separated labels of 1..63
 // characters, at most 253 in all), else why not. Case is not checked.
 std::string dns_name_problem(std::string_view name);

@@ -117,15 +117,23 @@ bool is_valid_reg_name(std::string_view name) {
 // IP-literal = "[" IPv6address "]" (IPvFuture and zone identifiers are refused).
 bool is_valid_ip_literal(std::string_view literal) {
   if (literal.size() < 2 || literal.front() != '[' || literal.back() != ']') return false;
-  const std::string_view inner = literal.substr(1, literal.size() - 2);
+  return is_ipv6_address(literal.substr(1, literal.size() - 2));
+}
+
+// True when inet_pton() of |family| reads all of |s| (parsing only: no socket is involved).
+bool parses_as(int family, std::string_view s) {
   char text[INET6_ADDRSTRLEN] = {};
-  if (inner.size() >= sizeof(text)) return false;
-  inner.copy(text, inner.size());
-  in6_addr address;
-  return inet_pton(AF_INET6, text, &address) == 1;  // Parsing only: no socket is involved.
+  if (s.empty() || s.size() >= sizeof(text)) return false;
+  s.copy(text, s.size());
+  in6_addr address;  // Large enough for either family.
+  return inet_pton(family, text, &address) == 1;
 }
 
 }  // namespace
+
+bool is_ipv4_address(std::string_view s) { return parses_as(AF_INET, s); }
+
+bool is_ipv6_address(std::string_view s) { return parses_as(AF_INET6, s); }
 
 std::optional<uint64_t> parse_content_length(std::string_view value) {
   uint64_t n = 0;

@@ -108,6 +108,11 @@ bool is_valid_target(std::string_view s);
 // An empty Host field value is valid (§3.2) but is not a host: callers check for it apart.
 bool is_valid_host(std::string_view s);
 
+// True when |s| is, in full, a dotted-quad IPv4 address ("10.0.0.1"); an IPv6 address
+// without brackets ("::1"; no zone).
+bool is_ipv4_address(std::string_view s);
+bool is_ipv6_address(std::string_view s);
+
 // A Content-Length field value (RFC 9110 §8.6: 1*DIGIT) as a number; nullopt when it is
 // empty, holds anything but digits, or does not fit in 64 bits. For lengths that arrive as
 // text outside the Parser (the tunnel's header blocks): the Parser's heads carry theirs.

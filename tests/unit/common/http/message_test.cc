@@ -212,3 +212,16 @@ TEST_CASE("parse_content_length takes 1*DIGIT within 64 bits and nothing else", 
     CHECK_FALSE(coilgun::http::parse_content_length(bad).has_value());
   }
 }
+
+TEST_CASE("is_ipv4_address and is_ipv6_address read whole addresses only", "[http]") {
+  CHECK(is_ipv4_address("10.0.0.1"));
+  CHECK(is_ipv6_address("::1"));
+  CHECK(is_ipv6_address("2001:db8::8a2e:370:7334"));
+  for (const char* bad : {"", "10.0.0", "10.0.0.256", "10.0.0.1 ", "[::1]", "::1%eth0", "::g"}) {
+    INFO(bad);
+    CHECK_FALSE(is_ipv4_address(bad));
+    CHECK_FALSE(is_ipv6_address(bad));
+  }
+  CHECK_FALSE(is_ipv6_address("10.0.0.1"));
+  CHECK_FALSE(is_ipv4_address(std::string(64, '1')));
+}
