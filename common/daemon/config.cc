@@ -1,6 +1,5 @@
 #include "common/daemon/config.h"
 
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
