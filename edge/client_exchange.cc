@@ -194,7 +194,7 @@ void ClientExchange::on_response(uint16_t status, BodyMode mode,
   if (mode == BodyMode::kNone) {
     write_head(http::ResponseFraming::kNone, 0);
     count();
-    if (client_ != nullptr) (void)client_->respond_end();
+    if (client_ != nullptr) client_->respond_end();
     return finish();
   }
   if (mode == BodyMode::kStream) {
@@ -223,7 +223,7 @@ void ClientExchange::on_interim(uint16_t status, std::span<const HeaderField> fi
   http::ResponseHead head;
   head.status = status;
   for (const HeaderField& f : fields) head.headers.push_back({std::string(f.name), std::string(f.value)});
-  (void)client_->send_interim(std::move(head));
+  client_->send_interim(std::move(head));  // Dropped if it cannot be written: advisory.
 }
 
 void ClientExchange::write_head(http::ResponseFraming framing, uint64_t length) {
@@ -265,13 +265,14 @@ void ClientExchange::on_data(std::span<const uint8_t> data, bool end) {
   // The client holds the whole body once its last byte is written, before the stream's end
   // may come (in a later frame): counted first.
   if (stream_length_ && body_bytes_ >= *stream_length_) count();
-  if (client_ != nullptr && !data.empty()) (void)client_->respond_body(data);
+  // A write that fails aborts this exchange from inside (on_client_abort): finished_ after.
+  if (client_ != nullptr && !data.empty()) client_->respond_body(data);
   if (unconsumed_ == 0) client_took_ms_ = worker_.loop().now_ms();
   unconsumed_ += data.size();
   on_client_writable();
   if (end) {
     count();
-    if (client_ != nullptr) (void)client_->respond_end();
+    if (client_ != nullptr) client_->respond_end();
     finish();
   }
 }
@@ -294,7 +295,11 @@ void ClientExchange::on_trailers(std::span<const HeaderField> fields) {
     trailers.push_back({std::string(f.name), std::string(f.value)});
   if (mode_ == BodyMode::kStream) {
     count();
-    if (client_ != nullptr) (void)client_->respond_end(trailers);
+    // Trailers that are no valid HTTP/1.1 fields (the tunnel's rules are looser) cannot end the
+    // response faithfully: the body went out, and the connection closes instead.
+    if (client_ != nullptr && !client_->respond_end(trailers).ok()) {
+      return fail(502, "bad_response_fields");
+    }
     return finish();
   }
   on_data({}, true);
@@ -338,8 +343,8 @@ void ClientExchange::serve(BlobRef body) {
   write_head(http::ResponseFraming::kContentLength, body->size());
   count();
   if (client_ != nullptr) {
-    (void)client_->respond_body(body->bytes());
-    (void)client_->respond_end();
+    client_->respond_body(body->bytes());
+    if (client_ != nullptr) client_->respond_end();  // Unless the write failed (on_client_abort).
   }
   finish();
 }
@@ -386,6 +391,7 @@ void ClientExchange::on_tunnel_lost() {
 }
 
 void ClientExchange::on_client_abort() {
+  if (client_ == nullptr) return;  // fail() closed the connection: not a client that went away.
   client_ = nullptr;
   if (finished_) return;
   shared_.metrics.errors.with({"client_gone"}).inc();
@@ -418,7 +424,6 @@ void ClientExchange::fail(int status, const char* reason) {
       // its abort is not this exchange's (which would count it again as client_gone).
       http::ServerConnection* c = client_;
       client_ = nullptr;
-      c->exchange_data = nullptr;
       c->close();
     }
   }
@@ -465,10 +470,8 @@ void ClientExchange::finish() {
                .duration_ms = secs * 1000,
                .upstream_ms = upstream_ms_,
                .error = error_});
-  // respond_end() may already have started the connection's next pipelined exchange.
-  if (client_ != nullptr && client_->exchange_data == this) client_->exchange_data = nullptr;
   client_ = nullptr;
-  worker_.exchange_done(this);
+  worker_.exchange_done();
 }
 
 }  // namespace coilgun::edge

@@ -17,9 +17,13 @@
 // "tunnel_down"); tunnel lost mid-request 502 ("tunnel_lost"); backend refused 502
 // ("backend_failed"); backend or exchange too slow 504.
 //
-// Ownership: made by its worker for a client connection's request; once finished it hands
-// itself to EdgeWorker::exchange_done(), which deletes it on a later loop turn. Callbacks that
-// may come after that (store lookups) check alive_. Threads: its worker's loop.
+// Ownership: made by its worker for a client connection's request and owned by that connection
+// (http::ServerExchange), which hears the client's events for it and deletes it on a later loop
+// turn once the exchange is over there. It finishes (finish(): logged, detached from its tunnel
+// stream, counted off with EdgeWorker::exchange_done()) no later than that, and may be told of
+// client events after it finished (an early answer before the rest of the request), which it
+// ignores. Callbacks that may come after its deletion (store lookups) check alive_; its tunnel
+// link holds it only while it is attached to a stream. Threads: its worker's loop.
 
 #include <chrono>
 #include <cstdint>
@@ -42,17 +46,20 @@
 namespace coilgun::edge {
 
 // One client request, carried over a tunnel stream.
-class ClientExchange : public uv::Deferred {
+class ClientExchange : public http::ServerExchange {
  public:
   ClientExchange(EdgeWorker& worker, http::ServerConnection& c);
   ~ClientExchange() override { *alive_ = false; }
 
   void begin();
-  void on_client_body(std::span<const uint8_t> data);
-  void on_client_end();
-  void on_upgraded_end();
-  void on_client_abort();
-  void on_client_writable();
+
+  // http::ServerExchange: the client connection's events for this exchange.
+  void on_request_body(std::span<const uint8_t> data) override { on_client_body(data); }
+  void on_request_end() override { on_client_end(); }
+  void on_abort() override { on_client_abort(); }
+  void on_writable() override { on_client_writable(); }
+  void on_upgraded_data(std::span<const uint8_t> data) override { on_client_body(data); }
+  void on_upgraded_end() override;
 
   void on_response(uint16_t status, proto::BodyMode mode,
                    std::span<const proto::HeaderField> fields, bool end);
@@ -63,6 +70,10 @@ class ClientExchange : public uv::Deferred {
   void on_tunnel_lost();
 
  private:
+  void on_client_body(std::span<const uint8_t> data);
+  void on_client_end();
+  void on_client_abort();
+  void on_client_writable();
   bool send_request(bool full);
   void on_interim(uint16_t status, std::span<const proto::HeaderField> fields);
   void send_body();

@@ -77,34 +77,11 @@ void EdgeWorker::on_request(http::ServerConnection& c) {
     c.respond_simple(503, "draining\n", true);
     return;
   }
-  auto* ex = new ClientExchange(*this, c);
-  c.exchange_data = ex;
+  // The connection owns the exchange (and deletes it after the exchange is over there); it is
+  // set before begin(), which may answer at once.
+  ClientExchange& ex = c.set_exchange(std::make_unique<ClientExchange>(*this, c));
   ++exchanges_;
-  ex->begin();
-}
-
-void EdgeWorker::on_request_body(http::ServerConnection& c, std::span<const uint8_t> data) {
-  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_body(data);
-}
-
-void EdgeWorker::on_request_end(http::ServerConnection& c) {
-  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_end();
-}
-
-void EdgeWorker::on_upgraded_data(http::ServerConnection& c, std::span<const uint8_t> data) {
-  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_body(data);
-}
-
-void EdgeWorker::on_upgraded_end(http::ServerConnection& c) {
-  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_upgraded_end();
-}
-
-void EdgeWorker::on_abort(http::ServerConnection& c) {
-  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_abort();
-}
-
-void EdgeWorker::on_writable(http::ServerConnection& c) {
-  if (auto* ex = static_cast<ClientExchange*>(c.exchange_data)) ex->on_client_writable();
+  ex.begin();
 }
 
 void EdgeWorker::on_connection_refused() {
@@ -117,10 +94,7 @@ void EdgeWorker::on_connection_refused() {
   }
 }
 
-void EdgeWorker::exchange_done(ClientExchange* ex) {
-  --exchanges_;
-  loop_.defer_delete(std::unique_ptr<uv::Deferred>(ex));
-}
+void EdgeWorker::exchange_done() { --exchanges_; }
 
 void EdgeWorker::drain() {
   draining_ = true;

@@ -7,8 +7,10 @@
 // (AgentPool, agent_pool.h). Shared: what all workers share, made by main() and outliving them.
 //
 // Ownership: a worker owns its pools for its life (one per distinct agent address and name).
-// It creates an exchange per request, keeps it in the client connection's exchange_data, and
-// deletes it on a later loop turn once it is done (exchange_done()).
+// It creates an exchange per request and hands it to the client connection
+// (ServerConnection::set_exchange), which owns it and hands it to the loop to delete on a later
+// turn once the exchange is over there; the worker only counts the exchanges not yet finished
+// (exchange_done()), for drained().
 
 #include <atomic>
 #include <memory>
@@ -66,16 +68,11 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   // Opens tunnels to every agent |settings| routes to, once per snapshot: at start and after
   // a reload, before a request needs them.
   void connect_routes(const std::shared_ptr<const Settings>& settings);
-  void exchange_done(ClientExchange* ex);
+  // An exchange finished (ClientExchange::finish): it no longer keeps drained() false.
+  void exchange_done();
 
-  // http::Server (ServerHandler)
+  // http::Server (ServerHandler). The events of each exchange go to its ClientExchange.
   void on_request(http::ServerConnection& c) override;
-  void on_request_body(http::ServerConnection& c, std::span<const uint8_t> data) override;
-  void on_request_end(http::ServerConnection& c) override;
-  void on_abort(http::ServerConnection& c) override;
-  void on_upgraded_data(http::ServerConnection& c, std::span<const uint8_t> data) override;
-  void on_upgraded_end(http::ServerConnection& c) override;
-  void on_writable(http::ServerConnection& c) override;
   void on_connection_refused() override;
 
  private:

@@ -175,12 +175,16 @@ void Exchange::send_request() {
   timeout_.start(backend_timeout_.value_or(settings_->config.backend_pool.response_timeout),
                  [this] { fail(ResetReason::kUpstreamTimeout, "backend_timeout"); });
   if (!upgrade_.empty()) return;  // The edge's bytes wait for the 101.
+  // A write that fails reaches on_error() inside send_body/send_end, which may end this
+  // exchange (and drop conn_) there and then.
   if (!early_body_.empty()) {
-    (void)conn_->send_body(early_body_);
+    conn_->send_body(early_body_);
     unconsumed_ += early_body_.size();
     early_body_.clear();
+    if (finished_ || !conn_) return;
   }
-  if (request_end_) (void)conn_->send_end();
+  if (request_end_) conn_->send_end();
+  if (finished_ || !conn_) return;
   on_writable();
 }
 
@@ -198,9 +202,11 @@ void Exchange::on_request_data(std::span<const uint8_t> data, bool end_stream) {
     early_body_.insert(early_body_.end(), data.begin(), data.end());
     return;
   }
-  (void)conn_->send_body(data);
+  conn_->send_body(data);  // A failed write ends the exchange inside (see send_request).
   unconsumed_ += data.size();
-  if (end_stream) (void)conn_->send_end();
+  if (finished_ || !conn_) return;
+  if (end_stream) conn_->send_end();
+  if (finished_ || !conn_) return;
   on_writable();
 }
 
@@ -221,8 +227,14 @@ void Exchange::on_interim(http::ResponseHead&& head) {
   http::remove_hop_by_hop(head.headers);
   std::vector<std::pair<std::string, std::string>> fields;
   for (auto& h : head.headers) fields.emplace_back(http::to_lower(h.name), std::move(h.value));
-  (void)link_.session().submit_response(stream_, static_cast<uint16_t>(head.status),
-                                        BodyMode::kNone, field_views(fields), false);
+  // Interim responses are advisory (RFC 9110 §15.2): one the session refuses (fields over its
+  // limits, a stream already gone) is dropped, and the final response reports a real failure.
+  if (!link_.session()
+           .submit_response(stream_, static_cast<uint16_t>(head.status), BodyMode::kNone,
+                            field_views(fields), false)
+           .ok()) {
+    return;
+  }
   link_.flush();
 }
 
@@ -433,7 +445,8 @@ void Exchange::pump() {
     return;
   }
   if (backend_done_) {
-    (void)link_.session().send_data(stream_, {}, true);
+    auto ended = link_.session().send_data(stream_, {}, true);
+    if (!ended.ok()) return fail(ResetReason::kInternal, "stream_gone");
     finish();
     link_.flush();
     return;

@@ -136,9 +136,9 @@ class Daemon::Admin : public http::Server {
              .ok()) {
       return;
     }
-    (void)c.respond_body(std::span<const uint8_t>(
-        reinterpret_cast<const uint8_t*>(kDashboardHtml.data()), kDashboardHtml.size()));
-    (void)c.respond_end();
+    c.respond_body(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(kDashboardHtml.data()),
+                                            kDashboardHtml.size()));
+    c.respond_end();
   }
 
   static http::ServerOptions options(Daemon& d) {
@@ -299,11 +299,17 @@ int Daemon::run() {
     log::warn("second signal: exiting now", {{"signal", signum}});
     std::_Exit(1);
   };
-  (void)term.start(SIGTERM, on_signal);
-  (void)intr.start(SIGINT, on_signal);
+  // A signal that cannot be watched keeps its default action (no drain on SIGTERM, no reload on
+  // SIGHUP): the operator hears of it once, at start.
+  auto watched = [](const Status& started, const char* signal) {
+    if (started.ok()) return;
+    log::error("cannot watch a signal", {{"signal", signal}, {"error", started.to_string()}});
+  };
+  watched(term.start(SIGTERM, on_signal), "SIGTERM");
+  watched(intr.start(SIGINT, on_signal), "SIGINT");
   uv::SignalWatcher hup(loop_), usr1(loop_);
-  (void)hup.start(SIGHUP, [this](int) { reload(); });
-  (void)usr1.start(SIGUSR1, [](int) {
+  watched(hup.start(SIGHUP, [this](int) { reload(); }), "SIGHUP");
+  auto on_usr1 = [](int) {
     const Status reopened = log::reopen();
     if (reopened.ok()) {
       log::info("log file reopened", {});
@@ -311,7 +317,8 @@ int Daemon::run() {
       log::error("cannot reopen the log file: still writing the old one",
                  {{"error", reopened.to_string()}});
     }
-  });
+  };
+  watched(usr1.start(SIGUSR1, on_usr1), "SIGUSR1");
   uv::Timer deadline(loop_), status(loop_), history(loop_);
   sample_history();
   const std::chrono::milliseconds every(history_.interval_ms());

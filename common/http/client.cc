@@ -104,29 +104,27 @@ Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uin
   return socket_->start_read();
 }
 
-Status ClientConnection::send_body(std::span<const uint8_t> data) {
-  if (failed_) return Status(Code::kClosed, "backend connection failed", Side::kUpstream, true);
-  if (data.empty()) return Status::Ok();
+// A failed socket write needs nothing more here: TcpStream::write() reports it through
+// on_error() -> fail() -> the handler's on_error before it returns the error.
+void ClientConnection::send_body(std::span<const uint8_t> data) {
+  if (failed_ || data.empty()) return;
   std::vector<uint8_t> out;
   if (request_framing_ == BodyFraming::kChunked) {
     write_chunk(data, out);
   } else {
     out.assign(data.begin(), data.end());
   }
-  return socket_->write(std::move(out));
+  if (!socket_->write(std::move(out)).ok()) return;  // Reported (see above).
 }
 
-Status ClientConnection::send_end() {
-  if (failed_) return Status(Code::kClosed, "backend connection failed", Side::kUpstream, true);
-  if (state_ == State::kUpgraded) {
-    socket_->shutdown();
-    return Status::Ok();
-  }
+void ClientConnection::send_end() {
+  if (failed_) return;
+  if (state_ == State::kUpgraded) return socket_->shutdown();
   request_complete_ = true;
-  if (request_framing_ != BodyFraming::kChunked) return Status::Ok();
+  if (request_framing_ != BodyFraming::kChunked) return;
   std::vector<uint8_t> out;
-  COILGUN_TRY(write_last_chunk({}, out));
-  return socket_->write(std::move(out));
+  if (!write_last_chunk({}, out).ok()) return fail(Status(Code::kInternal, "last chunk"));
+  if (!socket_->write(std::move(out)).ok()) return;  // Reported (see send_body).
 }
 
 void ClientConnection::pause_reading() {
@@ -137,7 +135,9 @@ void ClientConnection::pause_reading() {
 
 void ClientConnection::resume_reading() {
   if (!unpause_socket()) return;
-  if (!failed_) (void)socket_->start_read();
+  if (!failed_) {
+    if (const Status s = socket_->start_read(); !s.ok()) return fail(s.from(Side::kUpstream));
+  }
   feed_responses();
 }
 
@@ -209,7 +209,8 @@ void ClientConnection::finish_response() {
   // Back-pressure was for the body, which is over. Reading on, a stray byte or the backend's
   // close shows at once (on_read, on_eof) while the connection waits to be reused.
   (void)unpause_socket();
-  if (!close_after_ && !failed_) (void)socket_->start_read();
+  // A socket that cannot be watched while idle is not reused (reusable() checks reading()).
+  if (!close_after_ && !failed_ && !socket_->start_read().ok()) close_after_ = true;
   ClientHandler* h = handler_;
   handler_ = nullptr;
   if (h != nullptr) h->on_response_end();  // May hand this connection back to the pool.

@@ -66,11 +66,17 @@ class ClientConnection : public Connection {
 
   // Starts an exchange: writes |head| (Content-Length or Transfer-Encoding as |framing| says)
   // and reports the response to |handler|, which must stay valid until on_response_end or
-  // on_error, or until this connection is destroyed. Requires no exchange in progress.
+  // on_error, or until this connection is destroyed. Requires no exchange in progress. An error
+  // means the exchange did not start, and |handler| hears nothing.
   Status send_request(RequestHead head, BodyFraming framing, uint64_t length,
                       ClientHandler* handler);
-  Status send_body(std::span<const uint8_t> data);
-  Status send_end();
+  // Writes request body bytes (chunked when so framed; after a 101, as they are). Does nothing
+  // once the connection failed or was detached. A write that fails is reported to the handler
+  // as on_error, from inside this call: the caller must not assume the exchange still runs.
+  void send_body(std::span<const uint8_t> data);
+  // Ends the request body (the last chunk when chunked; after a 101, a FIN). Failures reach the
+  // handler as with send_body.
+  void send_end();
   bool writable() const { return socket_->write_queue_bytes() < (1u << 20); }
 
   // Backpressure on the response body. Reading always resumes once the response is complete.

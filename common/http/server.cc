@@ -53,7 +53,7 @@ void ServerConnection::on_request_head(RequestHead&& head) {
   head_request_ = request_.method == "HEAD";
   close_after_ = !request_.keep_alive();
   upgrade_requested_ = wants_upgrade(request_, parser_->framing());
-  exchange_data = nullptr;
+  release_exchange();  // The previous exchange's, if it is still here.
   head_started_ = false;
   idle_.stop();
   if (parser_->framing() != BodyFraming::kNone) arm_body_deadline();
@@ -61,7 +61,9 @@ void ServerConnection::on_request_head(RequestHead&& head) {
 }
 
 void ServerConnection::on_body(std::span<const uint8_t> data) {
-  if (in_exchange_) handler_.on_request_body(*this, data);
+  if (!in_exchange_) return;
+  if (exchange_) return exchange_->on_request_body(data);
+  handler_.on_request_body(*this, data);
 }
 
 void ServerConnection::on_message_complete() {
@@ -70,6 +72,8 @@ void ServerConnection::on_message_complete() {
   if (!in_exchange_) return;
   if (response_done_) {
     end_exchange();  // Answered before the request formally ended (no body).
+  } else if (exchange_) {
+    exchange_->on_request_end();
   } else {
     handler_.on_request_end(*this);
   }
@@ -106,10 +110,7 @@ void ServerConnection::arm_body_deadline() {
 // 408 (RFC 9110 §15.5.9) when no response has begun, and the connection closes.
 void ServerConnection::time_out() {
   const bool started = in_exchange_ && response_started_;
-  if (in_exchange_) {
-    in_exchange_ = false;
-    handler_.on_abort(*this);
-  }
+  if (in_exchange_) abort_exchange();
   if (started) return close();
   respond_simple(408, "request timed out\n", true);
 }
@@ -152,7 +153,8 @@ void ServerConnection::process() {
   if (pending_.size() > kMaxPending || reading_paused()) {
     socket_->stop_read();
   } else if (!eof_) {
-    (void)socket_->start_read();
+    // A socket that cannot be read any more is a failed connection.
+    if (const Status s = socket_->start_read(); !s.ok()) return on_error(s);
   }
   if (eof_ && !in_exchange_) close();
 }
@@ -160,13 +162,23 @@ void ServerConnection::process() {
 // After a 101: what the client sent goes to the handler as it is, then its FIN.
 void ServerConnection::pass_upgraded() {
   std::vector<uint8_t> data;
-  while (!closed_ && !closing_ && take_pending(data)) handler_.on_upgraded_data(*this, data);
+  while (!closed_ && !closing_ && take_pending(data)) {
+    if (exchange_) {
+      exchange_->on_upgraded_data(data);
+    } else {
+      handler_.on_upgraded_data(*this, data);
+    }
+  }
   if (closed_ || closing_ || reading_paused()) return;
   if (!eof_) {
-    (void)socket_->start_read();
+    if (const Status s = socket_->start_read(); !s.ok()) return on_error(s);
   } else if (!upgraded_end_) {
     upgraded_end_ = true;
-    handler_.on_upgraded_end(*this);
+    if (exchange_) {
+      exchange_->on_upgraded_end();
+    } else {
+      handler_.on_upgraded_end(*this);
+    }
   }
 }
 
@@ -176,10 +188,7 @@ void ServerConnection::fail_request(const Status& s) {
     return;
   }
   const int status = error_status(s);
-  if (in_exchange_) {
-    in_exchange_ = false;
-    handler_.on_abort(*this);
-  }
+  if (in_exchange_) abort_exchange();
   if (!response_started_) {
     respond_simple(status, status_reason(status), true);
   } else {
@@ -187,28 +196,28 @@ void ServerConnection::fail_request(const Status& s) {
   }
 }
 
+// A write that fails has been reported already: TcpStream::write() calls on_error() (which
+// closes this connection and aborts the exchange) before it returns the error.
 void ServerConnection::write(std::vector<uint8_t>&& bytes) {
   if (closed_ || closing_) return;
-  (void)socket_->write(std::move(bytes));
+  if (!socket_->write(std::move(bytes)).ok()) return;
   if (!writable()) was_unwritable_ = true;
 }
 
 void ServerConnection::send_continue() {
   ResponseHead head;
   head.status = 100;
-  (void)send_interim(std::move(head));
+  send_interim(std::move(head));
 }
 
-Status ServerConnection::send_interim(ResponseHead head) {
-  if (closed_ || !in_exchange_) return Status(Code::kClosed, "exchange is over");
-  if (!head.is_interim()) return Status(Code::kInternal, "not an interim status");
-  if (response_started_ || request_.version_minor == 0) return Status::Ok();
+void ServerConnection::send_interim(ResponseHead head) {
+  if (closed_ || !in_exchange_ || !head.is_interim()) return;
+  if (response_started_ || request_.version_minor == 0) return;
   remove_hop_by_hop(head.headers);
   head.version_minor = 1;
   std::vector<uint8_t> out;
-  COILGUN_TRY(write_response_head(head, out));
+  if (!write_response_head(head, out).ok()) return;  // Dropped (see the header).
   write(std::move(out));
-  return Status::Ok();
 }
 
 namespace {
@@ -291,10 +300,9 @@ Status ServerConnection::respond_head(ResponseHead head, ResponseFraming framing
   return Status::Ok();
 }
 
-Status ServerConnection::respond_body(std::span<const uint8_t> data) {
-  if (closed_ || !in_exchange_) return Status(Code::kClosed, "exchange is over");
-  if (!response_started_) return Status(Code::kInternal, "response head not written");
-  if (data.empty() || framing_ == ResponseFraming::kNone) return Status::Ok();
+void ServerConnection::respond_body(std::span<const uint8_t> data) {
+  if (closed_ || !in_exchange_ || !response_started_) return;
+  if (data.empty() || framing_ == ResponseFraming::kNone) return;
   std::vector<uint8_t> out;
   if (framing_ == ResponseFraming::kChunked) {
     out.reserve(data.size() + 16);
@@ -303,16 +311,20 @@ Status ServerConnection::respond_body(std::span<const uint8_t> data) {
     out.assign(data.begin(), data.end());
   }
   write(std::move(out));
-  return Status::Ok();
+}
+
+void ServerConnection::respond_end() {
+  // No trailers: the last chunk is always written.
+  if (!respond_end(std::span<const Header>()).ok()) close();
 }
 
 Status ServerConnection::respond_end(std::span<const Header> trailers) {
-  if (closed_ || !in_exchange_) return Status(Code::kClosed, "exchange is over");
-  if (!response_started_) return Status(Code::kInternal, "response head not written");
+  if (closed_ || !in_exchange_ || !response_started_) return Status::Ok();
   if (framing_ == ResponseFraming::kChunked) {
     std::vector<uint8_t> out;
     COILGUN_TRY(write_last_chunk(trailers, out));
     write(std::move(out));
+    if (closed_) return Status::Ok();  // The write failed: the exchange was aborted.
   }
   finish_exchange();
   return Status::Ok();
@@ -336,10 +348,15 @@ void ServerConnection::respond_simple(int status, std::string_view body, bool cl
     this->close();  // A head already went out: a second status line would corrupt the stream.
     return;
   }
-  if (!respond_head(std::move(head), ResponseFraming::kContentLength, body.size()).ok()) return;
-  (void)respond_body(
+  if (!respond_head(std::move(head), ResponseFraming::kContentLength, body.size()).ok()) {
+    // Only a server_name or content_type that is no field value gets here: the connection has
+    // no other way to answer.
+    this->close();
+    return;
+  }
+  respond_body(
       std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
-  (void)respond_end();
+  respond_end();
 }
 
 // The response is complete. The exchange ends when its request has ended too; a request
@@ -355,7 +372,7 @@ void ServerConnection::finish_exchange() {
 
 void ServerConnection::end_exchange() {
   in_exchange_ = false;
-  exchange_data = nullptr;
+  release_exchange();
   if (close_after_) {
     // The FIN follows the queued writes; the handler hears on_closed on the next turn.
     closing_ = true;
@@ -409,7 +426,9 @@ void ServerConnection::on_error(Status) { close(); }
 void ServerConnection::on_drained() {
   if (was_unwritable_ && socket_->write_queue_bytes() <= options_.low_watermark) {
     was_unwritable_ = false;
-    if (in_exchange_) handler_.on_writable(*this);
+    if (!in_exchange_) return;
+    if (exchange_) return exchange_->on_writable();
+    handler_.on_writable(*this);
   }
 }
 
@@ -418,11 +437,22 @@ void ServerConnection::close() {
   closed_ = true;
   idle_.stop();
   socket_->stop_read();
-  if (in_exchange_) {
-    in_exchange_ = false;
-    handler_.on_abort(*this);
-  }
+  if (in_exchange_) abort_exchange();
   handler_.on_closed(*this);
+}
+
+// The exchange ends without a complete response: its object, or else the handler, hears it.
+void ServerConnection::abort_exchange() {
+  in_exchange_ = false;
+  if (!exchange_) return handler_.on_abort(*this);
+  exchange_->on_abort();
+  release_exchange();
+}
+
+// The exchange's object goes to the loop, which deletes it on a later turn: this may run inside
+// one of its own calls (respond_end from inside on_request_end).
+void ServerConnection::release_exchange() {
+  if (exchange_) loop_.defer_delete(std::move(exchange_));
 }
 
 // ---- Server -------------------------------------------------------------------------------

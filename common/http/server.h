@@ -7,7 +7,13 @@
 //
 // A Handler drives exchanges: it hears about each request head and body, and answers through
 // the connection's respond_* methods, from inside the callback or later (the exchange stays
-// open until respond_end). Everything runs on the connection's loop thread.
+// open until respond_end). A handler that keeps state per exchange hands it to the connection
+// as a ServerExchange (set_exchange), which then hears that exchange's events and is owned by
+// the connection. Everything runs on the connection's loop thread.
+//
+// Failures of the connection (the client went away, a write failed) are not returned by the
+// respond_* calls: they reach the handler, or the exchange's object, as on_abort, possibly from
+// inside the respond_* call that hit them.
 //
 // Upgrades (RFC 9110 §7.8; WebSocket is one). A request asks for one (upgrade_requested())
 // when it is HTTP/1.1, has no body, carries Upgrade and lists "upgrade" in Connection; the
@@ -26,6 +32,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -54,10 +61,39 @@ struct ServerOptions {
   std::string server_name;  // Server field on error responses it writes itself.
 };
 
+// The state of one exchange that a handler hands to its connection (ServerConnection::
+// set_exchange, from inside on_request). The connection then reports that exchange's events
+// here, instead of to the handler's methods of the same names.
+//
+// Ownership (Envoy's DeferredDeletable): the connection owns it from set_exchange until the
+// exchange is over (its response complete and its request read, or on_abort), then hands it to
+// the loop, which deletes it on a later turn (uv::Loop::defer_delete). So an exchange may end
+// from inside one of its own calls, and it stays valid until the current callback returns. It
+// may receive events after it considers itself finished (an early answer, before the rest of
+// the request was read): each method must then do nothing. Threads: the connection's loop.
+class ServerExchange : public uv::Deferred {
+ public:
+  // Bytes of the request body (valid during the call).
+  virtual void on_request_body(std::span<const uint8_t> /*data*/) {}
+  // The request (head and body) is complete.
+  virtual void on_request_end() {}
+  // The exchange ended without a complete response: the client went away, or the connection
+  // failed. respond_* calls no longer do anything. Nothing follows it.
+  virtual void on_abort() {}
+  // The write queue drained below the low watermark.
+  virtual void on_writable() {}
+  // After a 101: bytes from the client (valid during the call).
+  virtual void on_upgraded_data(std::span<const uint8_t> /*data*/) {}
+  // After a 101: the client will send nothing more (it half-closed).
+  virtual void on_upgraded_end() {}
+};
+
 class ServerHandler {
  public:
   virtual ~ServerHandler() = default;
-  // A request head arrived (c.request()): an exchange begins. Answer with c.respond_*().
+  // A request head arrived (c.request()): an exchange begins. Answer with c.respond_*(), or
+  // hand the exchange's state to c.set_exchange(), which then hears the events below in the
+  // handler's place.
   virtual void on_request(ServerConnection& c) = 0;
   // Bytes of the request body (valid during the call).
   virtual void on_request_body(ServerConnection& c, std::span<const uint8_t> data) {
@@ -104,24 +140,47 @@ class ServerConnection : public Connection {
   bool upgrade_requested() const { return upgrade_requested_; }
   // The client's IP address (asked of the kernel once per connection).
   const std::string& peer_ip();
-  // Per-exchange state the handler may hang on the connection (not owned).
-  void* exchange_data = nullptr;
+
+  // Hands the current exchange's state to this connection, which reports the exchange's events
+  // to it from now on and owns it (see ServerExchange). Call from on_request, at most once per
+  // exchange; requires an exchange in progress. Returns the object, which stays valid until the
+  // loop turn after the exchange ends.
+  template <typename T>
+  requires std::is_base_of_v<ServerExchange, T> T& set_exchange(std::unique_ptr<T> exchange) {
+    T& ref = *exchange;
+    exchange_ = std::move(exchange);
+    return ref;
+  }
 
   // Sends "100 Continue" (for a request with Expect: 100-continue that will be served).
   void send_continue();
   // Sends an interim response (1xx other than 101, e.g. 103 Early Hints) before the final one,
-  // hop-by-hop fields removed. Nothing is sent to an HTTP/1.0 client (RFC 9110 §15.2) or once
-  // the final head is out.
-  Status send_interim(ResponseHead head);
-  // Writes the response head (a 101 switches protocols: see the file comment). With kContentLength, |length| is the body length (a
-  // Content-Length field is set); with kChunked, Transfer-Encoding is set; hop-by-hop fields in
-  // |head| are removed first. For a HEAD request nothing follows the head whatever |framing|.
+  // hop-by-hop fields removed. Interim responses are advisory (RFC 9110 §15.2), so nothing is
+  // sent, and nothing is reported, to an HTTP/1.0 client, once the final head is out or the
+  // exchange is over, or when |head| is not an interim response or holds a field that cannot be
+  // written: the final response follows in any case.
+  void send_interim(ResponseHead head);
+  // Writes the response head (a 101 switches protocols: see the file comment). With
+  // kContentLength, |length| is the body length (a Content-Length field is set); with kChunked,
+  // Transfer-Encoding is set; hop-by-hop fields in |head| are removed first. For a HEAD request
+  // nothing follows the head whatever |framing|. An error means nothing was written and the
+  // exchange is still open: the exchange is over (kClosed), a head was already written, or
+  // |head| cannot be written (a 101 for a protocol the request did not ask for, a field that is
+  // not valid HTTP/1.1). The caller then answers otherwise (respond_simple) or closes.
   Status respond_head(ResponseHead head, ResponseFraming framing, uint64_t length = 0);
-  // Writes body bytes (chunked when so framed).
-  Status respond_body(std::span<const uint8_t> data);
-  // Ends the response (the last chunk, with |trailers| when chunked). The next pipelined
-  // request, if any, is handled afterwards.
-  Status respond_end(std::span<const Header> trailers = {});
+  // Writes body bytes (chunked when so framed). Requires a head written by respond_head. Does
+  // nothing once the exchange is over; a write that fails closes the connection, and the
+  // handler hears of it as on_abort (perhaps from inside this call).
+  void respond_body(std::span<const uint8_t> data);
+  // Ends the response (the last chunk when chunked). Requires a head written by respond_head.
+  // The next pipelined request, if any, is handled afterwards (perhaps from inside this call).
+  // Failures reach the handler as on_abort, as with respond_body.
+  void respond_end();
+  // Ends the response like respond_end, with |trailers| after the last chunk when chunked (other
+  // framings have no place for them and drop them). An error (kMalformed: a field that is not
+  // valid HTTP/1.1) means nothing was written and the exchange is still open: the caller ends it
+  // otherwise, or closes.
+  Status respond_end(std::span<const Header> trailers);
   // A complete response with a short text body, for errors and simple endpoints. |close|
   // closes the connection after it.
   void respond_simple(int status, std::string_view body, bool close = false,
@@ -145,6 +204,8 @@ class ServerConnection : public Connection {
   void on_error(Status status) override;
   void on_drained() override;
   void process();
+  void abort_exchange();
+  void release_exchange();
   void fail_request(const Status& s);
   void finish_exchange();
   void end_exchange();
@@ -159,6 +220,8 @@ class ServerConnection : public Connection {
   uv::Loop& loop_;
   std::optional<std::string> peer_ip_;
   ServerHandler& handler_;
+  // The current exchange's own state, if the handler set one (set_exchange).
+  std::unique_ptr<ServerExchange> exchange_;
   ServerOptions options_;
   uv::Timer idle_;
   RequestHead request_;

@@ -102,9 +102,9 @@ class ReplayOrigin : public http::Server {
     } else {
       const std::vector<uint8_t> body = read_file(r.body);
       (void)c.respond_head(std::move(head), http::ResponseFraming::kContentLength, body.size());
-      (void)c.respond_body(body);
+      c.respond_body(body);
     }
-    (void)c.respond_end();
+    c.respond_end();
   }
 
  private:

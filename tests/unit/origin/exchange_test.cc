@@ -66,8 +66,8 @@ class Backend : public http::Server {
     head.headers.push_back({"Content-Type", type});
     head.headers.push_back({"ETag", "\"v\""});
     REQUIRE(c.respond_head(head, http::ResponseFraming::kContentLength, body.size()).ok());
-    REQUIRE(c.respond_body(bytes_of(body)).ok());
-    REQUIRE(c.respond_end().ok());
+    c.respond_body(bytes_of(body));  // A failure would arrive as on_abort.
+    c.respond_end();
   }
 };
 
