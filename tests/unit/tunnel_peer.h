@@ -127,10 +127,11 @@ class TunnelPeer : public tunnel::Session::Handler, public tunnel::Connection::O
   bool has(uint32_t id) const { return streams_.count(id) != 0; }
 
   // Edge side: opens a stream with |fields| naming |held| versions. Returns its id.
-  uint32_t request(const Fields& fields, std::vector<proto::VersionId> held = {}) {
+  // |end|: false leaves the stream open for a request body.
+  uint32_t request(const Fields& fields, std::vector<proto::VersionId> held = {}, bool end = true) {
     std::vector<proto::HeaderField> views;
     for (const auto& [n, v] : fields) views.push_back({n, v});
-    auto id = session().submit_request(held, views, true);
+    auto id = session().submit_request(held, views, end);
     REQUIRE(id.ok());
     flush();
     streams_[*id];

@@ -443,6 +443,25 @@ TEST_CASE("An edge passes a streamed body through as it is and keeps no version 
   CHECK(loop.close() == 0);
 }
 
+TEST_CASE("An edge answers 502 to a streamed response whose Content-Length is not a number",
+          "[edge][client_exchange]") {
+  // Before http::parse_content_length, strtoull read "3e3" as 3 and served a 3-byte body.
+  uv::Loop loop;
+  {
+    EdgeRig rig(loop);
+    Client client(loop, rig.port, get("/logo.png"));
+    const uint32_t id = rig.nth_request(1);
+    rig.agent.respond(id, 200, BodyMode::kStream,
+                      {{"content-type", "image/png"}, {"content-length", "3e3"}}, false);
+    const Response r = rig.answer(client);
+    CHECK(r.status == 502);
+    CHECK(r.body == "Bad Gateway (bad_response_fields)\n");
+    CHECK(rig.errors("bad_response_fields") == 1);
+    CHECK(rig.store.stats().inserts == 0);
+  }
+  CHECK(loop.close() == 0);
+}
+
 TEST_CASE("An edge closes the client connection when a stream is reset after its head went out",
           "[edge][client_exchange]") {
   uv::Loop loop;

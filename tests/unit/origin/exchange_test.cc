@@ -296,6 +296,27 @@ TEST_CASE("An agent streams a body that is not text, as it is", "[origin][exchan
   CHECK(loop.close() == 0);
 }
 
+TEST_CASE("An agent refuses a request whose Content-Length is not a number, before the backend",
+          "[origin][exchange]") {
+  // Before http::parse_content_length, strtoull read "1x" as 1 and forwarded a one-byte body.
+  uv::Loop loop;
+  {
+    OriginRig rig(loop);
+    const uint32_t id = rig.edge.request({{":method", "POST"},
+                                          {":scheme", "http"},
+                                          {":authority", "example.com"},
+                                          {":path", "/form"},
+                                          {"content-length", "1x"}},
+                                         {}, /*end=*/false);
+    REQUIRE(run_until(loop, [&] { return rig.edge.stream(id).reset; }));
+    CHECK(rig.edge.stream(id).reset_reason == ResetReason::kProtocol);
+    CHECK(rig.edge.stream(id).statuses.empty());
+    CHECK(rig.backend.requests.empty());
+    CHECK(rig.errors("bad_content_length") == 1);
+  }
+  CHECK(loop.close() == 0);
+}
+
 TEST_CASE("An agent resets the stream as upstream_failed when the backend closes unanswered",
           "[origin][exchange]") {
   uv::Loop loop;
