@@ -63,17 +63,14 @@ void ClientExchange::begin() {
   if (client_->upgrade_requested()) upgrade_ = http::find(req.headers, "upgrade").value_or("");
   has_body_ = (length.has_value() && *length != "0") ||
               http::has_token(req.headers, "transfer-encoding", "chunked") || !upgrade_.empty();
-  std::vector<http::Header> headers = req.headers;
-  http::remove_hop_by_hop(headers);
-  http::remove(headers, "host");
-  http::remove(headers, "expect");
-  http::add_forwarded_for(headers, client_->peer_ip());
-  fields_ = {{":method", method_}, {":scheme", "http"}};
-  if (!authority_.empty()) fields_.emplace_back(":authority", authority_);
-  fields_.emplace_back(":path", target_);
-  if (!upgrade_.empty()) fields_.emplace_back(":upgrade", upgrade_);
-  for (auto& h : headers) fields_.emplace_back(http::to_lower(h.name), std::move(h.value));
-  route_options(*route);
+  tunnel::TunnelRequest request;
+  request.method = method_;
+  request.authority = authority_;
+  request.path = target_;
+  request.upgrade = upgrade_;
+  request.headers = req.headers;
+  route_options(*route, request);
+  fields_ = tunnel::request_fields(request, client_->peer_ip());
 
   progress();
   arm_timeout(idle_limit_);
@@ -84,13 +81,13 @@ void ClientExchange::begin() {
 // What the route sets for this exchange: the idle limit here, and for the agent
 // (PROTOCOL.md §3) how long to wait for the backend and whether private responses are
 // delta-coded. The edge waits for the backend's answer at least as long as the agent does.
-void ClientExchange::route_options(const config::EdgeRoute& route) {
+void ClientExchange::route_options(const config::EdgeRoute& route, tunnel::TunnelRequest& request) {
   idle_limit_ = route.request_timeout.value_or(settings_->config.limits.request_timeout);
   if (route.backend_timeout) {
-    fields_.emplace_back(":backend-timeout", std::to_string(route.backend_timeout->count()));
+    request.backend_timeout = *route.backend_timeout;
     idle_limit_ = std::max(idle_limit_, *route.backend_timeout + std::chrono::seconds(1));
   }
-  if (!route.private_deltas) fields_.emplace_back(":private", "no-delta");
+  request.private_deltas = route.private_deltas;
 }
 
 // Opens the stream. |full|: name no held versions (a refetch after a delta that could not be
@@ -98,10 +95,7 @@ void ClientExchange::route_options(const config::EdgeRoute& route) {
 bool ClientExchange::send_request(bool full) {
   std::vector<proto::VersionId> held;
   if (!full && method_ == "GET") held = shared_.store.versions(key_);
-  std::vector<HeaderField> fields;
-  fields.reserve(fields_.size());
-  for (const auto& [n, v] : fields_) fields.push_back({n, v});
-  auto stream = link_->session().submit_request(held, fields, !has_body_);
+  auto stream = link_->session().submit_request(held, fields_.views(), !has_body_);
   if (!stream.ok()) {
     if (stream.status().code() == Code::kTooLarge || stream.status().code() == Code::kMalformed) {
       fail(431, "request_fields_over_limit");
@@ -187,10 +181,7 @@ void ClientExchange::on_response(uint16_t status, BodyMode mode,
   }
   status_ = status;
   mode_ = mode;
-  response_headers_.clear();
-  for (const HeaderField& f : fields) {
-    response_headers_.push_back({std::string(f.name), std::string(f.value)});
-  }
+  response_headers_ = tunnel::http_headers(fields);
   if (mode == BodyMode::kNone) {
     write_head(http::ResponseFraming::kNone, 0);
     count();
@@ -222,7 +213,7 @@ void ClientExchange::on_interim(uint16_t status, std::span<const HeaderField> fi
   if (client_ == nullptr || status == 100) return;
   http::ResponseHead head;
   head.status = status;
-  for (const HeaderField& f : fields) head.headers.push_back({std::string(f.name), std::string(f.value)});
+  head.headers = tunnel::http_headers(fields);
   client_->send_interim(std::move(head));  // Dropped if it cannot be written: advisory.
 }
 
@@ -290,9 +281,7 @@ void ClientExchange::on_client_writable() {
 
 void ClientExchange::on_trailers(std::span<const HeaderField> fields) {
   if (finished_) return;
-  std::vector<http::Header> trailers;
-  for (const HeaderField& f : fields)
-    trailers.push_back({std::string(f.name), std::string(f.value)});
+  const std::vector<http::Header> trailers = tunnel::http_headers(fields);
   if (mode_ == BodyMode::kStream) {
     count();
     // Trailers that are no valid HTTP/1.1 fields (the tunnel's rules are looser) cannot end the

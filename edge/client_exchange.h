@@ -34,12 +34,13 @@
 #include <utility>
 #include <vector>
 
-#include "edge/config.h"
 #include "common/http/server.h"
 #include "common/net/loop.h"
 #include "common/obs/log.h"
 #include "common/store/version_store.h"
+#include "common/tunnel/http_fields.h"
 #include "edge/agent_pool.h"
+#include "edge/config.h"
 #include "edge/worker.h"
 #include "proto/delta.h"
 
@@ -86,7 +87,7 @@ class ClientExchange : public http::ServerExchange {
   void release_stream();
   void write_head(http::ResponseFraming framing, uint64_t length);
   void arm_timeout(std::chrono::milliseconds delay);
-  void route_options(const config::EdgeRoute& route);
+  void route_options(const config::EdgeRoute& route, tunnel::TunnelRequest& request);
   void progress() { last_progress_ms_ = worker_.loop().now_ms(); }
 
   EdgeWorker& worker_;
@@ -96,8 +97,8 @@ class ClientExchange : public http::ServerExchange {
   uint32_t stream_ = 0;
 
   std::string method_, target_, authority_, host_, key_;
-  std::vector<std::pair<std::string, std::string>> fields_;  // What goes to the agent.
-  bool has_body_ = false;  // The stream carries request bytes (a body, or what follows a 101).
+  tunnel::FieldList fields_;  // What goes to the agent (kept for a refetch or a retry).
+  bool has_body_ = false;     // The stream carries request bytes (a body, or what follows a 101).
   bool client_body_done_ = false;
   // The protocol the client asked to switch to (ServerConnection::upgrade_requested()); empty:
   // none. Sent as ":upgrade"; the stream stays open for the new protocol's bytes.
@@ -108,10 +109,10 @@ class ClientExchange : public http::ServerExchange {
   proto::BodyMode mode_ = proto::BodyMode::kNone;
   std::vector<http::Header> response_headers_;
   bool head_sent_ = false;
-  std::vector<uint8_t> payload_;  // Coded: the delta payload as it arrives.
+  std::vector<uint8_t> payload_;           // Coded: the delta payload as it arrives.
   std::optional<uint64_t> stream_length_;  // A streamed body's Content-Length.
-  uint64_t unconsumed_ = 0;       // Streamed bytes written to the client, not granted back.
-  uint64_t client_took_ms_ = 0;   // Since then unconsumed_ bytes wait for the client to take.
+  uint64_t unconsumed_ = 0;      // Streamed bytes written to the client, not granted back.
+  uint64_t client_took_ms_ = 0;  // Since then unconsumed_ bytes wait for the client to take.
   bool refetched_ = false;
   bool retried_ = false;
   bool finished_ = false;

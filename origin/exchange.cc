@@ -1,7 +1,6 @@
 #include "origin/exchange.h"
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 
 #include "common/obs/log.h"
@@ -47,29 +46,11 @@ const char* must_stream(const http::ResponseHead& head) {
 // cannot fill the tunnel with heads that no flow control paces.
 constexpr int kMaxInterim = 8;
 
-std::vector<HeaderField> field_views(const std::vector<std::pair<std::string, std::string>>& f) {
-  std::vector<HeaderField> out;
-  out.reserve(f.size());
-  for (const auto& [n, v] : f) out.push_back({n, v});
-  return out;
-}
-
 // Cache-Control: private or no-store (RFC 9111 §5.2.2.5, §5.2.2.7): meant for one user. Such
 // responses are delta-coded like any other unless the edge's route says otherwise (":private").
 bool is_private(const http::ResponseHead& head) {
   return http::has_token(head.headers, "cache-control", "private") ||
          http::has_token(head.headers, "cache-control", "no-store");
-}
-
-// The edge route's backend timeout (":backend-timeout", milliseconds); nullopt when it is not
-// a number from 1 ms to a day.
-std::optional<std::chrono::milliseconds> route_timeout(std::string_view ms) {
-  uint64_t v = 0;
-  const auto [end, ec] = std::from_chars(ms.data(), ms.data() + ms.size(), v);
-  if (ec != std::errc() || end != ms.data() + ms.size() || v == 0 || v > 86400000) {
-    return std::nullopt;
-  }
-  return std::chrono::milliseconds(v);
 }
 
 }  // namespace
@@ -85,33 +66,20 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
       timeout_(link.worker().loop()),
       trickle_(link.worker().loop()),
       settings_(shared_.now()) {
-  std::string authority;
-  for (const HeaderField& f : fields) {
-    if (f.name == ":method") {
-      request_.method = f.value;
-    } else if (f.name == ":path") {
-      request_.target = f.value;
-    } else if (f.name == ":authority") {
-      authority = f.value;
-    } else if (f.name == ":backend-timeout") {
-      backend_timeout_ = route_timeout(f.value);
-    } else if (f.name == ":private") {
-      private_deltas_ = f.value != "no-delta";
-    } else if (f.name == ":upgrade") {
-      upgrade_ = f.value;
-    } else if (f.name[0] != ':') {
-      request_.headers.push_back({std::string(f.name), std::string(f.value)});
-    }
-  }
-  if (authority.empty()) authority = http::find(request_.headers, "host").value_or("");
-  host_ = http::to_lower(authority);
+  auto parsed = tunnel::parse_request_fields(fields);
+  malformed_ = !parsed.ok();
+  tunnel::TunnelRequest& r = *parsed;
+  upgrade_ = r.upgrade;
+  backend_timeout_ = r.backend_timeout;
+  private_deltas_ = r.private_deltas;
+  host_ = http::to_lower(r.authority);
   // The cache key: this agent's namespace, the host and the target.
-  key_ = CacheKey{settings_->config.namespace_name, host_, request_.target}.str();
+  key_ = CacheKey{settings_->config.namespace_name, host_, r.path}.str();
   // Only a GET's body becomes a base (PROTOCOL.md §6): only GETs take part in the policy.
-  if (request_.method == "GET") {
+  if (r.method == "GET") {
     key_state_ = worker_.base_policy().key_started(key_, held_, worker_.loop().now_ms());
   }
-  const auto cl = http::find(request_.headers, "content-length");
+  const auto cl = http::find(r.headers, "content-length");
   if (!upgrade_.empty()) {
     // No body: what the edge sends on the stream is the new protocol's, after a 101.
   } else if (!end_stream) {
@@ -126,12 +94,7 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
     // DAV module answers 500 to the latter).
     request_framing_ = http::BodyFraming::kContentLength;
   }
-  http::remove_hop_by_hop(request_.headers);
-  if (!upgrade_.empty()) {
-    http::set(request_.headers, "Upgrade", upgrade_);
-    http::set(request_.headers, "Connection", "upgrade");
-  }
-  http::set(request_.headers, "Host", authority);
+  request_ = tunnel::backend_request(std::move(r));
   // Deltas must see plain bytes.
   http::set(request_.headers, "Accept-Encoding", "identity");
   http::add_via(request_.headers, kVia);
@@ -139,9 +102,7 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
 
 void Exchange::start() {
   shared_.metrics.in_flight.add(1);
-  if (request_.method.empty() || request_.target.empty()) {
-    return fail(ResetReason::kProtocol, "request_without_method_or_path");
-  }
+  if (malformed_) return fail(ResetReason::kProtocol, "request_without_method_or_path");
   if (bad_length_) return fail(ResetReason::kProtocol, "bad_content_length");
   acquire(false);
 }
@@ -224,14 +185,12 @@ void Exchange::on_writable() {
 void Exchange::on_interim(http::ResponseHead&& head) {
   if (head.status == 100 || interims_ >= kMaxInterim || finished_) return;
   ++interims_;
-  http::remove_hop_by_hop(head.headers);
-  std::vector<std::pair<std::string, std::string>> fields;
-  for (auto& h : head.headers) fields.emplace_back(http::to_lower(h.name), std::move(h.value));
+  const tunnel::FieldList fields = tunnel::response_fields(std::move(head.headers), false);
   // Interim responses are advisory (RFC 9110 §15.2): one the session refuses (fields over its
   // limits, a stream already gone) is dropped, and the final response reports a real failure.
   if (!link_.session()
            .submit_response(stream_, static_cast<uint16_t>(head.status), BodyMode::kNone,
-                            field_views(fields), false)
+                            fields.views(), false)
            .ok()) {
     return;
   }
@@ -268,16 +227,8 @@ void Exchange::on_response_head(http::ResponseHead&& head) {
   timeout_.stop();
   upstream_ms_ = daemon::seconds_since(started_) * 1000;
   status_ = head.status;
-  stream_why_ = choose_mode(head);  // Before the fields it reads go.
-  // An answer to an upgrade request keeps its Upgrade field: the protocol switched to, or the
-  // ones a refusal (426) asks for. The edge puts "upgrade" back in Connection.
-  std::optional<std::string> upgrade;
-  if (!upgrade_.empty()) {
-    if (auto u = http::find(head.headers, "upgrade")) upgrade = std::string(*u);
-  }
-  http::remove_hop_by_hop(head.headers);
+  stream_why_ = choose_mode(head);                  // Before the fields it reads go.
   http::remove(head.headers, "x-accel-buffering");  // For this proxy, like nginx does.
-  if (upgrade) head.headers.push_back({"upgrade", std::move(*upgrade)});
   if (mode_ == Mode::kCoded || status_ == 101) {
     http::remove(head.headers, "content-length");  // The edge sets it from the rebuilt body.
   }
@@ -285,8 +236,9 @@ void Exchange::on_response_head(http::ResponseHead&& head) {
     last_body_ms_ = worker_.loop().now_ms();
     watch_trickle(settings_->config.delta.stream_after);
   }
-  for (auto& h : head.headers)
-    response_fields_.emplace_back(http::to_lower(h.name), std::move(h.value));
+  // An answer to an upgrade request keeps its Upgrade field: the protocol switched to, or the
+  // ones a refusal (426) asks for.
+  response_fields_ = tunnel::response_fields(std::move(head.headers), !upgrade_.empty());
   if (status_ == 101) return switch_protocols();
   if (mode_ == Mode::kNone) {
     if (!submit(BodyMode::kNone, true).ok())
@@ -301,7 +253,7 @@ void Exchange::on_response_head(http::ResponseHead&& head) {
 
 Status Exchange::submit(BodyMode mode, bool end_stream) {
   const Status s = link_.session().submit_response(stream_, static_cast<uint16_t>(status_), mode,
-                                                   field_views(response_fields_), end_stream);
+                                                   response_fields_.views(), end_stream);
   link_.flush();
   return s;
 }

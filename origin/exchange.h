@@ -30,6 +30,7 @@
 #include "common/net/loop.h"
 #include "common/obs/log.h"
 #include "common/store/version_store.h"
+#include "common/tunnel/http_fields.h"
 #include "origin/base_policy.h"
 #include "origin/edge_link.h"
 #include "origin/worker.h"
@@ -89,6 +90,7 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   std::string host_, key_;
   http::BodyFraming request_framing_ = http::BodyFraming::kNone;
   uint64_t request_length_ = 0;
+  bool malformed_ = false;   // No :method or :path: start() refuses it.
   bool bad_length_ = false;  // The edge's Content-Length is not a number: start() refuses it.
   bool request_end_;
   // The edge's ":upgrade": the request asks to switch to this protocol (the stream stays open
@@ -106,21 +108,21 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   std::optional<std::chrono::milliseconds> backend_timeout_;
   bool private_deltas_ = true;
   uv::Timer timeout_;
-  uv::Timer trickle_;  // delta.stream_after: a coded body that stalls goes on as a stream.
+  uv::Timer trickle_;          // delta.stream_after: a coded body that stalls goes on as a stream.
   uint64_t last_body_ms_ = 0;  // Loop time of the head or the last body piece (coded mode).
   std::shared_ptr<const Settings> settings_;         // As of the request, for the whole exchange.
   std::shared_ptr<BasePolicy::KeyState> key_state_;  // Counts this exchange as running.
 
   Mode mode_ = Mode::kPending;
   int status_ = 0;
-  std::vector<std::pair<std::string, std::string>> response_fields_;
+  tunnel::FieldList response_fields_;
   std::vector<uint8_t> body_;     // Coded: the whole body. Stream: bytes not yet sent.
   std::vector<uint8_t> payload_;  // Coded: the delta payload.
   size_t sent_ = 0;
   bool backend_done_ = false;
   bool finished_ = false;
-  bool cancelled_ = false;       // Not a request answered: left out of requests_total.
-  const char* error_ = nullptr;  // Why it failed, for the access line.
+  bool cancelled_ = false;            // Not a request answered: left out of requests_total.
+  const char* error_ = nullptr;       // Why it failed, for the access line.
   const char* stream_why_ = nullptr;  // Why the body streamed, for the access line.
   proto::VersionId id_;
   log::DeltaResult result_ = log::DeltaResult::kNone;

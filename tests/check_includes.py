@@ -10,7 +10,7 @@ Every "quoted" include in proto/, common/, edge/ and origin/ must name a file th
     proto                      <- everything
     common/obs, net, tls, store, tunnel/session.*   proto only (and their own folder)
     common/http                net
-    common/tunnel              net, tls, its session
+    common/tunnel              net, tls, its session; http_fields.* also common/http
     common/daemon              all of common
     edge, origin               all of common, their own folder; never each other
 Tests, benchmarks and fixtures may include anything.
@@ -34,6 +34,8 @@ RULES = [
     ("common/http/", ["proto/", "common/http/", "common/net/"]),
     ("common/tunnel/session.", ["proto/", "common/tunnel/session.h"]),  # Sans-IO: proto only.
     ("common/tunnel/", ["proto/", "common/tunnel/", "common/net/", "common/tls/"]),
+    # The http <-> tunnel field mapping (the rest of tunnel/ knows nothing of HTTP).
+    ("common/tunnel/http_fields.", ["proto/", "common/tunnel/http_fields.h", "common/http/"]),
     ("common/daemon/", ["proto/", "common/"]),
     ("edge/", ["proto/", "common/", "edge/"]),
     ("origin/", ["proto/", "common/", "origin/"]),
