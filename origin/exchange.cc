@@ -77,7 +77,7 @@ Exchange::Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::Versi
   key_ = CacheKey{settings_->config.namespace_name, host_, r.path}.str();
   // Only a GET's body becomes a base (PROTOCOL.md §6): only GETs take part in the policy.
   if (r.method == "GET") {
-    key_state_ = worker_.base_policy().key_started(key_, held_, worker_.loop().now_ms());
+    key_hold_ = shared_.base_policy.key_started(key_, held_, worker_.loop().now_ms());
   }
   const auto cl = http::find(r.headers, "content-length");
   if (!upgrade_.empty()) {
@@ -360,7 +360,7 @@ void Exchange::encode(BlobRef base) {
   result_ = delta ? log::DeltaResult::kDelta : log::DeltaResult::kFull;
   (delta ? shared_.metrics.delta_delta : shared_.metrics.delta_full).inc();
   if (status_ == 200 && request_.method == "GET" &&
-      worker_.base_policy().claim_base(*key_state_, id_, worker_.loop().now_ms())) {
+      shared_.base_policy.claim_base(key_hold_, id_, worker_.loop().now_ms())) {
     shared_.store.put(key_, Blob::make(std::move(body_), id_));
     proto::mark_keep_as_base(payload_);
   }
@@ -456,6 +456,7 @@ void Exchange::finish() {
   if (finished_) return;
   finished_ = true;
   *alive_ = false;
+  key_hold_.release();  // Over for the base policy now, not when deleted a loop turn later.
   timeout_.stop();
   trickle_.stop();
   shared_.metrics.in_flight.sub(1);

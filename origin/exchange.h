@@ -11,11 +11,11 @@
 //           they arrive, paced by the tunnel's flow control (the backend socket is not read
 //           while the edge cannot take more), so nothing large is ever held whole.
 // Backend failures become stream resets the edge turns into 502 (refused, broken) or 504
-// (too slow). Which coded bodies are kept as bases is the worker's BasePolicy's call.
+// (too slow). Which coded bodies are kept as bases is the process's BasePolicy's call.
 //
 // Ownership: its EdgeLink owns it, and deletes it on a later loop turn once it is finished.
 // Callbacks that may come after that (the backend pool, store lookups) check alive_. While it
-// lives it holds its key's BasePolicy state. Threads: its worker's loop.
+// lives (until finish()) it holds its key's BasePolicy state. Threads: its worker's loop.
 
 #include <chrono>
 #include <cstdint>
@@ -43,10 +43,7 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
  public:
   Exchange(EdgeLink& link, uint32_t stream, std::span<const proto::VersionId> held,
            std::span<const proto::HeaderField> fields, bool end_stream);
-  ~Exchange() override {
-    *alive_ = false;
-    if (key_state_) --key_state_->running;
-  }
+  ~Exchange() override { *alive_ = false; }
 
   void start();
   void on_request_data(std::span<const uint8_t> data, bool end_stream);
@@ -110,8 +107,8 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   uv::Timer timeout_;
   uv::Timer trickle_;          // delta.stream_after: a coded body that stalls goes on as a stream.
   uint64_t last_body_ms_ = 0;  // Loop time of the head or the last body piece (coded mode).
-  std::shared_ptr<const Settings> settings_;         // As of the request, for the whole exchange.
-  std::shared_ptr<BasePolicy::KeyState> key_state_;  // Counts this exchange as running.
+  std::shared_ptr<const Settings> settings_;  // As of the request, for the whole exchange.
+  BasePolicy::Hold key_hold_;                 // Counts this exchange as running, until finish().
 
   Mode mode_ = Mode::kPending;
   int status_ = 0;

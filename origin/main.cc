@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
   MemoryVersionStore store(daemon::store_options(cfg.store, /*prepare_on_lookup=*/true));
   metrics.watch_store(store);
   daemon::Reloadable<origin::Settings> current(settings);
-  origin::Shared shared{current, store, metrics, {}, log::ReportLimiter()};
+  origin::Shared shared{current, store, metrics, {}, log::ReportLimiter(), {}};
 
   daemon::DaemonOptions opts = daemon::daemon_options("coilgun-origin", cfg);
   opts.status = [&shared] { return status(shared); };

@@ -4,23 +4,23 @@
 //
 // Per worker (AgentWorker, one per loop thread): the tunnel listener, the tunnels from edges
 // (EdgeLink, edge_link.h) with their exchanges (Exchange, exchange.h), the keep-alive pool to
-// the backend, the delta encoder and the base policy (BasePolicy, base_policy.h). Shared: what
-// all workers share, made by main() and outliving them.
+// the backend and the delta encoder. Shared: what all workers share (the store, the base
+// policy, BasePolicy in base_policy.h), made by main() and outliving them.
 //
 // Ownership: a worker owns its links from the accept until they close, then deletes them on a
-// later loop turn; its base policy outlives them (exchanges hold their key's state).
+// later loop turn.
 
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "origin/config.h"
 #include "common/daemon/daemon.h"
 #include "common/daemon/settings.h"
 #include "common/http/client.h"
 #include "common/obs/log.h"
 #include "common/store/version_store.h"
 #include "origin/base_policy.h"
+#include "origin/config.h"
 #include "origin/edge_link.h"
 #include "origin/handshake_gate.h"
 #include "proto/delta.h"
@@ -39,6 +39,9 @@ struct Shared {
   HandshakeGate handshakes;
   // The "tunnel refused" warning for failed handshakes: at most one a second, with a count.
   log::ReportLimiter handshake_failures;
+  // Which versions become bases (proto/PROTOCOL.md §6), for every worker's exchanges; they pass
+  // their loop's time (loop().now_ms()).
+  BasePolicy base_policy;
   std::shared_ptr<const Settings> now() const { return settings.get(); }
 };
 
@@ -61,10 +64,6 @@ class AgentWorker : public daemon::Worker {
   // A link closed: drop it (on a later turn).
   void link_closed(EdgeLink* link);
 
-  // The base policy (proto/PROTOCOL.md §6) of this worker's cache keys. Exchanges pass the
-  // loop's time (loop().now_ms()).
-  BasePolicy& base_policy() { return base_policy_; }
-
  private:
   void on_accept(std::unique_ptr<uv::TcpStream> socket);
   // Closes this worker's oldest connection still in the handshake, if it has one.
@@ -81,7 +80,6 @@ class AgentWorker : public daemon::Worker {
   http::ClientPool backend_;
   config::DeltaConfig encoder_config_;
   std::unique_ptr<proto::DeltaEncoder> encoder_;
-  BasePolicy base_policy_;  // Before links_: outlives them.
   std::vector<std::unique_ptr<EdgeLink>> links_;
   bool draining_ = false;
 };

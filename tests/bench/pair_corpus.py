@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every version of every corpus series, fetched in order through a real edge/agent pair.
 
-    python3 tests/bench/pair_corpus.py [CORPUS_DIR] [--json]
+    python3 tests/bench/pair_corpus.py [CORPUS_DIR] [--json] [--workers=N]
 
 A sample origin serves each series' versions in order (one per request); the edge and the agent
 run on loopback with fresh certificates. Every body is checked byte for byte against the
@@ -25,6 +25,7 @@ LINK_IN = 'coilgun_link_bytes_total{direction="in"}'
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     as_json = "--json" in sys.argv
+    workers = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--workers=")), 1)
     corpus = args[0] if args else os.environ.get("COILGUN_CORPUS", os.path.join(harness.ROOT, "..", "shared", "corpus"))
     corpus = os.path.abspath(corpus)
     with open(os.path.join(corpus, "manifest.json")) as f:
@@ -33,7 +34,7 @@ def main():
     rows = []
     mismatches = 0
     with harness.TempDir() as tmp:
-        pair = harness.Pair(tmp, corpus=corpus)
+        pair = harness.Pair(tmp, corpus=corpus, workers=workers)
         try:
             for series in manifest["series"]:
                 name, host = series["name"], series.get("host", "www.example.com")
