@@ -54,9 +54,8 @@ void ClientExchange::begin() {
   host_ = host_without_port(authority_);
   const config::EdgeRoute* route = config::match_route(settings_->config, host_);
   if (route == nullptr) return fail(421, "unknown_host");
-  AgentPool* pool = worker_.pool_for(*route);
-  link_ = pool->pick();
-  if (link_ == nullptr) return fail(502, "tunnel_down");
+  pool_ = worker_.pool_for(*route);
+  if (pool_->pick() == nullptr) return fail(502, "tunnel_down");
   key_ = CacheKey{route->agent.to_string(), host_, target_}.str();
 
   const auto length = http::find(req.headers, "content-length");
@@ -74,8 +73,8 @@ void ClientExchange::begin() {
 
   progress();
   arm_timeout(idle_limit_);
-  if (!send_request(false)) return;
-  if (req.expects_continue()) client_->send_continue();
+  expects_continue_ = req.expects_continue();
+  open_stream(false);
 }
 
 // What the route sets for this exchange: the idle limit here, and for the agent
@@ -90,25 +89,32 @@ void ClientExchange::route_options(const config::EdgeRoute& route, tunnel::Tunne
   request.private_deltas = route.private_deltas;
 }
 
-// Opens the stream. |full|: name no held versions (a refetch after a delta that could not be
-// used).
-bool ClientExchange::send_request(bool full) {
-  std::vector<proto::VersionId> held;
-  if (!full && method_ == "GET") held = shared_.store.versions(key_);
+// Opens the stream, naming the versions this edge holds (which the store answers on a later
+// turn) unless |full| (a refetch after a delta that could not be used) or not a GET.
+void ClientExchange::open_stream(bool full) {
+  if (full || method_ != "GET") return submit({});
+  held_lookup_ = shared_.store.versions(
+      worker_.loop(), key_, [this](std::vector<proto::VersionId> held) { submit(held); });
+}
+
+// Sends the request on the least busy tunnel up now, then what of the body has come.
+void ClientExchange::submit(std::span<const proto::VersionId> held) {
+  link_ = pool_->pick();
+  if (link_ == nullptr) return fail(502, "tunnel_down");
   auto stream = link_->session().submit_request(held, fields_.views(), !has_body_);
   if (!stream.ok()) {
     if (stream.status().code() == Code::kTooLarge || stream.status().code() == Code::kMalformed) {
-      fail(431, "request_fields_over_limit");
-    } else {
-      fail(502, "tunnel_busy");
+      return fail(431, "request_fields_over_limit");
     }
-    return false;
+    return fail(502, "tunnel_busy");
   }
   stream_ = *stream;
   link_->attach(stream_, this);
   link_->session().expect_answer(worker_.loop().now_ms());
   link_->flush();
-  return true;
+  if (expects_continue_ && client_ != nullptr) client_->send_continue();
+  expects_continue_ = false;
+  if (has_body_) send_body();
 }
 
 // The deadline moves with progress (the request body, the response, the client taking bytes),
@@ -128,7 +134,7 @@ void ClientExchange::arm_timeout(std::chrono::milliseconds delay) {
 }
 
 void ClientExchange::on_client_body(std::span<const uint8_t> data) {
-  if (finished_ || link_ == nullptr) return;
+  if (finished_) return;
   progress();
   body_out_.insert(body_out_.end(), data.begin(), data.end());
   send_body();
@@ -139,16 +145,19 @@ void ClientExchange::on_client_end() {
   // ends when the answer is another (on_response) or the client's side of the pipe ends.
   if (!upgrade_.empty()) return;
   client_body_done_ = true;
-  if (has_body_ && !finished_ && link_ != nullptr) send_body();
+  if (!finished_) send_body();
 }
 
-// Request body into the tunnel as the window allows; the client is read only as fast.
+// Request body into the tunnel as the window allows (once the stream is open); the client is
+// read only as fast.
 void ClientExchange::send_body() {
-  if (!has_body_ || link_ == nullptr || !link_->session().stream_open(stream_)) return;
-  auto taken = link_->session().send_data(stream_, body_out_, client_body_done_);
-  if (!taken.ok()) return;
-  body_out_.erase(body_out_.begin(), body_out_.begin() + static_cast<long>(*taken));
-  link_->flush();
+  if (!has_body_) return;
+  if (link_ != nullptr && stream_ != 0 && link_->session().stream_open(stream_)) {
+    auto taken = link_->session().send_data(stream_, body_out_, client_body_done_);
+    if (!taken.ok()) return;
+    body_out_.erase(body_out_.begin(), body_out_.begin() + static_cast<long>(*taken));
+    link_->flush();
+  }
   if (client_ == nullptr) return;
   if (body_out_.size() > 256 * 1024) {
     client_->pause_reading();
@@ -159,7 +168,7 @@ void ClientExchange::send_body() {
 
 void ClientExchange::on_upgraded_end() {
   client_body_done_ = true;
-  if (!finished_ && link_ != nullptr) send_body();
+  if (!finished_) send_body();
 }
 
 void ClientExchange::on_window() {
@@ -316,11 +325,11 @@ void ClientExchange::rebuild() {
     serve(std::move(blob));
   };
   if (header->kind != proto::DeltaKind::kDelta) return decode(nullptr);
-  shared_.store.lookup(key_, header->base, [this, decode, alive = alive_](BlobRef base) {
-    if (!*alive || finished_) return;
-    if (!base) return refetch("base_not_held");
-    decode(std::move(base));
-  });
+  base_lookup_ = shared_.store.lookup(worker_.loop(), key_, {&header->base, 1},
+                                      VersionStore::Want::kBytes, [this, decode](BlobRef base) {
+                                        if (!base) return refetch("base_not_held");
+                                        decode(std::move(base));
+                                      });
 }
 
 void ClientExchange::serve(BlobRef body) {
@@ -348,7 +357,7 @@ void ClientExchange::refetch(const char* why) {
   if (link_ == nullptr || !link_->ready()) return fail(502, "tunnel_lost");
   // Counted once, and only when it happens: a failure instead counts its own reason.
   shared_.metrics.errors.with({"refetch"}).inc();
-  send_request(true);
+  open_stream(true);
 }
 
 void ClientExchange::on_reset(ResetReason reason) {
@@ -357,10 +366,7 @@ void ClientExchange::on_reset(ResetReason reason) {
   if (reason == ResetReason::kRefused && !head_sent_ && !retried_ && !has_body_) {
     // Never processed (the agent was draining): try once more on another tunnel.
     retried_ = true;
-    AgentPool* pool = worker_.pool_for(*config::match_route(settings_->config, host_));
-    link_ = pool->pick();
-    if (link_ != nullptr && send_request(refetched_)) return;
-    return fail(502, "tunnel_down");
+    return open_stream(refetched_);
   }
   if (reason == ResetReason::kBaseMissing && !refetched_) return refetch("base_missing");
   switch (reason) {
@@ -436,7 +442,8 @@ void ClientExchange::count() {
 void ClientExchange::finish() {
   if (finished_) return;
   finished_ = true;
-  *alive_ = false;
+  held_lookup_.cancel();
+  base_lookup_.cancel();
   timeout_.stop();
   shared_.metrics.in_flight.sub(1);
   // Over while this side of the stream is still open (an answer before the whole request body,

@@ -22,8 +22,8 @@
 // turn once the exchange is over there. It finishes (finish(): logged, detached from its tunnel
 // stream, counted off with EdgeWorker::exchange_done()) no later than that, and may be told of
 // client events after it finished (an early answer before the rest of the request), which it
-// ignores. Callbacks that may come after its deletion (store lookups) check alive_; its tunnel
-// link holds it only while it is attached to a stream. Threads: its worker's loop.
+// ignores. Its store calls are cancelled at finish(); its tunnel link holds it only while it is
+// attached to a stream. Threads: its worker's loop.
 
 #include <chrono>
 #include <cstdint>
@@ -50,7 +50,6 @@ namespace coilgun::edge {
 class ClientExchange : public http::ServerExchange {
  public:
   ClientExchange(EdgeWorker& worker, http::ServerConnection& c);
-  ~ClientExchange() override { *alive_ = false; }
 
   void begin();
 
@@ -75,7 +74,8 @@ class ClientExchange : public http::ServerExchange {
   void on_client_end();
   void on_client_abort();
   void on_client_writable();
-  bool send_request(bool full);
+  void open_stream(bool full);
+  void submit(std::span<const proto::VersionId> held);
   void on_interim(uint16_t status, std::span<const proto::HeaderField> fields);
   void send_body();
   void rebuild();
@@ -93,13 +93,15 @@ class ClientExchange : public http::ServerExchange {
   EdgeWorker& worker_;
   Shared& shared_;
   http::ServerConnection* client_;
-  TunnelLink* link_ = nullptr;
+  AgentPool* pool_ = nullptr;   // The route's agent's tunnels (the worker's, for its life).
+  TunnelLink* link_ = nullptr;  // The tunnel the stream is on, from submit().
   uint32_t stream_ = 0;
 
   std::string method_, target_, authority_, host_, key_;
   tunnel::FieldList fields_;  // What goes to the agent (kept for a refetch or a retry).
   bool has_body_ = false;     // The stream carries request bytes (a body, or what follows a 101).
   bool client_body_done_ = false;
+  bool expects_continue_ = false;  // The client waits for 100 Continue: sent once submitted.
   // The protocol the client asked to switch to (ServerConnection::upgrade_requested()); empty:
   // none. Sent as ":upgrade"; the stream stays open for the new protocol's bytes.
   std::string upgrade_;
@@ -126,7 +128,8 @@ class ClientExchange : public http::ServerExchange {
   uv::Timer timeout_;  // request_timeout: fires after that long without progress.
   std::chrono::milliseconds idle_limit_{0};  // The route's request_timeout, or [limits]'.
   uint64_t last_progress_ms_ = 0;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Pending held_lookup_;  // The store naming the versions held, before the stream opens.
+  Pending base_lookup_;  // The store finding the base a delta names.
 };
 
 }  // namespace coilgun::edge

@@ -4,12 +4,12 @@
 
 #include <cstdio>
 
-#include "edge/config.h"
 #include "common/daemon/daemon.h"
 #include "common/daemon/start_up.h"
 #include "common/obs/log.h"
-#include "common/tls/tls.h"
 #include "common/store/version_store.h"
+#include "common/tls/tls.h"
+#include "edge/config.h"
 #include "edge/worker.h"
 
 extern char** environ;
@@ -69,7 +69,9 @@ int main(int argc, char** argv) {
   metrics::Registry registry;
   daemon::Metrics metrics(registry);
   // The edge decodes against bases; it never encodes.
-  MemoryVersionStore store(daemon::store_options(cfg.store, /*prepare_on_lookup=*/false));
+  const std::unique_ptr<VersionStore> owned_store =
+      make_version_store(daemon::store_options(cfg.store));
+  VersionStore& store = *owned_store;
   metrics.watch_store(store);
   daemon::Reloadable<edge::Settings> current(settings);
   edge::Shared shared{current, store, metrics, {}};

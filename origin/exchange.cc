@@ -336,20 +336,13 @@ void Exchange::on_response_end() {
   pump();
 }
 
+// Finds the newest version the edge said it holds that this agent holds under the same key,
+// with its base index built, and encodes against it (or in full when there is none).
 void Exchange::respond_coded() {
   id_ = proto::VersionId::of(body_);
-  find_base(0);
-}
-
-// Tries the versions the edge holds, newest first, for one this agent holds under the same
-// key. The store may answer later (an asynchronous tier).
-void Exchange::find_base(size_t index) {
-  if (index >= held_.size()) return encode(nullptr);
-  shared_.store.lookup(key_, held_[index], [this, index, alive = alive_](BlobRef base) {
-    if (!*alive || finished_) return;
-    if (base) return encode(std::move(base));
-    find_base(index + 1);
-  });
+  if (held_.empty()) return encode(nullptr);
+  base_lookup_ = shared_.store.lookup(worker_.loop(), key_, held_, VersionStore::Want::kPrepared,
+                                      [this](BlobRef base) { encode(std::move(base)); });
 }
 
 void Exchange::encode(BlobRef base) {
@@ -456,6 +449,7 @@ void Exchange::finish() {
   if (finished_) return;
   finished_ = true;
   *alive_ = false;
+  base_lookup_.cancel();
   key_hold_.release();  // Over for the base policy now, not when deleted a loop turn later.
   timeout_.stop();
   trickle_.stop();

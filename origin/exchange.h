@@ -14,8 +14,9 @@
 // (too slow). Which coded bodies are kept as bases is the process's BasePolicy's call.
 //
 // Ownership: its EdgeLink owns it, and deletes it on a later loop turn once it is finished.
-// Callbacks that may come after that (the backend pool, store lookups) check alive_. While it
-// lives (until finish()) it holds its key's BasePolicy state. Threads: its worker's loop.
+// Callbacks that may come after that (the backend pool) check alive_; its store lookup is
+// cancelled at finish(). While it lives (until finish()) it holds its key's BasePolicy state.
+// Threads: its worker's loop.
 
 #include <chrono>
 #include <cstdint>
@@ -66,7 +67,6 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   void acquire(bool fresh);
   void send_request();
   void respond_coded();
-  void find_base(size_t index);
   void encode(BlobRef base);
   void watch_trickle(std::chrono::milliseconds delay);
   void switch_to_stream(const char* why);
@@ -109,6 +109,7 @@ class Exchange : public http::ClientHandler, public uv::Deferred {
   uint64_t last_body_ms_ = 0;  // Loop time of the head or the last body piece (coded mode).
   std::shared_ptr<const Settings> settings_;  // As of the request, for the whole exchange.
   BasePolicy::Hold key_hold_;                 // Counts this exchange as running, until finish().
+  Pending base_lookup_;                       // The store finding a base the edge holds.
 
   Mode mode_ = Mode::kPending;
   int status_ = 0;

@@ -4,12 +4,12 @@
 
 #include <cstdio>
 
-#include "origin/config.h"
 #include "common/daemon/daemon.h"
 #include "common/daemon/start_up.h"
 #include "common/obs/log.h"
-#include "common/tls/tls.h"
 #include "common/store/version_store.h"
+#include "common/tls/tls.h"
+#include "origin/config.h"
 #include "origin/worker.h"
 
 extern char** environ;
@@ -53,7 +53,9 @@ int main(int argc, char** argv) {
   metrics::Registry registry;
   daemon::Metrics metrics(registry);
   // The agent looks versions up only to use them as bases.
-  MemoryVersionStore store(daemon::store_options(cfg.store, /*prepare_on_lookup=*/true));
+  const std::unique_ptr<VersionStore> owned_store =
+      make_version_store(daemon::store_options(cfg.store));
+  VersionStore& store = *owned_store;
   metrics.watch_store(store);
   daemon::Reloadable<origin::Settings> current(settings);
   origin::Shared shared{current, store, metrics, {}, log::ReportLimiter(), {}};

@@ -8,12 +8,13 @@ Every "quoted" include in proto/, common/, edge/ and origin/ must name a file th
 (from the checkout's root) and must point down the tree (common/CMakeLists.txt draws it):
 
     proto                      <- everything
-    common/obs, net, tls, store, tunnel/session.*   proto only (and their own folder)
-    common/http                net
+    common/obs, net, tls, tunnel/session.*   proto only (and their own folder)
+    common/http, store         net
     common/tunnel              net, tls, its session; http_fields.* also common/http
     common/daemon              all of common
     edge, origin               all of common, their own folder; never each other
-Tests, benchmarks and fixtures may include anything.
+Internal headers (INTERNAL below) may be included only from their own folder: the store's
+tiers hide behind make_version_store(). Tests, benchmarks and fixtures may include anything.
 """
 
 import os
@@ -30,7 +31,7 @@ RULES = [
     ("common/obs/", ["proto/", "common/obs/"]),
     ("common/net/", ["proto/", "common/net/"]),
     ("common/tls/", ["proto/", "common/tls/"]),
-    ("common/store/", ["proto/", "common/store/"]),
+    ("common/store/", ["proto/", "common/store/", "common/net/"]),
     ("common/http/", ["proto/", "common/http/", "common/net/"]),
     ("common/tunnel/session.", ["proto/", "common/tunnel/session.h"]),  # Sans-IO: proto only.
     ("common/tunnel/", ["proto/", "common/tunnel/", "common/net/", "common/tls/"]),
@@ -40,6 +41,11 @@ RULES = [
     ("edge/", ["proto/", "common/", "edge/"]),
     ("origin/", ["proto/", "common/", "origin/"]),
 ]
+
+# Header -> the only folder (prefix) whose files may include it.
+INTERNAL = {
+    "common/store/memory_store.h": "common/store/",
+}
 
 
 def rule_for(path):
@@ -68,11 +74,15 @@ def check(root):
                     elif rule and not any(header.startswith(a) for a in rule[1]):
                         problems.append(f"{path}: includes \"{header}\" (files in {rule[0]} may "
                                         f"include only {', '.join(rule[1])})")
+                    elif header in INTERNAL and not path.startswith(INTERNAL[header]):
+                        problems.append(f"{path}: includes \"{header}\", which is internal to "
+                                        f"{INTERNAL[header]}")
     return problems
 
 
 def self_test():
-    """A tree with two wrong arrows and one missing header must give exactly those three."""
+    """A tree with two wrong arrows, one missing header and one internal header included from
+    outside must give exactly those four."""
     with tempfile.TemporaryDirectory() as root:
         files = {
             "proto/status.h": "",
@@ -80,6 +90,9 @@ def self_test():
             "origin/agent.h": '#include "common/net/loop.h"\n',
             "common/tunnel/session.h": '#include "common/net/loop.h"\n',  # Wrong: sans-IO.
             "edge/edge.h": '#include "common/net/loop.h"\n#include "origin/agent.h"\n',
+            "common/store/memory_store.h": '#include "proto/status.h"\n',
+            "common/store/version_store.cc": '#include "common/store/memory_store.h"\n',
+            "origin/main.cc": '#include "common/store/memory_store.h"\n',  # Wrong: internal.
         }
         for path, text in files.items():
             os.makedirs(os.path.join(root, os.path.dirname(path)), exist_ok=True)
@@ -88,8 +101,9 @@ def self_test():
         problems = check(root)
     expected = ["common/net/loop.h: includes \"proto/gone.h\", which does not exist",
                 "common/tunnel/session.h: includes \"common/net/loop.h\" (files in",
-                "edge/edge.h: includes \"origin/agent.h\" (files in"]
-    ok = len(problems) == 3 and all(any(p.startswith(e) for p in problems) for e in expected)
+                "edge/edge.h: includes \"origin/agent.h\" (files in",
+                "origin/main.cc: includes \"common/store/memory_store.h\", which is internal"]
+    ok = len(problems) == 4 and all(any(p.startswith(e) for p in problems) for e in expected)
     print("\n".join(problems))
     print("self-test " + ("passed" if ok else "FAILED"))
     return 0 if ok else 1

@@ -150,13 +150,9 @@ DaemonOptions daemon_options(std::string name, const Config& cfg) {
   return o;
 }
 
-// The version store [store] configures. |prepare_on_lookup|: whether lookups build the encoder's
-// index of the base (the agent encodes against what it looks up; the edge only decodes).
-inline MemoryVersionStoreOptions store_options(const config::StoreConfig& s,
-                                               bool prepare_on_lookup) {
-  return {.max_versions_per_key = s.versions_per_key,
-          .max_bytes = s.max_bytes,
-          .prepare_on_lookup = prepare_on_lookup};
+// The version store [store] configures.
+inline VersionStoreOptions store_options(const config::StoreConfig& s) {
+  return {.max_versions_per_key = s.versions_per_key, .max_bytes = s.max_bytes};
 }
 
 // The keys both daemons set up once, so a SIGHUP cannot apply them: listeners, threads, the

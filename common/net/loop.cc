@@ -89,6 +89,10 @@ Loop::Loop() : flush_timer_(new uv_timer_t) {
   loop_.data = this;
   uv_timer_init(&loop_, flush_timer_);
   flush_timer_->data = this;
+  mailbox_->async_ = new uv_async_t;
+  uv_async_init(&loop_, mailbox_->async_, on_mail);
+  mailbox_->async_->data = this;
+  uv_unref(as_handle(mailbox_->async_));  // Mail may come; the loop does not wait for it.
 }
 
 Loop::~Loop() { close(); }
@@ -96,6 +100,16 @@ Loop::~Loop() { close(); }
 int Loop::close() {
   if (closed_) return 0;
   closed_ = true;
+  std::vector<std::function<void()>> dropped;  // Destroyed outside the lock: they may post.
+  {
+    std::lock_guard lock(mailbox_->mu_);
+    mailbox_->async_->data = nullptr;
+    close_and_free(mailbox_->async_);
+    mailbox_->async_ = nullptr;
+    dropped.swap(mailbox_->queue_);
+  }
+  dropped.clear();
+  posted_.clear();
   doomed_.clear();
   while (!lingering_.empty()) end_linger(lingering_.begin()->second);
   close_and_free(flush_timer_);
@@ -119,16 +133,49 @@ void Loop::stop() { uv_stop(&loop_); }
 void Loop::defer_delete(std::unique_ptr<Deferred> object) {
   if (!object) return;
   doomed_.push_back(std::move(object));
+  arm_flush();
+}
+
+void Loop::post(std::function<void()> fn) {
+  if (closed_ || !fn) return;
+  posted_.push_back(std::move(fn));
+  arm_flush();
+}
+
+// A zero timer: it runs on the next turn's timer phase, and the poll before it does not block.
+void Loop::arm_flush() {
   if (!uv_is_active(as_handle(flush_timer_))) uv_timer_start(flush_timer_, on_flush, 0, 0);
 }
 
 void Loop::on_flush(uv_timer_t* t) {
   auto* self = static_cast<Loop*>(t->data);
   if (self == nullptr) return;
-  // Deleting may queue more: take the list first.
+  // Running and deleting may queue more (for the next turn): take the lists first.
+  std::vector<std::function<void()>> run;
+  run.swap(self->posted_);
+  for (auto& fn : run) fn();
   std::vector<std::unique_ptr<Deferred>> batch;
   batch.swap(self->doomed_);
   batch.clear();
+}
+
+void Loop::on_mail(uv_async_t* a) {
+  auto* self = static_cast<Loop*>(a->data);
+  if (self == nullptr) return;
+  std::vector<std::function<void()>> run;
+  {
+    std::lock_guard lock(self->mailbox_->mu_);
+    run.swap(self->mailbox_->queue_);
+  }
+  for (auto& fn : run) fn();
+}
+
+bool Mailbox::post(std::function<void()> fn) {
+  std::lock_guard lock(mu_);
+  if (async_ == nullptr) return false;
+  queue_.push_back(std::move(fn));
+  uv_async_send(async_);
+  return true;
 }
 
 // ---- Addresses ----------------------------------------------------------------------------

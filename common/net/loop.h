@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -42,6 +43,21 @@ struct Linger;
 class Deferred {
  public:
   virtual ~Deferred() = default;
+};
+
+// A loop's queue for functions posted from other threads (Loop::mailbox()). It outlives the
+// loop: post() after the loop closed drops the function (destroyed on the posting thread).
+class Mailbox {
+ public:
+  // Runs |fn| on the loop's thread on a later turn, in the order posted. Any thread. False if
+  // the loop is closed (|fn| was dropped).
+  bool post(std::function<void()> fn);
+
+ private:
+  friend class Loop;
+  std::mutex mu_;
+  uv_async_t* async_ = nullptr;               // Null once the loop closed. Guarded by mu_.
+  std::vector<std::function<void()>> queue_;  // Guarded by mu_.
 };
 
 // One libuv loop. Create, run and destroy it on one thread.
@@ -75,14 +91,22 @@ class Loop {
     defer_delete(std::unique_ptr<Deferred>(std::move(h)));
   }
 
-  // Deletes what is deferred, cuts lingering streams short, closes every handle still open
-  // (their owners must be gone or never used again), runs the loop until their close callbacks
-  // ran, and closes it. Returns uv_loop_close's result: 0 unless a handle could not be closed
-  // (tests require 0).
+  // Runs |fn| on a later turn of this loop (never inside this call), after what was posted
+  // before it. Loop thread only: other threads post through mailbox().
+  void post(std::function<void()> fn);
+  // This loop's queue for other threads (see Mailbox).
+  std::shared_ptr<Mailbox> mailbox() const { return mailbox_; }
+
+  // Deletes what is deferred, drops what is posted, cuts lingering streams short, closes every
+  // handle still open (their owners must be gone or never used again), runs the loop until their
+  // close callbacks ran, and closes it. Returns uv_loop_close's result: 0 unless a handle could not
+  // be closed (tests require 0).
   int close();
 
  private:
   static void on_flush(uv_timer_t* t);
+  static void on_mail(uv_async_t* a);
+  void arm_flush();
   friend class TcpStream;
   friend void end_linger(Linger* l);
   friend void on_linger_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
@@ -92,8 +116,10 @@ class Loop {
   std::unordered_map<uv_tcp_t*, Linger*> lingering_;
 
   uv_loop_t loop_;
-  uv_timer_t* flush_timer_;  // Freed in its close callback.
+  uv_timer_t* flush_timer_;  // Freed in its close callback. Runs posted_, then deletes doomed_.
   std::vector<std::unique_ptr<Deferred>> doomed_;
+  std::vector<std::function<void()>> posted_;
+  std::shared_ptr<Mailbox> mailbox_ = std::make_shared<Mailbox>();
 };
 
 // Parses "1.2.3.4" or "::1" with |port| into |out|. Returns false if |ip| is not an address.
@@ -181,7 +207,7 @@ class TcpStream {
 
   uv_tcp_t* handle_;
   uv_shutdown_t* shutdown_ = nullptr;  // Pending shutdown; freed in its callback.
-  bool fin_sent_ = false;               // The shutdown completed: lingers all the same.
+  bool fin_sent_ = false;              // The shutdown completed: lingers all the same.
   Handler* handler_;
   bool reading_ = false;
   bool failed_ = false;

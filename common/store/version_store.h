@@ -13,26 +13,27 @@
 //  * Blobs are shared by id. Two keys that hold the same body hold one stored copy.
 //  * The store is bounded by bytes, evicting the oldest version of the least recently used key.
 //
-// VersionStore is the interface; MemoryVersionStore is the embedded in-process tier. A shared
-// tier (memcached) can implement the same interface: its lookup() completes later through the
-// callback, while the key index (versions()) stays local and synchronous in every tier. Every
-// tier must pass the contract suite in tests/unit/common/store/version_store_test.cc (one factory
-// type per tier in its list); what one tier does beyond it is tested in that tier's own file.
+// VersionStore is the interface, made by make_version_store() from the [store] settings; the
+// tiers behind it are internal (the in-process memory tier: common/store/memory_store.h). The
+// asking calls (versions(), lookup()) answer through a callback on a later turn of the caller's
+// loop, never inside the call, and the Pending they return cancels the answer: a tier may ask a
+// server on another thread, and a caller never has to guard against its own deletion. Every
+// tier must pass the contract suite in tests/unit/common/store/version_store_test.cc (one tier
+// type per entry in its list); what one tier does beyond it is tested in that tier's own file.
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
+#include "common/net/loop.h"
 #include "proto/delta.h"
 #include "proto/version_id.h"
 
@@ -106,145 +107,110 @@ struct VersionStoreStats {
   uint64_t budget_evictions = 0;  // The part of |evictions| dropped to meet the byte budget.
 };
 
-// The version store interface. Implementations are shared by all worker loops of a process:
-// every method may be called from any thread at once.
+// A store call whose answer is still to come. Destroying it, assigning over it or cancel()
+// means the callback never runs (and is destroyed, with what it holds, later). Move-only; made,
+// cancelled and destroyed on the calling loop's thread.
+class Pending {
+ public:
+  Pending() = default;
+  ~Pending() { cancel(); }
+  Pending(Pending&& other) noexcept : live_(std::move(other.live_)) {}
+  Pending& operator=(Pending&& other) noexcept {
+    if (this != &other) {
+      cancel();
+      live_ = std::move(other.live_);
+    }
+    return *this;
+  }
+  Pending(const Pending&) = delete;
+  Pending& operator=(const Pending&) = delete;
+
+  void cancel() {
+    if (live_) *live_ = false;
+    live_.reset();
+  }
+  // True until the callback ran or the call was cancelled.
+  bool active() const { return live_ != nullptr && *live_; }
+
+  // For tiers. A new pending call and its delivery flag: the tier's delivery, on the caller's
+  // loop thread, runs the callback only if take(flag) is true.
+  static Pending make(std::shared_ptr<bool>& flag) {
+    Pending p;
+    p.live_ = std::make_shared<bool>(true);
+    flag = p.live_;
+    return p;
+  }
+  // True once for a flag whose call is still wanted, and marks it answered.
+  static bool take(const std::shared_ptr<bool>& flag) {
+    if (!*flag) return false;
+    *flag = false;
+    return true;
+  }
+
+ private:
+  std::shared_ptr<bool> live_;
+};
+
+// The version store interface. One store is shared by all worker loops of a process: every
+// method may be called from any thread at once. A callback runs on the loop passed with its
+// call, which must be the calling thread's own loop, and may call back into the store.
 class VersionStore {
  public:
   virtual ~VersionStore() = default;
 
-  // Returns the ids |key| holds, newest first (at most the store's K; empty for an unknown
-  // key). Synchronous in every tier: each keeps the key index locally. Counts as a use of
-  // |key| for recency.
-  virtual std::vector<proto::VersionId> versions(std::string_view key) = 0;
+  // What a lookup hands out: the bytes alone (the edge decodes against them), or the blob with
+  // its base index built (Blob::prepared(); the agent encodes against it). kPrepared builds the
+  // index off the caller's critical section and charges it to the store that holds the blob.
+  enum class Want { kBytes, kPrepared };
 
-  // Called exactly once with the blob, or with nullptr on a miss. The callee owns its copy of
-  // the BlobRef.
+  using VersionsCallback = std::function<void(std::vector<proto::VersionId>)>;
+  // Called once with the blob, or with nullptr on a miss.
   using LookupCallback = std::function<void(BlobRef)>;
 
-  // Finds the blob named |id| if, and only if, |key| holds it (a blob held only by another key
-  // is a miss), and passes it to |done|; passes nullptr on a miss. |done| must not be empty.
-  //
-  // When |done| runs depends on the tier. An asynchronous tier runs it later, on the calling
-  // thread's event loop. MemoryVersionStore runs it on the calling thread before lookup()
-  // returns. Callers must handle both. Re-entrancy hazard: with the memory tier, |done| runs
-  // inside the caller's own call to lookup(), so the caller must be in a consistent state
-  // before calling lookup() and must not rely on code after the call running before |done|.
-  // The store itself holds no lock while |done| runs, so |done| may call back into the store.
-  virtual void lookup(std::string_view key, proto::VersionId id, LookupCallback done) = 0;
+  // Answers with the ids |key| holds, newest first: at most the store's K, empty for an unknown
+  // key (or when no tier that knows could be asked in time). Counts as a use of |key| for
+  // recency.
+  virtual Pending versions(uv::Loop& loop, std::string_view key, VersionsCallback done) = 0;
+
+  // Answers with the first of |ids| (in the order given) that |key| holds, or nullptr when it
+  // holds none of them. A blob held only by another key does not count: content of one
+  // namespace is never a base for another. One call counts one hit or one miss.
+  virtual Pending lookup(uv::Loop& loop, std::string_view key,
+                         std::span<const proto::VersionId> ids, Want want, LookupCallback done) = 0;
 
   // Records |blob| as the newest version of |key|. If |key| already holds that id, the id just
   // becomes the newest (never a duplicate). Beyond the store's K, the key's oldest version is
   // dropped. The store keeps its own reference; the caller may keep using |blob|. A null |blob|
-  // is refused: counted in rejects, nothing else changes.
+  // is refused: counted in rejects, nothing else changes. Never waits for a server: what goes
+  // to a shared tier goes in the background.
   virtual void put(std::string_view key, BlobRef blob) = 0;
 
   // Returns a snapshot of the counters. Any thread.
   virtual VersionStoreStats stats() const = 0;
 };
 
-// Sizing of a MemoryVersionStore.
-struct MemoryVersionStoreOptions {
+// For tiers whose answer is ready now: runs done(value) on |loop|'s next turn unless the
+// returned Pending was cancelled by then. Loop thread only.
+template <typename Callback, typename T>
+Pending answer_later(uv::Loop& loop, Callback done, T value) {
+  std::shared_ptr<bool> flag;
+  Pending pending = Pending::make(flag);
+  loop.post([flag, done = std::move(done), value = std::move(value)]() mutable {
+    if (Pending::take(flag)) done(std::move(value));
+  });
+  return pending;
+}
+
+// What [store] configures.
+struct VersionStoreOptions {
   // K: versions kept per key. 0 is taken as 1.
   size_t max_versions_per_key = 4;
-  // Budget for everything charged (blobs, their indexes, key and blob bookkeeping).
+  // The memory tier's budget for everything it charges (blobs, their indexes, key and blob
+  // bookkeeping).
   size_t max_bytes = size_t{256} << 20;
-  // Build each blob's base index inside lookup() (outside the lock) before handing it out, so
-  // the index is charged against the budget before anyone uses it. Set it on the origin agent,
-  // which looks blobs up only to use them as bases; leave it off on the edge.
-  bool prepare_on_lookup = false;
 };
 
-// The embedded tier: everything in process memory, shared by all workers behind one mutex
-// (every operation is a few map and list steps; no callback runs and no index is built while
-// the mutex is held). Every method may be called from any thread at once.
-//
-// Budget. The store charges each distinct blob memory_bytes() + kBlobOverheadBytes and each
-// key key.size() + kKeyOverheadBytes, so that many keys sharing one small body (or an empty
-// one) are bounded too. A blob's index may be built after it was stored; the store re-reads
-// memory_bytes() whenever it touches the blob (put, lookup hit) and charges the growth then.
-// With prepare_on_lookup the store builds the index itself, so the charge is exact; without
-// it, an index a caller builds is charged at the blob's next touch.
-//
-// Eviction. After any operation that grew the charge, while it is over max_bytes, the store
-// drops the oldest version of the least recently used key (recency: put, lookup hit, or
-// versions() on the key). A blob is freed when no key holds it any more; BlobRefs already
-// handed out stay valid. The version just put is the newest of the most recent key, so it
-// goes last: only if it alone (with its key) is over the budget, which put() refuses up front
-// (a reject) unless its index grew afterwards.
-class MemoryVersionStore final : public VersionStore {
- public:
-  // Charged per key on top of the key's bytes: map and list nodes, string and id-list headers
-  // and the id list itself at the default K. An estimate, fixed so that tests can model it.
-  static constexpr size_t kKeyOverheadBytes = 192;
-  // Charged per distinct blob on top of memory_bytes(): the Blob object, its control block and
-  // its node in the blob map. An estimate, fixed so that tests can model it.
-  static constexpr size_t kBlobOverheadBytes = 256;
-
-  explicit MemoryVersionStore(MemoryVersionStoreOptions options = {});
-  ~MemoryVersionStore() override;
-  MemoryVersionStore(const MemoryVersionStore&) = delete;
-  MemoryVersionStore& operator=(const MemoryVersionStore&) = delete;
-
-  std::vector<proto::VersionId> versions(std::string_view key) override;
-
-  // Runs |done| before returning, on the calling thread, with no lock held (see VersionStore).
-  // A hit makes |key| the most recently used. With prepare_on_lookup, builds the blob's index
-  // first if it is not built yet (a pass over the blob on the calling thread).
-  void lookup(std::string_view key, proto::VersionId id, LookupCallback done) override;
-
-  // As VersionStore::put. If a blob with the same id is already stored (under any key), the
-  // stored copy is kept and |blob| is not retained. Refused (counted in rejects, the store left
-  // as it was) when |blob| is null or when the blob and key charges alone exceed max_bytes.
-  // Makes |key| the most recently used, then evicts down to the budget.
-  void put(std::string_view key, BlobRef blob) override;
-
-  VersionStoreStats stats() const override;
-
-  const MemoryVersionStoreOptions& options() const { return options_; }
-
- private:
-  struct KeyEntry {
-    std::string key;
-    std::vector<proto::VersionId> ids;  // Newest first; 1..K entries while listed.
-  };
-  struct BlobEntry {
-    BlobRef blob;
-    size_t refs = 0;    // Keys holding this id.
-    size_t charge = 0;  // What bytes_ holds for this blob.
-  };
-  using Lru = std::list<KeyEntry>;  // Front: most recently used.
-
-  static size_t key_charge(std::string_view key) { return key.size() + kKeyOverheadBytes; }
-  static size_t blob_charge(const Blob& blob) { return blob.memory_bytes() + kBlobOverheadBytes; }
-
-  // The helpers below require mu_ held.
-  // Moves |it| to the front of the LRU list.
-  void touch(Lru::iterator it);
-  // Re-reads the blob's memory_bytes() and charges any growth. Returns true if it grew.
-  bool recharge(BlobEntry& entry);
-  // Drops one reference to |id|, freeing the blob when it was the last.
-  void release(proto::VersionId id);
-  // Drops the oldest version of |it|, and the key itself when that was its last version.
-  void drop_oldest(Lru::iterator it, bool for_budget);
-  // Drops oldest versions of least recently used keys until bytes_ <= max_bytes.
-  void evict_to_budget();
-
-  const MemoryVersionStoreOptions options_;
-  const size_t max_versions_;  // options_.max_versions_per_key, at least 1.
-
-  mutable std::mutex mu_;
-  // Everything below is guarded by mu_.
-  Lru lru_;
-  std::unordered_map<std::string_view, Lru::iterator> keys_;  // Views into lru_ nodes' keys.
-  std::unordered_map<proto::VersionId, BlobEntry, proto::VersionIdHash> blobs_;
-  size_t bytes_ = 0;
-  size_t versions_ = 0;
-  uint64_t hits_ = 0;
-  uint64_t misses_ = 0;
-  uint64_t inserts_ = 0;
-  uint64_t rejects_ = 0;
-  uint64_t evictions_ = 0;
-  uint64_t budget_evictions_ = 0;
-};
+// The store the options describe. Any thread.
+std::unique_ptr<VersionStore> make_version_store(const VersionStoreOptions& options);
 
 }  // namespace coilgun

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/obs/metrics.h"
+#include "common/store/memory_store.h"
 #include "edge/worker.h"
 #include "tests/unit/common/tls/test_certs.h"
 #include "tests/unit/tunnel_peer.h"
@@ -185,9 +186,7 @@ struct EdgeRig {
     return client.response();
   }
   BlobRef held(const std::string& target, VersionId id) {
-    BlobRef found;
-    store.lookup(key(target), id, [&](BlobRef b) { found = std::move(b); });
-    return found;
+    return store.find(key(target), {&id, 1}, VersionStore::Want::kBytes);
   }
   uint64_t errors(std::string_view reason) { return metrics.errors.with({reason}).value(); }
 };
@@ -231,7 +230,7 @@ TEST_CASE("An edge sends a GET on the tunnel with its pseudo-fields and serves t
 
     // Kept as a version for the next request's delta.
     const VersionId v = VersionId::of(bytes_of(body));
-    CHECK(rig.store.versions(rig.key("/news?x=1")) == std::vector<VersionId>{v});
+    CHECK(rig.store.held(rig.key("/news?x=1")) == std::vector<VersionId>{v});
     BlobRef blob = rig.held("/news?x=1", v);
     REQUIRE(blob);
     CHECK(text_of(blob->bytes()) == body);
@@ -253,7 +252,7 @@ TEST_CASE("An edge serves a full body the agent does not keep as a base, without
     const Response r = rig.answer(client);
     CHECK(r.status == 200);
     CHECK(r.body == body);
-    CHECK(rig.store.versions(rig.key("/once")).empty());
+    CHECK(rig.store.held(rig.key("/once")).empty());
     CHECK(rig.store.stats().inserts == 0);
   }
   CHECK(loop.close() == 0);
@@ -284,7 +283,7 @@ TEST_CASE("An edge names the base it holds and rebuilds the agent's delta agains
     CHECK(r.body == v2);
     CHECK(r.extra == 0);
     // The new version is the newest; the base stays.
-    CHECK(rig.store.versions(rig.key("/")) == std::vector<VersionId>{id2, id1});
+    CHECK(rig.store.held(rig.key("/")) == std::vector<VersionId>{id2, id1});
     BlobRef blob = rig.held("/", id2);
     REQUIRE(blob);
     CHECK(text_of(blob->bytes()) == v2);
@@ -322,7 +321,7 @@ TEST_CASE("An edge fetches in full a delta against a base it does not hold, neve
     const Response r = rig.answer(client);
     CHECK(r.status == 200);
     CHECK(r.body == v2);
-    CHECK(rig.store.versions(rig.key("/")) == std::vector<VersionId>{id2, id1});
+    CHECK(rig.store.held(rig.key("/")) == std::vector<VersionId>{id2, id1});
     CHECK(rig.errors("refetch") == 1);
   }
   CHECK(loop.close() == 0);
@@ -350,7 +349,7 @@ TEST_CASE("An edge fetches in full a coded body that fails its check, and stores
     const Response r = rig.answer(client);
     CHECK(r.status == 200);
     CHECK(r.body == body);
-    CHECK(rig.store.versions(rig.key("/checked")) ==
+    CHECK(rig.store.held(rig.key("/checked")) ==
           std::vector<VersionId>{VersionId::of(bytes_of(body))});
     CHECK(rig.store.stats().inserts == 1);
   }
@@ -376,7 +375,7 @@ TEST_CASE("An edge asks again in full when the agent resets for a base it no lon
     const Response r = rig.answer(client);
     CHECK(r.status == 200);
     CHECK(r.body == v2);
-    CHECK(rig.store.versions(rig.key("/")).front() == VersionId::of(bytes_of(v2)));
+    CHECK(rig.store.held(rig.key("/")).front() == VersionId::of(bytes_of(v2)));
   }
   CHECK(loop.close() == 0);
 }
@@ -409,7 +408,7 @@ TEST_CASE("An edge answers a stream reset before the head with 502 or 504 and st
       CHECK(r.extra == 0);
     }
     CHECK(rig.agent.requests().size() == 3);  // None was retried.
-    CHECK(rig.store.versions(rig.key("/fails")).empty());
+    CHECK(rig.store.held(rig.key("/fails")).empty());
     CHECK(rig.errors("backend_failed") == 1);
     CHECK(rig.errors("backend_timeout") == 1);
     CHECK(rig.errors("stream_reset") == 1);
@@ -497,7 +496,7 @@ TEST_CASE("An edge answers 502 when the tunnel is lost before the answer",
     const Response r = rig.answer(client);
     CHECK(r.status == 502);
     CHECK(r.body == "Bad Gateway (tunnel_lost)\n");
-    CHECK(rig.store.versions(rig.key("/lost")).empty());
+    CHECK(rig.store.held(rig.key("/lost")).empty());
   }
   CHECK(loop.close() == 0);
 }

@@ -23,6 +23,7 @@
 
 #include "common/http/server.h"
 #include "common/obs/metrics.h"
+#include "common/store/memory_store.h"
 #include "origin/worker.h"
 #include "tests/unit/common/tls/test_certs.h"
 #include "tests/unit/tunnel_peer.h"
@@ -94,7 +95,7 @@ struct OriginRig {
   TestCerts certs;
   Backend backend;
   uint16_t backend_port;
-  MemoryVersionStore store{{.prepare_on_lookup = true}};  // As the agent's main() sets it.
+  MemoryVersionStore store;
   metrics::Registry registry;
   daemon::Metrics metrics;
   daemon::Reloadable<origin::Settings> settings;
@@ -184,7 +185,7 @@ TEST_CASE("An agent answers a first request with the full body, coded, and keeps
     CHECK(d.body == rig.backend.page);
     CHECK(s.data.size() < rig.backend.page.size());  // zstd, not the page as it is.
 
-    CHECK(rig.store.versions(OriginRig::key("/page")) == std::vector<VersionId>{d.header.id});
+    CHECK(rig.store.held(OriginRig::key("/page")) == std::vector<VersionId>{d.header.id});
     CHECK(rig.metrics.delta_full.value() == 1);
 
     // What the backend was asked.
@@ -225,7 +226,7 @@ TEST_CASE("An agent answers a changed page with a delta against the base the edg
     CHECK(s.data.size() < v2.size() / 4);  // Only what changed crossed.
     // The edge listed the first base back: the new version may become the next base.
     CHECK(d.header.keep_as_base);
-    CHECK(rig.store.versions(OriginRig::key("/page")) == std::vector<VersionId>{d.header.id, id1});
+    CHECK(rig.store.held(OriginRig::key("/page")) == std::vector<VersionId>{d.header.id, id1});
     CHECK(rig.metrics.delta_delta.value() == 1);
   }
   CHECK(loop.close() == 0);
@@ -270,7 +271,7 @@ TEST_CASE("An agent answers a backend's 500 with its body, kept as no base", "[o
     const Decoded d = decode(s);
     CHECK(d.body == "boom\n");
     CHECK_FALSE(d.header.keep_as_base);
-    CHECK(rig.store.versions(OriginRig::key("/error")).empty());
+    CHECK(rig.store.held(OriginRig::key("/error")).empty());
     CHECK(rig.store.stats().inserts == 0);
   }
   CHECK(loop.close() == 0);

@@ -363,3 +363,53 @@ TEST_CASE("Async wakes its loop from another thread", "[uv]") {
   }
   CHECK(loop.close() == 0);
 }
+
+TEST_CASE("post runs on a later turn, in order, never inside the call", "[uv]") {
+  Loop loop;
+  std::vector<int> ran;
+  loop.post([&] {
+    ran.push_back(1);
+    loop.post([&] { ran.push_back(3); });  // Posted while running: a later turn still.
+    CHECK(ran == std::vector<int>{1});
+  });
+  loop.post([&] { ran.push_back(2); });
+  CHECK(ran.empty());
+  loop.run();  // Nothing else holds the loop: run() returns once the posts are done.
+  CHECK(ran == std::vector<int>{1, 2, 3});
+  CHECK(loop.close() == 0);
+}
+
+TEST_CASE("A mailbox runs what other threads post on the loop, and drops it after close", "[uv]") {
+  auto loop = std::make_unique<Loop>();
+  std::shared_ptr<Mailbox> mailbox = loop->mailbox();
+  std::vector<int> ran;
+  static constexpr int kPosts = 100;
+  int accepted = 0;  // Catch2 assertions are not thread-safe: counted there, checked here.
+  std::thread other([&] {
+    for (int i = 0; i < kPosts; ++i) {
+      accepted += mailbox->post([&ran, i, &loop] {
+        ran.push_back(i);
+        if (i == kPosts - 1) loop->stop();
+      });
+    }
+  });
+  Timer guard(*loop);
+  guard.start(5s, [&] { loop->stop(); });
+  loop->run();
+  other.join();
+  guard.stop();
+  CHECK(accepted == kPosts);
+  REQUIRE(ran.size() == kPosts);
+  for (int i = 0; i < kPosts; ++i) CHECK(ran[i] == i);
+
+  // Posted but never run: dropped (destroyed) by close; later posts are refused.
+  auto token = std::make_shared<int>(0);
+  CHECK(mailbox->post([token] {}));
+  CHECK(token.use_count() == 2);
+  CHECK(loop->close() == 0);
+  CHECK(token.use_count() == 1);
+  CHECK_FALSE(mailbox->post([token] {}));
+  CHECK(token.use_count() == 1);
+  loop.reset();
+  CHECK_FALSE(mailbox->post([] {}));
+}

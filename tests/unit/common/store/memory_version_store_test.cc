@@ -1,8 +1,8 @@
 // The memory tier's own tests: what MemoryVersionStore does beyond the VersionStore contract
 // (which every tier runs, in version_store_test.cc). Its byte charges (kKeyOverheadBytes,
 // kBlobOverheadBytes, the blobs' indexes), eviction to the byte budget (least recently used key,
-// its oldest version first), prepare_on_lookup, K = 0, lookups that call back before returning,
-// and handing out the first stored copy of a blob itself.
+// its oldest version first), lookups for a base (Want::kPrepared), K = 0, the synchronous held()
+// and find() the interface answers with, and handing out the first stored copy of a blob itself.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdint>
@@ -12,7 +12,8 @@
 #include <utility>
 #include <vector>
 
-#include "common/store/version_store.h"
+#include "common/net/loop.h"
+#include "common/store/memory_store.h"
 #include "tests/unit/common/store/store_test_helpers.h"
 #include "tests/unit/test_pages.h"
 
@@ -22,8 +23,10 @@ using coilgun::test::blob_of;
 using coilgun::test::concurrent_workload;
 using coilgun::test::copy_of;
 using coilgun::test::Ids;
+using coilgun::test::lookup_of;
 using coilgun::test::numbered;
 using coilgun::test::PageGen;
+using coilgun::test::versions_of;
 using coilgun::test::Workload;
 using coilgun::test::workload_blobs;
 using coilgun::test::workload_keys;
@@ -37,17 +40,10 @@ size_t key_charge(const std::string& key) {
   return key.size() + MemoryVersionStore::kKeyOverheadBytes;
 }
 
-// Runs a lookup, which the memory tier completes before returning (required here), and returns
-// what its callback got.
-BlobRef find(VersionStore& store, std::string_view key, VersionId id) {
-  BlobRef out;
-  int calls = 0;
-  store.lookup(key, id, [&](BlobRef b) {
-    ++calls;
-    out = std::move(b);
-  });
-  REQUIRE(calls == 1);
-  return out;
+// What the store finds for |id| under |key|, now.
+BlobRef find(MemoryVersionStore& store, std::string_view key, VersionId id,
+             VersionStore::Want want = VersionStore::Want::kBytes) {
+  return store.find(key, {&id, 1}, want);
 }
 
 }  // namespace
@@ -111,24 +107,24 @@ TEST_CASE("MemoryVersionStore hands out the first stored copy of a blob itself",
   CHECK(find(store, "k1", t->id()) == t);
 }
 
-TEST_CASE("MemoryVersionStore runs a lookup's callback before lookup() returns",
+TEST_CASE("MemoryVersionStore answers through the interface with what find() and held() say",
           "[version_store][memory]") {
   MemoryVersionStore store;
-  const auto a = blob_of(100, 1);
+  uv::Loop loop;
+  const auto a = blob_of(100, 1), b = blob_of(100, 2);
   store.put("k", a);
-  BlobRef hit = nullptr;
-  int calls = 0;
-  store.lookup("k", a->id(), [&](BlobRef b) {
-    ++calls;
-    hit = std::move(b);
-  });
-  CHECK(calls == 1);
-  CHECK(hit == a);
-  store.lookup("k", VersionId{1, 2}, [&](BlobRef b) {
-    ++calls;
-    CHECK(b == nullptr);
-  });
-  CHECK(calls == 2);
+  store.put("k", b);
+  const auto listed = versions_of(loop, store, "k");
+  CHECK(listed.calls == 1);
+  CHECK_FALSE(listed.during_call);
+  CHECK(listed.value == store.held("k"));
+  const VersionId ids[] = {VersionId{1, 2}, a->id()};
+  const auto found = lookup_of(loop, store, "k", ids);
+  CHECK(found.calls == 1);
+  CHECK_FALSE(found.during_call);
+  CHECK(found.value == a);  // The stored object itself.
+  CHECK(store.find("k", ids, VersionStore::Want::kBytes) == a);
+  CHECK(loop.close() == 0);
 }
 
 TEST_CASE("MemoryVersionStore evicts the oldest version of the least recently used key",
@@ -148,8 +144,8 @@ TEST_CASE("MemoryVersionStore evicts the oldest version of the least recently us
   CHECK(s.budget_evictions == 1);
   CHECK(s.evictions == 1);
   CHECK(s.bytes <= budget);
-  CHECK(store.versions("k1") == Ids{v2->id()});  // k1 was least recent: lost its oldest.
-  CHECK(store.versions("k2") == Ids{v4->id(), v3->id()});
+  CHECK(store.held("k1") == Ids{v2->id()});  // k1 was least recent: lost its oldest.
+  CHECK(store.held("k2") == Ids{v4->id(), v3->id()});
 }
 
 TEST_CASE("MemoryVersionStore: lookups and versions() keep a key from budget eviction",
@@ -164,17 +160,17 @@ TEST_CASE("MemoryVersionStore: lookups and versions() keep a key from budget evi
   CHECK(store.stats().bytes == 3 * per_key);
 
   SECTION("a lookup hit") { REQUIRE(find(store, "ka", a->id()) == a); }
-  SECTION("a versions() call") { REQUIRE(store.versions("ka") == Ids{a->id()}); }
+  SECTION("a versions() call") { REQUIRE(store.held("ka") == Ids{a->id()}); }
 
   store.put("kd", d);  // Over budget: the least recent key is now kb, not ka.
   const auto s = store.stats();
   CHECK(s.bytes == 3 * per_key);
   CHECK(s.keys == 3);
   CHECK(s.budget_evictions == 1);
-  CHECK(store.versions("kb").empty());
-  CHECK(store.versions("ka") == Ids{a->id()});
-  CHECK(store.versions("kc") == Ids{c->id()});
-  CHECK(store.versions("kd") == Ids{d->id()});
+  CHECK(store.held("kb").empty());
+  CHECK(store.held("ka") == Ids{a->id()});
+  CHECK(store.held("kc") == Ids{c->id()});
+  CHECK(store.held("kd") == Ids{d->id()});
 }
 
 TEST_CASE("MemoryVersionStore: a lookup miss does not refresh a key", "[version_store][memory]") {
@@ -185,8 +181,8 @@ TEST_CASE("MemoryVersionStore: a lookup miss does not refresh a key", "[version_
   store.put("kb", b);
   CHECK(find(store, "ka", b->id()) == nullptr);  // ka exists but does not hold b.
   store.put("kc", c);
-  CHECK(store.versions("ka").empty());
-  CHECK(store.versions("kb") == Ids{b->id()});
+  CHECK(store.held("ka").empty());
+  CHECK(store.held("kb") == Ids{b->id()});
 }
 
 TEST_CASE("MemoryVersionStore refuses a blob larger than its whole budget",
@@ -204,8 +200,8 @@ TEST_CASE("MemoryVersionStore refuses a blob larger than its whole budget",
   CHECK(s.inserts == before.inserts);
   CHECK(s.bytes == before.bytes);
   CHECK(s.keys == 1);
-  CHECK(store.versions("k") == Ids{small->id()});
-  CHECK(store.versions("other").empty());
+  CHECK(store.held("k") == Ids{small->id()});
+  CHECK(store.held("other").empty());
 }
 
 TEST_CASE("MemoryVersionStore: a blob that fits only alone evicts everything else",
@@ -219,7 +215,7 @@ TEST_CASE("MemoryVersionStore: a blob that fits only alone evicts everything els
   CHECK(s.keys == 1);
   CHECK(s.bytes == budget);
   CHECK(s.budget_evictions == 5);
-  CHECK(store.versions("big") == Ids{big->id()});
+  CHECK(store.held("big") == Ids{big->id()});
 }
 
 TEST_CASE("MemoryVersionStore treats K = 0 as K = 1", "[version_store][memory]") {
@@ -227,7 +223,7 @@ TEST_CASE("MemoryVersionStore treats K = 0 as K = 1", "[version_store][memory]")
   const auto a = blob_of(10, 1), b = blob_of(10, 2);
   store.put("k", a);
   store.put("k", b);
-  CHECK(store.versions("k") == Ids{b->id()});
+  CHECK(store.held("k") == Ids{b->id()});
 }
 
 TEST_CASE("MemoryVersionStore charges an index built after the blob was stored",
@@ -235,12 +231,12 @@ TEST_CASE("MemoryVersionStore charges an index built after the blob was stored",
   PageGen gen(5);
   const auto a = Blob::make(gen.random_bytes(20000));
 
-  SECTION("prepare_on_lookup builds and charges it before handing the blob out") {
-    MemoryVersionStore store({.prepare_on_lookup = true});
+  SECTION("a lookup for a base builds and charges it before handing the blob out") {
+    MemoryVersionStore store;
     store.put("k", a);
     CHECK(store.stats().bytes ==
           key_charge("k") + a->size() + MemoryVersionStore::kBlobOverheadBytes);
-    const BlobRef got = find(store, "k", a->id());
+    const BlobRef got = find(store, "k", a->id(), VersionStore::Want::kPrepared);
     REQUIRE(got == a);
     CHECK(a->is_prepared());
     CHECK(store.stats().bytes == key_charge("k") + blob_charge(a));
@@ -259,15 +255,15 @@ TEST_CASE("MemoryVersionStore charges an index built after the blob was stored",
     // The index of |a| (larger than |a| itself) fits once |other| is gone.
     const auto other = blob_of(100000, 6);
     const size_t budget = key_charge("k") + key_charge("o") + blob_charge(a) + blob_charge(other);
-    MemoryVersionStore store({.max_bytes = budget, .prepare_on_lookup = true});
+    MemoryVersionStore store({.max_bytes = budget});
     store.put("o", other);
     store.put("k", a);
-    REQUIRE(find(store, "k", a->id()) == a);
+    REQUIRE(find(store, "k", a->id(), VersionStore::Want::kPrepared) == a);
     const auto s = store.stats();
     CHECK(s.bytes <= budget);
     CHECK(s.budget_evictions == 1);
-    CHECK(store.versions("o").empty());
-    CHECK(store.versions("k") == Ids{a->id()});
+    CHECK(store.held("o").empty());
+    CHECK(store.held("k") == Ids{a->id()});
   }
 }
 
@@ -417,7 +413,7 @@ TEST_CASE("MemoryVersionStore matches a naive model over random operations",
         break;
       }
       default:
-        REQUIRE(store.versions(key) == model.versions(key));
+        REQUIRE(store.held(key) == model.versions(key));
         break;
     }
     const auto s = store.stats();
@@ -431,7 +427,7 @@ TEST_CASE("MemoryVersionStore matches a naive model over random operations",
   CHECK(max_seen.budget_evictions > 100);
   CHECK(max_seen.rejects > 10);
   CHECK(max_seen.keys > 5);
-  for (const auto& key : keys) CHECK(store.versions(key) == model.versions(key));
+  for (const auto& key : keys) CHECK(store.held(key) == model.versions(key));
 }
 
 TEST_CASE("MemoryVersionStore stays consistent under concurrent workers",
@@ -445,17 +441,17 @@ TEST_CASE("MemoryVersionStore stays consistent under concurrent workers",
   const std::vector<std::string> keys = workload_keys();
   const std::vector<BlobRef> blobs = workload_blobs();
 
-  MemoryVersionStore store(
-      {.max_versions_per_key = kK, .max_bytes = kBudget, .prepare_on_lookup = prepare});
-  const Workload w =
-      concurrent_workload(store, keys, blobs, kThreads, kIterations,
-                          {.max_versions_per_key = kK,
-                           .hit_ok =
-                               [](const BlobRef& got, const BlobRef& want) {
-                                 // One stored copy per id: the same object.
-                                 return got == want && got->bytes().size() == want->size();
-                               },
-                           .state_ok = [&] { return store.stats().bytes <= kBudget; }});
+  MemoryVersionStore store({.max_versions_per_key = kK, .max_bytes = kBudget});
+  const Workload w = concurrent_workload(
+      store, keys, blobs, kThreads, kIterations,
+      {.max_versions_per_key = kK,
+       .want = prepare ? VersionStore::Want::kPrepared : VersionStore::Want::kBytes,
+       .hit_ok =
+           [](const BlobRef& got, const BlobRef& want) {
+             // One stored copy per id: the same object.
+             return got == want && got->bytes().size() == want->size();
+           },
+       .state_ok = [&] { return store.stats().bytes <= kBudget; }});
 
   CHECK(w.bad == 0);
   CHECK(w.callbacks == w.lookups);
@@ -477,7 +473,7 @@ TEST_CASE("MemoryVersionStore stays consistent under concurrent workers",
   uint64_t bytes = 0;
   std::vector<VersionId> distinct;
   for (const auto& key : keys) {
-    Ids ids = store.versions(key);
+    Ids ids = store.held(key);
     CHECK(ids.size() <= kK);
     versions += ids.size();
     if (!ids.empty()) bytes += key_charge(key);
@@ -492,7 +488,7 @@ TEST_CASE("MemoryVersionStore stays consistent under concurrent workers",
   CHECK(end.versions == versions);
   CHECK(end.blobs == distinct.size());
   CHECK(end.bytes == bytes);
-  // Every listed version is found (without prepare_on_lookup a lookup changes no charge).
+  // Every listed version is found (a lookup for bytes changes no charge).
   if (!prepare) {
     for (const auto& [key, ids] : listed) {
       for (const auto& id : ids) CHECK(find(store, key, id) == by_id.at(id));

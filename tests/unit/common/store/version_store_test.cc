@@ -6,7 +6,7 @@
 // These tests use only the VersionStore interface and VersionStoreStats, with ample room (no
 // budget eviction), and compare blobs by id and bytes, not by object. What belongs to one tier
 // is tested in that tier's own file: the memory tier's byte charges, budget eviction order,
-// index charging, synchronous lookups and stored-copy identity are in
+// index charging, its synchronous held()/find() and stored-copy identity are in
 // memory_version_store_test.cc.
 #include "common/store/version_store.h"
 
@@ -21,19 +21,24 @@
 #include <utility>
 #include <vector>
 
+#include "common/net/loop.h"
 #include "proto/delta.h"
 #include "tests/unit/common/store/store_test_helpers.h"
 #include "tests/unit/test_pages.h"
 
 using namespace coilgun;
 using coilgun::proto::VersionId;
+using coilgun::test::Answer;
 using coilgun::test::blob_of;
 using coilgun::test::Bytes;
 using coilgun::test::concurrent_workload;
 using coilgun::test::copy_of;
 using coilgun::test::Ids;
+using coilgun::test::lookup_of;
 using coilgun::test::PageGen;
+using coilgun::test::run_until;
 using coilgun::test::to_bytes;
+using coilgun::test::versions_of;
 using coilgun::test::Workload;
 using coilgun::test::workload_blobs;
 using coilgun::test::workload_keys;
@@ -49,52 +54,44 @@ struct TierOptions {
 // A tier under test is a default-constructible type with
 //  * make(options): a new, empty store with room for everything these tests put in it (none of
 //    them relies on budget eviction). The store is used only while the tier object lives.
-//  * settle(): returns once every lookup() the calling thread has issued on the tier's stores
-//    has run its callback. An asynchronous tier runs the calling thread's event loop here; the
-//    memory tier calls back inside lookup() and has nothing to do. Called from any thread.
+//  * loop: the test thread's loop, which the calls below answer on.
 template <class T>
 concept StoreTier = std::default_initializable<T> && requires(T tier, const TierOptions& options) {
   { tier.make(options) } -> std::same_as<std::unique_ptr<VersionStore>>;
-  tier.settle();
+  { tier.loop } -> std::same_as<uv::Loop&>;
 };
 
-// The in-process tier as the edge builds it.
+// The in-process tier, as make_version_store() builds it from [store] without servers.
 struct MemoryTier {
   std::unique_ptr<VersionStore> make(const TierOptions& o) {
-    return std::make_unique<MemoryVersionStore>(
-        MemoryVersionStoreOptions{.max_versions_per_key = o.max_versions_per_key});
+    return make_version_store({.max_versions_per_key = o.max_versions_per_key});
   }
-  void settle() {}
-};
-
-// The in-process tier as the origin agent builds it: lookups build each blob's base index.
-struct PreparingMemoryTier {
-  std::unique_ptr<VersionStore> make(const TierOptions& o) {
-    return std::make_unique<MemoryVersionStore>(MemoryVersionStoreOptions{
-        .max_versions_per_key = o.max_versions_per_key, .prepare_on_lookup = true});
-  }
-  void settle() {}
+  uv::Loop loop;
 };
 
 static_assert(StoreTier<MemoryTier>);
-static_assert(StoreTier<PreparingMemoryTier>);
 
 // Every tier the contract runs against. Add a tier here (and a static_assert above).
-#define COILGUN_STORE_TIERS MemoryTier, PreparingMemoryTier
+#define COILGUN_STORE_TIERS MemoryTier
 
-// Runs a lookup to completion on |tier| and returns what its callback got. Requires exactly one
-// call.
+// Runs a lookup of |id| to completion on the tier's loop and returns what its callback got.
+// Requires exactly one call, after lookup() returned.
 template <StoreTier Tier>
-BlobRef find(Tier& tier, VersionStore& store, std::string_view key, VersionId id) {
-  BlobRef out;
-  int calls = 0;
-  store.lookup(key, id, [&](BlobRef b) {
-    ++calls;
-    out = std::move(b);
-  });
-  tier.settle();
-  REQUIRE(calls == 1);
-  return out;
+BlobRef find(Tier& tier, VersionStore& store, std::string_view key, VersionId id,
+             VersionStore::Want want = VersionStore::Want::kBytes) {
+  const auto got = lookup_of(tier.loop, store, key, {&id, 1}, want);
+  REQUIRE(got.calls == 1);
+  REQUIRE_FALSE(got.during_call);
+  return got.value;
+}
+
+// The same for versions().
+template <StoreTier Tier>
+Ids listed(Tier& tier, VersionStore& store, std::string_view key) {
+  const auto got = versions_of(tier.loop, store, key);
+  REQUIRE(got.calls == 1);
+  REQUIRE_FALSE(got.during_call);
+  return got.value;
 }
 
 // True if |got| is a blob with the id and bytes of |want|.
@@ -113,7 +110,7 @@ TEMPLATE_TEST_CASE("A store keeps the newest K versions of a key, newest first",
   for (uint32_t i = 0; i < 5; ++i) b.push_back(blob_of(100 + i, i));
   for (const auto& blob : b) store->put("k", blob);
 
-  CHECK(store->versions("k") == Ids{b[4]->id(), b[3]->id(), b[2]->id()});
+  CHECK(listed(tier, *store, "k") == Ids{b[4]->id(), b[3]->id(), b[2]->id()});
   CHECK(find(tier, *store, "k", b[1]->id()) == nullptr);
   CHECK(find(tier, *store, "k", b[0]->id()) == nullptr);
   CHECK(same_version(find(tier, *store, "k", b[2]->id()), b[2]));
@@ -137,10 +134,10 @@ TEMPLATE_TEST_CASE("A store moves a re-put version to the front without duplicat
   store->put("k", b);
   store->put("k", c);
   store->put("k", a);
-  CHECK(store->versions("k") == Ids{a->id(), c->id(), b->id()});
+  CHECK(listed(tier, *store, "k") == Ids{a->id(), c->id(), b->id()});
   // A fresh Blob with the same bytes is the same version.
   store->put("k", copy_of(c));
-  CHECK(store->versions("k") == Ids{c->id(), a->id(), b->id()});
+  CHECK(listed(tier, *store, "k") == Ids{c->id(), a->id(), b->id()});
   const auto s = store->stats();
   CHECK(s.versions == 3);
   CHECK(s.blobs == 3);
@@ -160,7 +157,7 @@ TEMPLATE_TEST_CASE("A store finds a blob only under a key that holds it",
   CHECK(find(tier, *store, "site-b/page", a->id()) == nullptr);  // Right id, wrong key.
   CHECK(find(tier, *store, "site-c/page", a->id()) == nullptr);  // Unknown key.
   CHECK(find(tier, *store, "site-a/page", VersionId{1, 2}) == nullptr);
-  CHECK(store->versions("site-c/page").empty());
+  CHECK(listed(tier, *store, "site-c/page").empty());
   const auto s = store->stats();
   CHECK(s.hits == 1);
   CHECK(s.misses == 3);
@@ -190,7 +187,7 @@ TEMPLATE_TEST_CASE("A blob shared by two keys survives being dropped by one of t
   store->put("k2", shared);
   store->put("k1", t);  // K = 1: k1 drops |shared|, k2 still holds it.
 
-  CHECK(store->versions("k1") == Ids{t->id()});
+  CHECK(listed(tier, *store, "k1") == Ids{t->id()});
   CHECK(find(tier, *store, "k1", shared->id()) == nullptr);
   const BlobRef held = find(tier, *store, "k2", shared->id());
   REQUIRE(same_version(held, shared));
@@ -222,8 +219,8 @@ TEMPLATE_TEST_CASE("A store refuses a null blob and changes nothing", "[version_
   CHECK(s.inserts == before.inserts);
   CHECK(s.keys == 1);
   CHECK(s.versions == 1);
-  CHECK(store->versions("k") == Ids{a->id()});
-  CHECK(store->versions("other").empty());
+  CHECK(listed(tier, *store, "k") == Ids{a->id()});
+  CHECK(listed(tier, *store, "other").empty());
 }
 
 TEMPLATE_TEST_CASE("A store takes an empty key and an empty body", "[version_store][contract]",
@@ -234,7 +231,7 @@ TEMPLATE_TEST_CASE("A store takes an empty key and an empty body", "[version_sto
   CHECK(empty->size() == 0);
   CHECK(empty->id() == VersionId::of({}));
   store->put("", empty);
-  CHECK(store->versions("") == Ids{empty->id()});
+  CHECK(listed(tier, *store, "") == Ids{empty->id()});
   const BlobRef got = find(tier, *store, "", empty->id());
   REQUIRE(got != nullptr);
   CHECK(got->id() == empty->id());
@@ -242,33 +239,89 @@ TEMPLATE_TEST_CASE("A store takes an empty key and an empty body", "[version_sto
   CHECK(store->stats().keys == 1);
 }
 
-TEMPLATE_TEST_CASE("A lookup callback may call back into the store", "[version_store][contract]",
+TEMPLATE_TEST_CASE("A callback may call back into the store", "[version_store][contract]",
                    COILGUN_STORE_TIERS) {
   TestType tier;
   const auto store = tier.make({});
   const auto a = blob_of(100, 1), b = blob_of(100, 2);
   store->put("k", a);
+  Answer<Ids> inner;
+  Pending outer = store->lookup(tier.loop, "k", std::vector<VersionId>{a->id()},
+                                VersionStore::Want::kBytes, [&](BlobRef got) {
+                                  CHECK(same_version(got, a));
+                                  // Would deadlock if the store held its lock while calling back.
+                                  store->put("k", b);
+                                  inner = versions_of(tier.loop, *store, "k");
+                                  tier.loop.stop();
+                                });
+  run_until(tier.loop, [&] { return !outer.active(); });
+  CHECK_FALSE(outer.active());
+  CHECK(inner.calls == 1);
+  CHECK(inner.value == Ids{b->id(), a->id()});
+}
+
+TEMPLATE_TEST_CASE("A lookup answers with the first of its ids that the key holds",
+                   "[version_store][contract]", COILGUN_STORE_TIERS) {
+  TestType tier;
+  const auto store = tier.make({});
+  const auto a = blob_of(300, 1), b = blob_of(300, 2), other = blob_of(300, 3);
+  store->put("k", a);
+  store->put("k", b);
+  store->put("elsewhere", other);
+  const auto first = [&](std::vector<VersionId> ids) {
+    const auto got = lookup_of(tier.loop, *store, "k", ids);
+    REQUIRE(got.calls == 1);
+    REQUIRE_FALSE(got.during_call);
+    return got.value;
+  };
+  CHECK(same_version(first({a->id(), b->id()}), a));  // The order given, not the store's.
+  CHECK(same_version(first({other->id(), VersionId{1, 2}, b->id(), a->id()}), b));
+  CHECK(first({other->id(), VersionId{1, 2}}) == nullptr);
+  CHECK(first({}) == nullptr);
+  const auto s = store->stats();
+  CHECK(s.hits == 2);  // One per call, however many ids it named.
+  CHECK(s.misses == 2);
+}
+
+TEMPLATE_TEST_CASE("A lookup for a base hands out the blob with its index built",
+                   "[version_store][contract]", COILGUN_STORE_TIERS) {
+  TestType tier;
+  const auto store = tier.make({});
+  const auto a = blob_of(5000, 1);
+  store->put("k", copy_of(a));
+  const BlobRef got = find(tier, *store, "k", a->id(), VersionStore::Want::kPrepared);
+  REQUIRE(same_version(got, a));
+  CHECK(got->is_prepared());
+  CHECK(got->prepared().id() == a->id());
+}
+
+TEMPLATE_TEST_CASE("A cancelled call never calls back", "[version_store][contract]",
+                   COILGUN_STORE_TIERS) {
+  TestType tier;
+  const auto store = tier.make({});
+  const auto a = blob_of(100, 1);
+  store->put("k", a);
   int calls = 0;
-  store->lookup("k", a->id(), [&](BlobRef got) {
-    ++calls;
-    REQUIRE(same_version(got, a));
-    store->put("k", b);  // Would deadlock if the store held its lock while calling back.
-    CHECK(store->versions("k") == Ids{b->id(), a->id()});
-  });
-  tier.settle();
-  CHECK(calls == 1);
-  store->lookup("nope", a->id(), [&](BlobRef got) {
-    ++calls;
-    CHECK(got == nullptr);
-    CHECK(store->stats().misses == 1);
-  });
-  tier.settle();
-  CHECK(calls == 2);
+  {
+    Pending dropped = store->versions(tier.loop, "k", [&](Ids) { ++calls; });
+    CHECK(dropped.active());
+  }  // Destroyed: cancelled.
+  Pending cancelled = store->lookup(tier.loop, "k", std::vector<VersionId>{a->id()},
+                                    VersionStore::Want::kBytes, [&](BlobRef) { ++calls; });
+  cancelled.cancel();
+  CHECK_FALSE(cancelled.active());
+  Pending replaced = store->versions(tier.loop, "k", [&](Ids) { ++calls; });
+  replaced = Pending();  // Assigned over: cancelled too.
+  // A call made after them is answered, so theirs had their chance to run.
+  CHECK(listed(tier, *store, "k") == Ids{a->id()});
+  CHECK(calls == 0);
 }
 
 TEMPLATE_TEST_CASE("A store stays consistent under concurrent callers", "[version_store][contract]",
                    COILGUN_STORE_TIERS) {
   // The thread contract: every method may be called from any thread at once.
+  const VersionStore::Want want =
+      GENERATE(VersionStore::Want::kBytes, VersionStore::Want::kPrepared);
   constexpr size_t kK = 3;
   constexpr int kThreads = 4;
   constexpr int kIterations = 10000;
@@ -278,9 +331,9 @@ TEMPLATE_TEST_CASE("A store stays consistent under concurrent callers", "[versio
 
   TestType tier;
   const auto store = tier.make({.max_versions_per_key = kK});
-  const Workload w = concurrent_workload(
-      *store, keys, blobs, kThreads, kIterations,
-      {.max_versions_per_key = kK, .settle = [&] { tier.settle(); }, .hit_ok = same_version});
+  const Workload w =
+      concurrent_workload(*store, keys, blobs, kThreads, kIterations,
+                          {.max_versions_per_key = kK, .want = want, .hit_ok = same_version});
 
   CHECK(w.bad == 0);
   CHECK(w.callbacks == w.lookups);
@@ -296,30 +349,30 @@ TEMPLATE_TEST_CASE("A store stays consistent under concurrent callers", "[versio
 
   // The structure is intact: the listed versions add up, each within K, and every listed
   // version is found under its key with its own bytes.
-  std::vector<std::pair<std::string, Ids>> listed;
+  std::vector<std::pair<std::string, Ids>> lists;
   uint64_t versions = 0;
   uint64_t listed_keys = 0;
   std::vector<VersionId> distinct;
   for (const auto& key : keys) {
-    Ids ids = store->versions(key);
+    Ids ids = listed(tier, *store, key);
     CHECK(ids.size() <= kK);
     versions += ids.size();
     if (!ids.empty()) ++listed_keys;
     for (const auto& id : ids) {
       if (std::find(distinct.begin(), distinct.end(), id) == distinct.end()) distinct.push_back(id);
     }
-    listed.emplace_back(key, std::move(ids));
+    lists.emplace_back(key, std::move(ids));
   }
   const auto end = store->stats();
   CHECK(end.keys == listed_keys);
   CHECK(end.versions == versions);
   CHECK(end.blobs == distinct.size());
-  for (const auto& [key, ids] : listed) {
+  for (const auto& [key, ids] : lists) {
     for (const auto& id : ids) {
-      const auto want =
+      const auto put =
           std::find_if(blobs.begin(), blobs.end(), [&](const BlobRef& b) { return b->id() == id; });
-      REQUIRE(want != blobs.end());
-      CHECK(same_version(find(tier, *store, key, id), *want));
+      REQUIRE(put != blobs.end());
+      CHECK(same_version(find(tier, *store, key, id), *put));
     }
   }
 }
