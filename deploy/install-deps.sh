@@ -13,7 +13,7 @@ packages=(
   # fuzzing (libFuzzer ships in clang's runtime package)
   clang libclang-rt-14-dev
   # peers and tools used by tests and benchmarks
-  openssl xdelta3 zstd gzip python3 nginx-light wrk
+  openssl xdelta3 zstd gzip python3 nginx-light wrk memcached
   # the slow-link benchmark (network namespaces, sysctl) and profiles
   iproute2 procps linux-perf
   # the package test: cpack's dependency scan, the units' checks, the install's user and sandbox

@@ -61,7 +61,7 @@ std::string host_pattern_problem(const std::string& pattern) {
 
 std::vector<KeyDef<EdgeDraft>> edge_keys() {
   using D = EdgeDraft;
-  return {
+  std::vector<KeyDef<D>> keys{
       host_port_key<D>("listen", COILGUN_CONFIG_FIELD(cfg.listen)),
       host_port_key<D>("admin", COILGUN_CONFIG_FIELD(cfg.admin)),
       optional_host_port_key<D>("agent", COILGUN_CONFIG_FIELD(agent)),
@@ -82,8 +82,6 @@ std::vector<KeyDef<EdgeDraft>> edge_keys() {
                   kMaxWindow),
       size_key<D>("tunnel.connection_window", COILGUN_CONFIG_FIELD(cfg.tunnel.connection_window), 1,
                   kMaxWindow),
-      size_key<D>("store.max_bytes", COILGUN_CONFIG_FIELD(cfg.store.max_bytes), 1, kMaxSize),
-      int_key<D>("store.versions_per_key", COILGUN_CONFIG_FIELD(cfg.store.versions_per_key), 1, 64),
       size_key<D>("limits.max_header_bytes", COILGUN_CONFIG_FIELD(cfg.limits.max_header_bytes),
                   1 * kKiB, 16 * kMiB),
       int_key<D>("limits.max_headers", COILGUN_CONFIG_FIELD(cfg.limits.max_headers), 1, 65535),
@@ -102,6 +100,8 @@ std::vector<KeyDef<EdgeDraft>> edge_keys() {
       bool_key<D>("log.access", COILGUN_CONFIG_FIELD(cfg.log.access)),
       string_key<D>("log.file", COILGUN_CONFIG_FIELD(cfg.log.file), any_path),
   };
+  for (auto& k : store_keys<D>()) keys.push_back(std::move(k));
+  return keys;
 }
 
 // A route's timeout: a duration string ("90s") or a number of seconds, from 1 ms to a day.

@@ -31,7 +31,7 @@ ConfigResult<std::string> namespace_value(std::string_view s) {
 
 std::vector<KeyDef<OriginDraft>> origin_keys() {
   using D = OriginDraft;
-  return {
+  std::vector<KeyDef<D>> keys{
       host_port_key<D>("listen", COILGUN_CONFIG_FIELD(cfg.listen)),
       host_port_key<D>("admin", COILGUN_CONFIG_FIELD(cfg.admin)),
       backend_key<D>("backend", COILGUN_CONFIG_FIELD(cfg.backend)),
@@ -46,8 +46,6 @@ std::vector<KeyDef<OriginDraft>> origin_keys() {
       int_key<D>("delta.full_level", COILGUN_CONFIG_FIELD(cfg.delta.full_level), 1, 19),
       duration_key<D>("delta.stream_after", COILGUN_CONFIG_FIELD(cfg.delta.stream_after),
                       milliseconds(1), milliseconds(60000)),
-      size_key<D>("store.max_bytes", COILGUN_CONFIG_FIELD(cfg.store.max_bytes), 1, kMaxSize),
-      int_key<D>("store.versions_per_key", COILGUN_CONFIG_FIELD(cfg.store.versions_per_key), 1, 64),
       int_key<D>("backend_pool.max_idle_per_worker",
                  COILGUN_CONFIG_FIELD(cfg.backend_pool.max_idle_per_worker), 0, 65535),
       duration_key<D>("backend_pool.connect_timeout",
@@ -74,6 +72,8 @@ std::vector<KeyDef<OriginDraft>> origin_keys() {
       bool_key<D>("log.access", COILGUN_CONFIG_FIELD(cfg.log.access)),
       string_key<D>("log.file", COILGUN_CONFIG_FIELD(cfg.log.file), any_path),
   };
+  for (auto& k : store_keys<D>()) keys.push_back(std::move(k));
+  return keys;
 }
 
 void finish_origin(OriginDraft& d, const std::map<std::string, Layer>&, Errors& errors) {

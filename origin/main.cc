@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   daemon::Metrics metrics(registry);
   // The agent looks versions up only to use them as bases.
   const std::unique_ptr<VersionStore> owned_store =
-      make_version_store(daemon::store_options(cfg.store));
+      make_version_store(daemon::store_options(cfg.store, "origin/" + cfg.namespace_name));
   VersionStore& store = *owned_store;
   metrics.watch_store(store);
   daemon::Reloadable<origin::Settings> current(settings);

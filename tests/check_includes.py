@@ -9,7 +9,8 @@ Every "quoted" include in proto/, common/, edge/ and origin/ must name a file th
 
     proto                      <- everything
     common/obs, net, tls, tunnel/session.*   proto only (and their own folder)
-    common/http, store         net
+    common/http                net
+    common/store               net, obs
     common/tunnel              net, tls, its session; http_fields.* also common/http
     common/daemon              all of common
     edge, origin               all of common, their own folder; never each other
@@ -31,7 +32,7 @@ RULES = [
     ("common/obs/", ["proto/", "common/obs/"]),
     ("common/net/", ["proto/", "common/net/"]),
     ("common/tls/", ["proto/", "common/tls/"]),
-    ("common/store/", ["proto/", "common/store/", "common/net/"]),
+    ("common/store/", ["proto/", "common/store/", "common/net/", "common/obs/"]),
     ("common/http/", ["proto/", "common/http/", "common/net/"]),
     ("common/tunnel/session.", ["proto/", "common/tunnel/session.h"]),  # Sans-IO: proto only.
     ("common/tunnel/", ["proto/", "common/tunnel/", "common/net/", "common/tls/"]),
@@ -45,6 +46,8 @@ RULES = [
 # Header -> the only folder (prefix) whose files may include it.
 INTERNAL = {
     "common/store/memory_store.h": "common/store/",
+    "common/store/memcached_client.h": "common/store/",
+    "common/store/shared_store.h": "common/store/",
 }
 
 

@@ -191,6 +191,26 @@ std::string HostPort::to_string() const {
   return h + ":" + std::to_string(port);
 }
 
+ConfigResult<std::vector<HostPort>> parse_host_port_list(std::string_view text) {
+  std::vector<HostPort> out;
+  std::string_view rest = trim(text);
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    ConfigResult<HostPort> one = parse_host_port(rest.substr(0, comma));
+    if (!one.ok()) return one.error();
+    if (one->port == 0) return ConfigError{"address " + quote(one->to_string()) + ": port 0"};
+    if (std::find(out.begin(), out.end(), *one) != out.end()) {
+      return ConfigError{"address " + quote(one->to_string()) + " is listed twice"};
+    }
+    out.push_back(std::move(one).value());
+    if (out.size() > 64) return ConfigError{"more than 64 addresses"};
+    if (comma == std::string_view::npos) break;
+    rest = trim(rest.substr(comma + 1));
+    if (rest.empty()) return ConfigError{"a trailing ',' with no address after it"};
+  }
+  return out;
+}
+
 ConfigResult<HostPort> parse_host_port(std::string_view text) {
   const std::string_view t = trim(text);
   if (t.empty()) return ConfigError{"empty address; expected HOST:PORT such as 127.0.0.1:8080"};

@@ -100,6 +100,10 @@ struct HostPort {
 // (0..65535); IPv6 literals need brackets; DNS names are lower-cased.
 ConfigResult<HostPort> parse_host_port(std::string_view text);
 
+// Parses "HOST:PORT,HOST:PORT" (the environment's and a flag's form of an address list): each
+// as parse_host_port, a port of 0 refused, no address twice, at most 64; "" is the empty list.
+ConfigResult<std::vector<HostPort>> parse_host_port_list(std::string_view text);
+
 // The web server the agent forwards to: plain HTTP/1.1 over TCP.
 struct BackendUrl {
   // As in HostPort; empty when not configured.
@@ -174,10 +178,15 @@ struct LogConfig {
   friend bool operator==(const LogConfig&, const LogConfig&) = default;
 };
 
-// [store]: the in-process version store (common/store/version_store.h).
+// [store]: the version store (common/store/version_store.h): memory, and memcached behind it
+// when servers are named.
 struct StoreConfig {
-  uint64_t max_bytes = 256 * kMiB;  // max_bytes: bound on everything stored.
-  uint32_t versions_per_key = 4;    // versions_per_key: 1..64.
+  uint64_t max_bytes = 256 * kMiB;      // max_bytes: bound on everything stored in memory.
+  uint32_t versions_per_key = 4;        // versions_per_key: 1..64.
+  std::vector<HostPort> memcached;      // memcached: the shared tier's servers; empty: memory only.
+  milliseconds memcached_timeout{100};  // memcached_timeout: one request's limit.
+  milliseconds memcached_retry{2000};   // memcached_retry: a failed server stays out.
+  uint64_t memcached_max_item = 1000 * 1000;  // memcached_max_item: larger bodies stay local.
   friend bool operator==(const StoreConfig&, const StoreConfig&) = default;
 };
 

@@ -148,6 +148,39 @@ KeyDef<D> optional_host_port_key(std::string key, F field) {
                      });
 }
 
+// A list of addresses: a TOML array of "HOST:PORT" strings, or "HOST:PORT,HOST:PORT" from the
+// environment or a flag (parse_host_port_list's rules either way).
+template <typename D, typename F>
+KeyDef<D> host_port_list_key(std::string key, F field) {
+  return make_key<D>(
+      std::move(key),
+      [field](D& d, const Raw& raw) -> std::string {
+        std::string text;
+        if (raw.toml && raw.toml->is_array()) {
+          for (const toml::value& v : raw.toml->as_array()) {
+            if (!v.is_string())
+              return "expected strings like \"10.0.0.5:11211\", got " + type_name(v);
+            if (!text.empty()) text += ",";
+            text += v.as_string().str;
+          }
+        } else {
+          ConfigResult<std::string> t = text_of(raw, "a list like [\"10.0.0.5:11211\"]");
+          if (!t.ok()) return t.error().message;
+          text = *t;
+        }
+        ConfigResult<std::vector<HostPort>> list = parse_host_port_list(text);
+        if (!list.ok()) return list.error().message;
+        field(d) = std::move(list).value();
+        return "";
+      },
+      [field](const D& d) -> std::optional<std::string> {
+        std::string out = "[";
+        for (const HostPort& a : field(d))
+          out += (out.size() > 1 ? ", " : "") + quote(a.to_string());
+        return out + "]";
+      });
+}
+
 template <typename D, typename F>
 KeyDef<D> backend_key(std::string key, F field) {
   return text_key<D>(std::move(key), field, "a string like \"http://127.0.0.1:8080\"",
@@ -321,6 +354,22 @@ KeyDef<D> log_level_key(std::string key, F field) {
 // A field accessor for the key makers: COILGUN_CONFIG_FIELD(cfg.tunnel.ping_interval).
 #define COILGUN_CONFIG_FIELD(expr) \
   [](auto& d) -> auto& { return d.expr; }
+
+// [store]: the same keys in both daemons (config::StoreConfig).
+template <typename D>
+std::vector<KeyDef<D>> store_keys() {
+  return {
+      size_key<D>("store.max_bytes", COILGUN_CONFIG_FIELD(cfg.store.max_bytes), 1, kMaxSize),
+      int_key<D>("store.versions_per_key", COILGUN_CONFIG_FIELD(cfg.store.versions_per_key), 1, 64),
+      host_port_list_key<D>("store.memcached", COILGUN_CONFIG_FIELD(cfg.store.memcached)),
+      duration_key<D>("store.memcached_timeout", COILGUN_CONFIG_FIELD(cfg.store.memcached_timeout),
+                      milliseconds(1), milliseconds(10000)),
+      duration_key<D>("store.memcached_retry", COILGUN_CONFIG_FIELD(cfg.store.memcached_retry),
+                      milliseconds(100), milliseconds(3600 * 1000)),
+      size_key<D>("store.memcached_max_item", COILGUN_CONFIG_FIELD(cfg.store.memcached_max_item),
+                  1024, 1024 * kMiB),
+  };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Collecting errors

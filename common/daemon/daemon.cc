@@ -7,10 +7,10 @@
 #include <future>
 #include <mutex>
 
-#include "common/daemon/start_up.h"
 #include "common/daemon/dashboard.h"
-#include "common/obs/log.h"
 #include "common/daemon/sd_notify.h"
+#include "common/daemon/start_up.h"
+#include "common/obs/log.h"
 
 #ifndef COILGUN_VERSION
 #define COILGUN_VERSION "0.0.0"
@@ -65,12 +65,38 @@ void Metrics::watch_store(VersionStore& store) {
                     [&store] { return static_cast<double>(store.stats().versions); });
   registry.gauge_fn("coilgun_store_keys", "Cache keys with at least one version",
                     [&store] { return static_cast<double>(store.stats().keys); });
+  // The shared tier's counts since start (callbacks into the store: gauges by type, but they
+  // only grow, so rate() applies).
+  auto& shared = registry.gauge_fn("coilgun_store_shared_events",
+                                   "memcached tier events since start, by event (hit, error, "
+                                   "corrupt, write, dropped)",
+                                   {"event"});
+  const std::pair<const char*, uint64_t VersionStoreStats::*> events[] = {
+      {"hit", &VersionStoreStats::shared_hits},
+      {"error", &VersionStoreStats::shared_errors},
+      {"corrupt", &VersionStoreStats::shared_corrupt},
+      {"write", &VersionStoreStats::shared_writes},
+      {"dropped", &VersionStoreStats::shared_dropped}};
+  for (const auto& [event, field] : events) {
+    shared.set({event}, [&store, field] { return static_cast<double>(store.stats().*field); });
+  }
 }
 
 nlohmann::json store_json(const VersionStore& store) {
   const VersionStoreStats s = store.stats();
-  return {{"keys", s.keys},     {"versions", s.versions},   {"bytes", s.bytes},    {"hits", s.hits},
-          {"misses", s.misses}, {"evictions", s.evictions}, {"rejects", s.rejects}};
+  return {{"keys", s.keys},
+          {"versions", s.versions},
+          {"bytes", s.bytes},
+          {"hits", s.hits},
+          {"misses", s.misses},
+          {"evictions", s.evictions},
+          {"rejects", s.rejects},
+          {"shared",
+           {{"hits", s.shared_hits},
+            {"errors", s.shared_errors},
+            {"corrupt", s.shared_corrupt},
+            {"writes", s.shared_writes},
+            {"dropped", s.shared_dropped}}}};
 }
 
 // ---- Workers ------------------------------------------------------------------------------
@@ -322,7 +348,8 @@ int Daemon::run() {
   uv::Timer deadline(loop_), status(loop_), history(loop_);
   sample_history();
   const std::chrono::milliseconds every(history_.interval_ms());
-  history.start(every, [this] { sample_history(); }, every);
+  history.start(
+      every, [this] { sample_history(); }, every);
   deadline_ = &deadline;
   log::info(
       "started",

@@ -66,6 +66,21 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
 // Returns false with |error| when the file cannot be opened (the old sink stays).
 bool apply_log(const config::LogConfig& log, const config::LogConfig* before, std::string* error);
 
+// The version store [store] configures. |scope| names whose versions they are in the shared
+// tier: daemons with the same scope share what they store (every edge "edge"; agents by their
+// namespace).
+inline VersionStoreOptions store_options(const config::StoreConfig& s, std::string scope) {
+  VersionStoreOptions o;
+  o.max_versions_per_key = s.versions_per_key;
+  o.max_bytes = s.max_bytes;
+  for (const config::HostPort& a : s.memcached) o.memcached.push_back({a.host, a.port});
+  o.memcached_timeout = s.memcached_timeout;
+  o.memcached_retry = s.memcached_retry;
+  o.memcached_max_item = s.memcached_max_item;
+  o.scope = std::move(scope);
+  return o;
+}
+
 // The one-shot modes. Returns the exit code when |inv| asked for one of them, else -1.
 template <typename Config>
 int one_shot(const char* program, const config::Invocation<Config>& inv) {
@@ -84,6 +99,15 @@ int one_shot(const char* program, const config::Invocation<Config>& inv) {
   if (inv.check) {
     std::printf("%s: configuration OK (%s)\n", program,
                 inv.config_path.empty() ? "no file" : inv.config_path.c_str());
+    // Not a configuration error: the daemon runs from memory while memcached does not answer.
+    for (const auto& [server, why] : probe_memcached(store_options(inv.config.store, ""))) {
+      if (why.empty()) {
+        std::printf("%s: memcached %s answers\n", program, server.c_str());
+      } else {
+        std::printf("%s: warning: memcached %s does not answer: %s\n", program, server.c_str(),
+                    why.c_str());
+      }
+    }
     return 0;
   }
   return -1;
@@ -148,11 +172,6 @@ DaemonOptions daemon_options(std::string name, const Config& cfg) {
   o.admin_port = cfg.admin.port;
   o.drain_timeout = cfg.drain_timeout;
   return o;
-}
-
-// The version store [store] configures.
-inline VersionStoreOptions store_options(const config::StoreConfig& s) {
-  return {.max_versions_per_key = s.versions_per_key, .max_bytes = s.max_bytes};
 }
 
 // The keys both daemons set up once, so a SIGHUP cannot apply them: listeners, threads, the

@@ -2,7 +2,9 @@
 
 #include <utility>
 
+#include "common/store/memcached_client.h"
 #include "common/store/memory_store.h"
+#include "common/store/shared_store.h"
 
 namespace coilgun {
 
@@ -37,10 +39,26 @@ size_t Blob::memory_bytes() const {
   return bytes_.size() + prepared_->index_bytes();
 }
 
+std::string MemcachedServer::str() const {
+  const bool v6 = host.find(':') != std::string::npos;
+  std::string out = v6 ? "[" + host + "]" : host;
+  out += ":";
+  out += std::to_string(port);
+  return out;
+}
+
 // ---- The factory --------------------------------------------------------------------------
 
 std::unique_ptr<VersionStore> make_version_store(const VersionStoreOptions& options) {
+  if (!options.memcached.empty()) return std::make_unique<SharedStore>(options);
   return std::make_unique<MemoryVersionStore>(options);
+}
+
+std::vector<std::pair<std::string, std::string>> probe_memcached(
+    const VersionStoreOptions& options) {
+  if (options.memcached.empty()) return {};
+  return MemcachedClient({options.memcached, options.memcached_timeout, options.memcached_retry})
+      .probe();
 }
 
 }  // namespace coilgun

@@ -22,6 +22,7 @@
 // type per entry in its list); what one tier does beyond it is tested in that tier's own file.
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -31,10 +32,12 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/net/loop.h"
 #include "proto/delta.h"
+#include "proto/status.h"
 #include "proto/version_id.h"
 
 namespace coilgun {
@@ -105,6 +108,13 @@ struct VersionStoreStats {
   uint64_t rejects = 0;    // put() calls refused: null blob, or larger than the whole budget.
   uint64_t evictions = 0;  // Versions dropped, for any reason (K or the byte budget).
   uint64_t budget_evictions = 0;  // The part of |evictions| dropped to meet the byte budget.
+  // The shared tier (memcached); all 0 without one.
+  uint64_t shared_hits = 0;     // Lookups answered with a blob memcached had (memory had not).
+  uint64_t shared_errors = 0;   // memcached requests that failed or timed out.
+  uint64_t shared_corrupt = 0;  // Items that failed their check (a blob not matching its id, an
+                                // index that does not parse): not used.
+  uint64_t shared_writes = 0;   // Versions written to memcached (blob and index).
+  uint64_t shared_dropped = 0;  // Requests not sent: queue full, or waited past the timeout.
 };
 
 // A store call whose answer is still to come. Destroying it, assigning over it or cancel()
@@ -201,16 +211,41 @@ Pending answer_later(uv::Loop& loop, Callback done, T value) {
   return pending;
 }
 
+// One memcached server of the shared tier.
+struct MemcachedServer {
+  std::string host;  // A name or an address (IPv6 without brackets).
+  uint16_t port = 11211;
+  std::string str() const;  // "host:port", "[::1]:port".
+  friend bool operator==(const MemcachedServer&, const MemcachedServer&) = default;
+};
+
 // What [store] configures.
 struct VersionStoreOptions {
   // K: versions kept per key. 0 is taken as 1.
   size_t max_versions_per_key = 4;
   // The memory tier's budget for everything it charges (blobs, their indexes, key and blob
-  // bookkeeping).
+  // bookkeeping). With a shared tier it is the tier in front.
   size_t max_bytes = size_t{256} << 20;
+
+  // The shared tier, behind the memory tier; none when empty (common/store/shared_store.h).
+  std::vector<MemcachedServer> memcached{};
+  // What one memcached request may take (connect, send, wait), and how long a server that
+  // failed stays out of the ring before it is tried again.
+  std::chrono::milliseconds memcached_timeout{100};
+  std::chrono::milliseconds memcached_retry{2000};
+  // Larger bodies stay in memory only (memcached's item size, -I, is 1 MiB by default).
+  size_t memcached_max_item = 1000 * 1000;
+  // Names the daemons that share versions: items are keyed by it, so daemons with the same
+  // scope share what they store and daemons with different ones never see each other's.
+  std::string scope = "default";
 };
 
 // The store the options describe. Any thread.
 std::unique_ptr<VersionStore> make_version_store(const VersionStoreOptions& options);
+
+// Asks each of |options|' memcached servers for its version (with its timeout): one line per
+// server, "host:port" and why it did not answer ("" where it did). For --check.
+std::vector<std::pair<std::string, std::string>> probe_memcached(
+    const VersionStoreOptions& options);
 
 }  // namespace coilgun

@@ -88,8 +88,8 @@ inline Answer<Ids> versions_of(uv::Loop& loop, VersionStore& store, std::string_
 inline Answer<BlobRef> lookup_of(uv::Loop& loop, VersionStore& store, std::string_view key,
                                  std::span<const proto::VersionId> ids,
                                  VersionStore::Want want = VersionStore::Want::kBytes) {
-  return await_answer<BlobRef>(
-      loop, [&](auto done) { return store.lookup(loop, key, ids, want, done); });
+  return await_answer<BlobRef>(loop,
+                               [&](auto done) { return store.lookup(loop, key, ids, want, done); });
 }
 
 // What concurrent_workload() did and saw.

@@ -1,0 +1,340 @@
+#include "common/store/shared_store.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "common/obs/log.h"
+
+namespace coilgun {
+namespace {
+
+using proto::VersionId;
+using Clock = std::chrono::steady_clock;
+
+constexpr char kIndexMagic[] = "CGI1";  // Then 16 bytes per id, newest first.
+constexpr size_t kIndexMagicSize = 4;
+constexpr size_t kMaxIndexIds = 64;  // store.versions_per_key's bound.
+
+std::string_view as_chars(std::span<const uint8_t> bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+std::span<const uint8_t> as_bytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// |first|, then what of |then| is not in it, at most |k|.
+std::vector<VersionId> merged(std::vector<VersionId> first, const std::vector<VersionId>& then,
+                              size_t k) {
+  for (const VersionId& id : then) {
+    if (std::find(first.begin(), first.end(), id) == first.end()) first.push_back(id);
+  }
+  if (first.size() > k) first.resize(k);
+  return first;
+}
+
+// Posts |value| to the caller of a store call, on its loop, unless the call was cancelled.
+template <typename T>
+struct Reply {
+  std::shared_ptr<bool> flag;
+  std::function<void(T)> done;
+  std::shared_ptr<uv::Mailbox> mailbox;
+
+  void send(T value) const {
+    mailbox->post([flag = flag, done = done, value = std::move(value)]() mutable {
+      if (Pending::take(flag)) done(std::move(value));
+    });
+  }
+};
+
+template <typename T>
+Reply<T> reply_to(uv::Loop& loop, std::function<void(T)> done, Pending& pending) {
+  Reply<T> r;
+  pending = Pending::make(r.flag);
+  r.done = std::move(done);
+  r.mailbox = loop.mailbox();
+  return r;
+}
+
+}  // namespace
+
+SharedStore::SharedStore(const VersionStoreOptions& options)
+    : options_(options),
+      max_versions_(std::max<size_t>(1, options.max_versions_per_key)),
+      prefix_("cg1/" + VersionId::of(as_bytes(options.scope)).to_hex().substr(0, 16) + "/"),
+      front_(options),
+      thread_([this] { thread_main(); }) {}
+
+SharedStore::~SharedStore() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+// ---- The calls ------------------------------------------------------------------------------
+
+Pending SharedStore::versions(uv::Loop& loop, std::string_view key, VersionsCallback done) {
+  std::vector<VersionId> local = front_.held(key);
+  Pending pending;
+  Reply<std::vector<VersionId>> reply = reply_to(loop, std::move(done), pending);
+  const bool queued = enqueue(
+      [this, reply, local, item = index_item(key), queued = Clock::now()](MemcachedClient& mc) {
+        std::optional<std::vector<VersionId>> shared;
+        if (fresh(queued)) shared = read_index(mc, item);
+        reply.send(shared ? merged(std::move(*shared), local, max_versions_) : local);
+      },
+      false);
+  if (!queued) return answer_later(loop, reply.done, std::move(local));
+  return pending;
+}
+
+Pending SharedStore::lookup(uv::Loop& loop, std::string_view key, std::span<const VersionId> ids,
+                            Want want, LookupCallback done) {
+  BlobRef local = front_.find(key, ids, want);
+  if (ids.empty() || (local != nullptr && local->id() == ids.front())) {  // Nothing to ask for.
+    ++(local ? hits_ : misses_);
+    return answer_later(loop, std::move(done), std::move(local));
+  }
+  // The ids before the one memory has (all of them when it has none).
+  std::vector<VersionId> candidates(ids.begin(), ids.end());
+  if (local != nullptr) {
+    candidates.erase(std::find(candidates.begin(), candidates.end(), local->id()),
+                     candidates.end());
+  }
+  if (candidates.empty()) {
+    ++(local ? hits_ : misses_);
+    return answer_later(loop, std::move(done), std::move(local));
+  }
+  Pending pending;
+  Reply<BlobRef> reply = reply_to(loop, std::move(done), pending);
+  if (want == Want::kPrepared) {
+    // The index is built on the caller's thread, as the memory tier does, not on this one.
+    reply.done = [inner = std::move(reply.done)](BlobRef b) {
+      if (b != nullptr) (void)b->prepared();
+      inner(std::move(b));
+    };
+  }
+  const bool queued = enqueue(
+      [this, reply, local, candidates, key = std::string(key),
+       queued = Clock::now()](MemcachedClient& mc) {
+        BlobRef found = fresh(queued) ? fetch(mc, key, candidates) : nullptr;
+        if (found != nullptr) ++shared_hits_;
+        if (found == nullptr) found = local;
+        ++(found ? hits_ : misses_);
+        reply.send(std::move(found));
+      },
+      false);
+  if (queued) return pending;
+  ++(local ? hits_ : misses_);
+  return answer_later(loop, reply.done, std::move(local));
+}
+
+void SharedStore::put(std::string_view key, BlobRef blob) {
+  // A version memory already holds as the key's newest went to memcached when it got there.
+  const std::vector<VersionId> before = blob ? front_.held(key) : std::vector<VersionId>{};
+  front_.put(key, blob);
+  if (blob == nullptr || blob->size() > options_.memcached_max_item) return;
+  if (!before.empty() && before.front() == blob->id()) return;
+  if (!enqueue([this, key = std::string(key), blob](MemcachedClient& mc) { write(mc, key, blob); },
+               true)) {
+    ++shared_dropped_;
+  }
+}
+
+VersionStoreStats SharedStore::stats() const {
+  VersionStoreStats s = front_.stats();
+  s.hits = hits_.load();
+  s.misses = misses_.load();
+  s.shared_hits = shared_hits_.load();
+  s.shared_errors = shared_errors_.load();
+  s.shared_corrupt = shared_corrupt_.load();
+  s.shared_writes = shared_writes_.load();
+  s.shared_dropped = shared_dropped_.load();
+  return s;
+}
+
+void SharedStore::flush() {
+  std::unique_lock lock(mu_);
+  drained_.wait(lock, [this] { return (queue_.empty() && !busy_) || stopping_; });
+}
+
+// ---- Items ----------------------------------------------------------------------------------
+
+std::string SharedStore::index_item(std::string_view key) const {
+  return prefix_ + "i/" + VersionId::of(as_bytes(key)).to_hex();
+}
+
+std::string SharedStore::blob_item(VersionId id) const { return prefix_ + "b/" + id.to_hex(); }
+
+std::string SharedStore::index_entry(VersionId id) {
+  uint8_t raw[16];
+  id.to_bytes(raw);
+  return std::string(reinterpret_cast<const char*>(raw), sizeof(raw));
+}
+
+std::string SharedStore::encode_index(std::span<const VersionId> ids) {
+  std::string out(kIndexMagic, kIndexMagicSize);
+  for (auto it = ids.rbegin(); it != ids.rend(); ++it) out += index_entry(*it);
+  return out;
+}
+
+std::optional<std::vector<VersionId>> SharedStore::decode_index(std::string_view bytes) {
+  if (bytes.size() < kIndexMagicSize || bytes.substr(0, kIndexMagicSize) != kIndexMagic ||
+      (bytes.size() - kIndexMagicSize) % 16 != 0 ||
+      (bytes.size() - kIndexMagicSize) / 16 > kMaxIndexEntries) {
+    return std::nullopt;
+  }
+  std::vector<VersionId> ids;  // Newest (last appended) first, each once.
+  for (size_t at = bytes.size(); at > kIndexMagicSize; at -= 16) {
+    const auto* raw = reinterpret_cast<const uint8_t*>(bytes.data() + at - 16);
+    const VersionId id = VersionId::from_bytes(raw);
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  }
+  return ids;
+}
+
+// ---- The store thread -----------------------------------------------------------------------
+
+bool SharedStore::enqueue(std::function<void(MemcachedClient&)> run, bool write) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ || queue_.size() >= kMaxQueue) return false;
+    queue_.push_back(Task{std::move(run), Clock::now(), write});
+  }
+  wake_.notify_one();
+  return true;
+}
+
+void SharedStore::thread_main() {
+  MemcachedClient mc({options_.memcached, options_.memcached_timeout, options_.memcached_retry});
+  std::optional<Clock::time_point> deadline;  // Set once stopping: the writes' last second.
+  for (;;) {
+    Task task;
+    {
+      std::unique_lock lock(mu_);
+      busy_ = false;
+      if (queue_.empty()) drained_.notify_all();
+      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_ && !deadline) deadline = Clock::now() + std::chrono::seconds(1);
+      // Stopping: reads have no one left to answer; writes go on while there is time.
+      while (stopping_ && !queue_.empty() && (!queue_.front().write || Clock::now() > *deadline)) {
+        queue_.pop_front();
+      }
+      if (queue_.empty()) {
+        if (stopping_) {
+          drained_.notify_all();
+          return;
+        }
+        continue;
+      }
+      task = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    task.run(mc);
+  }
+}
+
+bool SharedStore::fresh(Clock::time_point queued) {
+  if (Clock::now() - queued <= options_.memcached_timeout) return true;
+  ++shared_dropped_;
+  return false;
+}
+
+void SharedStore::note(const Status& s) {
+  if (s.ok()) return;
+  ++shared_errors_;
+  const auto now =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch());
+  if (const uint64_t n = failures_.occurred(static_cast<uint64_t>(now.count()))) {
+    log::warn("memcached unavailable: versions come from memory until it answers",
+              {{"error", s.to_string()}, {"count", n}});
+  }
+}
+
+std::optional<std::vector<VersionId>> SharedStore::read_index(MemcachedClient& mc,
+                                                              const std::string& item) {
+  auto got = mc.get({&item, 1});
+  note(got.status());
+  if (!got.ok()) return std::nullopt;
+  const auto it = got->find(item);
+  if (it == got->end()) return std::vector<VersionId>{};
+  auto ids = decode_index(it->second.value);
+  if (!ids) {
+    ++shared_corrupt_;
+    return std::vector<VersionId>{};
+  }
+  if (ids->size() > max_versions_) ids->resize(max_versions_);
+  return ids;
+}
+
+BlobRef SharedStore::fetch(MemcachedClient& mc, const std::string& key,
+                           const std::vector<VersionId>& candidates) {
+  std::vector<std::string> items{index_item(key)};
+  for (const VersionId& id : candidates) items.push_back(blob_item(id));
+  auto got = mc.get(items);
+  note(got.status());
+  if (!got.ok()) return nullptr;
+  const auto index = got->find(items[0]);
+  if (index == got->end()) return nullptr;
+  auto held = decode_index(index->second.value);
+  if (!held) {
+    ++shared_corrupt_;
+    return nullptr;
+  }
+  if (held->size() > max_versions_) held->resize(max_versions_);  // What the key holds now.
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const VersionId id = candidates[i];
+    if (std::find(held->begin(), held->end(), id) == held->end()) continue;
+    const auto blob = got->find(items[i + 1]);
+    if (blob == got->end()) continue;
+    const std::span<const uint8_t> bytes = as_bytes(blob->second.value);
+    if (VersionId::of(bytes) != id) {  // Never a wrong byte: a bad item is a miss.
+      ++shared_corrupt_;
+      continue;
+    }
+    BlobRef found = Blob::make(std::vector<uint8_t>(bytes.begin(), bytes.end()), id);
+    front_.put(key, found);
+    return found;
+  }
+  return nullptr;
+}
+
+// The blob, then its id on the key's index.
+void SharedStore::write(MemcachedClient& mc, const std::string& key, const BlobRef& blob) {
+  Status s = mc.set(blob_item(blob->id()), as_chars(blob->bytes()));
+  note(s);
+  if (!s.ok()) return;
+  const std::string item = index_item(key);
+  for (int attempt = 0; attempt < kIndexTries; ++attempt) {
+    auto added = add_to_index(mc, item, blob->id());
+    note(added.status());
+    if (!added.ok()) return;
+    if (*added) {
+      ++shared_writes_;
+      return;
+    }
+  }
+}
+
+Result<bool> SharedStore::add_to_index(MemcachedClient& mc, const std::string& item, VersionId id) {
+  auto got = mc.get({&item, 1});
+  if (!got.ok()) return got.status();
+  const auto it = got->find(item);
+  if (it == got->end()) return mc.swap(item, encode_index({&id, 1}), 0);  // Absent: add.
+  const std::string& bytes = it->second.value;
+  const auto held = decode_index(bytes);
+  if (!held) ++shared_corrupt_;  // Replaced by a good one.
+  const size_t entries = (bytes.size() - std::min(bytes.size(), kIndexMagicSize)) / 16;
+  if (held && entries < 4 * max_versions_) return mc.append(item, index_entry(id));
+  // Long (or bad): the newest K, this id first, if no one wrote in between.
+  std::vector<VersionId> ids{id};
+  if (held) ids = merged(std::move(ids), *held, max_versions_);
+  return mc.swap(item, encode_index(ids), it->second.cas);
+}
+
+}  // namespace coilgun
