@@ -24,14 +24,17 @@ std::span<const uint8_t> as_bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
-// |first|, then what of |then| is not in it, at most |k|.
-std::vector<VersionId> merged(std::vector<VersionId> first, const std::vector<VersionId>& then,
-                              size_t k) {
-  for (const VersionId& id : then) {
-    if (std::find(first.begin(), first.end(), id) == first.end()) first.push_back(id);
+// The ids of |first|, then of |then|, each once, at most |k|.
+std::vector<VersionId> merged(const std::vector<VersionId>& first,
+                              const std::vector<VersionId>& then, size_t k) {
+  std::vector<VersionId> out;
+  for (const auto* list : {&first, &then}) {
+    for (const VersionId& id : *list) {
+      if (out.size() == k) return out;
+      if (std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+    }
   }
-  if (first.size() > k) first.resize(k);
-  return first;
+  return out;
 }
 
 // Posts |value| to the caller of a store call, on its loop, unless the call was cancelled.
@@ -85,7 +88,8 @@ Pending SharedStore::versions(uv::Loop& loop, std::string_view key, VersionsCall
       [this, reply, local, item = index_item(key), queued = Clock::now()](MemcachedClient& mc) {
         std::optional<std::vector<VersionId>> shared;
         if (fresh(queued)) shared = read_index(mc, item);
-        reply.send(shared ? merged(std::move(*shared), local, max_versions_) : local);
+        reply.send(shared ? merged(held_now(item, std::move(*shared)), local, max_versions_)
+                          : local);
       },
       false);
   if (!queued) return answer_later(loop, reply.done, std::move(local));
@@ -139,14 +143,44 @@ void SharedStore::put(std::string_view key, BlobRef blob) {
   front_.put(key, blob);
   if (blob == nullptr || blob->size() > options_.memcached_max_item) return;
   if (!before.empty() && before.front() == blob->id()) return;
-  if (!enqueue([this, key = std::string(key), blob](MemcachedClient& mc) { write(mc, key, blob); },
-               true)) {
+  const std::string item = index_item(key);
+  pending(item, blob->id(), true);
+  if (!enqueue(
+          [this, key = std::string(key), item, blob](MemcachedClient& mc) {
+            write(mc, key, blob);
+            pending(item, blob->id(), false);
+          },
+          true)) {
+    pending(item, blob->id(), false);
     ++shared_dropped_;
   }
 }
 
+void SharedStore::pending(const std::string& item, VersionId id, bool add) {
+  std::lock_guard lock(mu_);
+  std::vector<VersionId>& ids = pending_[item];
+  if (add) {
+    ids.insert(ids.begin(), id);
+  } else if (const auto it = std::find(ids.rbegin(), ids.rend(), id); it != ids.rend()) {
+    ids.erase(std::next(it).base());
+  }
+  if (ids.empty()) pending_.erase(item);
+}
+
+std::vector<VersionId> SharedStore::held_now(const std::string& item,
+                                             std::vector<VersionId> index) {
+  std::lock_guard lock(mu_);
+  const auto it = pending_.find(item);
+  if (it == pending_.end()) {
+    if (index.size() > max_versions_) index.resize(max_versions_);
+    return index;
+  }
+  return merged(it->second, index, max_versions_);
+}
+
 VersionStoreStats SharedStore::stats() const {
   VersionStoreStats s = front_.stats();
+  s.inserts -= std::min(s.inserts, adopted_.load());  // Counted as shared hits, not puts.
   s.hits = hits_.load();
   s.misses = misses_.load();
   s.shared_hits = shared_hits_.load();
@@ -159,7 +193,8 @@ VersionStoreStats SharedStore::stats() const {
 
 void SharedStore::flush() {
   std::unique_lock lock(mu_);
-  drained_.wait(lock, [this] { return (queue_.empty() && !busy_) || stopping_; });
+  drained_.wait(lock,
+                [this] { return (reads_.empty() && writes_.empty() && !busy_) || stopping_; });
 }
 
 // ---- Items ----------------------------------------------------------------------------------
@@ -202,8 +237,9 @@ std::optional<std::vector<VersionId>> SharedStore::decode_index(std::string_view
 bool SharedStore::enqueue(std::function<void(MemcachedClient&)> run, bool write) {
   {
     std::lock_guard lock(mu_);
-    if (stopping_ || queue_.size() >= kMaxQueue) return false;
-    queue_.push_back(Task{std::move(run), Clock::now(), write});
+    std::deque<Task>& queue = write ? writes_ : reads_;
+    if (stopping_ || queue.size() >= kMaxQueue) return false;
+    queue.push_back(Task{std::move(run), Clock::now()});
   }
   wake_.notify_one();
   return true;
@@ -217,22 +253,22 @@ void SharedStore::thread_main() {
     {
       std::unique_lock lock(mu_);
       busy_ = false;
-      if (queue_.empty()) drained_.notify_all();
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (stopping_ && !deadline) deadline = Clock::now() + std::chrono::seconds(1);
-      // Stopping: reads have no one left to answer; writes go on while there is time.
-      while (stopping_ && !queue_.empty() && (!queue_.front().write || Clock::now() > *deadline)) {
-        queue_.pop_front();
-      }
-      if (queue_.empty()) {
-        if (stopping_) {
+      if (reads_.empty() && writes_.empty()) drained_.notify_all();
+      wake_.wait(lock, [this] { return stopping_ || !reads_.empty() || !writes_.empty(); });
+      if (stopping_) {
+        // Reads have no one left to answer; writes go on while there is time.
+        if (!deadline) deadline = Clock::now() + std::chrono::seconds(1);
+        reads_.clear();
+        if (Clock::now() > *deadline) writes_.clear();
+        if (writes_.empty()) {
           drained_.notify_all();
           return;
         }
-        continue;
       }
-      task = std::move(queue_.front());
-      queue_.pop_front();
+      // A request waits behind reads only, never behind the writes' backlog.
+      std::deque<Task>& queue = reads_.empty() ? writes_ : reads_;
+      task = std::move(queue.front());
+      queue.pop_front();
       busy_ = true;
     }
     task.run(mc);
@@ -268,7 +304,6 @@ std::optional<std::vector<VersionId>> SharedStore::read_index(MemcachedClient& m
     ++shared_corrupt_;
     return std::vector<VersionId>{};
   }
-  if (ids->size() > max_versions_) ids->resize(max_versions_);
   return ids;
 }
 
@@ -281,15 +316,15 @@ BlobRef SharedStore::fetch(MemcachedClient& mc, const std::string& key,
   if (!got.ok()) return nullptr;
   const auto index = got->find(items[0]);
   if (index == got->end()) return nullptr;
-  auto held = decode_index(index->second.value);
-  if (!held) {
+  auto decoded = decode_index(index->second.value);
+  if (!decoded) {
     ++shared_corrupt_;
     return nullptr;
   }
-  if (held->size() > max_versions_) held->resize(max_versions_);  // What the key holds now.
+  const std::vector<VersionId> held = held_now(items[0], std::move(*decoded));
   for (size_t i = 0; i < candidates.size(); ++i) {
     const VersionId id = candidates[i];
-    if (std::find(held->begin(), held->end(), id) == held->end()) continue;
+    if (std::find(held.begin(), held.end(), id) == held.end()) continue;
     const auto blob = got->find(items[i + 1]);
     if (blob == got->end()) continue;
     const std::span<const uint8_t> bytes = as_bytes(blob->second.value);
@@ -299,6 +334,7 @@ BlobRef SharedStore::fetch(MemcachedClient& mc, const std::string& key,
     }
     BlobRef found = Blob::make(std::vector<uint8_t>(bytes.begin(), bytes.end()), id);
     front_.put(key, found);
+    ++adopted_;
     return found;
   }
   return nullptr;

@@ -23,10 +23,11 @@
 //               costs ratio, never a wrong byte. What is found joins the memory tier.
 //   put()       memory at once; memcached in the background (never on the request's path).
 //
-// Every memcached request runs on one thread of the store's own, in the order queued, and its
-// answer is posted to the caller's loop (uv::Mailbox). When memcached is slow or down the
-// answers fall back to memory: a request waits at most memcached_timeout (plus its place in the
-// queue: a read queued longer than that is answered from memory at once), the queue is bounded
+// Every memcached request runs on one thread of the store's own, reads before writes (a request
+// never waits behind the writes' backlog), and its answer is posted to the caller's loop
+// (uv::Mailbox). When memcached is slow or down the answers fall back to memory: a request
+// waits at most memcached_timeout (plus its place among the reads: a read queued longer than
+// that is answered from memory at once, without asking), the queues are bounded
 // (what does not fit is answered from memory, or not written), failures are logged at warn at
 // most once a minute (with their count), and VersionStoreStats counts them.
 //
@@ -43,6 +44,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "common/obs/log.h"
@@ -54,7 +56,7 @@ namespace coilgun {
 
 class SharedStore final : public VersionStore {
  public:
-  // Reads queued beyond this many are answered from memory; writes are dropped.
+  // Reads queued beyond this many are answered from memory; writes beyond it are dropped.
   static constexpr size_t kMaxQueue = 1024;
   // Tries of one index update; each needs a race lost to another writer to fail.
   static constexpr int kIndexTries = 4;
@@ -74,8 +76,8 @@ class SharedStore final : public VersionStore {
   void put(std::string_view key, BlobRef blob) override;
   VersionStoreStats stats() const override;
 
-  // Returns once every request queued before the call has run. For tests and benchmarks.
-  void flush();
+  // Returns once every request queued before the call has run.
+  void flush() override;
 
   // Item keys, for tests.
   std::string index_item(std::string_view key) const;
@@ -92,7 +94,6 @@ class SharedStore final : public VersionStore {
   struct Task {
     std::function<void(MemcachedClient&)> run;
     std::chrono::steady_clock::time_point queued;
-    bool write = false;
   };
 
   bool enqueue(std::function<void(MemcachedClient&)> run, bool write);
@@ -108,6 +109,13 @@ class SharedStore final : public VersionStore {
   void write(MemcachedClient& mc, const std::string& key, const BlobRef& blob);
   // One try at adding |id| to the index item; false when another writer got in between.
   Result<bool> add_to_index(MemcachedClient& mc, const std::string& item, proto::VersionId id);
+  // Adds |id| to what is being written to |item|'s index (newest first), or removes it once
+  // written (or dropped).
+  void pending(const std::string& item, proto::VersionId id, bool add);
+  // What |item|'s key holds: its memcached |index| with the ids still being written in front,
+  // at most K. Reads go before writes, so this is how a daemon reads its own writes.
+  std::vector<proto::VersionId> held_now(const std::string& item,
+                                         std::vector<proto::VersionId> index);
   // Counts a failed memcached request, and logs the first of each minute.
   void note(const Status& s);
 
@@ -117,15 +125,19 @@ class SharedStore final : public VersionStore {
   MemoryVersionStore front_;
 
   std::mutex mu_;
-  std::condition_variable wake_;            // A task queued, or stopping.
-  std::condition_variable drained_;         // The queue emptied and the thread is idle.
-  std::deque<Task> queue_;                  // Guarded by mu_.
+  std::condition_variable wake_;     // A task queued, or stopping.
+  std::condition_variable drained_;  // The queue emptied and the thread is idle.
+  std::deque<Task> reads_;           // Answered first. Guarded by mu_.
+  std::deque<Task> writes_;          // Guarded by mu_.
+  // Index item -> ids queued or being written to it, newest first. Guarded by mu_.
+  std::unordered_map<std::string, std::vector<proto::VersionId>> pending_;
   bool busy_ = false;                       // The thread is running a task. Guarded by mu_.
   bool stopping_ = false;                   // Guarded by mu_.
   log::ReportLimiter failures_{60 * 1000};  // memcached failing: logged once a minute.
 
   std::atomic<uint64_t> hits_{0}, misses_{0}, shared_hits_{0}, shared_errors_{0},
       shared_corrupt_{0}, shared_writes_{0}, shared_dropped_{0};
+  std::atomic<uint64_t> adopted_{0};  // Blobs memcached gave that memory then took (put).
 
   std::thread thread_;  // Last: started once everything above exists.
 };

@@ -195,6 +195,10 @@ class VersionStore {
   // to a shared tier goes in the background.
   virtual void put(std::string_view key, BlobRef blob) = 0;
 
+  // Returns once every put() made before the call reached every tier (a shared tier writes in
+  // the background). Any thread; for tests and benchmarks.
+  virtual void flush() {}
+
   // Returns a snapshot of the counters. Any thread.
   virtual VersionStoreStats stats() const = 0;
 };

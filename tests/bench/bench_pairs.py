@@ -16,6 +16,8 @@ connections and duration:
   nginx-gzip6  the same with gzip level 6
   coilgun      coilgun-edge -> tunnel -> coilgun-origin -> backend (one worker each)
   coilgun-2w   the same with two workers each (scaling)
+  coilgun-memcached  coilgun with both daemons' versions also in a local memcached
+               ([store] memcached): what the shared tier costs
   nginx-2w, nginx-gzip1-2w   the nginx pairs with two worker processes each (like for like)
 
 then, for nginx, nginx-gzip1 and coilgun at 100 KB, a paced run at the same offered load
@@ -310,11 +312,14 @@ class NginxPair(Setup):
 
 
 class CoilgunPair(Setup):
-    def __init__(self, tmp, backend_port, workers):
-        self.name = "coilgun" if workers == 1 else f"coilgun-{workers}w"
+    def __init__(self, tmp, backend_port, workers, memcached=False):
+        self.name = ("coilgun" if workers == 1 else f"coilgun-{workers}w") + ("-memcached" if memcached else "")
+        env = {"COILGUN_LOG_ACCESS": "false"}
+        self.memcached = launch.Memcached() if memcached else None
+        if self.memcached:
+            env["COILGUN_STORE_MEMCACHED"] = self.memcached.address
         self.pair = launch.Pair(os.path.join(tmp, self.name), backend_port=backend_port, workers=workers,
-                                edge_env={"COILGUN_LOG_ACCESS": "false"},
-                                origin_env={"COILGUN_LOG_ACCESS": "false"})
+                                edge_env=env, origin_env=env)
         self.port = self.pair.http_port
 
     def pids(self):
@@ -325,6 +330,8 @@ class CoilgunPair(Setup):
 
     def stop(self):
         self.pair.stop()
+        if self.memcached:
+            self.memcached.kill()
 
 
 def port_open(port, host="127.0.0.1"):
@@ -647,6 +654,7 @@ def throughput_section(tmp, certs, backend, backend_port, sizes, args):
         ("nginx-gzip6", lambda: NginxPair(tmp, certs.dir, backend_port, 6)),
         ("coilgun", lambda: CoilgunPair(tmp, backend_port, 1)),
         ("coilgun-2w", lambda: CoilgunPair(tmp, backend_port, 2)),
+        ("coilgun-memcached", lambda: CoilgunPair(tmp, backend_port, 1, memcached=True)),
         ("nginx-2w", lambda: NginxPair(tmp, certs.dir, backend_port, 0, workers=2)),
         ("nginx-gzip1-2w", lambda: NginxPair(tmp, certs.dir, backend_port, 1, workers=2)),
     ]

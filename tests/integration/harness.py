@@ -7,7 +7,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "replay"))
 
 from coilgun_replay import launch  # noqa: E402
-from coilgun_replay.launch import (ROOT, Certs, Process, TempDir, binary, free_port, get,  # noqa: E402,F401
+from coilgun_replay.launch import (ROOT, Certs, Memcached, Process, TempDir, binary, free_port, get,  # noqa: E402,F401
                                    merged_env, metrics, recv_some, wait_until)
 
 

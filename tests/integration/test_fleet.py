@@ -7,49 +7,15 @@ through real memcached servers (Debian's memcached, on ephemeral loopback ports)
 import concurrent.futures
 import json
 import os
-import socket
 import socketserver
-import subprocess
 import sys
 import threading
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import get  # noqa: E402
+from harness import Memcached, get  # noqa: E402
 from test_pair import PairTestCase, make_corpus, news_versions  # noqa: E402
-
-
-class Memcached:
-    """A real memcached on a free loopback port; kill() stops it at once."""
-
-    def __init__(self):
-        for _ in range(5):  # The port is free when picked; another process may take it first.
-            self.port = harness.free_port()
-            args = ["/usr/bin/memcached", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64"]
-            if os.geteuid() == 0:
-                args += ["-u", "nobody"]
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                    return
-                except OSError:
-                    time.sleep(0.01)
-            self.kill()
-        raise RuntimeError("memcached did not start")
-
-    @property
-    def address(self):
-        return f"127.0.0.1:{self.port}"
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 class GarbageMemcached(socketserver.ThreadingTCPServer):

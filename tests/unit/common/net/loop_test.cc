@@ -393,11 +393,12 @@ TEST_CASE("A mailbox runs what other threads post on the loop, and drops it afte
       });
     }
   });
-  Timer guard(*loop);
-  guard.start(5s, [&] { loop->stop(); });
-  loop->run();
+  {
+    Timer guard(*loop);
+    guard.start(5s, [&] { loop->stop(); });
+    loop->run();
+  }
   other.join();
-  guard.stop();
   CHECK(accepted == kPosts);
   REQUIRE(ran.size() == kPosts);
   for (int i = 0; i < kPosts; ++i) CHECK(ran[i] == i);
