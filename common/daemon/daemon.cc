@@ -77,8 +77,11 @@ void Metrics::watch_store(VersionStore& store) {
       {"corrupt", &VersionStoreStats::shared_corrupt},
       {"write", &VersionStoreStats::shared_writes},
       {"dropped", &VersionStoreStats::shared_dropped}};
-  for (const auto& [event, field] : events) {
-    shared.set({event}, [&store, field] { return static_cast<double>(store.stats().*field); });
+  for (const auto& event : events) {
+    // Not a structured binding: clang 14 cannot capture one.
+    const auto field = event.second;
+    shared.set({event.first},
+               [&store, field] { return static_cast<double>(store.stats().*field); });
   }
 }
 

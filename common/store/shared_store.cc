@@ -14,7 +14,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr char kIndexMagic[] = "CGI1";  // Then 16 bytes per id, newest first.
 constexpr size_t kIndexMagicSize = 4;
-constexpr size_t kMaxIndexIds = 64;  // store.versions_per_key's bound.
 
 std::string_view as_chars(std::span<const uint8_t> bytes) {
   return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
