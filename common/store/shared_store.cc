@@ -12,7 +12,7 @@ namespace {
 using proto::VersionId;
 using Clock = std::chrono::steady_clock;
 
-constexpr char kIndexMagic[] = "CGI1";  // Then 16 bytes per id, newest first.
+constexpr char kIndexMagic[] = "CGI1";  // Then 16 bytes per id, oldest (first appended) first.
 constexpr size_t kIndexMagicSize = 4;
 
 std::string_view as_chars(std::span<const uint8_t> bytes) {
