@@ -11,8 +11,8 @@ namespace coilgun {
 namespace {
 
 // The behaviour memcached_st gets: see the header.
-void configure(memcached_st* mc, const MemcachedOptions& o) {
-  const auto ms = static_cast<uint64_t>(o.timeout.count());
+void configure(memcached_st* mc, const VersionStoreOptions& o) {
+  const auto ms = static_cast<uint64_t>(o.memcached_timeout.count());
   memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_DISTRIBUTION,
                          MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
   memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
@@ -25,12 +25,12 @@ void configure(memcached_st* mc, const MemcachedOptions& o) {
   memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, 1);
   memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 1);
   // Whole seconds, at least one.
-  const auto retry_s = std::max<int64_t>(1, (o.retry.count() + 999) / 1000);
+  const auto retry_s = std::max<int64_t>(1, (o.memcached_retry.count() + 999) / 1000);
   memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, static_cast<uint64_t>(retry_s));
   memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_DEAD_TIMEOUT, static_cast<uint64_t>(retry_s));
 }
 
-memcached_st* make(const MemcachedOptions& o, std::span<const MemcachedServer> servers) {
+memcached_st* make(const VersionStoreOptions& o, std::span<const MemcachedServer> servers) {
   memcached_st* mc = memcached_create(nullptr);
   if (mc == nullptr) return nullptr;
   configure(mc, o);
@@ -50,8 +50,8 @@ std::string plain_error(std::string_view m) {
 
 }  // namespace
 
-MemcachedClient::MemcachedClient(const MemcachedOptions& options)
-    : options_(options), mc_(make(options, options.servers)) {}
+MemcachedClient::MemcachedClient(const VersionStoreOptions& options)
+    : options_(options), mc_(make(options, options.memcached)) {}
 
 MemcachedClient::~MemcachedClient() {
   if (mc_ != nullptr) memcached_free(mc_);
@@ -128,7 +128,7 @@ Result<bool> MemcachedClient::swap(std::string_view key, std::string_view value,
 
 std::vector<std::pair<std::string, std::string>> MemcachedClient::probe() const {
   std::vector<std::pair<std::string, std::string>> out;
-  for (const MemcachedServer& s : options_.servers) {
+  for (const MemcachedServer& s : options_.memcached) {
     memcached_st* one = make(options_, {&s, 1});
     std::string why = "memcached client not created";
     if (one != nullptr) {

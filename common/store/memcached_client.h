@@ -5,9 +5,9 @@
 //
 //  * Keys spread over the servers by consistent hashing (ketama), so a server lost or added
 //    moves only its share of the keys.
-//  * Short timeouts (connect, poll, send and receive all |timeout|, 100 ms by default; the
+//  * Short timeouts (connect, poll, send and receive all memcached_timeout, 100 ms by default; the
 //    library's defaults are seconds), so a slow server costs a request at most that long.
-//  * A server that fails once is ejected from the ring and retried after |retry|: while it is
+//  * A server that fails once is ejected from the ring and retried after memcached_retry: while it is
 //    out, its keys go to the others instead of waiting for it.
 //
 // Threads: one client is used by one thread at a time (a memcached_st is not thread-safe).
@@ -28,12 +28,6 @@ struct memcached_st;
 
 namespace coilgun {
 
-struct MemcachedOptions {
-  std::vector<MemcachedServer> servers;
-  std::chrono::milliseconds timeout{100};
-  std::chrono::milliseconds retry{2000};  // How long an ejected server stays out.
-};
-
 class MemcachedClient {
  public:
   // One item as fetched: its value and the CAS token a swap() needs.
@@ -43,7 +37,8 @@ class MemcachedClient {
   };
   using Items = std::unordered_map<std::string, Item>;
 
-  explicit MemcachedClient(const MemcachedOptions& options);
+  // Uses |options|' memcached servers, timeout and retry.
+  explicit MemcachedClient(const VersionStoreOptions& options);
   ~MemcachedClient();
   MemcachedClient(const MemcachedClient&) = delete;
   MemcachedClient& operator=(const MemcachedClient&) = delete;
@@ -69,7 +64,7 @@ class MemcachedClient {
  private:
   Status error(int rc) const;
 
-  MemcachedOptions options_;
+  VersionStoreOptions options_;
   memcached_st* mc_;
 };
 

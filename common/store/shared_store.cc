@@ -233,19 +233,19 @@ std::optional<std::vector<VersionId>> SharedStore::decode_index(std::string_view
 
 // ---- The store thread -----------------------------------------------------------------------
 
-bool SharedStore::enqueue(std::function<void(MemcachedClient&)> run, bool write) {
+bool SharedStore::enqueue(Task task, bool write) {
   {
     std::lock_guard lock(mu_);
     std::deque<Task>& queue = write ? writes_ : reads_;
     if (stopping_ || queue.size() >= kMaxQueue) return false;
-    queue.push_back(Task{std::move(run), Clock::now()});
+    queue.push_back(std::move(task));
   }
   wake_.notify_one();
   return true;
 }
 
 void SharedStore::thread_main() {
-  MemcachedClient mc({options_.memcached, options_.memcached_timeout, options_.memcached_retry});
+  MemcachedClient mc(options_);
   std::optional<Clock::time_point> deadline;  // Set once stopping: the writes' last second.
   for (;;) {
     Task task;
@@ -270,7 +270,7 @@ void SharedStore::thread_main() {
       queue.pop_front();
       busy_ = true;
     }
-    task.run(mc);
+    task(mc);
   }
 }
 

@@ -91,12 +91,9 @@ class SharedStore final : public VersionStore {
   static std::string index_entry(proto::VersionId id);
 
  private:
-  struct Task {
-    std::function<void(MemcachedClient&)> run;
-    std::chrono::steady_clock::time_point queued;
-  };
+  using Task = std::function<void(MemcachedClient&)>;
 
-  bool enqueue(std::function<void(MemcachedClient&)> run, bool write);
+  bool enqueue(Task task, bool write);
   void thread_main();
   // Whether a read queued at |queued| is still worth asking memcached for.
   bool fresh(std::chrono::steady_clock::time_point queued);

@@ -57,8 +57,7 @@ std::unique_ptr<VersionStore> make_version_store(const VersionStoreOptions& opti
 std::vector<std::pair<std::string, std::string>> probe_memcached(
     const VersionStoreOptions& options) {
   if (options.memcached.empty()) return {};
-  return MemcachedClient({options.memcached, options.memcached_timeout, options.memcached_retry})
-      .probe();
+  return MemcachedClient(options).probe();
 }
 
 }  // namespace coilgun

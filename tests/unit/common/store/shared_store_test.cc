@@ -101,7 +101,7 @@ TEST_CASE("A poisoned cache costs a miss, never a wrong byte", "[version_store][
   const auto v = blob_of(2000, 4);
   writer.put("/k", v);
   writer.flush();
-  MemcachedClient raw({{server.address()}});
+  MemcachedClient raw(shared_options(server, "poison"));
 
   SECTION("a blob item whose bytes are not its id's") {
     auto bad = std::string(reinterpret_cast<const char*>(v->bytes().data()), v->size());
