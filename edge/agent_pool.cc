@@ -1,5 +1,7 @@
 #include "edge/agent_pool.h"
 
+#include <xxhash.h>
+
 #include <algorithm>
 
 #include "common/obs/log.h"
@@ -85,9 +87,12 @@ void TunnelLink::on_link_bytes(uint64_t in, uint64_t out) {
 
 // ---- AgentPool ----------------------------------------------------------------------------
 
-AgentPool::AgentPool(EdgeWorker& worker, const config::EdgeRoute& route)
+AgentPool::AgentPool(EdgeWorker& worker, config::HostPort address, std::string name)
     : worker_(worker),
-      route_(route),
+      address_(std::move(address)),
+      name_(std::move(name)),
+      agent_(address_.to_string()),
+      seed_(XXH3_64bits(agent_.data(), agent_.size())),
       slots_(std::max<uint32_t>(1, worker.shared().now()->config.tunnel.connections)) {
   for (size_t i = 0; i < slots_.size(); ++i) {
     slots_[i].retry = std::make_unique<uv::Timer>(worker_.loop());
@@ -102,7 +107,7 @@ void AgentPool::connect(size_t i) {
   Slot& slot = slots_[i];
   slot.connector = std::make_unique<uv::TcpConnector>(worker_.loop());
   slot.connector->connect(
-      route_.agent.host, route_.agent.port, worker_.shared().now()->config.tunnel.connect_timeout,
+      address_.host, address_.port, worker_.shared().now()->config.tunnel.connect_timeout,
       [this, i](Result<std::unique_ptr<uv::TcpStream>> r) {
         Slot& s = slots_[i];
         std::unique_ptr<uv::TcpConnector> done = std::move(s.connector);  // Freed on return.
@@ -111,7 +116,7 @@ void AgentPool::connect(size_t i) {
           return schedule(i);
         }
         // New connections use the certificates of the moment (a reload changes them).
-        auto tls = tls::TlsSession::client(worker_.shared().now()->tls, route_.agent_name);
+        auto tls = tls::TlsSession::client(worker_.shared().now()->tls, name_);
         if (!tls.ok()) {
           log::error("cannot start TLS", {{"error", tls.status().to_string()}});
           return schedule(i);
@@ -158,6 +163,10 @@ void AgentPool::link_closed(TunnelLink* link, const Status& why) {
     schedule(i);
     return;
   }
+}
+
+uint64_t AgentPool::weight(std::string_view key) const {
+  return XXH3_64bits_withSeed(key.data(), key.size(), seed_);
 }
 
 TunnelLink* AgentPool::pick() {

@@ -17,9 +17,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "edge/config.h"
 #include "common/tls/tls.h"
 #include "common/tunnel/connection.h"
+#include "edge/config.h"
 
 namespace coilgun::edge {
 
@@ -71,17 +71,21 @@ class TunnelLink : public tunnel::Session::Handler, public tunnel::Connection::O
 // The tunnels to one agent: keeps |connections| of them up, reconnecting with backoff.
 class AgentPool {
  public:
-  AgentPool(EdgeWorker& worker, const config::EdgeRoute& route);
+  // The agent at |address| whose certificate must carry |name|.
+  AgentPool(EdgeWorker& worker, config::HostPort address, std::string name);
   ~AgentPool();
 
   // The ready tunnel with the fewest streams, or nullptr when none is up.
   TunnelLink* pick();
+  bool up() { return pick() != nullptr; }
+  // This agent's weight for cache key |key| (rendezvous hashing: among a route's agents that
+  // are up, the one with the highest weight takes the key).
+  uint64_t weight(std::string_view key) const;
   void drain();
   void stop();
   bool idle() const;
   EdgeWorker& worker() { return worker_; }
-  const config::EdgeRoute& route() const { return route_; }
-  std::string agent() const { return route_.agent.to_string(); }
+  const std::string& agent() const { return agent_; }
 
   // From TunnelLink.
   void link_ready(TunnelLink* link);
@@ -98,7 +102,10 @@ class AgentPool {
   void schedule(size_t i);
 
   EdgeWorker& worker_;
-  const config::EdgeRoute route_;  // A copy: the pool outlives the settings it was made from.
+  const config::HostPort address_;
+  const std::string name_;   // What the agent's certificate must carry.
+  const std::string agent_;  // address_ as text, for logs.
+  const uint64_t seed_;      // Of weight(): a hash of agent_.
   std::vector<Slot> slots_;
   bool stopping_ = false;
 };

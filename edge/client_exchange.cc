@@ -52,11 +52,9 @@ void ClientExchange::begin() {
     if (!(method_ == "OPTIONS" && target_ == "*")) return fail(400, "bad_target");
   }
   host_ = host_without_port(authority_);
-  const config::EdgeRoute* route = config::match_route(settings_->config, host_);
-  if (route == nullptr) return fail(421, "unknown_host");
-  pool_ = worker_.pool_for(*route);
-  if (pool_->pick() == nullptr) return fail(502, "tunnel_down");
-  key_ = CacheKey{route->agent.to_string(), host_, target_}.str();
+  route_ = config::match_route(settings_->config, host_);
+  if (route_ == nullptr) return fail(421, "unknown_host");
+  key_ = CacheKey{"", host_, target_}.str();
 
   const auto length = http::find(req.headers, "content-length");
   if (client_->upgrade_requested()) upgrade_ = http::find(req.headers, "upgrade").value_or("");
@@ -68,12 +66,14 @@ void ClientExchange::begin() {
   request.path = target_;
   request.upgrade = upgrade_;
   request.headers = req.headers;
-  route_options(*route, request);
+  route_options(*route_, request);
   fields_ = tunnel::request_fields(request, client_->peer_ip());
 
   progress();
   arm_timeout(idle_limit_);
   expects_continue_ = req.expects_continue();
+  pool_ = worker_.pick_pool(*route_, key_);
+  if (pool_ == nullptr) return no_tunnel();
   open_stream(false);
 }
 
@@ -97,10 +97,15 @@ void ClientExchange::open_stream(bool full) {
       worker_.loop(), key_, [this](std::vector<proto::VersionId> held) { submit(held); });
 }
 
-// Sends the request on the least busy tunnel up now, then what of the body has come.
+// Sends the request on the chosen agent's least busy tunnel up now (or, if that agent went
+// down meanwhile, the next agent's), then what of the body has come.
 void ClientExchange::submit(std::span<const proto::VersionId> held) {
   link_ = pool_->pick();
-  if (link_ == nullptr) return fail(502, "tunnel_down");
+  if (link_ == nullptr) {
+    pool_ = worker_.pick_pool(*route_, key_);
+    if (pool_ == nullptr) return no_tunnel();
+    link_ = pool_->pick();
+  }
   auto stream = link_->session().submit_request(held, fields_.views(), !has_body_);
   if (!stream.ok()) {
     if (stream.status().code() == Code::kTooLarge || stream.status().code() == Code::kMalformed) {
@@ -152,6 +157,13 @@ void ClientExchange::on_client_end() {
 // read only as fast.
 void ClientExchange::send_body() {
   if (!has_body_) return;
+  if (direct_) {
+    direct_->send_body(body_out_);
+    body_out_.clear();
+    if (client_body_done_) direct_->send_end();
+    if (client_ != nullptr && !direct_->writable()) client_->pause_reading();
+    return;
+  }
   if (link_ != nullptr && stream_ != 0 && link_->session().stream_open(stream_)) {
     auto taken = link_->session().send_data(stream_, body_out_, client_body_done_);
     if (!taken.ok()) return;
@@ -278,6 +290,10 @@ void ClientExchange::on_data(std::span<const uint8_t> data, bool end) {
 }
 
 void ClientExchange::on_client_writable() {
+  if (direct_) {
+    if (client_ != nullptr && client_->writable()) direct_->resume_reading();
+    return;
+  }
   // Streamed bytes are granted back to the agent once the client socket took them.
   if (link_ == nullptr || unconsumed_ == 0 || finished_) return;
   if (client_ != nullptr && !client_->writable()) return;
@@ -366,6 +382,7 @@ void ClientExchange::on_reset(ResetReason reason) {
   if (reason == ResetReason::kRefused && !head_sent_ && !retried_ && !has_body_) {
     // Never processed (the agent was draining): try once more on another tunnel.
     retried_ = true;
+    shared_.metrics.retries.inc();
     return open_stream(refetched_);
   }
   if (reason == ResetReason::kBaseMissing && !refetched_) return refetch("base_missing");
@@ -382,7 +399,114 @@ void ClientExchange::on_reset(ResetReason reason) {
 void ClientExchange::on_tunnel_lost() {
   link_ = nullptr;
   stream_ = 0;
-  fail(502, "tunnel_lost");
+  if (!retry_elsewhere()) fail(502, "tunnel_lost");
+}
+
+bool ClientExchange::retry_elsewhere() {
+  if (finished_ || retried_ || head_sent_ || has_body_ || !http::is_safe_method(method_)) {
+    return false;
+  }
+  AgentPool* next = worker_.pick_pool(*route_, key_, pool_);
+  if (next == nullptr) return false;
+  log::info("tunnel lost, sending the request to another agent",
+            {{"from", pool_->agent()}, {"to", next->agent()}, {"host", host_}, {"path", target_}});
+  retried_ = true;
+  shared_.metrics.retries.inc();
+  pool_ = next;
+  status_ = 0;
+  payload_.clear();
+  mode_ = BodyMode::kNone;
+  open_stream(refetched_);
+  return true;
+}
+
+void ClientExchange::no_tunnel() {
+  if (route_->fallback.empty() || !upgrade_.empty()) return fail(502, "tunnel_down");
+  start_direct();
+}
+
+// ---- The fallback (DirectFetch) -------------------------------------------------------------
+
+// The request as the agent would send it to its backend (the same fields, Via), but framed for
+// the body the client sends, and with the client's Accept-Encoding: nothing is delta-coded.
+void ClientExchange::start_direct() {
+  auto parsed = tunnel::parse_request_fields(fields_.views());
+  if (!parsed.ok()) return fail(502, "direct_failed");  // request_fields() made them.
+  const std::optional<std::string_view> cl =
+      parsed->headers.empty() ? std::nullopt : http::find(parsed->headers, "content-length");
+  http::BodyFraming framing = http::BodyFraming::kNone;
+  uint64_t length = 0;
+  if (cl) {
+    framing = http::BodyFraming::kContentLength;
+    length = http::parse_content_length(*cl).value_or(0);  // The client's parser checked it.
+  } else if (has_body_) {
+    framing = http::BodyFraming::kChunked;
+  }
+  http::RequestHead head = tunnel::backend_request(std::move(parsed).value());
+  http::add_via(head.headers, "1.1 coilgun");
+  upstream_ms_ = -1;
+  result_ = log::DeltaResult::kDirect;
+  DirectFetch::Sink& sink = *this;  // A private base: converted here, where it is accessible.
+  direct_ = std::make_unique<DirectFetch>(worker_.loop(), worker_.direct_pool(route_->fallback),
+                                          sink, std::move(head), framing, length);
+  if (expects_continue_ && client_ != nullptr) client_->send_continue();
+  expects_continue_ = false;
+  send_body();
+}
+
+void ClientExchange::direct_interim(http::ResponseHead&& head) {
+  progress();
+  const tunnel::FieldList fields = tunnel::response_fields(std::move(head.headers), false);
+  on_interim(static_cast<uint16_t>(head.status), fields.views());
+}
+
+void ClientExchange::direct_head(http::ResponseHead&& head) {
+  progress();
+  upstream_ms_ = daemon::seconds_since(started_) * 1000;
+  status_ = static_cast<uint16_t>(head.status);
+  const std::optional<uint64_t> length = head.content_length;
+  const tunnel::FieldList fields = tunnel::response_fields(std::move(head.headers), false);
+  response_headers_ = tunnel::http_headers(fields.views());
+  shared_.metrics.delta_direct.inc();
+  if (method_ == "HEAD" || status_ == 204 || status_ == 304) {
+    return write_head(http::ResponseFraming::kNone, 0);
+  }
+  http::remove(response_headers_, "content-length");
+  if (length) {
+    stream_length_ = *length;
+    write_head(http::ResponseFraming::kContentLength, *length);
+  } else {
+    write_head(http::ResponseFraming::kChunked, 0);
+  }
+}
+
+void ClientExchange::direct_body(std::span<const uint8_t> data) {
+  if (finished_) return;
+  progress();
+  body_bytes_ += data.size();
+  shared_.metrics.body_bytes.inc(data.size());
+  if (stream_length_ && body_bytes_ >= *stream_length_) count();
+  if (client_ != nullptr) client_->respond_body(data);  // May abort this exchange inside.
+  if (client_ != nullptr && !client_->writable() && direct_) direct_->pause_reading();
+}
+
+void ClientExchange::direct_end() {
+  if (finished_) return;
+  count();
+  if (client_ != nullptr) client_->respond_end();
+  finish();
+}
+
+void ClientExchange::direct_failed(Status why) {
+  log::warn("fallback failed", {{"fallback", route_->fallback.to_string()},
+                                {"error", why.to_string()},
+                                {"host", host_},
+                                {"path", target_}});
+  fail(why.code() == Code::kTimeout ? 504 : 502, "direct_failed");
+}
+
+void ClientExchange::direct_writable() {
+  if (client_ != nullptr) client_->resume_reading();
 }
 
 void ClientExchange::on_client_abort() {
@@ -444,6 +568,7 @@ void ClientExchange::finish() {
   finished_ = true;
   held_lookup_.cancel();
   base_lookup_.cancel();
+  if (direct_) direct_->abandon();
   timeout_.stop();
   shared_.metrics.in_flight.sub(1);
   // Over while this side of the stream is still open (an answer before the whole request body,

@@ -13,9 +13,18 @@
 // agent's 101 the stream is a byte pipe between the client's socket and the backend's, paced
 // by the tunnel's windows both ways (PROTOCOL.md §2, REQUEST).
 //
-// Failures and their answers: no route for the Host 421; no tunnel up 502 at once (reason
-// "tunnel_down"); tunnel lost mid-request 502 ("tunnel_lost"); backend refused 502
-// ("backend_failed"); backend or exchange too slow 504.
+// A route may name several agents: the request goes to the one its cache key picks among those
+// with a tunnel up (EdgeWorker::pick_pool). When its tunnel is lost before any of the answer
+// reached the client, a safe request without a body (GET, HEAD, OPTIONS, TRACE) is sent once
+// more, to the next agent up; a stream the agent refused unprocessed (it was draining) is
+// sent once more whatever its method. When none of the route's agents has a tunnel up and the
+// route has a fallback URL, the request goes there directly (DirectFetch, direct_fetch.h;
+// "direct" in the access log and metrics), an upgrade request excepted.
+//
+// Failures and their answers: no route for the Host 421; no tunnel up and no fallback 502 at
+// once (reason "tunnel_down"); tunnel lost mid-request 502 ("tunnel_lost"); backend refused
+// 502 ("backend_failed"); the fallback refused 502 ("direct_failed"); backend or exchange too
+// slow 504.
 //
 // Ownership: made by its worker for a client connection's request and owned by that connection
 // (http::ServerExchange), which hears the client's events for it and deletes it on a later loop
@@ -41,13 +50,14 @@
 #include "common/tunnel/http_fields.h"
 #include "edge/agent_pool.h"
 #include "edge/config.h"
+#include "edge/direct_fetch.h"
 #include "edge/worker.h"
 #include "proto/delta.h"
 
 namespace coilgun::edge {
 
 // One client request, carried over a tunnel stream.
-class ClientExchange : public http::ServerExchange {
+class ClientExchange : public http::ServerExchange, private DirectFetch::Sink {
  public:
   ClientExchange(EdgeWorker& worker, http::ServerConnection& c);
 
@@ -76,6 +86,19 @@ class ClientExchange : public http::ServerExchange {
   void on_client_writable();
   void open_stream(bool full);
   void submit(std::span<const proto::VersionId> held);
+  // No agent of the route is up: the fallback, or 502.
+  void no_tunnel();
+  // The tunnel went before any of the answer reached the client: true if the request was sent
+  // again to another agent.
+  bool retry_elsewhere();
+  void start_direct();
+  // DirectFetch::Sink: the fallback's answer.
+  void direct_interim(http::ResponseHead&& head) override;
+  void direct_head(http::ResponseHead&& head) override;
+  void direct_body(std::span<const uint8_t> data) override;
+  void direct_end() override;
+  void direct_failed(Status why) override;
+  void direct_writable() override;
   void on_interim(uint16_t status, std::span<const proto::HeaderField> fields);
   void send_body();
   void rebuild();
@@ -93,7 +116,8 @@ class ClientExchange : public http::ServerExchange {
   EdgeWorker& worker_;
   Shared& shared_;
   http::ServerConnection* client_;
-  AgentPool* pool_ = nullptr;   // The route's agent's tunnels (the worker's, for its life).
+  const config::EdgeRoute* route_ = nullptr;  // In settings_.
+  AgentPool* pool_ = nullptr;   // The chosen agent's tunnels (the worker's, for its life).
   TunnelLink* link_ = nullptr;  // The tunnel the stream is on, from submit().
   uint32_t stream_ = 0;
 
@@ -130,6 +154,7 @@ class ClientExchange : public http::ServerExchange {
   uint64_t last_progress_ms_ = 0;
   Pending held_lookup_;  // The store naming the versions held, before the stream opens.
   Pending base_lookup_;  // The store finding the base a delta names.
+  std::unique_ptr<DirectFetch> direct_;  // Sent to the route's fallback instead of a tunnel.
 };
 
 }  // namespace coilgun::edge

@@ -17,7 +17,7 @@ using http::to_lower;
 // because which agent_name applies depends on where each came from.
 struct EdgeDraft {
   EdgeConfig cfg;
-  std::optional<HostPort> agent;
+  std::vector<HostPort> agents;
   std::string agent_name;
 };
 
@@ -64,8 +64,9 @@ std::vector<KeyDef<EdgeDraft>> edge_keys() {
   std::vector<KeyDef<D>> keys{
       host_port_key<D>("listen", COILGUN_CONFIG_FIELD(cfg.listen)),
       host_port_key<D>("admin", COILGUN_CONFIG_FIELD(cfg.admin)),
-      optional_host_port_key<D>("agent", COILGUN_CONFIG_FIELD(agent)),
+      host_port_list_key<D>("agent", COILGUN_CONFIG_FIELD(agents)),
       string_key<D>("agent_name", COILGUN_CONFIG_FIELD(agent_name), agent_name_value),
+      backend_key<D>("fallback", COILGUN_CONFIG_FIELD(cfg.fallback)),
       workers_key<D>("workers", COILGUN_CONFIG_FIELD(cfg.workers)),
       duration_key<D>("drain_timeout", COILGUN_CONFIG_FIELD(cfg.drain_timeout), milliseconds(0)),
       string_key<D>("tls.ca", COILGUN_CONFIG_FIELD(cfg.tls.ca), non_empty_path),
@@ -162,15 +163,25 @@ void read_route(const toml::value& v, const std::vector<std::string>& known, Edg
       }
     } else if (k == "agent") {
       have_agent = true;
-      if (!x.is_string()) {
-        errors.at(x, "route.agent: expected a string like \"10.0.0.1:2408\", got " + type_name(x));
-        continue;
-      }
-      ConfigResult<HostPort> hp = parse_host_port(x.as_string().str);
-      if (!hp.ok()) {
-        errors.at(x, "route.agent: " + hp.error().message);
+      ConfigResult<std::vector<HostPort>> agents = host_port_list_value(x);
+      if (!agents.ok()) {
+        errors.at(x, "route.agent: " + agents.error().message);
+      } else if (agents->empty()) {
+        errors.at(x, "route.agent: must name at least one agent");
       } else {
-        route.agent = std::move(hp).value();
+        route.agents = std::move(agents).value();
+      }
+    } else if (k == "fallback") {
+      ConfigResult<BackendUrl> url =
+          x.is_string() ? parse_backend_url(x.as_string().str)
+                        : ConfigResult<BackendUrl>(
+                              ConfigError{"expected a string like \"http://10.0.0.1:80\", "
+                                          "got " +
+                                          type_name(x)});
+      if (!url.ok()) {
+        errors.at(x, "route.fallback: " + url.error().message);
+      } else {
+        route.fallback = std::move(url).value();
       }
     } else if (k == "request_timeout" || k == "backend_timeout") {
       ConfigResult<milliseconds> d = route_duration(x);
@@ -202,8 +213,8 @@ void read_route(const toml::value& v, const std::vector<std::string>& known, Edg
     }
   }
   if (!have_hosts) errors.at(v, "route: needs hosts = [\"name\", \"*.suffix\"] or host = \"name\"");
-  if (!have_agent) errors.at(v, "route: needs agent = \"HOST:PORT\"");
-  if (have_agent && !have_name) route.agent_name = route.agent.host;
+  if (!have_agent) errors.at(v, "route: needs agent = \"HOST:PORT\" or [\"HOST:PORT\", ...]");
+  if (route.agents.size() == 1 && !have_name) route.agent_name = route.agents[0].host;
 }
 
 // Reads the file's [[route]] array into the draft, checking no host is routed twice.
@@ -235,17 +246,22 @@ void finish_edge(EdgeDraft& d, const std::map<std::string, Layer>& layers, Error
     auto it = layers.find(key);
     return it == layers.end() ? Layer::kDefault : it->second;
   };
-  if (d.agent) {
+  if (!d.agents.empty()) {
     std::string name = d.agent_name;
     // An agent_name from a lower level than agent names the address that agent replaced.
-    if (name.empty() || layer_of("agent_name") < layer_of("agent")) name = d.agent->host;
+    if (layer_of("agent_name") < layer_of("agent")) name.clear();
+    if (name.empty() && d.agents.size() == 1) name = d.agents[0].host;
     EdgeRoute route;  // Route options keep their defaults: the default route has no table.
-    route.agent = *d.agent;
+    route.agents = d.agents;
     route.agent_name = std::move(name);
     d.cfg.default_route = std::move(route);
   } else if (!d.agent_name.empty()) {
     errors.add("agent_name is set but agent is not; " + where_to_set("agent", "--agent"));
   }
+  for (EdgeRoute& r : d.cfg.routes) {
+    if (r.fallback.empty()) r.fallback = d.cfg.fallback;
+  }
+  if (d.cfg.default_route) d.cfg.default_route->fallback = d.cfg.fallback;
   if (!d.cfg.default_route && d.cfg.routes.empty()) {
     errors.add(
         "no route to any agent: set --agent, COILGUN_AGENT or agent = in the config file, or add "
@@ -262,9 +278,14 @@ void finish_edge(EdgeDraft& d, const std::map<std::string, Layer>& layers, Error
 std::vector<FlagDef> edge_flags() {
   return {
       {"--listen", "listen", "HOST:PORT", "Client HTTP listener HOST:PORT (default 0.0.0.0:8080)"},
-      {"--agent", "agent", "HOST:PORT", "Agent HOST:PORT every Host is routed to"},
+      {"--agent", "agent", "HOST:PORT",
+       "Agent HOST:PORT every Host is routed to; repeat it (or list HOST:PORT,HOST:PORT) to spread "
+       "requests over several",
+       /*repeat=*/true},
       {"--agent-name", "agent_name", "NAME",
        "Name the agent's certificate must carry (default: host of --agent)"},
+      {"--fallback", "fallback", "URL",
+       "http://HOST:PORT requests go to directly when no agent has a tunnel up"},
       {"--admin", "admin", "HOST:PORT", "Admin listener HOST:PORT (default 127.0.0.1:9080)"},
       {"--tls-ca", "tls.ca", "FILE", "CA certificate (PEM) agents must be signed by"},
       {"--tls-cert", "tls.cert", "FILE", "This edge's client certificate (PEM)"},
@@ -282,7 +303,8 @@ const Schema<EdgeDraft>& edge_schema() {
       .keys = edge_keys(),
       .special = read_routes,
       .special_names = {"route.hosts", "route.host", "route.agent", "route.agent_name",
-                        "route.request_timeout", "route.backend_timeout", "route.private_deltas"},
+                        "route.fallback", "route.request_timeout", "route.backend_timeout",
+                        "route.private_deltas"},
       .finish = finish_edge,
   };
   return s;
@@ -301,9 +323,9 @@ ConfigResult<EdgeConfig> parse_edge_toml(std::string_view text, std::string_view
 
 std::string to_toml(const EdgeConfig& config) {
   std::string out = "# coilgun-edge effective configuration: every key, defaults included.\n";
-  EdgeDraft d{config, std::nullopt, ""};
+  EdgeDraft d{config, {}, ""};
   if (config.default_route) {
-    d.agent = config.default_route->agent;
+    d.agents = config.default_route->agents;
     d.agent_name = config.default_route->agent_name;
   }
   print_keys(edge_schema().keys, d, out);
@@ -312,8 +334,13 @@ std::string to_toml(const EdgeConfig& config) {
     for (size_t i = 0; i < r.hosts.size(); ++i) {
       out += (i ? ", " : "") + quote(r.hosts[i]);
     }
-    out += "]\nagent = " + quote(r.agent.to_string()) + "\n";
-    out += "agent_name = " + quote(r.agent_name) + "\n";
+    out += "]\nagent = [";
+    for (size_t i = 0; i < r.agents.size(); ++i) {
+      out += (i ? ", " : "") + quote(r.agents[i].to_string());
+    }
+    out += "]\n";
+    if (!r.agent_name.empty()) out += "agent_name = " + quote(r.agent_name) + "\n";
+    if (!r.fallback.empty()) out += "fallback = " + quote(r.fallback.to_string()) + "\n";
     if (r.request_timeout) {
       out += "request_timeout = " + quote(format_duration(*r.request_timeout)) + "\n";
     }

@@ -16,14 +16,22 @@
 
 namespace coilgun::config {
 
-// One route of the edge: requests whose Host matches one of |hosts| go to |agent|.
+// One route of the edge: requests whose Host matches one of |hosts| go to one of |agents|.
 struct EdgeRoute {
   // Lower-case exact names ("www.example.com", also IP literals) or wildcards
   // ("*.example.com": any name ending in ".example.com", at any depth, but not
   // "example.com" itself). Empty for the default route, which matches every host.
   std::vector<std::string> hosts;
-  HostPort agent;          // agent: the agent's tunnel address.
-  std::string agent_name;  // agent_name: the name (or IP) the agent's certificate must carry.
+  // agent: the agents' tunnel addresses, one or more ("a:2408", or ["a:2408", "b:2408"]), in
+  // config order, none twice. A request goes to one of those with a tunnel up, chosen by its
+  // cache key (EdgeWorker::pick_pool), so a page's versions gather on one agent.
+  std::vector<HostPort> agents;
+  // agent_name: the name (or IP) every agent's certificate must carry. Empty: each agent's own
+  // host (a route with one agent and no agent_name holds that host here).
+  std::string agent_name;
+  // fallback: where requests go straight over HTTP/1.1 when none of |agents| has a tunnel up
+  // (empty: nowhere, they get 502). A route without one takes the top-level fallback.
+  BackendUrl fallback;
   // request_timeout: this route's limits.request_timeout (the longest wait without progress;
   // a stream that keeps moving is never cut). Unset: the [limits] value.
   std::optional<milliseconds> request_timeout;
@@ -33,6 +41,11 @@ struct EdgeRoute {
   // private_deltas: whether responses marked Cache-Control: private or no-store are
   // delta-coded (and so kept as versions in both daemons' memory). Default true.
   bool private_deltas = true;
+
+  // The name |agent|'s certificate must carry.
+  const std::string& name_for(const HostPort& agent) const {
+    return agent_name.empty() ? agent.host : agent_name;
+  }
   friend bool operator==(const EdgeRoute&, const EdgeRoute&) = default;
 };
 
@@ -78,6 +91,8 @@ struct EdgeConfig {
   // From top-level agent / agent_name (or --agent / --agent-name): matches every host that no
   // route matches. Its hosts are empty.
   std::optional<EdgeRoute> default_route;
+  // fallback (top level): the fallback of every route that names none, the default route's.
+  BackendUrl fallback;
   uint16_t workers = kAutoWorkers;  // workers
   TlsConfig tls;
   EdgeTunnelConfig tunnel;
@@ -89,10 +104,13 @@ struct EdgeConfig {
 };
 
 // As load_origin(), for
-//   coilgun-edge [-c FILE] [--listen HOST:PORT] [--agent HOST:PORT] [--agent-name NAME]
-//                [--admin HOST:PORT] [--tls-ca F --tls-cert F --tls-key F]
+//   coilgun-edge [-c FILE] [--listen HOST:PORT] [--agent HOST:PORT[,HOST:PORT...]]...
+//                [--agent-name NAME] [--fallback URL] [--admin HOST:PORT]
+//                [--tls-ca F --tls-cert F --tls-key F]
 //                [--workers N|auto] [--log-level L] [--check] [--version] [--help]
-// --agent (or top-level `agent`) sets the default route, matching every host.
+// --agent (or top-level `agent`) sets the default route, matching every host; it may be
+// repeated, and its values join. --fallback (top-level `fallback`) is every route's fallback
+// unless the route names its own.
 ConfigResult<Invocation<EdgeConfig>> load_edge(int argc, const char* const* argv,
                                                const EnvMap& env);
 

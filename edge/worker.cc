@@ -7,6 +7,10 @@ namespace coilgun::edge {
 // ---- EdgeWorker ---------------------------------------------------------------------------
 
 namespace {
+
+// Idle keep-alive connections a worker keeps to one fallback URL.
+constexpr size_t kDirectIdle = 32;
+
 http::ServerOptions server_options(const config::EdgeConfig& c) {
   http::ServerOptions o;
   o.limits.max_header_bytes = c.limits.max_header_bytes;
@@ -44,18 +48,50 @@ void EdgeWorker::connect_routes(const std::shared_ptr<const Settings>& settings)
   if (routes_of_ == settings) return;
   routes_of_ = settings;
   const config::EdgeConfig& c = settings->config;
-  if (c.default_route) pool_for(*c.default_route);
-  for (const config::EdgeRoute& r : c.routes) pool_for(r);
+  const auto connect = [this](const config::EdgeRoute& r) {
+    for (const config::HostPort& a : r.agents) pool_for(r, a);
+  };
+  if (c.default_route) connect(*c.default_route);
+  for (const config::EdgeRoute& r : c.routes) connect(r);
 }
 
-AgentPool* EdgeWorker::pool_for(const config::EdgeRoute& route) {
-  const std::string key = route.agent.to_string() + '|' + route.agent_name;
+AgentPool* EdgeWorker::pool_for(const config::EdgeRoute& route, const config::HostPort& agent) {
+  const std::string& name = route.name_for(agent);
+  const std::string key = agent.to_string() + '|' + name;
   auto it = pools_.find(key);
   if (it != pools_.end()) return it->second.get();
-  auto pool = std::make_unique<AgentPool>(*this, route);
+  auto pool = std::make_unique<AgentPool>(*this, agent, name);
   AgentPool* raw = pool.get();
   pools_[key] = std::move(pool);
   return raw;
+}
+
+AgentPool* EdgeWorker::pick_pool(const config::EdgeRoute& route, std::string_view key,
+                                 const AgentPool* avoid) {
+  AgentPool* best = nullptr;
+  uint64_t best_weight = 0;
+  for (const config::HostPort& a : route.agents) {
+    AgentPool* p = pool_for(route, a);
+    if (p == avoid || !p->up()) continue;
+    const uint64_t w = route.agents.size() == 1 ? 0 : p->weight(key);
+    if (best == nullptr || w > best_weight) {
+      best = p;
+      best_weight = w;
+    }
+  }
+  return best;
+}
+
+http::ClientPool& EdgeWorker::direct_pool(const config::BackendUrl& url) {
+  std::unique_ptr<http::ClientPool>& pool = direct_pools_[url.to_string()];
+  if (!pool) {
+    const config::EdgeConfig& c = shared_.now()->config;
+    pool = std::make_unique<http::ClientPool>(
+        loop_, url.host, url.port, kDirectIdle, c.tunnel.connect_timeout,
+        http::Parser::Limits{.max_header_bytes = c.limits.max_header_bytes,
+                             .max_headers = c.limits.max_headers});
+  }
+  return *pool;
 }
 
 void EdgeWorker::tunnel_up() {

@@ -18,13 +18,14 @@
 #include <string>
 #include <unordered_map>
 
-#include "edge/config.h"
 #include "common/daemon/daemon.h"
 #include "common/daemon/settings.h"
+#include "common/http/client.h"
 #include "common/http/server.h"
 #include "common/obs/log.h"
 #include "common/store/version_store.h"
 #include "edge/agent_pool.h"
+#include "edge/config.h"
 #include "proto/delta.h"
 
 namespace coilgun::edge {
@@ -60,8 +61,16 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   uv::Loop& loop() { return loop_; }
   proto::DeltaDecoder& decoder() { return decoder_; }
   std::mt19937& rng() { return rng_; }
-  // The pool for a route's agent (one per distinct agent address).
-  AgentPool* pool_for(const config::EdgeRoute& route);
+  // The pool for |agent| as |route| names it (one per distinct agent address and name).
+  AgentPool* pool_for(const config::EdgeRoute& route, const config::HostPort& agent);
+  // The agent of |route| that cache key |key| goes to: of its agents with a tunnel up (other
+  // than |avoid|), the one with the highest AgentPool::weight() for the key. So a key stays
+  // with one agent while that agent is up, and only the keys of an agent that goes down move
+  // (to the next by weight). nullptr when none is up.
+  AgentPool* pick_pool(const config::EdgeRoute& route, std::string_view key,
+                       const AgentPool* avoid = nullptr);
+  // The keep-alive connections to a route's fallback URL (DirectFetch), made on first use.
+  http::ClientPool& direct_pool(const config::BackendUrl& url);
   // A tunnel of this worker came up / went down (AgentPool).
   void tunnel_up();
   void tunnel_down();
@@ -79,6 +88,7 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   Shared& shared_;
   unsigned index_;
   std::unordered_map<std::string, std::unique_ptr<AgentPool>> pools_;
+  std::unordered_map<std::string, std::unique_ptr<http::ClientPool>> direct_pools_;
   // The snapshot connect_routes() last ran for (held, so that a new one never reuses its address).
   std::shared_ptr<const Settings> routes_of_;
   unsigned tunnels_up_ = 0;

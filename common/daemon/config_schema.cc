@@ -277,12 +277,16 @@ ConfigResult<CommandLine> parse_command_line(const char* program, const char* de
   app.set_help_flag();  // Our own --help below: recognised, not thrown.
   app.add_option("-c,--config", out.config_path, "TOML config file (or COILGUN_CONFIG)")
       ->type_name("FILE");
+  // A repeat flag is read as a list (CLI11 keeps each occurrence) whose values join; of any
+  // other the last counts. (A list option would also take "[a,b]" apart: not for the others.)
   std::vector<std::string> values(flags.size());
+  std::vector<std::vector<std::string>> lists(flags.size());
   std::vector<CLI::Option*> options;
   for (size_t i = 0; i < flags.size(); ++i) {
-    options.push_back(app.add_option(flags[i].flag, values[i], flags[i].help)
-                          ->type_name(flags[i].type)
-                          ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast));
+    CLI::Option* o = flags[i].repeat ? app.add_option(flags[i].flag, lists[i], flags[i].help)
+                                     : app.add_option(flags[i].flag, values[i], flags[i].help)
+                                           ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    options.push_back(o->type_name(flags[i].type));
   }
   app.add_flag("--check", out.check, "Validate the config and certificates, then exit 0 or 1");
   app.add_flag("--print-config", out.print_config,
@@ -300,8 +304,15 @@ ConfigResult<CommandLine> parse_command_line(const char* program, const char* de
     return ConfigError{std::string(program) + ": " + e.what() + " (see --help)"};
   }
   for (size_t i = 0; i < flags.size(); ++i) {
-    out.values.push_back(options[i]->count() == 0 ? std::nullopt
-                                                  : std::optional<std::string>(values[i]));
+    if (options[i]->count() == 0) {
+      out.values.push_back(std::nullopt);
+    } else if (!flags[i].repeat) {
+      out.values.push_back(values[i]);
+    } else {
+      std::string joined;
+      for (const std::string& v : lists[i]) joined += (joined.empty() ? "" : ",") + v;
+      out.values.push_back(std::move(joined));
+    }
   }
   return out;
 }

@@ -148,32 +148,38 @@ KeyDef<D> optional_host_port_key(std::string key, F field) {
                      });
 }
 
-// A list of addresses: a TOML array of "HOST:PORT" strings, or "HOST:PORT,HOST:PORT" from the
-// environment or a flag (parse_host_port_list's rules either way).
+// A list of addresses from the file: a TOML array of "HOST:PORT" strings, or one string
+// "HOST:PORT" or "HOST:PORT,HOST:PORT" (parse_host_port_list's rules either way).
+inline ConfigResult<std::vector<HostPort>> host_port_list_value(const toml::value& v) {
+  if (v.is_string()) return parse_host_port_list(v.as_string().str);
+  if (!v.is_array()) {
+    return ConfigError{"expected a list like [\"10.0.0.5:11211\"], got " + type_name(v)};
+  }
+  std::string text;
+  for (const toml::value& x : v.as_array()) {
+    if (!x.is_string())
+      return ConfigError{"expected strings like \"10.0.0.5:11211\", got " + type_name(x)};
+    if (!text.empty()) text += ",";
+    text += x.as_string().str;
+  }
+  return parse_host_port_list(text);
+}
+
+// A key holding a list of addresses: host_port_list_value() from the file, a comma list from
+// the environment or a flag.
 template <typename D, typename F>
 KeyDef<D> host_port_list_key(std::string key, F field) {
   return make_key<D>(
       std::move(key),
       [field](D& d, const Raw& raw) -> std::string {
-        std::string text;
-        if (raw.toml && raw.toml->is_array()) {
-          for (const toml::value& v : raw.toml->as_array()) {
-            if (!v.is_string())
-              return "expected strings like \"10.0.0.5:11211\", got " + type_name(v);
-            if (!text.empty()) text += ",";
-            text += v.as_string().str;
-          }
-        } else {
-          ConfigResult<std::string> t = text_of(raw, "a list like [\"10.0.0.5:11211\"]");
-          if (!t.ok()) return t.error().message;
-          text = *t;
-        }
-        ConfigResult<std::vector<HostPort>> list = parse_host_port_list(text);
+        ConfigResult<std::vector<HostPort>> list =
+            raw.toml ? host_port_list_value(*raw.toml) : parse_host_port_list(raw.text);
         if (!list.ok()) return list.error().message;
         field(d) = std::move(list).value();
         return "";
       },
       [field](const D& d) -> std::optional<std::string> {
+        if (field(d).empty()) return std::nullopt;  // "# KEY is not set": none, the default.
         std::string out = "[";
         for (const HostPort& a : field(d))
           out += (out.size() > 1 ? ", " : "") + quote(a.to_string());
@@ -409,6 +415,8 @@ struct FlagDef {
   const char* key;   // "listen"
   const char* type;  // "HOST:PORT", shown in --help.
   const char* help;
+  // Given more than once, the values join with ',' (a list key); otherwise the last one counts.
+  bool repeat = false;
 };
 
 template <typename D>

@@ -39,13 +39,17 @@ Metrics::Metrics(metrics::Registry& r)
       delta_delta(delta_family(r).with({"delta"})),
       delta_full(delta_family(r).with({"full"})),
       delta_stream(delta_family(r).with({"stream"})),
+      delta_direct(delta_family(r).with({"direct"})),
       tunnels(r.gauge("coilgun_tunnel_connections", "Tunnel connections up")),
       in_flight(r.gauge("coilgun_exchanges_in_flight", "Requests being answered now")),
       duration(r.histogram("coilgun_request_duration_seconds",
                            "Time from request head to the end of the response",
                            metrics::kLatencySecondsBuckets)),
       errors(r.counter("coilgun_errors_total", "Failed exchanges and connections, by reason",
-                       {"reason"})) {
+                       {"reason"})),
+      retries(r.counter("coilgun_retries_total",
+                        "Requests sent again on another tunnel or agent after the first was lost "
+                        "or refused before any answer")) {
   auto& requests =
       r.counter("coilgun_requests_total", "Requests answered, by status class", {"code"});
   static const char* kClasses[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};

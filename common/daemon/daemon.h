@@ -22,8 +22,8 @@
 
 #include "common/daemon/stats_history.h"
 #include "common/http/server.h"
-#include "common/obs/metrics.h"
 #include "common/net/loop.h"
+#include "common/obs/metrics.h"
 #include "common/store/version_store.h"
 
 namespace coilgun::daemon {
@@ -50,10 +50,12 @@ class Metrics {
   metrics::Counter& delta_delta;   // coilgun_delta_responses_total{result="delta"}
   metrics::Counter& delta_full;    // ...{result="full"}
   metrics::Counter& delta_stream;  // ...{result="stream"}
+  metrics::Counter& delta_direct;  // ...{result="direct"}: the edge's fallback, no link.
   metrics::Gauge& tunnels;         // coilgun_tunnel_connections
   metrics::Gauge& in_flight;       // coilgun_exchanges_in_flight
   metrics::Histogram& duration;    // coilgun_request_duration_seconds
   metrics::CounterFamily& errors;  // coilgun_errors_total{reason}
+  metrics::Counter& retries;       // coilgun_retries_total (edge: sent again to another tunnel)
 
  private:
   metrics::Counter* by_class_[6];  // coilgun_requests_total{code="1xx".."5xx"}, [0] other

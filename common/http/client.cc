@@ -18,11 +18,6 @@ bool announces_forbidden_body(const ResponseHead& head) {
   return cl && *cl != "0";
 }
 
-// RFC 9110 §9.2.1.
-bool is_safe_method(std::string_view m) {
-  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE";
-}
-
 }  // namespace
 
 ClientConnection::ClientConnection(std::unique_ptr<uv::TcpStream> socket, Parser::Limits limits)
@@ -59,8 +54,8 @@ void ClientConnection::on_message_complete() {
 
 bool ClientConnection::carries_ignorable_body(std::string_view method, BodyFraming framing,
                                               uint64_t length) {
-  const bool body = framing == BodyFraming::kChunked ||
-                    (framing == BodyFraming::kContentLength && length > 0);
+  const bool body =
+      framing == BodyFraming::kChunked || (framing == BodyFraming::kContentLength && length > 0);
   return body && method != "POST" && method != "PUT" && method != "PATCH";
 }
 
@@ -170,7 +165,8 @@ void ClientConnection::feed_responses() {
       return;
     }
     if (unasked_101_) {
-      return fail(Status(Code::kProtocol, "backend switched to a protocol the request did not ask for",
+      return fail(Status(Code::kProtocol,
+                         "backend switched to a protocol the request did not ask for",
                          Side::kUpstream));
     }
     if (parser_->paused()) {

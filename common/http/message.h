@@ -186,6 +186,11 @@ inline int hex_value(uint8_t c) {
 // body itself.
 void remove_hop_by_hop(std::vector<Header>& headers);
 
+// True for the safe methods of RFC 9110 §9.2.1: GET, HEAD, OPTIONS, TRACE (case-sensitive).
+inline bool is_safe_method(std::string_view m) {
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE";
+}
+
 // Records this proxy in Via (RFC 9110 §7.6.3): appends ", <received_by>" to the last Via
 // field, or adds "Via: <received_by>". Example: add_via(h, "1.1 coilgun").
 void add_via(std::vector<Header>& headers, std::string_view received_by);

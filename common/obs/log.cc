@@ -273,6 +273,8 @@ const char* delta_result_name(DeltaResult result) {
       return "full";
     case DeltaResult::kStream:
       return "stream";
+    case DeltaResult::kDirect:
+      return "direct";
   }
   return "unknown";
 }

@@ -149,16 +149,17 @@ enum class DeltaResult : uint8_t {
   kDelta,   // A zstd delta against a version the edge held.
   kFull,    // The whole body, zstd-compressed, buffered.
   kStream,  // Streamed through without buffering (too large, not delta-worthy).
+  kDirect,  // Not over the link: the edge sent the request to the route's fallback URL.
 };
 
-// Returns "none", "delta", "full" or "stream".
+// Returns "none", "delta", "full", "stream" or "direct".
 const char* delta_result_name(DeltaResult result);
 
 // One request, as the access log records it. Strings are views the caller keeps alive for the
 // call. Both daemons write theirs with designated initializers, naming what they know; every
-// member has a default, so what they leave out is left out of the line. Written, in this order, as: ts, type ("access"), method, host, path, status,
-// body_bytes, link_bytes, delta, then stream when set, duration_ms, then upstream_ms and error
-// when set.
+// member has a default, so what they leave out is left out of the line. Written, in this order, as:
+// ts, type ("access"), method, host, path, status, body_bytes, link_bytes, delta, then stream when
+// set, duration_ms, then upstream_ms and error when set.
 struct AccessRecord {
   // When the request arrived. The default (the epoch) means "now, when written".
   std::chrono::system_clock::time_point ts{};

@@ -3,11 +3,16 @@
 // request target, as Pingora's pingora-cache/src/key.rs keys its cache. The namespace keeps one
 // site's versions from ever being a base for another's:
 //
-//   edge:   the agent's address (route.agent), so two agents' pages never mix;
+//   edge:   empty. A host routes to one set of agents, which serve one origin, so the host
+//           already names the site; and a route's agents share its keys, so that the next
+//           agent by weight (or another edge, through memcached) can answer with a delta
+//           against what the first one served. Should a host move to another origin, what the
+//           edge names as held is unknown there: one response in full, never a wrong byte
+//           (versions are named by content).
 //   agent:  its [namespace] setting (PROTOCOL.md §5), so two agents sharing a store never mix.
 //
-// The two sides build different keys for the same page, and never compare them: each store
-// is private to its daemon, and the tunnel names versions by id, not by key.
+// The two sides build different keys for the same page, and never compare them: the tunnel
+// names versions by id, not by key.
 
 #include <string>
 #include <string_view>

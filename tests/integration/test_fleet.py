@@ -7,6 +7,7 @@ through real memcached servers (Debian's memcached, on ephemeral loopback ports)
 import concurrent.futures
 import json
 import os
+import signal
 import socketserver
 import sys
 import threading
@@ -14,7 +15,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import Memcached, get  # noqa: E402
+from harness import Memcached, get, metrics  # noqa: E402
 from test_pair import PairTestCase, make_corpus, news_versions  # noqa: E402
 
 
@@ -177,6 +178,108 @@ class TestSharedTierFaults(FleetTestCase):
         edge, agent = stats(p.edge_admin)["store"]["shared"], stats(p.origin_admin)["store"]["shared"]
         self.assertGreater(edge["corrupt"] + agent["corrupt"], 0)
         self.assertEqual(edge["hits"] + agent["hits"], 0)
+
+
+def access(process):
+    return [r for r in process.records() if r.get("type") == "access"]
+
+
+class TestSeveralAgents(FleetTestCase):
+    """A route naming two agents (issue #12 §3): keys spread by consistent hashing, a killed
+    agent's keys move to the other, and the fallback URL when no agent is up."""
+
+    def two_agents(self, versions, workers=1):
+        """A pair whose edge names its own agent and a second one (started here, on a port
+        chosen before the edge starts); returns (pair, second agent)."""
+        corpus = os.path.join(self.tmp, "corpus")
+        make_corpus(corpus, versions)
+        port = harness.free_port()
+        p = self.pair(corpus=corpus, workers=workers, edge_args=("--agent", f"127.0.0.1:{port}"),
+                      start_origin=True)
+        second = harness.Process([harness.binary("coilgun-origin"), "--listen", f"127.0.0.1:{port}",
+                                  "--admin", "127.0.0.1:0", "--backend", f"http://127.0.0.1:{p.backend_port}",
+                                  "--workers", str(workers)] + p.certs.agent_flags(), "origin2")
+        self.procs.append(second)
+        harness.wait_until(lambda: metrics(p.edge_admin)["coilgun_tunnel_connections"] >= 4 * workers,
+                           what="the tunnels to both agents")
+        return p, second
+
+    def test_keys_spread_over_the_agents_and_each_stays_with_one(self):
+        series = {f"s{i}": news_versions(3) for i in range(12)}
+        p, second = self.two_agents(series)
+        for _ in range(3):
+            for name, bodies in series.items():
+                self.assertEqual(get(p.http_port, f"/{name}")[0], 200)
+        harness.wait_until(lambda: len(access(p.origin)) + len(access(second)) == 36, what="36 access lines")
+        by_agent = [{r["path"]: [] for r in access(a)} for a in (p.origin, second)]
+        for agent, paths in zip((p.origin, second), by_agent):
+            for r in access(agent):
+                paths[r["path"]].append(r["delta"])
+        self.assertTrue(by_agent[0] and by_agent[1], f"one agent took every key: {by_agent}")
+        self.assertEqual(set(by_agent[0]) & set(by_agent[1]), set(), "a key went to both agents")
+        # Each key's versions met the same agent, so the second and third crossed as deltas.
+        for paths in by_agent:
+            for path, results in paths.items():
+                self.assertEqual(results, ["full", "delta", "delta"], path)
+
+    def test_with_one_agent_killed_under_load_every_request_succeeds_and_its_keys_move(self):
+        series = {f"s{i}": news_versions(12) for i in range(8)}
+        p, second = self.two_agents(series, workers=2)
+        done = []
+
+        def fetch(name):
+            status, _, body = get(p.http_port, f"/{name}")
+            done.append(name)
+            return name, status, body
+
+        names = [n for _ in range(12) for n in series]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(fetch, n) for n in names]
+            harness.wait_until(lambda: len(done) >= 24, what="24 answers before the kill")
+            p.origin.signal(signal.SIGKILL)
+            results = [f.result() for f in futures]
+        self.assertEqual([s for _, s, _ in results], [200] * len(names))
+        for name, _, body in results:
+            self.assertIn(body, series[name])  # Byte-exact: some version of its own page.
+        # Every key now goes to the agent left, and is answered.
+        before = len(access(second))
+        for name in series:
+            self.assertEqual(get(p.http_port, f"/{name}")[0], 200)
+        harness.wait_until(lambda: len(access(second)) == before + len(series), what="the moved keys")
+        self.assertEqual({r["path"] for r in access(second)[before:]}, {f"/{n}" for n in series})
+
+    def test_with_no_agent_up_the_fallback_answers_until_a_tunnel_is_up(self):
+        p = self.pair(start_origin=False)
+        # Without a fallback: 502 at once.
+        self.assertEqual(get(p.http_port, "/")[::2], (502, b"Bad Gateway (tunnel_down)\n"))
+        # The backend's port is known only now: a second edge with the fallback set to it.
+        conf = os.path.join(self.tmp, "edge-fallback.toml")
+        with open(conf, "w") as f:
+            f.write(f'agent = "127.0.0.1:{p.agent_port}"\nfallback = "http://127.0.0.1:{p.backend_port}"\n')
+        edge = harness.Process([harness.binary("coilgun-edge"), "-c", conf, "--listen", "127.0.0.1:0",
+                                "--admin", "127.0.0.1:0", "--workers", "1"] + p.certs.edge_flags(), "edge-fb")
+        self.procs.append(edge)
+        _, port = edge.address("http")
+        _, admin = edge.address("admin")
+
+        status, headers, page = get(port, "/")
+        self.assertEqual(status, 200)
+        self.assertIn(b"<html", page)
+        big = get(port, "/big?bytes=3000000")
+        self.assertEqual((big[0], len(big[2])), (200, 3000000))
+        body = os.urandom(200000)
+        self.assertEqual(get(port, "/echo", method="POST", body=body)[::2], (200, body))
+        self.assertEqual(get(port, "/", method="HEAD")[::2], (200, b""))
+        harness.wait_until(lambda: len(access(edge)) == 4, what="4 access lines")
+        self.assertEqual([r["delta"] for r in access(edge)], ["direct"] * 4)
+        self.assertEqual(metrics(admin)['coilgun_delta_responses_total{result="direct"}'], 4)
+
+        p.start_origin()  # On the port the edge dials.
+        edge.wait_for(lambda r: r.get("msg") == "tunnel up", what="tunnel up")
+        self.assertEqual(get(port, "/")[0], 200)
+        harness.wait_until(lambda: len(access(edge)) == 5, what="5 access lines")
+        self.assertEqual(access(edge)[-1]["delta"], "full")
+        self.assertEqual(metrics(admin)['coilgun_delta_responses_total{result="direct"}'], 4)
 
 
 if __name__ == "__main__":

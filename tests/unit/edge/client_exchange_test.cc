@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/obs/metrics.h"
+#include "common/store/cache_key.h"
 #include "common/store/memory_store.h"
 #include "edge/worker.h"
 #include "tests/unit/common/tls/test_certs.h"
@@ -135,7 +136,7 @@ std::shared_ptr<const edge::Settings> edge_settings(const TestCerts& certs, uint
   config::EdgeConfig c;
   c.listen = {"127.0.0.1", 0};
   config::EdgeRoute route;
-  route.agent = {"127.0.0.1", agent_port};
+  route.agents = {{"127.0.0.1", agent_port}};
   route.agent_name = "127.0.0.1";
   c.default_route = route;
   c.tunnel.connections = 1;
@@ -173,7 +174,7 @@ struct EdgeRig {
 
   // The edge's cache key for |target| on host example.com.
   std::string key(const std::string& target) const {
-    return "127.0.0.1:" + std::to_string(agent_port) + "\nexample.com\n" + target;
+    return CacheKey{"", "example.com", target}.str();
   }
   // The stream of the |n|th request the agent received (waits for it).
   uint32_t nth_request(size_t n) {

@@ -56,7 +56,7 @@ request_timeout = 90
   REQUIRE(r.ok());
   CHECK(r->listen == HostPort{"0.0.0.0", 80});
   REQUIRE(r->default_route);
-  CHECK(r->default_route->agent == HostPort{"origin.example", 2408});
+  CHECK(r->default_route->agents == std::vector<HostPort>{HostPort{"origin.example", 2408}});
   CHECK(r->default_route->agent_name == "origin.example");
   CHECK(r->default_route->hosts.empty());
   CHECK(r->workers == kAutoWorkers);
@@ -88,13 +88,13 @@ TEST_CASE("IPv6 addresses work in files, flags and routes", "[config]") {
   CHECK(r->listen == HostPort{"::", 8443});
   REQUIRE(r->routes.size() == 1);
   CHECK(r->routes[0].hosts == std::vector<std::string>{"2001:db8::1"});
-  CHECK(r->routes[0].agent == HostPort{"2001:db8::2", 2408});
+  CHECK(r->routes[0].agents == std::vector<HostPort>{HostPort{"2001:db8::2", 2408}});
   CHECK(r->routes[0].agent_name == "2001:db8::2");
   CHECK(match_route(*r, "[2001:DB8::1]:8443") == &r->routes[0]);
   auto f =
       edge(Argv{"--agent", "[::1]:2408", "--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c"});
   REQUIRE(f.ok());
-  CHECK(f->config.default_route->agent == HostPort{"::1", 2408});
+  CHECK(f->config.default_route->agents == std::vector<HostPort>{HostPort{"::1", 2408}});
   CHECK(f->config.default_route->agent_name == "::1");
 }
 
@@ -104,7 +104,7 @@ TEST_CASE("The --agent flag sets a default route whose agent_name defaults to it
       Argv{"--agent", "Origin.Example:2408", "--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c"});
   REQUIRE(r.ok());
   REQUIRE(r->config.default_route);
-  CHECK(r->config.default_route->agent == HostPort{"origin.example", 2408});
+  CHECK(r->config.default_route->agents == std::vector<HostPort>{HostPort{"origin.example", 2408}});
   CHECK(r->config.default_route->agent_name == "origin.example");
   CHECK(match_route(r->config, "anything.example:8080") == &*r->config.default_route);
   CHECK(match_route(r->config, "") == &*r->config.default_route);
@@ -127,13 +127,93 @@ TEST_CASE("The --agent flag replaces the file's agent and the agent_name that we
 
   auto flag_agent = edge(Argv{"-c", path, "--agent", "10.9.9.9:2408"});
   REQUIRE(flag_agent.ok());
-  CHECK(flag_agent->config.default_route->agent == HostPort{"10.9.9.9", 2408});
+  CHECK(flag_agent->config.default_route->agents ==
+        std::vector<HostPort>{HostPort{"10.9.9.9", 2408}});
   CHECK(flag_agent->config.default_route->agent_name == "10.9.9.9");
 
   auto flag_name = edge(Argv{"-c", path, "--agent-name", "other.example"});
   REQUIRE(flag_name.ok());
-  CHECK(flag_name->config.default_route->agent == HostPort{"a.example", 2408});
+  CHECK(flag_name->config.default_route->agents ==
+        std::vector<HostPort>{HostPort{"a.example", 2408}});
   CHECK(flag_name->config.default_route->agent_name == "other.example");
+}
+
+TEST_CASE(
+    "A route names several agents: a TOML array, --agent repeated or a comma list, "
+    "COILGUN_AGENT",
+    "[config]") {
+  const std::vector<HostPort> both{{"a.example", 2408}, {"10.0.0.2", 2408}};
+  TempDir dir;
+  const std::string path = dir.write(
+      "edge.toml", std::string("agent = [\"a.example:2408\", \"10.0.0.2:2408\"]\n") + kTlsToml +
+                       "[[route]]\nhost = \"shop.example\"\n"
+                       "agent = [\"s1.internal:2408\", \"s2.internal:2408\"]\n"
+                       "agent_name = \"shop-agent.internal\"\n");
+  auto file = edge(Argv{"-c", path});
+  REQUIRE(file.ok());
+  CHECK(file->config.default_route->agents == both);
+  // Several agents and no agent_name: each agent's certificate carries its own host.
+  CHECK(file->config.default_route->agent_name.empty());
+  CHECK(file->config.default_route->name_for(both[1]) == "10.0.0.2");
+  const EdgeRoute& shop = file->config.routes.at(0);
+  CHECK(shop.agents.size() == 2);
+  CHECK(shop.name_for(shop.agents[1]) == "shop-agent.internal");
+
+  auto repeated = edge(Argv{"--agent", "a.example:2408", "--agent", "10.0.0.2:2408", "--tls-ca",
+                            "a", "--tls-cert", "b", "--tls-key", "c"});
+  REQUIRE(repeated.ok());
+  CHECK(repeated->config.default_route->agents == both);
+  auto listed = edge(Argv{"--agent", "a.example:2408,10.0.0.2:2408", "--tls-ca", "a", "--tls-cert",
+                          "b", "--tls-key", "c"});
+  REQUIRE(listed.ok());
+  CHECK(listed->config.default_route->agents == both);
+  auto env = edge(Argv{"--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c"},
+                  {{"COILGUN_AGENT", "a.example:2408, 10.0.0.2:2408"}});
+  REQUIRE(env.ok());
+  CHECK(env->config.default_route->agents == both);
+
+  auto twice = edge(Argv{"--agent", "a.example:2408", "--agent", "a.example:2408", "--tls-ca", "a",
+                         "--tls-cert", "b", "--tls-key", "c"});
+  REQUIRE_FALSE(twice.ok());
+  CHECK_THAT(twice.error().message,
+             Contains("--agent: address \"a.example:2408\" is listed twice"));
+  auto empty = parse_edge_toml(
+      std::string(kTlsToml) + "[[route]]\nhost = \"x.example\"\nagent = []\n", "e.toml");
+  REQUIRE_FALSE(empty.ok());
+  CHECK_THAT(empty.error().message, Contains("route.agent: must name at least one agent"));
+}
+
+TEST_CASE("fallback: per route, else the top-level one; http:// only", "[config]") {
+  auto c = parse_edge_toml(std::string("agent = \"a:1\"\nfallback = \"http://origin.internal\"\n") +
+                               kTlsToml +
+                               "[[route]]\nhost = \"own.example\"\nagent = \"b:1\"\n"
+                               "fallback = \"http://10.0.0.9:8080/\"\n"
+                               "[[route]]\nhost = \"inherits.example\"\nagent = \"c:1\"\n",
+                           "e.toml");
+  REQUIRE(c.ok());
+  CHECK(c->default_route->fallback == BackendUrl{"origin.internal", 80});
+  CHECK(c->routes.at(0).fallback == BackendUrl{"10.0.0.9", 8080});
+  CHECK(c->routes.at(1).fallback == BackendUrl{"origin.internal", 80});
+  auto back = parse_edge_toml(to_toml(*c), "printed.toml");
+  REQUIRE(back.ok());
+  CHECK(*back == *c);
+
+  auto none = parse_edge_toml(std::string("agent = \"a:1\"\n") + kTlsToml, "e.toml");
+  REQUIRE(none.ok());
+  CHECK(none->default_route->fallback.empty());
+
+  auto https = parse_edge_toml(std::string(kTlsToml) +
+                                   "[[route]]\nhost = \"x.example\"\nagent = \"a:1\"\n"
+                                   "fallback = \"https://origin.internal\"\n",
+                               "e.toml");
+  REQUIRE_FALSE(https.ok());
+  CHECK_THAT(https.error().message, Contains("route.fallback"));
+  CHECK_THAT(https.error().message, Contains("https:// backends are not supported yet"));
+
+  auto flag = edge(Argv{"--agent", "a:1", "--fallback", "http://127.0.0.1:81", "--tls-ca", "a",
+                        "--tls-cert", "b", "--tls-key", "c"});
+  REQUIRE(flag.ok());
+  CHECK(flag->config.default_route->fallback == BackendUrl{"127.0.0.1", 81});
 }
 
 TEST_CASE("agent_name without an agent is an error", "[config]") {
@@ -252,26 +332,26 @@ TEST_CASE("to_toml round-trips an edge config with routes", "[config]") {
   // Built member by member: brace-initialised temporaries make GCC 12 warn falsely.
   EdgeRoute one;
   one.hosts = {"www.example.com", "*.example.com"};
-  one.agent = *parse_host_port("10.0.0.1:2408");
+  one.agents = {*parse_host_port("10.0.0.1:2408")};
   one.agent_name = "one";
   c.routes.push_back(one);
   EdgeRoute two;
   two.hosts = {"2001:db8::5"};
-  two.agent = *parse_host_port("[2001:db8::6]:1");
+  two.agents = {*parse_host_port("[2001:db8::6]:1")};
   two.agent_name = "2001:db8::6";
   two.request_timeout = milliseconds(300000);
   two.backend_timeout = milliseconds(90000);
   two.private_deltas = false;
   c.routes.push_back(two);
   EdgeRoute fallback;
-  fallback.agent = *parse_host_port("fallback.internal:2408");
+  fallback.agents = {*parse_host_port("fallback.internal:2408")};
   fallback.agent_name = "fallback-name.internal";
   c.default_route = fallback;
   c.tunnel.backoff_max = milliseconds(60000);
   c.limits.request_timeout = milliseconds(7200000);
   const std::string text = to_toml(c);
   INFO(text);
-  CHECK_THAT(text, Contains("agent = \"fallback.internal:2408\""));
+  CHECK_THAT(text, Contains("agent = [\"fallback.internal:2408\"]"));
   CHECK_THAT(text, Contains("request_timeout = \"2h\""));
   CHECK_THAT(text, Contains("[[route]]\nhosts = [\"www.example.com\", \"*.example.com\"]"));
   auto back = parse_edge_toml(text, "printed.toml");
