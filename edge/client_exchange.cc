@@ -399,14 +399,21 @@ void ClientExchange::on_reset(ResetReason reason) {
 void ClientExchange::on_tunnel_lost() {
   link_ = nullptr;
   stream_ = 0;
+  // The whole answer is here (a coded payload waiting for its base): nothing was lost.
+  if (base_lookup_.active()) return;
   if (!retry_elsewhere()) fail(502, "tunnel_lost");
 }
 
+// Not while failing or after the client left (fail() and on_client_abort() reset the stream,
+// and that write may lose the tunnel from inside them).
 bool ClientExchange::retry_elsewhere() {
-  if (finished_ || retried_ || head_sent_ || has_body_ || !http::is_safe_method(method_)) {
+  if (finished_ || retried_ || head_sent_ || has_body_ || !http::is_safe_method(method_) ||
+      client_ == nullptr || !error_.empty()) {
     return false;
   }
+  // Another agent, else another tunnel of the same one.
   AgentPool* next = worker_.pick_pool(*route_, key_, pool_);
+  if (next == nullptr && pool_->up()) next = pool_;
   if (next == nullptr) return false;
   log::info("tunnel lost, sending the request to another agent",
             {{"from", pool_->agent()}, {"to", next->agent()}, {"host", host_}, {"path", target_}});
@@ -449,6 +456,8 @@ void ClientExchange::start_direct() {
   DirectFetch::Sink& sink = *this;  // A private base: converted here, where it is accessible.
   direct_ = std::make_unique<DirectFetch>(worker_.loop(), worker_.direct_pool(route_->fallback),
                                           sink, std::move(head), framing, length);
+  direct_->start();  // May answer from inside (a failure): direct_ is set by then.
+  if (finished_) return;
   if (expects_continue_ && client_ != nullptr) client_->send_continue();
   expects_continue_ = false;
   send_body();

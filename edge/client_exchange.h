@@ -16,10 +16,11 @@
 // A route may name several agents: the request goes to the one its cache key picks among those
 // with a tunnel up (EdgeWorker::pick_pool). When its tunnel is lost before any of the answer
 // reached the client, a safe request without a body (GET, HEAD, OPTIONS, TRACE) is sent once
-// more, to the next agent up; a stream the agent refused unprocessed (it was draining) is
-// sent once more whatever its method. When none of the route's agents has a tunnel up and the
-// route has a fallback URL, the request goes there directly (DirectFetch, direct_fetch.h;
-// "direct" in the access log and metrics), an upgrade request excepted.
+// more, to the next agent up (else on another tunnel of the same agent); a stream the agent refused
+// unprocessed (it was draining) is sent once more whatever its method. When none of the route's
+// agents has a tunnel up and the route has a fallback URL, the request goes there directly
+// (DirectFetch, direct_fetch.h; "direct" in the access log and metrics), an upgrade request
+// excepted.
 //
 // Failures and their answers: no route for the Host 421; no tunnel up and no fallback 502 at
 // once (reason "tunnel_down"); tunnel lost mid-request 502 ("tunnel_lost"); backend refused

@@ -18,9 +18,7 @@ DirectFetch::DirectFetch(uv::Loop& loop, http::ClientPool& pool, Sink& sink, htt
       sink_(&sink),
       head_(std::move(head)),
       framing_(framing),
-      length_(length) {
-  acquire(false);
-}
+      length_(length) {}
 
 DirectFetch::~DirectFetch() { abandon(); }
 
@@ -41,9 +39,14 @@ void DirectFetch::acquire(bool fresh) {
 }
 
 void DirectFetch::send_request() {
-  // A copy: a retry sends the same head again.
+  // A copy: a retry sends the same head again. A failed write is reported to this handler
+  // from inside the call as well as returned: reported once.
+  const uint32_t errors = errors_;
   const Status s = conn_->send_request(head_, framing_, length_, this);
-  if (!s.ok()) return on_error(s);
+  if (!s.ok()) {
+    if (errors_ == errors) on_error(s);
+    return;
+  }
   if (paused_) conn_->pause_reading();
   // A failed write reaches on_error() inside send_body/send_end, which may end this fetch.
   if (!early_body_.empty()) {
@@ -118,6 +121,7 @@ void DirectFetch::on_response_end() {
 }
 
 void DirectFetch::on_error(Status status) {
+  ++errors_;
   // A keep-alive connection the backend closed meanwhile: once more on a fresh one.
   if (conn_ && conn_->retryable() && !retried_) {
     retried_ = true;

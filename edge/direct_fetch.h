@@ -43,10 +43,12 @@ class DirectFetch : private http::ClientHandler {
     ~Sink() = default;
   };
 
-  // Sends |head| framed as |framing| says (|length| for Content-Length) once a connection is
-  // there; |sink| hears from a later loop turn on.
+  // Will send |head| framed as |framing| says (|length| for Content-Length).
   DirectFetch(uv::Loop& loop, http::ClientPool& pool, Sink& sink, http::RequestHead head,
               http::BodyFraming framing, uint64_t length);
+  // Takes a connection and sends the request. |sink| may hear from inside this call (an idle
+  // connection whose write fails), so the owner calls it once it holds this fetch.
+  void start() { acquire(false); }
   ~DirectFetch() override;
   DirectFetch(const DirectFetch&) = delete;
   DirectFetch& operator=(const DirectFetch&) = delete;
@@ -87,6 +89,7 @@ class DirectFetch : private http::ClientHandler {
   bool body_done_ = false;           // send_end() was called.
   bool retried_ = false;
   bool paused_ = false;
+  uint32_t errors_ = 0;  // on_error() calls, to tell whether send_request() already reported.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // For acquire()'s callback.
 };
 

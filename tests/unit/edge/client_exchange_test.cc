@@ -294,6 +294,27 @@ TEST_CASE("An edge names the base it holds and rebuilds the agent's delta agains
   CHECK(loop.close() == 0);
 }
 
+TEST_CASE("An edge serves a whole delta whose tunnel closed while it looked up the base",
+          "[edge][client_exchange]") {
+  uv::Loop loop;
+  {
+    EdgeRig rig(loop);
+    const std::string v1 = news_page(4, 1), v2 = news_page(4, 3);
+    rig.store.put(rig.key("/"), Blob::make(test::to_bytes(v1)));
+
+    Client client(loop, rig.port, get("/"));
+    const uint32_t id = rig.nth_request(1);
+    rig.agent.respond(id, 200, BodyMode::kCoded, kHtml, false);
+    rig.agent.send(id, code_payload(bytes_of(v2), bytes_of(v1)), true);
+    rig.agent.close();  // Right behind the payload's end: the base is looked up meanwhile.
+
+    const Response r = rig.answer(client);
+    CHECK(r.status == 200);
+    CHECK(r.body == v2);
+  }
+  CHECK(loop.close() == 0);
+}
+
 TEST_CASE("An edge fetches in full a delta against a base it does not hold, never serving it",
           "[edge][client_exchange]") {
   uv::Loop loop;
