@@ -60,7 +60,7 @@ def parse_args(argv):
     p.add_argument("--template", help="the real page /bench pages are made of")
     p.add_argument("--only", help="comma-separated subset of the setups")
     p.add_argument("--sections", default="throughput,slowlink,memory",
-                   help="comma-separated: throughput, slowlink, memory")
+                   help="comma-separated: throughput, slowlink, memory, fleet (tests/bench/fleet.py)")
     p.add_argument("--slow-versions", type=int, default=20,
                    help="versions of each corpus series fetched back to back over each slow link")
     p.add_argument("--slow-idle", type=float, default=2.0,
@@ -694,7 +694,7 @@ def main(argv=None):
             sys.exit(f"bench_pairs: {tool} is missing (deploy/install-deps.sh installs it)")
     sizes = [int(x) for x in args.sizes.split(",")]
     template = args.template or default_template()
-    results, memory, slow = {}, None, None
+    results, memory, slow, fleet_report = {}, None, None, None
     tmp = tempfile.mkdtemp(prefix="coilgun-bench-")
     try:
         certs = launch.Certs(os.path.join(tmp, "certs"))
@@ -710,13 +710,16 @@ def main(argv=None):
             if "slowlink" in sections:
                 slow = slow_link_section(tmp, certs, args)
             memory = memory_section(tmp, certs, backend_port, args) if "memory" in sections else None
+            if "fleet" in sections:
+                import fleet
+                fleet_report = fleet.fleet_section(tmp, certs, CORPUS, corpus_requests(1 << 30))
         finally:
             backend.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report = {"template": template, "duration_s": args.duration, "connections": args.connections,
               "sizes_kb": sizes, "throughput": results, "ratios": ratios(results), "slow_link": slow,
-              "memory": memory}
+              "memory": memory, "fleet": fleet_report}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -756,10 +759,12 @@ def ratios(results):
 
 
 def table(report):
-    if not report["throughput"]:
-        return slow_and_memory_tables(report)
-    throughput_table(report)
+    if report["throughput"]:
+        throughput_table(report)
     slow_and_memory_tables(report)
+    if report["fleet"]:
+        import fleet
+        fleet.table(report["fleet"])
 
 
 def throughput_table(report):

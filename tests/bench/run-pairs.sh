@@ -2,7 +2,8 @@
 # Coilgun against the nginx pair, side by side (issue #5): installs dependencies (nginx, wrk),
 # builds the release configuration and runs tests/bench/bench_pairs.py: throughput and latency
 # at 10/100/400 KB, the corpus over emulated slow links (needs root: network namespaces and TUN
-# devices), memory. About 25 minutes.
+# devices), memory. About 25 minutes. --sections fleet: 4 edges, 2 agents, 2 memcached
+# (tests/bench/fleet.py).
 #
 #   bash tests/bench/run-pairs.sh [bench_pairs.py options, e.g. --json or --sections memory]
 #

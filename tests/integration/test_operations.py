@@ -69,7 +69,11 @@ class TestConfigFiles(OpsTestCase):
         certs = harness.Certs(os.path.join(self.tmp, "c"))
         for daemon, example, flags in (
                 ("coilgun-origin", "coilgun-origin.toml", certs.agent_flags()),
-                ("coilgun-edge", "coilgun-edge.toml", certs.edge_flags())):
+                ("coilgun-edge", "coilgun-edge.toml", certs.edge_flags()),
+                ("coilgun-origin", "fleet/origin-1.toml", certs.agent_flags()),
+                ("coilgun-origin", "fleet/origin-2.toml", certs.agent_flags()),
+                ("coilgun-edge", "fleet/edge-1.toml", certs.edge_flags()),
+                ("coilgun-edge", "fleet/edge-2.toml", certs.edge_flags())):
             path = os.path.join(DEPLOY, example)
             # The example's certificate paths exist only once installed: point them here.
             r = subprocess.run([harness.binary(daemon), "-c", path, "--check"] + flags, capture_output=True)
@@ -77,7 +81,7 @@ class TestConfigFiles(OpsTestCase):
             printed = subprocess.run([harness.binary(daemon), "-c", path, "--print-config"], capture_output=True)
             self.assertEqual(printed.returncode, 0, printed.stderr)
             # What --print-config prints is itself a valid config file, saying the same.
-            again_path = os.path.join(self.tmp, "again-" + example)
+            again_path = os.path.join(self.tmp, "again-" + example.replace("/", "-"))
             with open(again_path, "wb") as f:
                 f.write(printed.stdout)
             again = subprocess.run([harness.binary(daemon), "-c", again_path, "--print-config"], capture_output=True)
