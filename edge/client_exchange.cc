@@ -418,6 +418,7 @@ bool ClientExchange::retry_elsewhere() {
   log::info("tunnel lost, sending the request to another agent",
             {{"from", pool_->agent()}, {"to", next->agent()}, {"host", host_}, {"path", target_}});
   retried_ = true;
+  lost_ = true;
   shared_.metrics.retries.inc();
   pool_ = next;
   status_ = 0;
@@ -428,7 +429,10 @@ bool ClientExchange::retry_elsewhere() {
 }
 
 void ClientExchange::no_tunnel() {
-  if (route_->fallback.empty() || !upgrade_.empty()) return fail(502, "tunnel_down");
+  if (route_->fallback.empty() || !upgrade_.empty()) {
+    // After a lost tunnel, the retry's: the request was cut, not refused at once.
+    return fail(502, lost_ ? "tunnel_lost" : "tunnel_down");
+  }
   start_direct();
 }
 

@@ -142,6 +142,7 @@ class ClientExchange : public http::ServerExchange, private DirectFetch::Sink {
   uint64_t client_took_ms_ = 0;  // Since then unconsumed_ bytes wait for the client to take.
   bool refetched_ = false;
   bool retried_ = false;
+  bool lost_ = false;  // A tunnel was lost under this request (retry_elsewhere).
   bool finished_ = false;
   bool counted_ = false;
   log::DeltaResult result_ = log::DeltaResult::kNone;
