@@ -81,18 +81,46 @@ SharedStore::~SharedStore() {
 
 Pending SharedStore::versions(uv::Loop& loop, std::string_view key, VersionsCallback done) {
   std::vector<VersionId> local = front_.held(key);
+  std::string item = index_item(key);
+  if (!local.empty() && hot_and_known(item)) {
+    return answer_later(loop, std::move(done), std::move(local));
+  }
   Pending pending;
   Reply<std::vector<VersionId>> reply = reply_to(loop, std::move(done), pending);
   const bool queued = enqueue(
-      [this, reply, local, item = index_item(key), queued = Clock::now()](MemcachedClient& mc) {
+      [this, reply, local, item, queued = Clock::now()](MemcachedClient& mc) {
         std::optional<std::vector<VersionId>> shared;
         if (fresh(queued)) shared = read_index(mc, item);
+        if (shared) note_index_read(item);
         reply.send(shared ? merged(held_now(item, std::move(*shared)), local, max_versions_)
                           : local);
       },
       false);
   if (!queued) return answer_later(loop, reply.done, std::move(local));
   return pending;
+}
+
+bool SharedStore::hot_and_known(const std::string& item) {
+  const Clock::time_point now = Clock::now();
+  std::lock_guard lock(mu_);
+  const auto it = index_reads_.find(item);
+  if (it == index_reads_.end() || now - it->second.window >= options_.memcached_index_fresh) {
+    // Bounded: a window older than memcached_index_fresh is worth nothing, so a full map starts
+    // over.
+    if (index_reads_.size() >= kMaxIndexReads) index_reads_.clear();
+    index_reads_[item] = IndexReads{.window = now, .asked = 1};
+    return false;
+  }
+  return it->second.read && ++it->second.asked > kAskedBeforeHot;
+}
+
+void SharedStore::note_index_read(const std::string& item) {
+  const Clock::time_point now = Clock::now();
+  std::lock_guard lock(mu_);
+  const auto it = index_reads_.find(item);
+  if (it != index_reads_.end() && now - it->second.window < options_.memcached_index_fresh) {
+    it->second.read = true;
+  }
 }
 
 Pending SharedStore::lookup(uv::Loop& loop, std::string_view key, std::span<const VersionId> ids,

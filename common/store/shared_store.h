@@ -16,7 +16,14 @@
 //
 // What each call does:
 //   versions()  the key's index from memcached merged with what memory holds (memcached's ids
-//               first, then memory's others, at most K).
+//               first, then memory's others, at most K). A hot key is answered by memory alone:
+//               one asked for more than kAskedBeforeHot times within memcached_index_fresh
+//               (50 ms), memory holding versions of it and memcached having answered a read of
+//               it in that window. A page requested all the time then costs memcached a few
+//               reads per window, not one per request (one per request cost a pair at 100 KB a
+//               quarter of its throughput; tests/bench/RESULTS.md), and a key asked now and
+//               then (a fleet's edges taking turns) is read every time. What another daemon
+//               stored meanwhile is missed: a larger delta, never a wrong byte.
 //   lookup()    memory first; when memory does not hold the first id asked for, one multi-get
 //               of the key's index and the candidate blobs. A blob counts only if the key's
 //               index names it and its bytes hash to its id: a corrupted or poisoned cache
@@ -34,6 +41,7 @@
 // Threads: every method, from any thread, as VersionStore requires.
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -62,6 +70,10 @@ class SharedStore final : public VersionStore {
   static constexpr int kIndexTries = 4;
   // An index item holding more ids than this is not one (the writers keep it near 4 x K).
   static constexpr size_t kMaxIndexEntries = 1024;
+  // versions() calls of a key within one memcached_index_fresh window that still read its index.
+  static constexpr uint32_t kAskedBeforeHot = 3;
+  // Keys whose window is remembered, at most.
+  static constexpr size_t kMaxIndexReads = 65536;
 
   explicit SharedStore(const VersionStoreOptions& options);
   // Runs the writes still queued for up to a second (so a daemon that stops keeps what it
@@ -113,6 +125,11 @@ class SharedStore final : public VersionStore {
   // at most K. Reads go before writes, so this is how a daemon reads its own writes.
   std::vector<proto::VersionId> held_now(const std::string& item,
                                          std::vector<proto::VersionId> index);
+  // Counts a versions() call of |item|'s key in its window (a new window when the last is
+  // older than memcached_index_fresh): true when memory alone should answer (see versions()).
+  bool hot_and_known(const std::string& item);
+  // memcached answered a read of |item|: its window's key is known.
+  void note_index_read(const std::string& item);
   // Counts a failed memcached request, and logs the first of each minute.
   void note(const Status& s);
 
@@ -128,6 +145,13 @@ class SharedStore final : public VersionStore {
   std::deque<Task> writes_;          // Guarded by mu_.
   // Index item -> ids queued or being written to it, newest first. Guarded by mu_.
   std::unordered_map<std::string, std::vector<proto::VersionId>> pending_;
+  // A key's current window of versions() calls. Guarded by mu_.
+  struct IndexReads {
+    std::chrono::steady_clock::time_point window;  // When it began.
+    uint32_t asked = 0;                            // Calls in it.
+    bool read = false;                             // memcached answered a read in it.
+  };
+  std::unordered_map<std::string, IndexReads> index_reads_;  // By index item.
   bool busy_ = false;                       // The thread is running a task. Guarded by mu_.
   bool stopping_ = false;                   // Guarded by mu_.
   log::ReportLimiter failures_{60 * 1000};  // memcached failing: logged once a minute.

@@ -237,6 +237,9 @@ struct VersionStoreOptions {
   // failed stays out of the ring before it is tried again.
   std::chrono::milliseconds memcached_timeout{100};
   std::chrono::milliseconds memcached_retry{2000};
+  // The window in which a key asked for often is answered by memory alone once memcached
+  // answered a read of it (shared_store.h, versions()). Not a config key; tests set it.
+  std::chrono::milliseconds memcached_index_fresh{50};
   // Larger bodies stay in memory only (memcached's item size, -I, is 1 MiB by default).
   size_t memcached_max_item = 1000 * 1000;
   // Names the daemons that share versions: items are keyed by it, so daemons with the same

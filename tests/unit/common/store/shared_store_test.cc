@@ -212,6 +212,37 @@ TEST_CASE("Concurrent writers of one key keep each other's ids", "[version_store
   CHECK(loop.close() == 0);
 }
 
+TEST_CASE("A key asked for often within memcached_index_fresh is answered by memory alone",
+          "[version_store][shared]") {
+  test::MemcachedServer server;
+  uv::Loop loop;
+  const auto v1 = blob_of(3000, 21), v2 = blob_of(3000, 22);
+  for (const auto fresh :
+       {std::chrono::milliseconds(10 * 60 * 1000), std::chrono::milliseconds(0)}) {
+    INFO("memcached_index_fresh " << fresh.count() << " ms");
+    auto options = shared_options(server, "fresh-" + std::to_string(fresh.count()));
+    options.memcached_index_fresh = fresh;
+    SharedStore reader(options), writer(options);
+    reader.put("/hot", v1);
+    reader.flush();
+    // The first calls of the window read memcached: a key asked now and then is always read.
+    for (uint32_t n = 0; n < SharedStore::kAskedBeforeHot - 1; ++n) {
+      CHECK(listed(loop, reader, "/hot") == Ids{v1->id()});
+    }
+    writer.put("/hot", v2);  // Another daemon's newer version.
+    writer.flush();
+    CHECK(listed(loop, reader, "/hot") == (Ids{v2->id(), v1->id()}));  // Still read.
+    writer.put("/hot", blob_of(3000, 23));
+    writer.flush();
+    // Asked for more than kAskedBeforeHot times in the window: memory answers alone and misses
+    // the newest; without a window, memcached names it.
+    const Ids got = listed(loop, reader, "/hot");
+    REQUIRE_FALSE(got.empty());
+    CHECK((got.front() == blob_of(3000, 23)->id()) == (fresh.count() == 0));
+  }
+  CHECK(loop.close() == 0);
+}
+
 TEST_CASE("An index item decodes only from its own form", "[version_store][shared]") {
   const Ids ids{VersionId{1, 2}, VersionId{3, 4}};
   const std::string bytes = SharedStore::encode_index(ids);
