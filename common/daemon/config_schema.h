@@ -138,16 +138,6 @@ KeyDef<D> host_port_key(std::string key, F field) {
       [](const HostPort& v) -> std::optional<std::string> { return quote(v.to_string()); });
 }
 
-// Like host_port_key for a std::optional<HostPort> (unset by default).
-template <typename D, typename F>
-KeyDef<D> optional_host_port_key(std::string key, F field) {
-  return text_key<D>(std::move(key), field, "a string like \"10.0.0.1:2408\"", parse_host_port,
-                     [](const std::optional<HostPort>& v) -> std::optional<std::string> {
-                       if (!v) return std::nullopt;
-                       return quote(v->to_string());
-                     });
-}
-
 // A list of addresses from the file: a TOML array of "HOST:PORT" strings, or one string
 // "HOST:PORT" or "HOST:PORT,HOST:PORT" (parse_host_port_list's rules either way).
 inline ConfigResult<std::vector<HostPort>> host_port_list_value(const toml::value& v) {

@@ -178,6 +178,10 @@ class Setup:
     def origin_pids(self):
         return []
 
+    def store_pids(self):
+        """A shared tier's servers (memcached), whose CPU is reported apart."""
+        return []
+
     def stop(self):
         pass
 
@@ -328,6 +332,9 @@ class CoilgunPair(Setup):
     def origin_pids(self):
         return [self.pair.origin.proc.pid]
 
+    def store_pids(self):
+        return [self.memcached.proc.pid] if self.memcached else []
+
     def stop(self):
         self.pair.stop()
         if self.memcached:
@@ -354,6 +361,7 @@ def measure(setup, kb, args, backend_pid, extra=()):
         raise RuntimeError(f"{setup.name}: the warm-up run failed\n{warm.stdout}{warm.stderr}")
     written = io_bytes(setup.origin_pids(), "wchar") - io_bytes([backend_pid], "rchar")
     cpu_before, backend_before, machine_before = cpu_seconds(setup.pids()), cpu_seconds([backend_pid]), machine_cpu()
+    store_before = cpu_seconds(setup.store_pids())
     threads_before, started = thread_cpu(setup.pids()), time.monotonic()
     prefix = ()
     if args.perf:
@@ -365,6 +373,7 @@ def measure(setup, kb, args, backend_pid, extra=()):
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(setup.pids()) - cpu_before
     backend_cpu = cpu_seconds([backend_pid]) - backend_before
+    store_cpu = cpu_seconds(setup.store_pids()) - store_before
     busy, total = (after - before for after, before in zip(machine_cpu(), machine_before))
     if setup.origin_pids():
         link = io_bytes(setup.origin_pids(), "wchar") - io_bytes([backend_pid], "rchar") - written
@@ -374,6 +383,7 @@ def measure(setup, kb, args, backend_pid, extra=()):
     r["cpu_s_per_1000"] = 1000 * cpu / max(1, r["requests"]) if setup.pids() else None
     # Where the rest of the machine went: the backend, and wrk with the kernel (the remainder).
     r["backend_cpu_s_per_1000"] = 1000 * backend_cpu / max(1, r["requests"])
+    r["store_cpu_s_per_1000"] = 1000 * store_cpu / max(1, r["requests"]) if setup.store_pids() else None
     r["machine_busy_pct"] = 100 * os.cpu_count() * busy / max(total, 1e-9)
     # The busiest edge or origin thread, in % of one core: below 100, no worker was the limit.
     r["busiest_thread_pct"] = (100 * max(t - threads_before.get(k, 0) for k, t in threads.items()) / elapsed
@@ -666,8 +676,10 @@ def throughput_section(tmp, certs, backend, backend_port, sizes, args):
         try:
             for kb in sizes:
                 results.setdefault(str(kb), {})[name] = measure(setup, kb, args, backend.proc.pid)
-                print(f"  {name:<12} {kb:>4} KB: {results[str(kb)][name]['rps']:9.0f} req/s",
-                      file=sys.stderr)
+                r = results[str(kb)][name]
+                store = (f" (memcached {r['store_cpu_s_per_1000']:.3f} CPU s/1k)"
+                         if r["store_cpu_s_per_1000"] is not None else "")
+                print(f"  {name:<12} {kb:>4} KB: {r['rps']:9.0f} req/s{store}", file=sys.stderr)
             if args.rate and name in ("nginx", "nginx-gzip1", "coilgun"):
                 # The same offered load for every pair: each connection waits 1000*C/R ms
                 # between a response and its next request (wrk's delay() hook).
