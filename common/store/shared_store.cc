@@ -88,12 +88,20 @@ Pending SharedStore::versions(uv::Loop& loop, std::string_view key, VersionsCall
   Pending pending;
   Reply<std::vector<VersionId>> reply = reply_to(loop, std::move(done), pending);
   const bool queued = enqueue(
-      [this, reply, local, item, queued = Clock::now()](MemcachedClient& mc) {
+      [this, reply, local, item, key = std::string(key),
+       queued = Clock::now()](MemcachedClient& mc) {
         std::optional<std::vector<VersionId>> shared;
         if (fresh(queued)) shared = read_index(mc, item);
         if (shared) note_index_read(item);
-        reply.send(shared ? merged(held_now(item, std::move(*shared)), local, max_versions_)
-                          : local);
+        const std::vector<VersionId> held =
+            shared ? merged(held_now(item, std::move(*shared)), local, max_versions_) : local;
+        reply.send(held);
+        // The base the answer will most likely name, fetched while the request is away.
+        if (shared && !held.empty() &&
+            front_.find(key, {&held.front(), 1}, Want::kBytes) == nullptr &&
+            fetch(mc, key, {held.front()}) != nullptr) {
+          ++shared_hits_;
+        }
       },
       false);
   if (!queued) return answer_later(loop, reply.done, std::move(local));
@@ -152,8 +160,13 @@ Pending SharedStore::lookup(uv::Loop& loop, std::string_view key, std::span<cons
   const bool queued = enqueue(
       [this, reply, local, candidates, key = std::string(key),
        queued = Clock::now()](MemcachedClient& mc) {
-        BlobRef found = fresh(queued) ? fetch(mc, key, candidates) : nullptr;
-        if (found != nullptr) ++shared_hits_;
+        // A versions() call may have brought the blob in meanwhile (the index, if wanted, is
+        // built on the caller's thread: above).
+        BlobRef found = front_.find(key, candidates, Want::kBytes);
+        if (found == nullptr && fresh(queued)) {
+          found = fetch(mc, key, candidates);
+          if (found != nullptr) ++shared_hits_;
+        }
         if (found == nullptr) found = local;
         ++(found ? hits_ : misses_);
         reply.send(std::move(found));

@@ -23,8 +23,13 @@
 //               reads per window, not one per request (one per request cost a pair at 100 KB a
 //               quarter of its throughput; tests/bench/RESULTS.md), and a key asked now and
 //               then (a fleet's edges taking turns) is read every time. What another daemon
-//               stored meanwhile is missed: a larger delta, never a wrong byte.
-//   lookup()    memory first; when memory does not hold the first id asked for, one multi-get
+//               stored meanwhile is missed: a larger delta, never a wrong byte. After
+//               answering, the store thread fetches the newest id listed when memory does not
+//               hold it (as lookup() does), while the request is away: the edge's lookup of the
+//               base its answer names then finds it in memory, instead of a second round trip
+//               after the answer came (tests/bench/RESULTS.md, Fleet).
+//   lookup()    memory first (again on the store thread: a versions() call may have brought the
+//               blob in meanwhile); when memory does not hold the first id asked for, one multi-get
 //               of the key's index and the candidate blobs. A blob counts only if the key's
 //               index names it and its bytes hash to its id: a corrupted or poisoned cache
 //               costs ratio, never a wrong byte. What is found joins the memory tier.

@@ -109,7 +109,8 @@ struct VersionStoreStats {
   uint64_t evictions = 0;  // Versions dropped, for any reason (K or the byte budget).
   uint64_t budget_evictions = 0;  // The part of |evictions| dropped to meet the byte budget.
   // The shared tier (memcached); all 0 without one.
-  uint64_t shared_hits = 0;     // Lookups answered with a blob memcached had (memory had not).
+  uint64_t shared_hits = 0;     // Blobs memcached gave that memory had not: a lookup's, or
+                                // the newest of a key versions() listed (SharedStore).
   uint64_t shared_errors = 0;   // memcached requests that failed or timed out.
   uint64_t shared_corrupt = 0;  // Items that failed their check (a blob not matching its id, an
                                 // index that does not parse): not used.
