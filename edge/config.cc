@@ -1,5 +1,6 @@
 #include "edge/config.h"
 
+#include <algorithm>
 #include <map>
 #include <utility>
 #include <vector>
@@ -66,7 +67,8 @@ std::vector<KeyDef<EdgeDraft>> edge_keys() {
       host_port_key<D>("admin", COILGUN_CONFIG_FIELD(cfg.admin)),
       host_port_list_key<D>("agent", COILGUN_CONFIG_FIELD(agents)),
       string_key<D>("agent_name", COILGUN_CONFIG_FIELD(agent_name), agent_name_value),
-      backend_key<D>("fallback", COILGUN_CONFIG_FIELD(cfg.fallback)),
+      backend_key<D>("fallback", COILGUN_CONFIG_FIELD(cfg.fallback), /*https_ok=*/true),
+      string_key<D>("fallback_ca", COILGUN_CONFIG_FIELD(cfg.fallback_ca), any_path),
       workers_key<D>("workers", COILGUN_CONFIG_FIELD(cfg.workers)),
       duration_key<D>("drain_timeout", COILGUN_CONFIG_FIELD(cfg.drain_timeout), milliseconds(0)),
       string_key<D>("tls.ca", COILGUN_CONFIG_FIELD(cfg.tls.ca), non_empty_path),
@@ -173,7 +175,7 @@ void read_route(const toml::value& v, const std::vector<std::string>& known, Edg
       }
     } else if (k == "fallback") {
       ConfigResult<BackendUrl> url =
-          x.is_string() ? parse_backend_url(x.as_string().str)
+          x.is_string() ? parse_backend_url(x.as_string().str, /*https_ok=*/true)
                         : ConfigResult<BackendUrl>(
                               ConfigError{"expected a string like \"http://10.0.0.1:80\", "
                                           "got " +
@@ -285,7 +287,9 @@ std::vector<FlagDef> edge_flags() {
       {"--agent-name", "agent_name", "NAME",
        "Name the agent's certificate must carry (default: host of --agent)"},
       {"--fallback", "fallback", "URL",
-       "http://HOST:PORT requests go to directly when no agent has a tunnel up"},
+       "http(s)://HOST:PORT requests go to directly when no agent has a tunnel up"},
+      {"--fallback-ca", "fallback_ca", "FILE",
+       "CA (PEM) an https fallback's certificate must chain to (default: the system's)"},
       {"--admin", "admin", "HOST:PORT", "Admin listener HOST:PORT (default 127.0.0.1:9080)"},
       {"--tls-ca", "tls.ca", "FILE", "CA certificate (PEM) agents must be signed by"},
       {"--tls-cert", "tls.cert", "FILE", "This edge's client certificate (PEM)"},
@@ -402,6 +406,12 @@ const EdgeRoute* match_route(const EdgeConfig& config, std::string_view host) {
   }
   if (best) return best;
   return config.default_route ? &*config.default_route : nullptr;
+}
+
+bool https_fallback(const EdgeConfig& config) {
+  if (config.default_route && config.default_route->fallback.https) return true;
+  return std::any_of(config.routes.begin(), config.routes.end(),
+                     [](const EdgeRoute& r) { return r.fallback.https; });
 }
 
 }  // namespace coilgun::config

@@ -29,8 +29,9 @@ struct EdgeRoute {
   // agent_name: the name (or IP) every agent's certificate must carry. Empty: each agent's own
   // host (a route with one agent and no agent_name holds that host here).
   std::string agent_name;
-  // fallback: where requests go straight over HTTP/1.1 when none of |agents| has a tunnel up
-  // (empty: nowhere, they get 502). A route without one takes the top-level fallback.
+  // fallback: where requests go straight over HTTP/1.1 (over TLS for https://, the server's
+  // certificate verified against fallback_ca) when none of |agents| has a tunnel up (empty:
+  // nowhere, they get 502). A route without one takes the top-level fallback.
   BackendUrl fallback;
   // request_timeout: this route's limits.request_timeout (the longest wait without progress;
   // a stream that keeps moving is never cut). Unset: the [limits] value.
@@ -93,6 +94,9 @@ struct EdgeConfig {
   std::optional<EdgeRoute> default_route;
   // fallback (top level): the fallback of every route that names none, the default route's.
   BackendUrl fallback;
+  // fallback_ca: the CA (PEM) an https:// fallback's certificate must chain to; empty: the
+  // system's trust store.
+  std::string fallback_ca;
   uint16_t workers = kAutoWorkers;  // workers
   TlsConfig tls;
   EdgeTunnelConfig tunnel;
@@ -103,9 +107,13 @@ struct EdgeConfig {
   friend bool operator==(const EdgeConfig&, const EdgeConfig&) = default;
 };
 
+// True when a route's fallback (or the default route's) is https://: the edge then builds a
+// TLS context for it from fallback_ca.
+bool https_fallback(const EdgeConfig& config);
+
 // As load_origin(), for
 //   coilgun-edge [-c FILE] [--listen HOST:PORT] [--agent HOST:PORT[,HOST:PORT...]]...
-//                [--agent-name NAME] [--fallback URL] [--admin HOST:PORT]
+//                [--agent-name NAME] [--fallback URL] [--fallback-ca FILE] [--admin HOST:PORT]
 //                [--tls-ca F --tls-cert F --tls-key F]
 //                [--workers N|auto] [--log-level L] [--check] [--version] [--help]
 // --agent (or top-level `agent`) sets the default route, matching every host; it may be

@@ -91,6 +91,8 @@ http::ClientPool& EdgeWorker::direct_pool(const config::BackendUrl& url) {
         http::Parser::Limits{.max_header_bytes = c.limits.max_header_bytes,
                              .max_headers = c.limits.max_headers});
   }
+  // The context of the settings now running (a reload may have brought another CA).
+  if (url.https) pool->set_tls(shared_.now()->web_tls);
   return *pool;
 }
 

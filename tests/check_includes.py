@@ -9,7 +9,7 @@ Every "quoted" include in proto/, common/, edge/ and origin/ must name a file th
 
     proto                      <- everything
     common/obs, net, tls, tunnel/session.*   proto only (and their own folder)
-    common/http                net
+    common/http                net, tls (the client's HTTPS)
     common/store               net, obs
     common/tunnel              net, tls, its session; http_fields.* also common/http
     common/daemon              all of common
@@ -33,7 +33,7 @@ RULES = [
     ("common/net/", ["proto/", "common/net/"]),
     ("common/tls/", ["proto/", "common/tls/"]),
     ("common/store/", ["proto/", "common/store/", "common/net/", "common/obs/"]),
-    ("common/http/", ["proto/", "common/http/", "common/net/"]),
+    ("common/http/", ["proto/", "common/http/", "common/net/", "common/tls/"]),
     ("common/tunnel/session.", ["proto/", "common/tunnel/session.h"]),  # Sans-IO: proto only.
     ("common/tunnel/", ["proto/", "common/tunnel/", "common/net/", "common/tls/"]),
     # The http <-> tunnel field mapping (the rest of tunnel/ knows nothing of HTTP).

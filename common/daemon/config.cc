@@ -254,19 +254,23 @@ ConfigResult<HostPort> parse_host_port(std::string_view text) {
   return HostPort{std::move(h).value(), static_cast<uint16_t>(p)};
 }
 
-std::string BackendUrl::to_string() const { return "http://" + HostPort{host, port}.to_string(); }
+std::string BackendUrl::to_string() const {
+  return (https ? "https://" : "http://") + HostPort{host, port}.to_string();
+}
 
-ConfigResult<BackendUrl> parse_backend_url(std::string_view text) {
+ConfigResult<BackendUrl> parse_backend_url(std::string_view text, bool https_ok) {
   const std::string_view t = trim(text);
-  constexpr std::string_view kHttp = "http://";
-  if (t.size() >= 8 && iequals(t.substr(0, 8), "https://")) {
+  constexpr std::string_view kHttp = "http://", kHttps = "https://";
+  const bool https = t.size() >= kHttps.size() && iequals(t.substr(0, kHttps.size()), kHttps);
+  if (https && !https_ok) {
     return ConfigError{"backend " + quote(t) +
                        ": https:// backends are not supported yet; use http://HOST:PORT"};
   }
-  if (t.size() < kHttp.size() || !iequals(t.substr(0, kHttp.size()), kHttp)) {
-    return ConfigError{"backend " + quote(t) + " is not a URL of the form http://HOST:PORT"};
+  if (!https && (t.size() < kHttp.size() || !iequals(t.substr(0, kHttp.size()), kHttp))) {
+    return ConfigError{"backend " + quote(t) + " is not a URL of the form " +
+                       (https_ok ? "http(s)://HOST:PORT" : "http://HOST:PORT")};
   }
-  std::string_view rest = t.substr(kHttp.size());
+  std::string_view rest = t.substr(https ? kHttps.size() : kHttp.size());
   const size_t slash = rest.find_first_of("/?#");
   std::string_view authority = rest.substr(0, slash);
   if (slash != std::string_view::npos) {
@@ -285,11 +289,11 @@ ConfigResult<BackendUrl> parse_backend_url(std::string_view text) {
   const bool bracketed = authority.front() == '[';
   const bool has_port = bracketed ? authority.find("]:") != std::string_view::npos
                                   : authority.find(':') != std::string_view::npos;
-  if (!has_port) with_port += ":80";
+  if (!has_port) with_port += https ? ":443" : ":80";
   ConfigResult<HostPort> hp = parse_host_port(with_port);
   if (!hp.ok()) return ConfigError{"backend " + quote(t) + ": " + hp.error().message};
   if (hp->port == 0) return ConfigError{"backend " + quote(t) + ": port 0 is not a valid port"};
-  return BackendUrl{hp->host, hp->port};
+  return BackendUrl{hp->host, hp->port, https};
 }
 
 ConfigResult<std::chrono::milliseconds> parse_duration(std::string_view text) {

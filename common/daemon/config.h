@@ -104,22 +104,25 @@ ConfigResult<HostPort> parse_host_port(std::string_view text);
 // as parse_host_port, a port of 0 refused, no address twice, at most 64; "" is the empty list.
 ConfigResult<std::vector<HostPort>> parse_host_port_list(std::string_view text);
 
-// The web server the agent forwards to: plain HTTP/1.1 over TCP.
+// A web server spoken to over HTTP/1.1: the agent's backend (plain HTTP), the edge's fallback
+// (HTTP or HTTPS).
 struct BackendUrl {
   // As in HostPort; empty when not configured.
   std::string host;
   uint16_t port = 80;
+  bool https = false;  // TLS, the server's certificate verified for |host|.
 
   // True when no backend is configured.
   bool empty() const { return host.empty(); }
-  // "http://127.0.0.1:8080"; parse_backend_url() reads it back.
+  // "http://127.0.0.1:8080", "https://origin.example:443"; parse_backend_url() reads it back.
   std::string to_string() const;
   friend bool operator==(const BackendUrl&, const BackendUrl&) = default;
 };
 
-// Parses "http://HOST[:PORT][/]" (port defaults to 80). A path other than "/", a query,
-// credentials or https:// (not supported yet) are errors.
-ConfigResult<BackendUrl> parse_backend_url(std::string_view text);
+// Parses "http://HOST[:PORT][/]" (port defaults to 80) and, with |https_ok|,
+// "https://HOST[:PORT][/]" (443). A path other than "/", a query, credentials, or https://
+// without |https_ok| (the agent's backend: not supported yet) are errors.
+ConfigResult<BackendUrl> parse_backend_url(std::string_view text, bool https_ok = false);
 
 // Parses "250ms", "10s", "5m", "1h" or a bare integer (seconds). Negative values, fractions and
 // other units are errors.

@@ -31,11 +31,13 @@ class Reloadable {
   std::atomic<std::shared_ptr<const T>> value_;
 };
 
-// One daemon's configuration and the TLS context built from it.
+// One daemon's configuration and the TLS contexts built from it.
 template <typename Config>
 struct Settings {
   Config config;
-  std::shared_ptr<const tls::TlsContext> tls;
+  std::shared_ptr<const tls::TlsContext> tls;  // The tunnel's.
+  // The edge's, for https:// fallbacks (tls::TlsContext::web_client); null when none is https.
+  std::shared_ptr<const tls::TlsContext> web_tls = nullptr;
 };
 
 // The tunnel session options both daemons derive from their [tunnel] and [limits] tables; a

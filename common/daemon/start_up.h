@@ -58,8 +58,19 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
     *error = "TLS: " + detail;
     return nullptr;
   }
+  std::shared_ptr<const tls::TlsContext> web;
+  if constexpr (requires { loaded->config.fallback_ca; }) {
+    if (https_fallback(loaded->config)) {  // Found by ADL: edge/config.h.
+      auto w = tls::TlsContext::web_client(loaded->config.fallback_ca, &detail);
+      if (!w.ok()) {
+        *error = "fallback_ca: " + detail;
+        return nullptr;
+      }
+      web = std::move(w).value();
+    }
+  }
   return std::make_shared<const Settings<Config>>(
-      Settings<Config>{std::move(loaded->config), std::move(ctx).value()});
+      Settings<Config>{std::move(loaded->config), std::move(ctx).value(), std::move(web)});
 }
 
 // Applies [log]: level, access log, file (opened, or reopened when |before| named another).

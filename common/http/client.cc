@@ -5,6 +5,52 @@
 #include "common/http/writer.h"
 
 namespace coilgun::http {
+namespace {
+
+// TLS between a client connection and its socket: the session's bytes through the stream's
+// filter seam (uv::StreamFilter).
+class TlsFilter final : public uv::StreamFilter {
+ public:
+  explicit TlsFilter(std::unique_ptr<tls::TlsSession> session) : session_(std::move(session)) {}
+
+  Status feed(std::span<const uint8_t> read, std::vector<uint8_t>& plain,
+              std::vector<uint8_t>& wire) override {
+    Status s = session_->feed(read);
+    while (s.ok()) {
+      uint8_t buf[16 * 1024];
+      const Result<size_t> n = session_->read(buf);
+      if (!n.ok()) {
+        s = n.status();
+      } else if (*n == 0) {
+        break;
+      } else {
+        plain.insert(plain.end(), buf, buf + *n);
+      }
+    }
+    session_->take_output(wire);
+    // The server's close_notify ends the stream as a FIN would: what came before it was read.
+    if (!s.ok() && s.code() == Code::kClosed) return Status::Ok();
+    return s.from(Side::kUpstream);
+  }
+  Status send(std::span<const uint8_t> plain, std::vector<uint8_t>& wire) override {
+    const Status s = session_->write(plain);
+    session_->take_output(wire);
+    return s.from(Side::kUpstream);
+  }
+  void close(std::vector<uint8_t>& wire) override {
+    (void)session_->close();
+    session_->take_output(wire);
+  }
+  size_t held() const override { return session_->pending_output_bytes(); }
+
+ private:
+  std::unique_ptr<tls::TlsSession> session_;
+};
+
+}  // namespace
+}  // namespace coilgun::http
+
+namespace coilgun::http {
 
 namespace {
 
@@ -296,13 +342,33 @@ void ClientPool::acquire(OnAcquire done, bool fresh) {
                    done(r.status().from(Side::kUpstream));
                    return;
                  }
-                 done(std::make_unique<ClientConnection>(std::move(r.value()), limits_));
+                 if (tls_ != nullptr) {
+                   auto session = tls::TlsSession::client(tls_, host_);
+                   if (!session.ok()) return done(session.status().from(Side::kUpstream));
+                   const Status s = r.value()->set_filter(
+                       std::make_unique<TlsFilter>(std::move(session).value()));
+                   if (!s.ok()) return done(s);
+                 }
+                 auto c = std::make_unique<ClientConnection>(std::move(r.value()), limits_);
+                 c->tls_generation_ = tls_generation_;
+                 done(std::move(c));
                });
+}
+
+void ClientPool::set_tls(std::shared_ptr<const tls::TlsContext> tls) {
+  if (tls == tls_) return;
+  tls_ = std::move(tls);
+  ++tls_generation_;
+  for (auto& c : idle_) {
+    c->pool_ = nullptr;
+    loop_.defer_delete(std::move(c));
+  }
+  idle_.clear();
 }
 
 void ClientPool::release(std::unique_ptr<ClientConnection> c) {
   if (c == nullptr) return;
-  if (c->reusable() && idle_.size() < max_idle_) {
+  if (c->reusable() && idle_.size() < max_idle_ && c->tls_generation_ == tls_generation_) {
     c->handler_ = nullptr;
     c->idle_ = true;
     c->pool_ = this;

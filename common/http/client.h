@@ -1,6 +1,7 @@
 #pragma once
 // HTTP/1.1 to a backend: one request at a time per connection, and a pool of idle keep-alive
-// connections per backend (per loop). Used by the origin agent. One loop, one thread.
+// connections per backend (per loop), over TLS when the pool is given a context. Used by the
+// origin agent, and by the edge for its fallback. One loop, one thread.
 
 #include <chrono>
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include "common/http/message.h"
 #include "common/http/parser.h"
 #include "common/net/loop.h"
+#include "common/tls/tls.h"
 
 namespace coilgun::http {
 
@@ -53,10 +55,10 @@ class ClientHandler {
 //
 // Upgrades (RFC 9110 §7.8): a request that carries an Upgrade field asks for one. A 101 that
 // names no protocol the request listed is an error, like a 101 to a request without Upgrade.
-// If the answer is such a 101, the connection stops being HTTP: bytes after the 101's head, in the same read or
-// later, go to on_response_body as they come (pause_reading paces them), send_body writes bytes
-// as they are, send_end half-closes (FIN), and the backend's FIN is on_response_end. Such a
-// connection is never reused.
+// If the answer is such a 101, the connection stops being HTTP: bytes after the 101's head, in the
+// same read or later, go to on_response_body as they come (pause_reading paces them), send_body
+// writes bytes as they are, send_end half-closes (FIN), and the backend's FIN is on_response_end.
+// Such a connection is never reused.
 //
 // The client side of a Connection (connection.h): it writes requests and reads responses.
 class ClientConnection : public Connection {
@@ -104,8 +106,7 @@ class ClientConnection : public Connection {
   // on any method but POST, PUT and PATCH. GET, HEAD, DELETE and OPTIONS bodies have no
   // defined semantics (RFC 9110 §9.3) and servers such as Python's http.server skip them;
   // unknown methods may be refused without reading the body.
-  static bool carries_ignorable_body(std::string_view method, BodyFraming framing,
-                                     uint64_t length);
+  static bool carries_ignorable_body(std::string_view method, BodyFraming framing, uint64_t length);
 
  private:
   friend class ClientPool;
@@ -137,15 +138,16 @@ class ClientConnection : public Connection {
   bool keep_alive_ = false;      // The last response lets the connection stay open.
   bool close_after_ = false;     // The request's body may have been left unread.
   bool safe_request_ = false;
-  std::string upgrade_asked_;   // The request's Upgrade field: what a 101 may switch to.
-  bool interim_ = false;        // The message being parsed is an interim response.
-  bool unasked_101_ = false;    // A 101 named no protocol the request asked for.
-  bool complete_ = false;       // The final response is complete.
+  std::string upgrade_asked_;  // The request's Upgrade field: what a 101 may switch to.
+  bool interim_ = false;       // The message being parsed is an interim response.
+  bool unasked_101_ = false;   // A 101 named no protocol the request asked for.
+  bool complete_ = false;      // The final response is complete.
   bool reused_ = false;
   bool request_complete_ = false;
   bool failed_ = false;
   bool idle_ = false;  // In the pool's idle list.
   class ClientPool* pool_ = nullptr;
+  uint64_t tls_generation_ = 0;  // The pool's, when this connection was made.
 };
 
 // Idle connections to one backend, and new ones on demand.
@@ -156,6 +158,12 @@ class ClientPool {
   ClientPool(uv::Loop& loop, std::string host, uint16_t port, size_t max_idle,
              std::chrono::milliseconds connect_timeout, Parser::Limits limits);
   ~ClientPool();
+
+  // New connections speak TLS with |tls| (a tls::TlsContext::web_client(): the server's
+  // certificate must carry the pool's host), or plain HTTP when null (the default). Idle
+  // connections made with another context are dropped.
+  void set_tls(std::shared_ptr<const tls::TlsContext> tls);
+  const std::shared_ptr<const tls::TlsContext>& tls() const { return tls_; }
 
   // Hands over an idle connection (at once) or a new one (when connected). An idle one is
   // handed out only if its socket is quiet (nothing unread, no close): the others are dropped.
@@ -175,6 +183,8 @@ class ClientPool {
   size_t max_idle_;
   std::chrono::milliseconds connect_timeout_;
   Parser::Limits limits_;
+  std::shared_ptr<const tls::TlsContext> tls_;
+  uint64_t tls_generation_ = 0;  // Counts set_tls() changes.
   std::vector<std::unique_ptr<ClientConnection>> idle_;
   std::vector<std::unique_ptr<uv::TcpConnector>> connecting_;
 };

@@ -240,6 +240,29 @@ void TcpStream::linger() {
 
 void TcpStream::set_handler(Handler* handler) { handler_ = handler; }
 
+Status TcpStream::set_filter(std::unique_ptr<StreamFilter> filter) {
+  filter_ = std::move(filter);
+  std::vector<uint8_t> wire;
+  if (Status s = filter_->send({}, wire); !s.ok()) {
+    fail(s);
+    return s;
+  }
+  return write_wire(std::move(wire));
+}
+
+bool TcpStream::filter_read(std::span<const uint8_t> data, std::vector<uint8_t>& plain) {
+  std::vector<uint8_t> wire;
+  const Status s = filter_->feed(data, plain, wire);
+  // What the filter answers goes out even after an error (a TLS alert says why).
+  if (!write_wire(std::move(wire)).ok()) return false;
+  if (!s.ok()) {
+    stop_read();
+    fail(s);
+    return false;
+  }
+  return true;
+}
+
 Status TcpStream::start_read() {
   if (reading_) return Status::Ok();
   const int r = uv_read_start(reinterpret_cast<uv_stream_t*>(handle_), on_alloc, on_read_cb);
@@ -271,9 +294,15 @@ void TcpStream::on_read_cb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   if (self == nullptr || self->handler_ == nullptr) return;
   if (n > 0) {
     self->bytes_read_ += static_cast<uint64_t>(n);
+    std::span<const uint8_t> data(reinterpret_cast<const uint8_t*>(buf->base),
+                                  static_cast<size_t>(n));
+    std::vector<uint8_t> plain;
+    if (self->filter_ != nullptr) {
+      if (!self->filter_read(data, plain) || plain.empty()) return;
+      data = plain;
+    }
     // The handler may destroy this stream: nothing touches |self| after the call.
-    self->handler_->on_read(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(buf->base),
-                                                     static_cast<size_t>(n)));
+    self->handler_->on_read(data);
   } else if (n == UV_EOF) {
     self->stop_read();
     self->handler_->on_eof();
@@ -284,6 +313,17 @@ void TcpStream::on_read_cb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 }
 
 Status TcpStream::write(std::vector<uint8_t>&& data) {
+  if (failed_) return Status(Code::kClosed, "socket already failed");
+  if (filter_ == nullptr) return write_wire(std::move(data));
+  std::vector<uint8_t> wire;
+  if (const Status s = filter_->send(data, wire); !s.ok()) {
+    fail(s);
+    return s;
+  }
+  return write_wire(std::move(wire));
+}
+
+Status TcpStream::write_wire(std::vector<uint8_t>&& data) {
   if (failed_) return Status(Code::kClosed, "socket already failed");
   if (data.empty()) return Status::Ok();
   auto* w = new WriteReq{{}, std::move(data)};
@@ -315,11 +355,17 @@ void TcpStream::on_write_cb(uv_write_t* req, int status) {
 }
 
 size_t TcpStream::write_queue_bytes() const {
-  return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(handle_));
+  return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(handle_)) +
+         (filter_ != nullptr ? filter_->held() : 0);
 }
 
 void TcpStream::shutdown() {
   if (shutdown_ != nullptr || fin_sent_ || failed_) return;
+  if (filter_ != nullptr) {
+    std::vector<uint8_t> wire;
+    filter_->close(wire);
+    if (!write_wire(std::move(wire)).ok()) return;
+  }
   auto* req = new uv_shutdown_t;
   req->data = nullptr;
   if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(handle_), on_shutdown_cb) < 0) {

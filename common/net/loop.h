@@ -129,6 +129,25 @@ std::string format_address(const sockaddr* addr);
 
 class TcpStream;
 
+// What stands between a TcpStream's owner and the wire (TLS: tls::TlsFilter): the owner reads
+// and writes its bytes as before, and the stream passes them through the filter. Loop thread
+// only; no I/O of its own.
+class StreamFilter {
+ public:
+  virtual ~StreamFilter() = default;
+  // Bytes read from the socket: appends what the owner reads to |plain| and what must go back
+  // on the wire (a handshake's answer) to |wire|. An error fails the stream.
+  virtual Status feed(std::span<const uint8_t> read, std::vector<uint8_t>& plain,
+                      std::vector<uint8_t>& wire) = 0;
+  // The owner's bytes (none: just what the filter has to send, such as a first handshake
+  // message): appends what goes on the wire to |wire|.
+  virtual Status send(std::span<const uint8_t> plain, std::vector<uint8_t>& wire) = 0;
+  // Appends what goes on the wire before the FIN (TLS's close_notify).
+  virtual void close(std::vector<uint8_t>& wire) = 0;
+  // Bytes the owner wrote that are not on the wire yet (held until a handshake completes).
+  virtual size_t held() const = 0;
+};
+
 // A connected TCP socket. Reading delivers bytes to the handler as they arrive; writing
 // queues owned buffers.
 class TcpStream {
@@ -159,6 +178,9 @@ class TcpStream {
   TcpStream& operator=(const TcpStream&) = delete;
 
   void set_handler(Handler* handler);
+  // Puts |filter| between the owner and the wire, and sends what it has to send first. Call it
+  // before the first write or read. An error (also reported through on_error) fails the stream.
+  Status set_filter(std::unique_ptr<StreamFilter> filter);
   Status start_read();
   void stop_read();
   bool reading() const { return reading_; }
@@ -167,9 +189,9 @@ class TcpStream {
   // outlive this TcpStream and is freed in the write callback). Errors are also reported
   // through on_error.
   Status write(std::vector<uint8_t>&& data);
-  // Bytes queued and not yet handed to the kernel.
+  // Bytes queued and not yet handed to the kernel (and, with a filter, held by it).
   size_t write_queue_bytes() const;
-  // Half-closes after every queued write (FIN).
+  // Half-closes after every queued write (FIN), after the filter's closing bytes.
   void shutdown();
   // The FIN shutdown() asked for is out.
   bool fin_sent() const { return fin_sent_; }
@@ -204,8 +226,13 @@ class TcpStream {
   static void on_shutdown_cb(uv_shutdown_t* req, int status);
   void fail(Status status);
   void linger();
+  // Queues wire bytes (what write() does without a filter).
+  Status write_wire(std::vector<uint8_t>&& data);
+  // The filter's side of a read: false when the stream failed.
+  bool filter_read(std::span<const uint8_t> data, std::vector<uint8_t>& plain);
 
   uv_tcp_t* handle_;
+  std::unique_ptr<StreamFilter> filter_;
   uv_shutdown_t* shutdown_ = nullptr;  // Pending shutdown; freed in its callback.
   bool fin_sent_ = false;              // The shutdown completed: lingers all the same.
   Handler* handler_;

@@ -316,13 +316,39 @@ size_t bio_allocated(BIO* bio) {
 // ---- TlsContext ----
 
 TlsContext::TlsContext(Passkey, Role role, SSL_CTX* ctx, int64_t not_before_unix,
-                       int64_t not_after_unix,
-                       std::string subject)
+                       int64_t not_after_unix, std::string subject)
     : role_(role),
       ctx_(ctx),
       not_before_unix_(not_before_unix),
       not_after_unix_(not_after_unix),
       subject_(std::move(subject)) {}
+
+Result<std::shared_ptr<const TlsContext>> TlsContext::web_client(const std::string& ca,
+                                                                 std::string* detail) {
+  if (!ca.empty()) COILGUN_TRY(check_readable(ca, kCaUnset, kCaUnreadable, detail));
+  ERR_clear_error();
+  SslCtxPtr ctx{SSL_CTX_new(TLS_client_method())};
+  if (ctx == nullptr) return config_error(kContextFailed, {}, detail);
+  // Mozilla's "intermediate" profile: TLS 1.2 and 1.3, OpenSSL's default suites for both.
+  if (SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION) != 1) {
+    return config_error(kContextFailed, {}, detail);
+  }
+  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
+  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+  const int loaded = ca.empty() ? SSL_CTX_set_default_verify_paths(ctx.get())
+                                : SSL_CTX_load_verify_file(ctx.get(), ca.c_str());
+  if (loaded != 1) return config_error(kCaInvalid, ca, detail);
+  static constexpr unsigned char kHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  if (SSL_CTX_set_alpn_protos(ctx.get(), kHttp11, sizeof(kHttp11)) != 0) {
+    return config_error(kContextFailed, {}, detail);
+  }
+  ERR_clear_error();
+  auto made = std::make_shared<TlsContext>(Passkey{}, Role::kClient, ctx.release(), 0, 0, "");
+  made->tunnel_ = false;
+  return std::shared_ptr<const TlsContext>(std::move(made));
+}
 
 Result<std::shared_ptr<const TlsContext>> TlsContext::build(Role role, const TlsFiles& files,
                                                             std::string* detail) {
@@ -344,9 +370,8 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::build(Role role, const Tls
   const int64_t not_after = asn1_time_to_unix(X509_get0_notAfter(own));
   std::string subject = name_to_string(X509_get_subject_name(own));
   ERR_clear_error();
-  return std::shared_ptr<const TlsContext>(
-      std::make_shared<TlsContext>(Passkey{}, role, ctx.release(), not_before, not_after,
-                                   std::move(subject)));
+  return std::shared_ptr<const TlsContext>(std::make_shared<TlsContext>(
+      Passkey{}, role, ctx.release(), not_before, not_after, std::move(subject)));
 }
 
 Result<std::shared_ptr<const TlsContext>> TlsContext::server(const TlsFiles& files,
@@ -550,8 +575,8 @@ Status TlsSession::drive_handshake() {
   const unsigned char* proto = nullptr;
   unsigned int proto_len = 0;
   SSL_get0_alpn_selected(ssl_.get(), &proto, &proto_len);
-  if (proto == nullptr ||
-      std::string_view(reinterpret_cast<const char*>(proto), proto_len) != kAlpn) {
+  if (ctx_->tunnel_ && (proto == nullptr || std::string_view(reinterpret_cast<const char*>(proto),
+                                                             proto_len) != kAlpn)) {
     return fail_with(kNoAlpn);
   }
   handshake_done_ = true;

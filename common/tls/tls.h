@@ -92,6 +92,14 @@ class TlsContext {
   static Result<std::shared_ptr<const TlsContext>> client(const TlsFiles& files,
                                                           std::string* detail = nullptr);
 
+  // Builds a context for dialling an HTTPS server (the edge's fallback to an origin): TLS 1.2
+  // or 1.3, the server's certificate verified against |ca| (PEM; empty: the system's trust
+  // store) and against the name the session dials, ALPN http/1.1 offered and none required,
+  // no certificate of its own, no resumption. Errors and |detail| as for server(); the dates
+  // and subject are empty.
+  static Result<std::shared_ptr<const TlsContext>> web_client(const std::string& ca,
+                                                              std::string* detail = nullptr);
+
   // For server()/client() only (the passkey cannot be named elsewhere). Takes ownership of
   // |ctx|.
   TlsContext(Passkey, Role role, SSL_CTX* ctx, int64_t not_before_unix, int64_t not_after_unix,
@@ -119,6 +127,8 @@ class TlsContext {
                                                          std::string* detail);
 
   Role role_;
+  // A tunnel context: sessions must agree on kAlpn. False for web_client()'s.
+  bool tunnel_ = true;
   std::unique_ptr<SSL_CTX, CDeleter<SSL_CTX_free>> ctx_;
   int64_t not_before_unix_;
   int64_t not_after_unix_;

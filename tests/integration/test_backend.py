@@ -12,10 +12,8 @@ import hashlib
 import http.client
 import http.server
 import os
-import shutil
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +24,6 @@ import harness  # noqa: E402
 from harness import get, metrics  # noqa: E402
 from test_pair import PairTestCase, raw_exchange  # noqa: E402
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def read_head(conn, buf):
@@ -475,40 +472,11 @@ class TestNginxBackend(BackendTestCase):
             f.write(self.big)
         with open(os.path.join(site, "small.txt"), "wb") as f:
             f.write(b"small file\n")
-        self.port = harness.free_port()
-        conf = os.path.join(self.tmp, "nginx.conf")
-        user = "user root;" if os.geteuid() == 0 else ""
-        with open(conf, "w") as f:
-            f.write(f"""
-worker_processes 1; daemon off; {user}
-pid {self.tmp}/nginx.pid; error_log {self.tmp}/nginx-error.log warn;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {self.tmp}/body; proxy_temp_path {self.tmp}/proxy;
-  fastcgi_temp_path {self.tmp}/fcgi; uwsgi_temp_path {self.tmp}/uwsgi; scgi_temp_path {self.tmp}/scgi;
-  default_type application/octet-stream;
-  server {{
-    listen 127.0.0.1:{self.port}; root {site}; keepalive_requests 10000;
-    location /dav/ {{ dav_methods PUT DELETE; create_full_put_path on; }}
-  }}
-}}
-""")
-        self.nginx = subprocess.Popen([NGINX, "-p", self.tmp, "-c", conf],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(self._stop_nginx)
-        harness.wait_until(self._nginx_up, what=f"nginx on port {self.port}")
-
-    def _nginx_up(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    def _stop_nginx(self):
-        self.nginx.terminate()
-        self.nginx.wait(timeout=10)
+        nginx = harness.Nginx(self.tmp, f"""
+    listen 127.0.0.1:{{port}}; root {site}; keepalive_requests 10000;
+    location /dav/ {{{{ dav_methods PUT DELETE; create_full_put_path on; }}}}""")
+        self.addCleanup(nginx.stop)
+        self.port = nginx.port
 
     def test_a_large_streamed_file_then_a_small_one(self):
         p = self.backend_pair(self.port)

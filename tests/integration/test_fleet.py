@@ -282,5 +282,68 @@ class TestSeveralAgents(FleetTestCase):
         self.assertEqual(metrics(admin)['coilgun_delta_responses_total{result="direct"}'], 4)
 
 
+
+class TestHttpsFallback(FleetTestCase):
+    """An https:// fallback (issue #12 §3): a real nginx terminating TLS with a certificate from
+    the test's CA, in front of the pair's backend. The edge speaks TLS to it, and verifies the
+    certificate: against fallback_ca, and for the name it dials."""
+
+    def nginx_tls(self, backend_port):
+        """nginx on 127.0.0.1 and 127.0.0.2 (one port), serving the agent's certificate (names
+        127.0.0.1 and localhost) and proxying to the backend; returns the port."""
+        cert, key = self.certs.path("agent.pem"), self.certs.path("agent.key")
+        nginx = harness.Nginx(self.tmp, f"""
+    listen 127.0.0.1:{{port}} ssl; listen 127.0.0.2:{{port}} ssl;
+    ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;
+    client_max_body_size 10m;
+    location / {{{{ proxy_pass http://127.0.0.1:{backend_port}; proxy_http_version 1.1;
+                   proxy_set_header Host $host; proxy_request_buffering off; }}}}""")
+        self.addCleanup(nginx.stop)
+        return nginx.port
+
+    def edge_with_fallback(self, p, name, fallback, ca=None):
+        conf = os.path.join(self.tmp, f"{name}.toml")
+        with open(conf, "w") as f:
+            f.write(f'agent = "127.0.0.1:{p.agent_port}"\nfallback = "{fallback}"\n')
+            if ca:
+                f.write(f'fallback_ca = "{ca}"\n')
+        edge = harness.Process([harness.binary("coilgun-edge"), "-c", conf, "--listen", "127.0.0.1:0",
+                                "--admin", "127.0.0.1:0", "--workers", "1"] + p.certs.edge_flags(), name)
+        self.procs.append(edge)
+        return edge, edge.address("http")[1], edge.address("admin")[1]
+
+    def test_an_https_fallback_is_verified_and_answers_byte_exact(self):
+        p = self.pair(start_origin=False)
+        self.certs = p.certs
+        port = self.nginx_tls(p.backend_port)
+        edge, http_port, admin = self.edge_with_fallback(p, "edge-https", f"https://localhost:{port}",
+                                                         p.certs.path("ca.pem"))
+        status, _, page = get(http_port, "/")
+        self.assertEqual(status, 200)
+        self.assertIn(b"<html", page)
+        big = get(http_port, "/big?bytes=3000000")
+        self.assertEqual((big[0], big[2]), (200, get(p.backend_port, "/big?bytes=3000000")[2]))
+        body = os.urandom(200000)
+        self.assertEqual(get(http_port, "/echo", method="POST", body=body)[::2], (200, body))
+        for _ in range(3):  # Kept alive and reused.
+            self.assertEqual(get(http_port, "/")[0], 200)
+        harness.wait_until(lambda: len(access(edge)) == 6, what="6 access lines")
+        self.assertEqual([r["delta"] for r in access(edge)], ["direct"] * 6)
+        self.assertEqual(metrics(admin)['coilgun_delta_responses_total{result="direct"}'], 6)
+
+        # The system's trust store does not hold the test's CA: refused, never served.
+        untrusted_edge, untrusted, untrusted_admin = self.edge_with_fallback(p, "edge-untrusted",
+                                                                f"https://localhost:{port}")
+        self.assertEqual(get(untrusted, "/")[::2], (502, b"Bad Gateway (direct_failed)\n"))
+        self.assertEqual(metrics(untrusted_admin)['coilgun_errors_total{reason="direct_failed"}'], 1)
+        # A certificate for other names than the one dialled: refused.
+        other_edge, other_name, _ = self.edge_with_fallback(p, "edge-other-name", f"https://127.0.0.2:{port}",
+                                                   p.certs.path("ca.pem"))
+        self.assertEqual(get(other_name, "/")[::2], (502, b"Bad Gateway (direct_failed)\n"))
+        for edge, why in ((untrusted_edge, "tls: peer certificate not trusted"),
+                          (other_edge, "tls: peer certificate does not carry the expected name")):
+            edge.wait_for(lambda r: r.get("msg") == "fallback failed" and r.get("error") == why, what=why)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -183,7 +183,7 @@ TEST_CASE(
   CHECK_THAT(empty.error().message, Contains("route.agent: must name at least one agent"));
 }
 
-TEST_CASE("fallback: per route, else the top-level one; http:// only", "[config]") {
+TEST_CASE("fallback: per route, else the top-level one; http:// or https://", "[config]") {
   auto c = parse_edge_toml(std::string("agent = \"a:1\"\nfallback = \"http://origin.internal\"\n") +
                                kTlsToml +
                                "[[route]]\nhost = \"own.example\"\nagent = \"b:1\"\n"
@@ -202,18 +202,36 @@ TEST_CASE("fallback: per route, else the top-level one; http:// only", "[config]
   REQUIRE(none.ok());
   CHECK(none->default_route->fallback.empty());
 
-  auto https = parse_edge_toml(std::string(kTlsToml) +
+  CHECK_FALSE(https_fallback(*c));
+
+  auto https = parse_edge_toml(std::string("fallback_ca = \"/etc/origin-ca.pem\"\n") + kTlsToml +
                                    "[[route]]\nhost = \"x.example\"\nagent = \"a:1\"\n"
                                    "fallback = \"https://origin.internal\"\n",
                                "e.toml");
-  REQUIRE_FALSE(https.ok());
-  CHECK_THAT(https.error().message, Contains("route.fallback"));
-  CHECK_THAT(https.error().message, Contains("https:// backends are not supported yet"));
+  REQUIRE(https.ok());
+  CHECK(https->routes.at(0).fallback == BackendUrl{"origin.internal", 443, true});
+  CHECK(https->fallback_ca == "/etc/origin-ca.pem");
+  CHECK(https_fallback(*https));
+  auto https_back = parse_edge_toml(to_toml(*https), "printed.toml");
+  REQUIRE(https_back.ok());
+  CHECK(*https_back == *https);
+  // The agent's backend still takes http:// only.
+  auto agent_backend = parse_backend_url("https://origin.internal");
+  REQUIRE_FALSE(agent_backend.ok());
+  CHECK_THAT(agent_backend.error().message, Contains("https:// backends are not supported yet"));
+  auto bad = parse_edge_toml(std::string(kTlsToml) +
+                                 "[[route]]\nhost = \"x.example\"\nagent = \"a:1\"\n"
+                                 "fallback = \"ftp://origin.internal\"\n",
+                             "e.toml");
+  REQUIRE_FALSE(bad.ok());
+  CHECK_THAT(bad.error().message, Contains("route.fallback"));
+  CHECK_THAT(bad.error().message, Contains("http(s)://HOST:PORT"));
 
-  auto flag = edge(Argv{"--agent", "a:1", "--fallback", "http://127.0.0.1:81", "--tls-ca", "a",
-                        "--tls-cert", "b", "--tls-key", "c"});
+  auto flag = edge(Argv{"--agent", "a:1", "--fallback", "https://127.0.0.1:81", "--fallback-ca",
+                        "ca.pem", "--tls-ca", "a", "--tls-cert", "b", "--tls-key", "c"});
   REQUIRE(flag.ok());
-  CHECK(flag->config.default_route->fallback == BackendUrl{"127.0.0.1", 81});
+  CHECK(flag->config.default_route->fallback == BackendUrl{"127.0.0.1", 81, true});
+  CHECK(flag->config.fallback_ca == "ca.pem");
 }
 
 TEST_CASE("agent_name without an agent is an error", "[config]") {
