@@ -457,8 +457,12 @@ void ClientExchange::start_direct() {
   http::add_via(head.headers, "1.1 coilgun");
   upstream_ms_ = -1;
   result_ = log::DeltaResult::kDirect;
+  // The context of the settings this request started under, which named this fallback (a
+  // reload since may have dropped it): an https:// URL is never spoken to in cleartext.
+  if (route_->fallback.https && settings_->web_tls == nullptr) return fail(502, "direct_failed");
   DirectFetch::Sink& sink = *this;  // A private base: converted here, where it is accessible.
-  direct_ = std::make_unique<DirectFetch>(worker_.loop(), worker_.direct_pool(route_->fallback),
+  direct_ = std::make_unique<DirectFetch>(worker_.loop(),
+                                          worker_.direct_pool(route_->fallback, settings_->web_tls),
                                           sink, std::move(head), framing, length);
   direct_->start();  // May answer from inside (a failure): direct_ is set by then.
   if (finished_) return;

@@ -82,7 +82,8 @@ AgentPool* EdgeWorker::pick_pool(const config::EdgeRoute& route, std::string_vie
   return best;
 }
 
-http::ClientPool& EdgeWorker::direct_pool(const config::BackendUrl& url) {
+http::ClientPool& EdgeWorker::direct_pool(const config::BackendUrl& url,
+                                          const std::shared_ptr<const tls::TlsContext>& web_tls) {
   std::unique_ptr<http::ClientPool>& pool = direct_pools_[url.to_string()];
   if (!pool) {
     const config::EdgeConfig& c = shared_.now()->config;
@@ -91,8 +92,8 @@ http::ClientPool& EdgeWorker::direct_pool(const config::BackendUrl& url) {
         http::Parser::Limits{.max_header_bytes = c.limits.max_header_bytes,
                              .max_headers = c.limits.max_headers});
   }
-  // The context of the settings now running (a reload may have brought another CA).
-  if (url.https) pool->set_tls(shared_.now()->web_tls);
+  // The caller's settings' context (a reload may have brought another CA).
+  if (url.https) pool->set_tls(web_tls);
   return *pool;
 }
 

@@ -70,7 +70,8 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   AgentPool* pick_pool(const config::EdgeRoute& route, std::string_view key,
                        const AgentPool* avoid = nullptr);
   // The keep-alive connections to a route's fallback URL (DirectFetch), made on first use.
-  http::ClientPool& direct_pool(const config::BackendUrl& url);
+  http::ClientPool& direct_pool(const config::BackendUrl& url,
+                                const std::shared_ptr<const tls::TlsContext>& web_tls);
   // A tunnel of this worker came up / went down (AgentPool).
   void tunnel_up();
   void tunnel_down();

@@ -42,6 +42,7 @@ class TlsFilter final : public uv::StreamFilter {
     session_->take_output(wire);
   }
   size_t held() const override { return session_->pending_output_bytes(); }
+  bool peer_closed() const override { return session_->peer_closed(); }
 
  private:
   std::unique_ptr<tls::TlsSession> session_;
@@ -270,6 +271,10 @@ void ClientConnection::on_eof() {
     if (idle_ && pool_ != nullptr) pool_->drop_idle(this);
     return;
   }
+  if (!complete_ && !socket_->eof_clean()) {  // A body cut short by a forged FIN, perhaps.
+    return fail(Status(Code::kClosed, "backend's TLS stream ended without close_notify",
+                       Side::kUpstream, true));
+  }
   const Status s = parser_->finish();  // Ends a close-delimited body.
   if (!s.ok()) return fail(s.from(Side::kUpstream));
   if (complete_) return finish_response();
@@ -356,7 +361,7 @@ void ClientPool::acquire(OnAcquire done, bool fresh) {
 }
 
 void ClientPool::set_tls(std::shared_ptr<const tls::TlsContext> tls) {
-  if (tls == tls_) return;
+  if (tls == tls_ || tls == nullptr) return;
   tls_ = std::move(tls);
   ++tls_generation_;
   for (auto& c : idle_) {

@@ -160,8 +160,10 @@ class ClientPool {
   ~ClientPool();
 
   // New connections speak TLS with |tls| (a tls::TlsContext::web_client(): the server's
-  // certificate must carry the pool's host), or plain HTTP when null (the default). Idle
-  // connections made with another context are dropped.
+  // certificate must carry the pool's host), or plain HTTP while no context was ever set (the
+  // default). Idle connections made with another context are dropped, and connections made
+  // with one are not taken back. A null |tls| after a context is ignored: a pool that spoke TLS
+  // never goes back to cleartext.
   void set_tls(std::shared_ptr<const tls::TlsContext> tls);
   const std::shared_ptr<const tls::TlsContext>& tls() const { return tls_; }
 

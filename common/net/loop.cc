@@ -260,6 +260,9 @@ bool TcpStream::filter_read(std::span<const uint8_t> data, std::vector<uint8_t>&
     fail(s);
     return false;
   }
+  // The peer closed its side cleanly: close ours the same way (a TLS peer may wait for our
+  // close_notify before it sends its FIN, which ends the stream for the owner).
+  if (filter_->peer_closed()) shutdown();
   return true;
 }
 

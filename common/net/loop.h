@@ -146,6 +146,9 @@ class StreamFilter {
   virtual void close(std::vector<uint8_t>& wire) = 0;
   // Bytes the owner wrote that are not on the wire yet (held until a handshake completes).
   virtual size_t held() const = 0;
+  // The peer ended its side cleanly (TLS's close_notify): an end of stream after it is no cut.
+  // The stream then shuts its own side down (shutdown()).
+  virtual bool peer_closed() const = 0;
 };
 
 // A connected TCP socket. Reading delivers bytes to the handler as they arrive; writing
@@ -195,6 +198,9 @@ class TcpStream {
   void shutdown();
   // The FIN shutdown() asked for is out.
   bool fin_sent() const { return fin_sent_; }
+  // Whether the peer's end of stream (on_eof) was a clean one: always without a filter; with
+  // one, only after the filter's own close (a TLS stream cut by a bare FIN may be truncated).
+  bool eof_clean() const { return filter_ == nullptr || filter_->peer_closed(); }
   // Bytes read and written so far, for link-byte metrics.
   uint64_t bytes_read() const { return bytes_read_; }
   uint64_t bytes_written() const { return bytes_written_; }

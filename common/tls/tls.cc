@@ -41,12 +41,17 @@ constexpr Status kPeerRefusedAlpn = tls_error("peer refused our ALPN");
 constexpr Status kPeerHandshakeFailure = tls_error("peer failed the handshake");
 constexpr Status kPeerAlert = tls_error("peer sent a fatal alert");
 // The bytes themselves are wrong.
-constexpr Status kNoSharedVersion = tls_error("no shared TLS version (TLS 1.3 only)");
+constexpr Status kNoSharedVersion = tls_error("no shared TLS version");
 constexpr Status kPlainHttp = tls_error("peer sent plain HTTP, not TLS");
 constexpr Status kMalformedRecord = tls_error("malformed TLS record");
 constexpr Status kBadRecordMac = tls_error("TLS record failed authentication");
 constexpr Status kTlsError = tls_error("TLS error");
 // Clean endings (Code::kClosed).
+// TLS 1.2 suites of Mozilla's "intermediate" configuration (ssl-config.mozilla.org, v5.7).
+constexpr char kIntermediateTls12Ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
 constexpr Status kPeerClosed{Code::kClosed, "peer closed the TLS session", Side::kTunnel};
 constexpr Status kClosedLocally{Code::kClosed, "TLS session closed locally", Side::kTunnel};
 
@@ -329,11 +334,13 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::web_client(const std::stri
   ERR_clear_error();
   SslCtxPtr ctx{SSL_CTX_new(TLS_client_method())};
   if (ctx == nullptr) return config_error(kContextFailed, {}, detail);
-  // Mozilla's "intermediate" profile: TLS 1.2 and 1.3, OpenSSL's default suites for both.
-  if (SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION) != 1) {
+  // Mozilla's "intermediate" profile: TLS 1.2 and 1.3; for 1.2 only forward-secret AEAD suites
+  // (1.3's are all of that kind: OpenSSL's defaults).
+  if (SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION) != 1 ||
+      SSL_CTX_set_cipher_list(ctx.get(), kIntermediateTls12Ciphers) != 1) {
     return config_error(kContextFailed, {}, detail);
   }
-  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
+  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
@@ -560,6 +567,10 @@ Status TlsSession::feed(std::span<const uint8_t> ciphertext) {
   }
   if (!handshake_done_) return drive_handshake();
   return Status::Ok();
+}
+
+bool TlsSession::peer_closed() const {
+  return (SSL_get_shutdown(ssl_.get()) & SSL_RECEIVED_SHUTDOWN) != 0;
 }
 
 Status TlsSession::drive_handshake() {

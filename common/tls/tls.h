@@ -243,6 +243,9 @@ class TlsSession {
   // certificate; if the server refuses it, read() reports the server's alert.)
   bool handshake_done() const { return handshake_done_; }
 
+  // True once the peer's close_notify came: it sends nothing more, and cleanly so.
+  bool peer_closed() const;
+
   // The negotiated ALPN protocol ("coilgun/1"), or "" before the handshake completes. Valid
   // while the session lives.
   std::string_view alpn() const;

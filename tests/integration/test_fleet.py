@@ -8,7 +8,9 @@ import concurrent.futures
 import json
 import os
 import signal
+import http.client
 import socketserver
+import ssl
 import sys
 import threading
 import unittest
@@ -57,6 +59,45 @@ class GarbageMemcached(socketserver.ThreadingTCPServer):
     @property
     def address(self):
         return f"127.0.0.1:{self.server_address[1]}"
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+class CloseDelimitedTls(socketserver.ThreadingTCPServer):
+    """An HTTPS origin whose every answer is a 200 delimited by the end of the connection:
+    ended with TLS's close_notify for /clean, by a bare FIN (what a forged FIN looks like) for
+    any other path. Python's SSLSocket.close() sends no close_notify; unwrap() does."""
+    daemon_threads = True
+    allow_reuse_address = True
+    BODY = b"close-delimited body " * 500
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            conn = self.server.tls.wrap_socket(self.request, server_side=True)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                         + CloseDelimitedTls.BODY)
+            if head.split(b" ")[1] == b"/clean":
+                conn = conn.unwrap()
+            conn.close()
+
+    def __init__(self, cert, key):
+        super().__init__(("127.0.0.1", 0), CloseDelimitedTls.Handler)
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.tls.load_cert_chain(cert, key)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self):
+        return self.server_address[1]
 
     def stop(self):
         self.shutdown()
@@ -343,6 +384,27 @@ class TestHttpsFallback(FleetTestCase):
         for edge, why in ((untrusted_edge, "tls: peer certificate not trusted"),
                           (other_edge, "tls: peer certificate does not carry the expected name")):
             edge.wait_for(lambda r: r.get("msg") == "fallback failed" and r.get("error") == why, what=why)
+
+
+    def test_a_tls_stream_cut_without_close_notify_is_no_complete_body(self):
+        p = self.pair(start_origin=False)
+        origin = CloseDelimitedTls(p.certs.path("agent.pem"), p.certs.path("agent.key"))
+        self.addCleanup(origin.stop)
+        edge, port, _ = self.edge_with_fallback(p, "edge-cut", f"https://localhost:{origin.port}",
+                                                p.certs.path("ca.pem"))
+        # Ended with close_notify: the whole body, ended cleanly.
+        self.assertEqual(get(port, "/clean")[::2], (200, CloseDelimitedTls.BODY))
+        # Ended by a bare FIN: the client never sees the response end as complete.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        conn.request("GET", "/cut", headers={"Host": "www.example.com"})
+        r = conn.getresponse()
+        self.assertEqual(r.status, 200)
+        with self.assertRaises(http.client.IncompleteRead):
+            r.read()
+        conn.close()
+        edge.wait_for(lambda r: r.get("msg") == "fallback failed" and
+                      r.get("error") == "closed: backend's TLS stream ended without close_notify",
+                      what="the cut reported")
 
 
 if __name__ == "__main__":
