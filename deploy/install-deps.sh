@@ -14,6 +14,8 @@ packages=(
   clang libclang-rt-14-dev
   # peers and tools used by tests and benchmarks
   openssl xdelta3 zstd gzip python3 nginx-light wrk memcached
+  # memcached with SASL in the shared tier's tests: saslpasswd2 makes their password database
+  sasl2-bin
   # the slow-link benchmark (network namespaces, sysctl) and profiles
   iproute2 procps linux-perf
   # the package test: cpack's dependency scan, the units' checks, the install's user and sandbox

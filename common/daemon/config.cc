@@ -411,6 +411,7 @@ unsigned resolve_workers(uint16_t configured, unsigned hardware_threads) {
 
 bool is_secret_key(std::string_view key) {
   const std::string k = to_lower(key);
+  if (k.ends_with("_file")) return false;  // Where a secret is, not the secret.
   return k.find("password") != std::string::npos || k.find("token") != std::string::npos;
 }
 
@@ -428,6 +429,28 @@ EnvMap environment_from(const char* const* envp) {
     out.insert_or_assign(std::string(entry.substr(0, eq)), std::string(entry.substr(eq + 1)));
   }
   return out;
+}
+
+ConfigResult<std::string> memcached_password(const StoreConfig& store) {
+  const std::string& user = store.memcached_username;
+  const std::string& file = store.memcached_password_file;
+  if (user.empty() && file.empty()) return std::string();
+  if (file.empty())
+    return ConfigError{"store.memcached_username is set but store.memcached_password_file is not"};
+  if (user.empty())
+    return ConfigError{"store.memcached_password_file is set but store.memcached_username is not"};
+  const std::string what = "store.memcached_password_file " + quote(file);
+  std::FILE* f = std::fopen(file.c_str(), "rb");
+  if (f == nullptr) return ConfigError{what + ": " + std::strerror(errno)};
+  constexpr size_t kMax = 1024;
+  std::string password(kMax + 1, '\0');
+  password.resize(std::fread(password.data(), 1, password.size(), f));
+  std::fclose(f);
+  if (password.size() > kMax) return ConfigError{what + ": longer than 1 KiB, not a password"};
+  if (password.ends_with('\n')) password.pop_back();
+  if (password.ends_with('\r')) password.pop_back();
+  if (password.empty()) return ConfigError{what + ": empty"};
+  return password;
 }
 
 ConfigStatus check_files(const TlsConfig& tls) {

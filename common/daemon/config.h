@@ -190,8 +190,17 @@ struct StoreConfig {
   milliseconds memcached_timeout{100};  // memcached_timeout: one request's limit.
   milliseconds memcached_retry{2000};   // memcached_retry: a failed server stays out.
   uint64_t memcached_max_item = 1000 * 1000;  // memcached_max_item: larger bodies stay local.
+  // memcached_username, memcached_password_file: SASL credentials (memcached -S); both or
+  // neither. The file holds the password (one trailing newline is not part of it).
+  std::string memcached_username;
+  std::string memcached_password_file;
   friend bool operator==(const StoreConfig&, const StoreConfig&) = default;
 };
+
+// The password in [store] memcached_password_file (see StoreConfig), or why it cannot be used:
+// the username or the file set without the other, a file that cannot be read, an empty one,
+// or one over 1 KiB. Ok and "" when neither is set. Reads the file system.
+ConfigResult<std::string> memcached_password(const StoreConfig& store);
 
 // ---------------------------------------------------------------------------------------------
 // Loading

@@ -367,6 +367,10 @@ std::vector<KeyDef<D>> store_keys() {
                       milliseconds(100), milliseconds(3600 * 1000)),
       size_key<D>("store.memcached_max_item", COILGUN_CONFIG_FIELD(cfg.store.memcached_max_item),
                   1024, 1024 * kMiB),
+      string_key<D>("store.memcached_username", COILGUN_CONFIG_FIELD(cfg.store.memcached_username),
+                    any_path),
+      string_key<D>("store.memcached_password_file",
+                    COILGUN_CONFIG_FIELD(cfg.store.memcached_password_file), any_path),
   };
 }
 

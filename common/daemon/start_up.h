@@ -43,6 +43,10 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
   if (loaded->help || loaded->version || loaded->print_config) {
     return std::make_shared<const Settings<Config>>(Settings<Config>{loaded->config, nullptr});
   }
+  if (auto password = config::memcached_password(loaded->config.store); !password.ok()) {
+    *error = password.error().message;
+    return nullptr;
+  }
   const config::TlsConfig& t = loaded->config.tls;
   if (auto files_ok = config::check_files(t); !files_ok.ok()) {
     *error = files_ok.error().message;
@@ -88,6 +92,11 @@ inline VersionStoreOptions store_options(const config::StoreConfig& s, std::stri
   o.memcached_timeout = s.memcached_timeout;
   o.memcached_retry = s.memcached_retry;
   o.memcached_max_item = s.memcached_max_item;
+  o.memcached_username = s.memcached_username;
+  // load_settings() checked the file; one that went away since costs memcached, not the start.
+  if (auto password = config::memcached_password(s); password.ok()) {
+    o.memcached_password = std::move(password).value();
+  }
   o.scope = std::move(scope);
   return o;
 }

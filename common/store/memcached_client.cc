@@ -28,6 +28,11 @@ void configure(memcached_st* mc, const VersionStoreOptions& o) {
   const auto retry_s = std::max<int64_t>(1, (o.memcached_retry.count() + 999) / 1000);
   memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, static_cast<uint64_t>(retry_s));
   memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_DEAD_TIMEOUT, static_cast<uint64_t>(retry_s));
+  if (!o.memcached_username.empty()) {
+    // SASL needs memcached's binary protocol; libmemcached authenticates each connection.
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
+    memcached_set_sasl_auth_data(mc, o.memcached_username.c_str(), o.memcached_password.c_str());
+  }
 }
 
 memcached_st* make(const VersionStoreOptions& o, std::span<const MemcachedServer> servers) {

@@ -243,6 +243,10 @@ struct VersionStoreOptions {
   std::chrono::milliseconds memcached_index_fresh{50};
   // Larger bodies stay in memory only (memcached's item size, -I, is 1 MiB by default).
   size_t memcached_max_item = 1000 * 1000;
+  // SASL credentials (memcached -S, which speaks the binary protocol only); none when the
+  // username is empty.
+  std::string memcached_username{};
+  std::string memcached_password{};
   // Names the daemons that share versions: items are keyed by it, so daemons with the same
   // scope share what they store and daemons with different ones never see each other's.
   std::string scope = "default";

@@ -137,9 +137,33 @@ TEST_CASE("check_files reports missing, empty and unreadable TLS files", "[confi
   CHECK_THAT(check_files(TlsConfig{}).error().message, Contains("tls.ca is not set"));
 }
 
+TEST_CASE("The memcached password comes from its file, with the username or not at all",
+          "[config]") {
+  TempDir dir;
+  StoreConfig s;
+  CHECK(memcached_password(s).value() == "");  // Neither: no SASL.
+  s.memcached_username = "coilgun";
+  CHECK_THAT(memcached_password(s).error().message,
+             Contains("store.memcached_username is set but store.memcached_password_file is not"));
+  s.memcached_password_file = dir.write("pw", "s3cret pass\n");
+  CHECK(memcached_password(s).value() == "s3cret pass");  // One trailing newline dropped.
+  s.memcached_password_file = dir.write("pw-crlf", "s3cret\r\n");
+  CHECK(memcached_password(s).value() == "s3cret");
+  s.memcached_password_file = dir.write("empty", "\n");
+  CHECK_THAT(memcached_password(s).error().message, Contains("empty"));
+  s.memcached_password_file = dir.write("big", std::string(2000, 'x'));
+  CHECK_THAT(memcached_password(s).error().message, Contains("longer than 1 KiB"));
+  s.memcached_password_file = dir.path("missing");
+  CHECK_THAT(memcached_password(s).error().message, Contains("No such file or directory"));
+  s.memcached_username.clear();
+  CHECK_THAT(memcached_password(s).error().message,
+             Contains("store.memcached_password_file is set but store.memcached_username is not"));
+}
+
 TEST_CASE("Secret keys are recognised by name", "[config]") {
   CHECK(is_secret_key("memcached.password"));
   CHECK(is_secret_key("admin.API_TOKEN"));
   CHECK_FALSE(is_secret_key("tls.key"));
+  CHECK_FALSE(is_secret_key("store.memcached_password_file"));  // A path: printed.
   CHECK_FALSE(is_secret_key("listen"));
 }

@@ -28,8 +28,10 @@ namespace coilgun::test {
 
 class MemcachedServer {
  public:
-  // |extra|: more memcached arguments (e.g. {"-I", "2m"}).
-  explicit MemcachedServer(std::vector<std::string> extra = {}) : extra_(std::move(extra)) {
+  // |extra|: more memcached arguments (e.g. {"-I", "2m"}). |sasl_conf|: a directory holding a
+  // memcached.conf for Cyrus SASL (SASL_CONF_PATH), for a server started with -S.
+  explicit MemcachedServer(std::vector<std::string> extra = {}, std::string sasl_conf = "")
+      : extra_(std::move(extra)), sasl_conf_(std::move(sasl_conf)) {
     for (int attempt = 0; attempt < 5; ++attempt) {
       port_ = free_port();
       if (start()) return;
@@ -97,6 +99,7 @@ class MemcachedServer {
       dup2(null, STDIN_FILENO);
       dup2(null, STDOUT_FILENO);
       dup2(null, STDERR_FILENO);
+      if (!sasl_conf_.empty()) setenv("SASL_CONF_PATH", sasl_conf_.c_str(), 1);
       execv("/usr/bin/memcached", argv.data());
       _exit(127);
     }
@@ -115,6 +118,7 @@ class MemcachedServer {
   }
 
   std::vector<std::string> extra_;
+  std::string sasl_conf_;
   uint16_t port_ = 0;
   pid_t pid_ = -1;
 };

@@ -7,6 +7,9 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,6 +45,27 @@ BlobRef find(uv::Loop& loop, VersionStore& store, std::string_view key, VersionI
   REQUIRE(got.calls == 1);
   return got.value;
 }
+
+// A Cyrus SASL set-up for memcached -S in a fresh directory: one user in a password database
+// (made by saslpasswd2, Debian's sasl2-bin) and the memcached.conf naming it.
+struct SaslUser {
+  std::string dir;
+  SaslUser(const std::string& user, const std::string& password) {
+    char tmpl[] = "/tmp/coilgun-sasl-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    const std::string db = dir + "/sasldb2";
+    const std::string make = "echo '" + password +
+                             "' | /usr/sbin/saslpasswd2 -p -a memcached -c -f " + db + " " + user +
+                             " && chmod 755 " + dir + " && chmod 644 " + db;
+    REQUIRE(std::system(make.c_str()) == 0);
+    std::FILE* conf = std::fopen((dir + "/memcached.conf").c_str(), "w");
+    REQUIRE(conf != nullptr);
+    std::fprintf(conf, "mech_list: plain\nsasldb_path: %s\n", db.c_str());
+    std::fclose(conf);
+  }
+  ~SaslUser() { std::filesystem::remove_all(dir); }
+};
 
 bool same_bytes(const BlobRef& got, const BlobRef& want) {
   return got != nullptr && got->id() == want->id() &&
@@ -83,6 +107,44 @@ TEST_CASE("A store names and finds the versions another store with its scope wro
   CHECK(find(loop, other, "/page", v1->id()) == nullptr);
   // Nor does another key of the same scope: a blob counts only under a key that holds it.
   CHECK(find(loop, b, "/elsewhere", v2->id()) == nullptr);
+  CHECK(loop.close() == 0);
+}
+
+TEST_CASE("With SASL credentials stores share versions through a memcached that requires them",
+          "[version_store][shared]") {
+  SaslUser sasl("coilgun", "s3cret pass");
+  test::MemcachedServer server({"-S"}, sasl.dir);
+  uv::Loop loop;
+  auto options = shared_options(server, "sasl");
+  options.memcached_username = "coilgun";
+  options.memcached_password = "s3cret pass";
+  SharedStore a(options);
+  SharedStore b(options);
+  const auto v = blob_of(3000, 11);
+  a.put("/page", v);
+  a.flush();
+  CHECK(a.stats().shared_writes == 1);
+  CHECK(a.stats().shared_errors == 0);
+  CHECK(listed(loop, b, "/page") == Ids{v->id()});  // b never saw the page.
+  CHECK(same_bytes(find(loop, b, "/page", v->id()), v));
+  CHECK(b.stats().shared_hits == 1);
+
+  // A wrong password, or none, is refused: memory only, and counted.
+  auto wrong = options;
+  wrong.memcached_password = "guess";
+  auto none = options;
+  none.memcached_username.clear();
+  none.memcached_password.clear();
+  for (const auto& o : {wrong, none}) {
+    SharedStore c(o);
+    CHECK(listed(loop, c, "/page").empty());
+    const auto w = blob_of(3000, 12);
+    c.put("/page", w);
+    c.flush();
+    CHECK(c.stats().shared_writes == 0);
+    CHECK(c.stats().shared_errors >= 1);
+    CHECK(listed(loop, c, "/page") == Ids{w->id()});
+  }
   CHECK(loop.close() == 0);
 }
 
