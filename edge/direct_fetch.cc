@@ -39,14 +39,9 @@ void DirectFetch::acquire(bool fresh) {
 }
 
 void DirectFetch::send_request() {
-  // A copy: a retry sends the same head again. A failed write is reported to this handler
-  // from inside the call as well as returned: reported once.
-  const uint32_t errors = errors_;
+  // A copy: a retry sends the same head again. An error is returned, not reported.
   const Status s = conn_->send_request(head_, framing_, length_, this);
-  if (!s.ok()) {
-    if (errors_ == errors) on_error(s);
-    return;
-  }
+  if (!s.ok()) return on_error(s);
   if (paused_) conn_->pause_reading();
   // A failed write reaches on_error() inside send_body/send_end, which may end this fetch.
   if (!early_body_.empty()) {
@@ -121,7 +116,6 @@ void DirectFetch::on_response_end() {
 }
 
 void DirectFetch::on_error(Status status) {
-  ++errors_;
   // A keep-alive connection the backend closed meanwhile: once more on a fresh one.
   if (conn_ && conn_->retryable() && !retried_) {
     retried_ = true;

@@ -89,7 +89,6 @@ class DirectFetch : private http::ClientHandler {
   bool body_done_ = false;           // send_end() was called.
   bool retried_ = false;
   bool paused_ = false;
-  uint32_t errors_ = 0;  // on_error() calls, to tell whether send_request() already reported.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // For acquire()'s callback.
 };
 

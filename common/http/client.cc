@@ -119,7 +119,7 @@ Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uin
   }
   if (parser_->paused()) parser_->resume();  // After the previous response.
   state_ = State::kExchange;
-  handler_ = handler;
+  handler_ = nullptr;  // Set once the request is written: a failure before is only returned.
   response_bytes_ = 0;
   interim_ = false;
   complete_ = false;
@@ -143,7 +143,9 @@ Status ClientConnection::send_request(RequestHead head, BodyFraming framing, uin
   COILGUN_TRY(write_request_head(head, out));
   parser_->set_request_was_head(head.method == "HEAD");
   COILGUN_TRY(socket_->write(std::move(out)));
-  return socket_->start_read();
+  COILGUN_TRY(socket_->start_read());
+  handler_ = handler;
+  return Status::Ok();
 }
 
 // A failed socket write needs nothing more here: TcpStream::write() reports it through

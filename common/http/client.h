@@ -69,7 +69,8 @@ class ClientConnection : public Connection {
   // Starts an exchange: writes |head| (Content-Length or Transfer-Encoding as |framing| says)
   // and reports the response to |handler|, which must stay valid until on_response_end or
   // on_error, or until this connection is destroyed. Requires no exchange in progress. An error
-  // means the exchange did not start, and |handler| hears nothing.
+  // means the exchange did not start, and |handler| hears nothing (not even of a write that
+  // failed inside the call: the connection is then failed, and the error only returned).
   Status send_request(RequestHead head, BodyFraming framing, uint64_t length,
                       ClientHandler* handler);
   // Writes request body bytes (chunked when so framed; after a 101, as they are). Does nothing

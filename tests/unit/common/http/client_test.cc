@@ -17,8 +17,7 @@ class Backend : public http::Server {
   void on_request(http::ServerConnection& c) override {
     const std::string text =
         c.request().target == "/big" ? std::string(1 << 20, 'x') : c.request().target;
-    REQUIRE(c.respond_head(http::ResponseHead{}, http::ResponseFraming::kContentLength,
-                           text.size())
+    REQUIRE(c.respond_head(http::ResponseHead{}, http::ResponseFraming::kContentLength, text.size())
                 .ok());
     c.respond_body(
         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
@@ -262,12 +261,15 @@ TEST_CASE("A 101 is neither sent nor taken for a request that asked for no upgra
     // A backend that sends one anyway: raw bytes on a socket, the client fails the exchange.
     uv::TcpListener raw(loop);
     std::unique_ptr<uv::TcpStream> accepted;
-    REQUIRE(raw.listen("127.0.0.1", 0, [&](std::unique_ptr<uv::TcpStream> s) {
-                 accepted = std::move(s);
-                 const std::string_view answer =
-                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n";
-                 (void)accepted->write(std::vector<uint8_t>(answer.begin(), answer.end()));
-               }).ok());
+    REQUIRE(raw.listen("127.0.0.1", 0,
+                       [&](std::unique_ptr<uv::TcpStream> s) {
+                         accepted = std::move(s);
+                         const std::string_view answer =
+                             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: "
+                             "upgrade\r\n\r\n";
+                         (void)accepted->write(std::vector<uint8_t>(answer.begin(), answer.end()));
+                       })
+                .ok());
     http::ClientPool pool(loop, "127.0.0.1", raw.port(), 4, 2000ms, http::Parser::Limits{});
     PipeClient client(loop);
     std::unique_ptr<http::ClientConnection> conn;
@@ -302,6 +304,63 @@ TEST_CASE("Interim responses reach the client's handler before the final one",
     CHECK(http::find(client.interims[0].headers, "link") == "</style.css>; rel=preload");
     CHECK(client.status == 200);
     CHECK(client.body == "ok");
+    backend.close_all();
+  }
+  CHECK(loop.close() == 0);
+}
+
+namespace {
+
+// A filter whose every send of bytes fails: a socket write that fails inside write() itself.
+struct FailingWrites : uv::StreamFilter {
+  Status feed(std::span<const uint8_t> read, std::vector<uint8_t>& plain,
+              std::vector<uint8_t>&) override {
+    plain.insert(plain.end(), read.begin(), read.end());
+    return Status::Ok();
+  }
+  Status send(std::span<const uint8_t> plain, std::vector<uint8_t>&) override {
+    return plain.empty() ? Status::Ok() : Status(Code::kIo, "write refused", Side::kUpstream);
+  }
+  void close(std::vector<uint8_t>&) override {}
+  size_t held() const override { return 0; }
+  bool peer_closed() const override { return false; }
+};
+
+struct CountingHandler : http::ClientHandler {
+  int errors = 0;
+  void on_response_head(http::ResponseHead&&) override {}
+  void on_response_body(std::span<const uint8_t>) override {}
+  void on_response_end() override {}
+  void on_error(Status) override { ++errors; }
+};
+
+}  // namespace
+
+// The agent retries a reused connection's failed request from its handler's on_error; an error
+// also returned by send_request() was reported a second time there, which failed the exchange
+// while its retry was under way.
+TEST_CASE("A request that cannot be written is an error returned, not one also reported",
+          "[http_client]") {
+  uv::Loop loop;
+  {
+    Backend backend(loop);
+    REQUIRE(backend.listen("127.0.0.1", 0).ok());
+    uv::TcpConnector connector(loop);
+    std::unique_ptr<uv::TcpStream> stream;
+    connector.connect("127.0.0.1", backend.port(), 2000ms, [&](auto r) {
+      REQUIRE(r.ok());
+      stream = std::move(r.value());
+      loop.stop();
+    });
+    loop.run();
+    REQUIRE(stream != nullptr);
+    REQUIRE(stream->set_filter(std::make_unique<FailingWrites>()).ok());
+    http::ClientConnection conn(std::move(stream), http::Parser::Limits{});
+    CountingHandler handler;
+    const Status s = conn.send_request(get("/"), http::BodyFraming::kNone, 0, &handler);
+    CHECK_FALSE(s.ok());
+    CHECK(handler.errors == 0);
+    CHECK_FALSE(conn.reusable());
     backend.close_all();
   }
   CHECK(loop.close() == 0);
