@@ -70,6 +70,8 @@ def parse_args(argv):
     p.add_argument("--slow-congestion", default="cubic",
                    help="TCP congestion control on the slow link's hosts (cubic: Debian's default; "
                         "'' keeps this machine's)")
+    p.add_argument("--fleet-passes", type=int, default=1,
+                   help="times each fleet setup runs (the setups taking turns); latencies pooled")
     p.add_argument("--idle-connections", type=int, default=10000)
     p.add_argument("--rate", type=int, default=1000,
                    help="offered load (req/s) of the paced 100 KB run comparing p99; 0 skips it")
@@ -724,7 +726,8 @@ def main(argv=None):
             memory = memory_section(tmp, certs, backend_port, args) if "memory" in sections else None
             if "fleet" in sections:
                 import fleet
-                fleet_report = fleet.fleet_section(tmp, certs, CORPUS, corpus_requests(1 << 30))
+                fleet_report = fleet.fleet_section(tmp, certs, CORPUS, corpus_requests(1 << 30),
+                                                   args.fleet_passes)
         finally:
             backend.stop()
     finally:

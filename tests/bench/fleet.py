@@ -2,8 +2,8 @@
 """The `fleet` section of tests/bench/bench_pairs.py (issue #12): what sharing versions on
 memcached buys edges behind one load balancer, and what it costs each request.
 
-    bash tests/bench/run-pairs.sh --sections fleet [--json]
-    COILGUN_BUILD=DIR python3 tests/bench/bench_pairs.py --sections fleet [--json]
+    bash tests/bench/run-pairs.sh --sections fleet [--fleet-passes N] [--json]
+    COILGUN_BUILD=DIR python3 tests/bench/bench_pairs.py --sections fleet [--fleet-passes N] [--json]
 
 Every version of every series of the corpus ($COILGUN_CORPUS, bench_pairs.corpus_requests), in
 series order, one client, one request at a time, the requests dealt round-robin over the edges
@@ -21,6 +21,9 @@ Each edge names both agents (`--agent A,B`) when this build's edge takes several
 an edge that takes one, edge i names agent i mod 2 (the report says which). Every body is
 checked byte for byte against the corpus file.
 
+With --fleet-passes N every setup runs N times, the setups taking turns (each pass a fresh fleet),
+and the figures below are taken over all N passes (latencies pooled).
+
 Figures, over every request after each series' first version (that one crosses in full
 everywhere): the share of responses coded as deltas and tunnel bytes into the edges over body
 bytes served (each request's difference in the serving edge's coilgun_delta_responses_total,
@@ -32,7 +35,9 @@ may still be in its memcached write queue when the next edge asks. With memcache
 response the bench waits (bounded, polling /metrics) until the serving edge and an agent have
 written the new version (coilgun_store_shared_events{event="write"|"dropped"} moved), as the
 hours between versions would have; that wait is outside the latency measured. The report counts
-the waits that ran out. Memory-only setups ask the same /metrics between requests (once), so the
+the waits that ran out (a version neither daemon stored, the agent keeping no new base, waits
+the whole SETTLE_S: about 120 of 2,559 requests in three passes; those pauses also let the
+agent's base policy and the edges' hot-key windows reset, see RESULTS.md). Memory-only setups ask the same /metrics between requests (once), so the
 client does the same work in every setup.
 """
 
@@ -197,7 +202,26 @@ def run_setup(certs, corpus, requests, edges, agents, memcached, several_agents)
             "not_delta": not_delta, "agents_streamed": streamed,
             "link_bytes": int(link), "body_bytes": int(body), "link_over_body": link / body if body else 0,
             "p50_ms": pick(ms, 0.50), "p99_ms": pick(ms, 0.99), "mean_ms": sum(ms) / max(1, len(ms)),
-            "shared": shared, "settle_timeouts": settle_timeouts, "mismatches": mismatches}
+            "shared": shared, "settle_timeouts": settle_timeouts, "mismatches": mismatches, "ms": ms}
+
+
+def pooled(runs):
+    """One setup's figures over several passes (each a fresh fleet): counts and bytes summed, the
+    latencies pooled before p50 and p99 are taken (the p99 of one pass is its 9th slowest request,
+    which moves by milliseconds between runs on a shared machine)."""
+    r = dict(runs[0])
+    for k in ("responses", "link_bytes", "body_bytes", "settle_timeouts", "mismatches"):
+        r[k] = sum(x[k] for x in runs)
+    for k in ("coded", "shared"):
+        r[k] = {name: sum(x[k][name] for x in runs) for name in runs[0][k]}
+    for k in ("not_delta", "agents_streamed"):
+        r[k] = [item for x in runs for item in x[k]]
+    ms = sorted(m for x in runs for m in x["ms"])
+    r.update({"passes": len(runs), "delta_share": r["coded"]["delta"] / max(1, r["responses"]),
+              "link_over_body": r["link_bytes"] / r["body_bytes"] if r["body_bytes"] else 0,
+              "p50_ms": pick(ms, 0.50), "p99_ms": pick(ms, 0.99), "mean_ms": sum(ms) / max(1, len(ms))})
+    del r["ms"]
+    return r
 
 
 def settled(written):
@@ -218,15 +242,18 @@ def pick(values, q):
     return values[min(len(values) - 1, int(len(values) * q))] if values else 0.0
 
 
-def fleet_section(tmp, certs, corpus, requests):
-    """Runs every setup of SETUPS on |requests| ((path, body) in series order, from |corpus|);
-    returns the report's "fleet" entry."""
+def fleet_section(tmp, certs, corpus, requests, passes=1):
+    """Runs every setup of SETUPS on |requests| ((path, body) in series order, from |corpus|),
+    |passes| times, the setups taking turns; returns the report's "fleet" entry."""
     several = several_agents_supported(certs)
     out = {"corpus": os.path.abspath(corpus), "requests": len(requests), "several_agents_per_edge": several,
-           "setups": {}}
-    for name, edges, agents, memcached in SETUPS:
-        r = run_setup(certs, corpus, requests, edges, agents, memcached, several)
-        out["setups"][name] = r
+           "passes": passes, "setups": {}}
+    runs = {name: [] for name, *_ in SETUPS}
+    for _ in range(passes):
+        for name, edges, agents, memcached in SETUPS:
+            runs[name].append(run_setup(certs, corpus, requests, edges, agents, memcached, several))
+    for name in runs:
+        r = out["setups"][name] = pooled(runs[name])
         print(f"  fleet {name:<19} link/body {r['link_over_body']:.3%}, deltas {r['delta_share']:.1%}, "
               f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms", file=sys.stderr)
     s = out["setups"]
@@ -243,8 +270,8 @@ def fleet_section(tmp, certs, corpus, requests):
 
 
 def table(f):
-    print(f"\nfleet: the corpus ({f['requests']} requests, one at a time) dealt round-robin over the edges; "
-          "one worker per daemon;\n"
+    print(f"\nfleet: the corpus ({f['requests']} requests, one at a time, {f['passes']} pass(es) per setup, "
+          "latencies pooled) dealt round-robin over the edges; one worker per daemon;\n"
           + ("every edge names both agents" if f["several_agents_per_edge"] else
              "this edge takes one agent: edge i names agent i mod 2") + "; figures over every version after "
           "each series' first")
