@@ -36,8 +36,9 @@ response the bench waits (bounded, polling /metrics) until the serving edge and 
 written the new version (coilgun_store_shared_events{event="write"|"dropped"} moved), as the
 hours between versions would have; that wait is outside the latency measured. The report counts
 the waits that ran out (a version neither daemon stored, the agent keeping no new base, waits
-the whole SETTLE_S: about 120 of 2,559 requests in three passes; those pauses also let the
-agent's base policy and the edges' hot-key windows reset, see RESULTS.md). Memory-only setups ask the same /metrics between requests (once), so the
+the whole SETTLE_S: about 120 of 2,559 requests in three passes with a 50 ms hot-key window,
+none with 20 ms; such pauses also let the agent's base policy and the edges' hot-key windows
+reset, see RESULTS.md). Memory-only setups ask the same /metrics between requests (once), so the
 client does the same work in every setup.
 """
 
