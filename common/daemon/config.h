@@ -189,6 +189,8 @@ struct StoreConfig {
   std::vector<HostPort> memcached;      // memcached: the shared tier's servers; empty: memory only.
   milliseconds memcached_timeout{100};  // memcached_timeout: one request's limit.
   milliseconds memcached_retry{2000};   // memcached_retry: a failed server stays out.
+  // memcached_index_fresh: the hot-key window (common/store/shared_store.h); 0 turns it off.
+  milliseconds memcached_index_fresh{20};
   uint64_t memcached_max_item = 1000 * 1000;  // memcached_max_item: larger bodies stay local.
   // memcached_username, memcached_password_file: SASL credentials (memcached -S); both or
   // neither. The file holds the password (one trailing newline is not part of it).

@@ -96,6 +96,7 @@ nlohmann::json store_json(const VersionStore& store) {
           {"bytes", s.bytes},
           {"hits", s.hits},
           {"misses", s.misses},
+          {"inserts", s.inserts},
           {"evictions", s.evictions},
           {"rejects", s.rejects},
           {"shared",

@@ -91,6 +91,7 @@ inline VersionStoreOptions store_options(const config::StoreConfig& s, std::stri
   for (const config::HostPort& a : s.memcached) o.memcached.push_back({a.host, a.port});
   o.memcached_timeout = s.memcached_timeout;
   o.memcached_retry = s.memcached_retry;
+  o.memcached_index_fresh = s.memcached_index_fresh;
   o.memcached_max_item = s.memcached_max_item;
   o.memcached_username = s.memcached_username;
   // load_settings() checked the file; one that went away since costs memcached, not the start.

@@ -109,6 +109,7 @@ Pending SharedStore::versions(uv::Loop& loop, std::string_view key, VersionsCall
 }
 
 bool SharedStore::hot_and_known(const std::string& item) {
+  if (options_.memcached_index_fresh.count() == 0) return false;  // The rule is off.
   const Clock::time_point now = Clock::now();
   std::lock_guard lock(mu_);
   const auto it = index_reads_.find(item);

@@ -239,9 +239,9 @@ struct VersionStoreOptions {
   std::chrono::milliseconds memcached_timeout{100};
   std::chrono::milliseconds memcached_retry{2000};
   // The window in which a key asked for often is answered by memory alone once memcached
-  // answered a read of it (shared_store.h, versions()). Not a config key; tests set it. 20 ms:
-  // at 50 ms four edges taking turns on a page that changed on every request missed each
-  // other's versions (tests/bench/RESULTS.md); the throughput it saves was the same.
+  // answered a read of it (shared_store.h, versions()); 0: never (every call reads the index).
+  // 20 ms: at 50 ms four edges taking turns on a page that changed on every request missed
+  // each other's versions (tests/bench/RESULTS.md); the throughput it saves was the same.
   std::chrono::milliseconds memcached_index_fresh{20};
   // Larger bodies stay in memory only (memcached's item size, -I, is 1 MiB by default).
   size_t memcached_max_item = 1000 * 1000;

@@ -70,6 +70,9 @@ def parse_args(argv):
     p.add_argument("--slow-congestion", default="cubic",
                    help="TCP congestion control on the slow link's hosts (cubic: Debian's default; "
                         "'' keeps this machine's)")
+    p.add_argument("--index-fresh",
+                   help="store.memcached_index_fresh of the daemons that use memcached, e.g. 50ms "
+                        "(0ms: every request reads its page's index; default: the daemons' own)")
     p.add_argument("--fleet-passes", type=int, default=1,
                    help="times each fleet setup runs (the setups taking turns); latencies pooled")
     p.add_argument("--idle-connections", type=int, default=10000)
@@ -317,6 +320,10 @@ class NginxPair(Setup):
                 p.wait()
 
 
+# More [store] settings for every daemon configured with memcached (--index-fresh).
+SHARED_ENV = {}
+
+
 class CoilgunPair(Setup):
     def __init__(self, tmp, backend_port, workers, memcached=False):
         self.name = ("coilgun" if workers == 1 else f"coilgun-{workers}w") + ("-memcached" if memcached else "")
@@ -324,6 +331,7 @@ class CoilgunPair(Setup):
         self.memcached = launch.Memcached() if memcached else None
         if self.memcached:
             env["COILGUN_STORE_MEMCACHED"] = self.memcached.address
+            env.update(SHARED_ENV)
         self.pair = launch.Pair(os.path.join(tmp, self.name), backend_port=backend_port, workers=workers,
                                 edge_env=env, origin_env=env)
         self.port = self.pair.http_port
@@ -707,6 +715,8 @@ def main(argv=None):
         if not os.path.exists(tool):
             sys.exit(f"bench_pairs: {tool} is missing (deploy/install-deps.sh installs it)")
     sizes = [int(x) for x in args.sizes.split(",")]
+    if args.index_fresh:
+        SHARED_ENV["COILGUN_STORE_MEMCACHED_INDEX_FRESH"] = args.index_fresh
     template = args.template or default_template()
     results, memory, slow, fleet_report = {}, None, None, None
     tmp = tempfile.mkdtemp(prefix="coilgun-bench-")
@@ -727,7 +737,7 @@ def main(argv=None):
             if "fleet" in sections:
                 import fleet
                 fleet_report = fleet.fleet_section(tmp, certs, CORPUS, corpus_requests(1 << 30),
-                                                   args.fleet_passes)
+                                                   args.fleet_passes, SHARED_ENV)
         finally:
             backend.stop()
     finally:

@@ -2,7 +2,7 @@
 """The `fleet` section of tests/bench/bench_pairs.py (issue #12): what sharing versions on
 memcached buys edges behind one load balancer, and what it costs each request.
 
-    bash tests/bench/run-pairs.sh --sections fleet [--fleet-passes N] [--json]
+    bash tests/bench/run-pairs.sh --sections fleet [--fleet-passes N] [--index-fresh D] [--json]
     COILGUN_BUILD=DIR python3 tests/bench/bench_pairs.py --sections fleet [--fleet-passes N] [--json]
 
 Every version of every series of the corpus ($COILGUN_CORPUS, bench_pairs.corpus_requests), in
@@ -32,17 +32,16 @@ client saw, p50 and p99 (request sent to last body byte, keep-alive connection p
 
 The corpus's versions were minutes to hours apart; back to back, a version an edge just stored
 may still be in its memcached write queue when the next edge asks. With memcached, after each
-response the bench waits (bounded, polling /metrics) until the serving edge and an agent have
-written the new version (coilgun_store_shared_events{event="write"|"dropped"} moved), as the
-hours between versions would have; that wait is outside the latency measured. The report counts
-the waits that ran out (a version neither daemon stored, the agent keeping no new base, waits
-the whole SETTLE_S: about 120 of 2,559 requests in three passes with a 50 ms hot-key window,
-none with 20 ms; such pauses also let the agent's base policy and the edges' hot-key windows
-reset, see RESULTS.md). Memory-only setups ask the same /metrics between requests (once), so the
-client does the same work in every setup.
+response the bench waits (bounded by SETTLE_S, polling /stats every 1 ms) until every daemon
+whose store took a version in (store.inserts moved) has written it to memcached or given up
+(store.shared writes or dropped moved), as the hours between versions would have; that wait is
+outside the latency measured, and no wait is made for a version no daemon stored (the agent kept
+no new base). The report counts the waits that ran out. Memory-only setups ask the same /stats
+between requests (once), so the client does the same work in every setup.
 """
 
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -83,7 +82,8 @@ class Fleet:
     naming |memcached| fresh memcached servers in [store] (none: memory only). With
     |several_agents| every edge names every agent; otherwise edge i names agent i mod |agents|."""
 
-    def __init__(self, certs, corpus, edges, agents, memcached, several_agents):
+    def __init__(self, certs, corpus, edges, agents, memcached, several_agents, shared_env=None):
+        self.shared_env = shared_env or {}
         self.procs, self.servers = [], []
         self.backend, self.agents, self.edges = None, [], []
         try:
@@ -95,7 +95,8 @@ class Fleet:
     def _start(self, certs, corpus, edges, agents, memcached, several_agents):
         for _ in range(memcached):
             self.servers.append(launch.Memcached())  # One by one: stop() kills those started.
-        shared = {"COILGUN_STORE_MEMCACHED": ",".join(m.address for m in self.servers)} if self.servers else {}
+        shared = ({"COILGUN_STORE_MEMCACHED": ",".join(m.address for m in self.servers), **self.shared_env}
+                  if self.servers else {})
         env, agent_env = launch.merged_env({**ENV, **shared}), launch.merged_env({**AGENT_ENV, **shared})
         self.backend = self._process([launch.binary("coilgun-sample-origin"), "--listen", "127.0.0.1:0",
                                       "--corpus", corpus], "corpus-backend")
@@ -135,15 +136,18 @@ class Fleet:
             m.kill()
 
 
-def shared_written(admin):
-    """Versions a daemon has written to memcached or given up writing, so far."""
-    m = launch.metrics(admin)
-    return m.get(SHARED.format("write"), 0) + m.get(SHARED.format("dropped"), 0)
+def store_counts(admin):
+    """(versions a daemon's store took in, versions it has written to memcached or given up
+    writing) so far, from its /stats."""
+    status, _, body = launch.get(admin, "/stats", host="127.0.0.1")
+    assert status == 200, status
+    s = json.loads(body)["store"]
+    return s["inserts"], s["shared"]["writes"] + s["shared"]["dropped"]
 
 
-def run_setup(certs, corpus, requests, edges, agents, memcached, several_agents):
+def run_setup(certs, corpus, requests, edges, agents, memcached, several_agents, shared_env=None):
     """The corpus through one fleet; returns its figures."""
-    fleet = Fleet(certs, corpus, edges, agents, memcached, several_agents)
+    fleet = Fleet(certs, corpus, edges, agents, memcached, several_agents, shared_env)
     conns = {}
     rows = []  # (seconds, link bytes, body bytes, result) per request after a series' first.
     not_delta = []  # Which of those crossed otherwise than as a delta, and how.
@@ -155,8 +159,7 @@ def run_setup(certs, corpus, requests, edges, agents, memcached, several_agents)
             first = path != previous_path
             previous_path = path
             before = launch.metrics(e["admin"])
-            edge_written = shared_written(e["admin"])
-            agents_written = sum(shared_written(a["admin"]) for a in fleet.agents)
+            before_all = [store_counts(d["admin"]) for d in [e] + fleet.agents]
             conn = conns.get(e["port"]) or http.client.HTTPConnection("127.0.0.1", e["port"], timeout=60)
             conns[e["port"]] = conn
             t0 = time.perf_counter()
@@ -172,9 +175,11 @@ def run_setup(certs, corpus, requests, edges, agents, memcached, several_agents)
             result = next((k for k in ("delta", "full", "stream", "direct")
                            if after.get(CODED.format(k), 0) > before.get(CODED.format(k), 0)), "none")
             def written():
-                edge_now = shared_written(e["admin"])
-                agents_now = sum(shared_written(a["admin"]) for a in fleet.agents)
-                return not memcached or (edge_now > edge_written and agents_now > agents_written)
+                # Each daemon whose store took the version in has written it (or given up); one
+                # that took nothing in (the agent kept no new base) has nothing to write.
+                now_all = [store_counts(d["admin"]) for d in [e] + fleet.agents]
+                return not memcached or all(now[0] == then[0] or now[1] > then[1]
+                                            for now, then in zip(now_all, before_all))
             if result in ("delta", "full") and not settled(written):
                 settle_timeouts += 1
             if first:
@@ -228,8 +233,8 @@ def pooled(runs):
 def settled(written):
     """Polls |written| (a version's memcached writes done; at once true with memory only, so that
     every setup asks the daemons the same between requests) for up to SETTLE_S. The polls are 1 ms
-    apart, not launch.wait_until's 20: a machine left idle for 20 ms answers the next request
-    slower (RESULTS.md, Fleet), which would count against memcached alone."""
+    apart, not launch.wait_until's 20: a machine left idle longer answers the next request slower,
+    which would count against memcached alone."""
     deadline = time.monotonic() + SETTLE_S
     while not written():
         if time.monotonic() >= deadline:
@@ -243,7 +248,7 @@ def pick(values, q):
     return values[min(len(values) - 1, int(len(values) * q))] if values else 0.0
 
 
-def fleet_section(tmp, certs, corpus, requests, passes=1):
+def fleet_section(tmp, certs, corpus, requests, passes=1, shared_env=None):
     """Runs every setup of SETUPS on |requests| ((path, body) in series order, from |corpus|),
     |passes| times, the setups taking turns; returns the report's "fleet" entry."""
     several = several_agents_supported(certs)
@@ -252,7 +257,7 @@ def fleet_section(tmp, certs, corpus, requests, passes=1):
     runs = {name: [] for name, *_ in SETUPS}
     for _ in range(passes):
         for name, edges, agents, memcached in SETUPS:
-            runs[name].append(run_setup(certs, corpus, requests, edges, agents, memcached, several))
+            runs[name].append(run_setup(certs, corpus, requests, edges, agents, memcached, several, shared_env))
     for name in runs:
         r = out["setups"][name] = pooled(runs[name])
         print(f"  fleet {name:<19} link/body {r['link_over_body']:.3%}, deltas {r['delta_share']:.1%}, "

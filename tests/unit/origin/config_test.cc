@@ -26,6 +26,7 @@ TEST_CASE("Origin defaults are the documented values", "[config]") {
   CHECK(c.delta.full_level == 3);
   CHECK(c.store.max_bytes == 256 * kMiB);
   CHECK(c.store.versions_per_key == 4);
+  CHECK(c.store.memcached_index_fresh == milliseconds(20));
   CHECK(c.backend_pool.max_idle_per_worker == 32);
   CHECK(c.backend_pool.connect_timeout == milliseconds(3000));
   CHECK(c.backend_pool.response_timeout == milliseconds(60000));

@@ -19,6 +19,7 @@ TEST_CASE("The environment overrides the file", "[config]") {
                          kTlsToml);
   EnvMap env = {{"COILGUN_LISTEN", "127.0.0.1:2000"},
                 {"COILGUN_STORE_MAX_BYTES", "2MiB"},
+                {"COILGUN_STORE_MEMCACHED_INDEX_FRESH", "0ms"},
                 {"COILGUN_TLS_CA", "/env/ca.pem"},
                 {"COILGUN_LOG_ACCESS", "off"},
                 {"COILGUN_BACKEND_POOL_CONNECT_TIMEOUT", "750ms"},
@@ -27,6 +28,7 @@ TEST_CASE("The environment overrides the file", "[config]") {
   REQUIRE(r.ok());
   CHECK(r->config.listen == HostPort{"127.0.0.1", 2000});
   CHECK(r->config.store.max_bytes == 2 * kMiB);
+  CHECK(r->config.store.memcached_index_fresh == milliseconds(0));  // 0: the rule off.
   CHECK(r->config.tls.ca == "/env/ca.pem");
   CHECK(r->config.tls.cert == "c.pem");  // From the file: not overridden.
   CHECK_FALSE(r->config.log.access);
