@@ -96,12 +96,16 @@ Pending SharedStore::versions(uv::Loop& loop, std::string_view key, VersionsCall
         const std::vector<VersionId> held =
             shared ? merged(held_now(item, std::move(*shared)), local, max_versions_) : local;
         reply.send(held);
-        // The base the answer will most likely name, fetched while the request is away.
-        if (shared && !held.empty() &&
-            front_.find(key, {&held.front(), 1}, Want::kBytes) == nullptr &&
-            fetch(mc, key, {held.front()}) != nullptr) {
-          ++shared_hits_;
+        // The base the answer will most likely name, fetched while the request is away (its
+        // blob alone: the index was just read).
+        if (!shared || held.empty() ||
+            front_.find(key, {&held.front(), 1}, Want::kBytes) != nullptr) {
+          return;
         }
+        const std::string blob = blob_item(held.front());
+        auto got = mc.get({&blob, 1});
+        note(got.status());
+        if (got.ok() && adopt(key, {held.front()}, held, *got) != nullptr) ++shared_hits_;
       },
       false);
   if (!queued) return answer_later(loop, reply.done, std::move(local));
@@ -362,12 +366,15 @@ BlobRef SharedStore::fetch(MemcachedClient& mc, const std::string& key,
     ++shared_corrupt_;
     return nullptr;
   }
-  const std::vector<VersionId> held = held_now(items[0], std::move(*decoded));
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    const VersionId id = candidates[i];
+  return adopt(key, candidates, held_now(items[0], std::move(*decoded)), *got);
+}
+
+BlobRef SharedStore::adopt(const std::string& key, const std::vector<VersionId>& candidates,
+                           const std::vector<VersionId>& held, const MemcachedClient::Items& got) {
+  for (const VersionId& id : candidates) {
     if (std::find(held.begin(), held.end(), id) == held.end()) continue;
-    const auto blob = got->find(items[i + 1]);
-    if (blob == got->end()) continue;
+    const auto blob = got.find(blob_item(id));
+    if (blob == got.end()) continue;
     const std::span<const uint8_t> bytes = as_bytes(blob->second.value);
     if (VersionId::of(bytes) != id) {  // Never a wrong byte: a bad item is a miss.
       ++shared_corrupt_;

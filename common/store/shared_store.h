@@ -117,9 +117,14 @@ class SharedStore final : public VersionStore {
   // The key's index as memcached has it: nullopt when memcached did not answer.
   std::optional<std::vector<proto::VersionId>> read_index(MemcachedClient& mc,
                                                           const std::string& item);
-  // The blob |candidates| names first that |key|'s index holds and memcached has intact.
+  // The blob |candidates| names first that |key|'s index holds and memcached has intact: one
+  // multi-get of the index and the blobs, then adopt().
   BlobRef fetch(MemcachedClient& mc, const std::string& key,
                 const std::vector<proto::VersionId>& candidates);
+  // The first of |candidates| that |held| (the key's index) names and |got| holds with bytes
+  // that hash to its id, put into memory; nullptr when none.
+  BlobRef adopt(const std::string& key, const std::vector<proto::VersionId>& candidates,
+                const std::vector<proto::VersionId>& held, const MemcachedClient::Items& got);
   void write(MemcachedClient& mc, const std::string& key, const BlobRef& blob);
   // One try at adding |id| to the index item; false when another writer got in between.
   Result<bool> add_to_index(MemcachedClient& mc, const std::string& item, proto::VersionId id);

@@ -148,6 +148,23 @@ TEST_CASE("With SASL credentials stores share versions through a memcached that 
   CHECK(loop.close() == 0);
 }
 
+TEST_CASE("A lookup right after a listing waits for its prefetch instead of fetching again",
+          "[version_store][shared]") {
+  test::MemcachedServer server;
+  uv::Loop loop;
+  SharedStore writer(shared_options(server, "prefetch"));
+  SharedStore reader(shared_options(server, "prefetch"));
+  const auto v = blob_of(900 * 1000, 31);  // Large: its prefetch is still running below.
+  writer.put("/page", v);
+  writer.flush();
+  CHECK(listed(loop, reader, "/page") == Ids{v->id()});
+  // No flush: the lookup queues behind the prefetch on the store thread and finds the blob in
+  // memory there, so memcached gave it once.
+  CHECK(same_bytes(find(loop, reader, "/page", v->id()), v));
+  CHECK(reader.stats().shared_hits == 1);
+  CHECK(loop.close() == 0);
+}
+
 TEST_CASE("A store started again finds what the one before it stored", "[version_store][shared]") {
   test::MemcachedServer server;
   uv::Loop loop;
