@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   daemon::Metrics metrics(registry);
   // The edge decodes against bases; it never encodes.
   const std::unique_ptr<VersionStore> owned_store =
-      make_version_store(daemon::store_options(cfg.store, "edge"));
+      make_version_store(daemon::store_options(cfg.store, "edge", settings->memcached_password));
   VersionStore& store = *owned_store;
   metrics.watch_store(store);
   daemon::Reloadable<edge::Settings> current(settings);

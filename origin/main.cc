@@ -53,8 +53,8 @@ int main(int argc, char** argv) {
   metrics::Registry registry;
   daemon::Metrics metrics(registry);
   // The agent looks versions up only to use them as bases.
-  const std::unique_ptr<VersionStore> owned_store =
-      make_version_store(daemon::store_options(cfg.store, "origin/" + cfg.namespace_name));
+  const std::unique_ptr<VersionStore> owned_store = make_version_store(daemon::store_options(
+      cfg.store, "origin/" + cfg.namespace_name, settings->memcached_password));
   VersionStore& store = *owned_store;
   metrics.watch_store(store);
   daemon::Reloadable<origin::Settings> current(settings);

@@ -8,6 +8,7 @@
 #include <limits>
 #include <sstream>
 
+#include "common/daemon/config_schema.h"
 #include "common/http/message.h"
 
 namespace coilgun::config {
@@ -439,17 +440,12 @@ ConfigResult<std::string> memcached_password(const StoreConfig& store) {
     return ConfigError{"store.memcached_username is set but store.memcached_password_file is not"};
   if (user.empty())
     return ConfigError{"store.memcached_password_file is set but store.memcached_username is not"};
-  const std::string what = "store.memcached_password_file " + quote(file);
-  std::FILE* f = std::fopen(file.c_str(), "rb");
-  if (f == nullptr) return ConfigError{what + ": " + std::strerror(errno)};
-  constexpr size_t kMax = 1024;
-  std::string password(kMax + 1, '\0');
-  password.resize(std::fread(password.data(), 1, password.size(), f));
-  std::fclose(f);
-  if (password.size() > kMax) return ConfigError{what + ": longer than 1 KiB, not a password"};
+  ConfigResult<std::string> read = read_file(file, "password file", 1024);
+  if (!read.ok()) return ConfigError{"store.memcached_password_file: " + read.error().message};
+  std::string password = std::move(read).value();
   if (password.ends_with('\n')) password.pop_back();
   if (password.ends_with('\r')) password.pop_back();
-  if (password.empty()) return ConfigError{what + ": empty"};
+  if (password.empty()) return ConfigError{"store.memcached_password_file: " + file + ": empty"};
   return password;
 }
 

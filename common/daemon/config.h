@@ -201,7 +201,8 @@ struct StoreConfig {
 
 // The password in [store] memcached_password_file (see StoreConfig), or why it cannot be used:
 // the username or the file set without the other, a file that cannot be read, an empty one,
-// or one over 1 KiB. Ok and "" when neither is set. Reads the file system.
+// or one over 1 KiB. Ok and "" when neither is set. Reads the file system: load_settings()
+// reads it once per snapshot (Settings::memcached_password).
 ConfigResult<std::string> memcached_password(const StoreConfig& store);
 
 // ---------------------------------------------------------------------------------------------

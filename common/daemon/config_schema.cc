@@ -157,20 +157,23 @@ void report_unknown(const std::string& key, const toml::value& v,
 // Loading
 
 // Reads |path| whole, or explains why not.
-ConfigResult<std::string> read_file(const std::string& path) {
+ConfigResult<std::string> read_file(const std::string& path, const std::string& what,
+                                    size_t max_bytes) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
-    return ConfigError{path + ": is a directory, not a config file"};
+    return ConfigError{path + ": is a directory, not a " + what};
   }
   std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return ConfigError{path + ": cannot open config file: " + std::strerror(errno)};
+  if (!f) return ConfigError{path + ": cannot open " + what + ": " + std::strerror(errno)};
   std::string out;
   char buf[8192];
   size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  while (out.size() <= max_bytes && (n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
   const bool failed = std::ferror(f) != 0;
   std::fclose(f);
-  if (failed) return ConfigError{path + ": cannot read config file"};
+  if (failed) return ConfigError{path + ": cannot read " + what};
+  if (out.size() > max_bytes)
+    return ConfigError{path + ": " + what + " larger than " + std::to_string(max_bytes) + " bytes"};
   return out;
 }
 

@@ -505,7 +505,11 @@ void apply_file_table(
 // Loading
 
 // Reads |path| whole, or explains why not.
-ConfigResult<std::string> read_file(const std::string& path);
+// The bytes of the file at |path|, |what| naming it in errors ("config file"); more than
+// |max_bytes| is an error.
+ConfigResult<std::string> read_file(const std::string& path,
+                                    const std::string& what = "config file",
+                                    size_t max_bytes = size_t{64} << 20);
 
 // Parses TOML |text| named |file_name|; errors read "file:line: message". Text that is not
 // UTF-8, holds control characters or nests deeper than toml11 survives is refused before

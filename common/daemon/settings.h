@@ -38,6 +38,8 @@ struct Settings {
   std::shared_ptr<const tls::TlsContext> tls;  // The tunnel's.
   // The edge's, for https:// fallbacks (tls::TlsContext::web_client); null when none is https.
   std::shared_ptr<const tls::TlsContext> web_tls = nullptr;
+  // From [store] memcached_password_file ("" without SASL): read once, with the snapshot.
+  std::string memcached_password{};
 };
 
 // The tunnel session options both daemons derive from their [tunnel] and [limits] tables; a

@@ -43,7 +43,8 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
   if (loaded->help || loaded->version || loaded->print_config) {
     return std::make_shared<const Settings<Config>>(Settings<Config>{loaded->config, nullptr});
   }
-  if (auto password = config::memcached_password(loaded->config.store); !password.ok()) {
+  auto password = config::memcached_password(loaded->config.store);
+  if (!password.ok()) {
     *error = password.error().message;
     return nullptr;
   }
@@ -74,7 +75,8 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
     }
   }
   return std::make_shared<const Settings<Config>>(
-      Settings<Config>{std::move(loaded->config), std::move(ctx).value(), std::move(web)});
+      Settings<Config>{std::move(loaded->config), std::move(ctx).value(), std::move(web),
+                       std::move(password).value()});
 }
 
 // Applies [log]: level, access log, file (opened, or reopened when |before| named another).
@@ -84,7 +86,8 @@ bool apply_log(const config::LogConfig& log, const config::LogConfig* before, st
 // The version store [store] configures. |scope| names whose versions they are in the shared
 // tier: daemons with the same scope share what they store (every edge "edge"; agents by their
 // namespace).
-inline VersionStoreOptions store_options(const config::StoreConfig& s, std::string scope) {
+inline VersionStoreOptions store_options(const config::StoreConfig& s, std::string scope,
+                                         std::string memcached_password) {
   VersionStoreOptions o;
   o.max_versions_per_key = s.versions_per_key;
   o.max_bytes = s.max_bytes;
@@ -94,17 +97,15 @@ inline VersionStoreOptions store_options(const config::StoreConfig& s, std::stri
   o.memcached_index_fresh = s.memcached_index_fresh;
   o.memcached_max_item = s.memcached_max_item;
   o.memcached_username = s.memcached_username;
-  // load_settings() checked the file; one that went away since costs memcached, not the start.
-  if (auto password = config::memcached_password(s); password.ok()) {
-    o.memcached_password = std::move(password).value();
-  }
+  o.memcached_password = std::move(memcached_password);
   o.scope = std::move(scope);
   return o;
 }
 
 // The one-shot modes. Returns the exit code when |inv| asked for one of them, else -1.
 template <typename Config>
-int one_shot(const char* program, const config::Invocation<Config>& inv) {
+int one_shot(const char* program, const config::Invocation<Config>& inv,
+             const Settings<Config>& settings) {
   if (inv.help) {
     std::fputs(inv.help_text.c_str(), stdout);
     return 0;
@@ -121,7 +122,8 @@ int one_shot(const char* program, const config::Invocation<Config>& inv) {
     std::printf("%s: configuration OK (%s)\n", program,
                 inv.config_path.empty() ? "no file" : inv.config_path.c_str());
     // Not a configuration error: the daemon runs from memory while memcached does not answer.
-    for (const auto& [server, why] : probe_memcached(store_options(inv.config.store, ""))) {
+    for (const auto& [server, why] :
+         probe_memcached(store_options(inv.config.store, "", settings.memcached_password))) {
       if (why.empty()) {
         std::printf("%s: memcached %s answers\n", program, server.c_str());
       } else {
@@ -145,7 +147,7 @@ std::shared_ptr<const Settings<Config>> start_up(const char* program, LoadFn<Con
   std::string error;
   auto settings = load_settings(load, role, argc, argv, env, &error, &inv);
   if (settings != nullptr) {
-    *exit_code = one_shot(program, inv);
+    *exit_code = one_shot(program, inv, *settings);
     if (*exit_code >= 0) return nullptr;
   }
   if (settings == nullptr || !apply_log(settings->config.log, nullptr, &error)) {

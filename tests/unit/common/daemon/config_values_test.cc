@@ -152,7 +152,9 @@ TEST_CASE("The memcached password comes from its file, with the username or not 
   s.memcached_password_file = dir.write("empty", "\n");
   CHECK_THAT(memcached_password(s).error().message, Contains("empty"));
   s.memcached_password_file = dir.write("big", std::string(2000, 'x'));
-  CHECK_THAT(memcached_password(s).error().message, Contains("longer than 1 KiB"));
+  CHECK_THAT(memcached_password(s).error().message, Contains("larger than 1024 bytes"));
+  s.memcached_password_file = dir.path("");
+  CHECK_THAT(memcached_password(s).error().message, Contains("is a directory"));
   s.memcached_password_file = dir.path("missing");
   CHECK_THAT(memcached_password(s).error().message, Contains("No such file or directory"));
   s.memcached_username.clear();
