@@ -166,7 +166,6 @@ class ClientPool {
   // with one are not taken back. A null |tls| after a context is ignored: a pool that spoke TLS
   // never goes back to cleartext.
   void set_tls(std::shared_ptr<const tls::TlsContext> tls);
-  const std::shared_ptr<const tls::TlsContext>& tls() const { return tls_; }
 
   // Hands over an idle connection (at once) or a new one (when connected). An idle one is
   // handed out only if its socket is quiet (nothing unread, no close): the others are dropped.

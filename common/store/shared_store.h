@@ -17,9 +17,9 @@
 // What each call does:
 //   versions()  the key's index from memcached merged with what memory holds (memcached's ids
 //               first, then memory's others, at most K). A hot key is answered by memory alone:
-//               one asked for more than kAskedBeforeHot times within memcached_index_fresh
-//               (20 ms), memory holding versions of it and memcached having answered a read of
-//               it in that window. A page requested all the time then costs memcached a few
+//               one whose window (memcached_index_fresh, 20 ms, from its first call) holds a
+//               read memcached answered and, counting its first call and those after that
+//               answer, more than kAskedBeforeHot calls; memory must hold versions of it. A page requested all the time then costs memcached a few
 //               reads per window, not one per request (one per request cost a pair at 100 KB a
 //               quarter of its throughput; tests/bench/RESULTS.md), and a key asked now and
 //               then (a fleet's edges taking turns) is read every time. What another daemon

@@ -47,13 +47,15 @@ constexpr Status kMalformedRecord = tls_error("malformed TLS record");
 constexpr Status kBadRecordMac = tls_error("TLS record failed authentication");
 constexpr Status kTlsError = tls_error("TLS error");
 // Clean endings (Code::kClosed).
-// TLS 1.2 suites of Mozilla's "intermediate" configuration (ssl-config.mozilla.org, v5.7).
+constexpr Status kPeerClosed{Code::kClosed, "peer closed the TLS session", Side::kTunnel};
+constexpr Status kClosedLocally{Code::kClosed, "TLS session closed locally", Side::kTunnel};
+
+// TLS 1.2 suites of Mozilla's "intermediate" configuration (ssl-config.mozilla.org, v5.7), for
+// web_client() contexts (the tunnel's speak TLS 1.3 only).
 constexpr char kIntermediateTls12Ciphers[] =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
-constexpr Status kPeerClosed{Code::kClosed, "peer closed the TLS session", Side::kTunnel};
-constexpr Status kClosedLocally{Code::kClosed, "TLS session closed locally", Side::kTunnel};
 
 // ---- Configuration errors (Code::kConfig). ----
 
@@ -162,6 +164,14 @@ std::string format_unix(int64_t unix_seconds) {
   return std::string(buf, n);
 }
 
+// What every context here shares: no resumption, so every connection verifies a certificate
+// chain (see tls.h), and idle connections give back OpenSSL's record buffers.
+void no_resumption(SSL_CTX* ctx) {
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+}
+
 // Loads and validates files into a context for |role|; see TlsContext::server()/client(). The
 // ALPN and verification callbacks are installed by TlsContext::build().
 Status configure(SSL_CTX* ctx, Role role, const TlsFiles& files, std::string* detail) {
@@ -171,11 +181,7 @@ Status configure(SSL_CTX* ctx, Role role, const TlsFiles& files, std::string* de
       SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
     return config_error(kContextFailed, {}, detail);
   }
-  // No resumption: every connection verifies a certificate chain (see tls.h).
-  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-  // Idle tunnels give back OpenSSL's record buffers.
-  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  no_resumption(ctx);
 
   // Own certificate (plus intermediates) and key.
   if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1) {
@@ -340,9 +346,8 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::web_client(const std::stri
       SSL_CTX_set_cipher_list(ctx.get(), kIntermediateTls12Ciphers) != 1) {
     return config_error(kContextFailed, {}, detail);
   }
-  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
-  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
+  no_resumption(ctx.get());
+  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
   const int loaded = ca.empty() ? SSL_CTX_set_default_verify_paths(ctx.get())
                                 : SSL_CTX_load_verify_file(ctx.get(), ca.c_str());

@@ -392,7 +392,9 @@ class TestHttpsFallback(FleetTestCase):
         self.addCleanup(origin.stop)
         edge, port, _ = self.edge_with_fallback(p, "edge-cut", f"https://localhost:{origin.port}",
                                                 p.certs.path("ca.pem"))
-        # Ended with close_notify: the whole body, ended cleanly.
+        # Ended with close_notify: the whole body, ended cleanly. (Python's unwrap() waits for
+        # the edge's own close_notify before its FIN: an edge that did not answer it would hang
+        # this request past get()'s 10 s timeout.)
         self.assertEqual(get(port, "/clean")[::2], (200, CloseDelimitedTls.BODY))
         # Ended by a bare FIN: the client never sees the response end as complete.
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)

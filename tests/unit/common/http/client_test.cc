@@ -365,3 +365,60 @@ TEST_CASE("A request that cannot be written is an error returned, not one also r
   }
   CHECK(loop.close() == 0);
 }
+
+namespace {
+
+// Keeps what a raw TCP peer received.
+struct RawPeer : uv::TcpStream::Handler {
+  uv::Loop& loop;
+  std::unique_ptr<uv::TcpStream> stream;
+  std::string got;
+  explicit RawPeer(uv::Loop& l) : loop(l) {}
+  void on_read(std::span<const uint8_t> data) override {
+    got.append(reinterpret_cast<const char*>(data.data()), data.size());
+    loop.stop();
+  }
+  void on_eof() override { loop.stop(); }
+  void on_error(Status) override { loop.stop(); }
+};
+
+}  // namespace
+
+// The edge's https fallback: a pool given a TLS context speaks TLS from the first byte, and a
+// null context afterwards (a reload without https) never turns it back to cleartext.
+TEST_CASE("A pool that spoke TLS never goes back to cleartext", "[http_client]") {
+  uv::Loop loop;
+  {
+    RawPeer peer(loop);
+    uv::TcpListener listener(loop);
+    REQUIRE(listener
+                .listen("127.0.0.1", 0,
+                        [&](std::unique_ptr<uv::TcpStream> s) {
+                          peer.stream = std::move(s);
+                          peer.stream->set_handler(&peer);
+                          REQUIRE(peer.stream->start_read().ok());
+                        })
+                .ok());
+    auto web = tls::TlsContext::web_client("");  // The system's CAs: no handshake completes.
+    REQUIRE(web.ok());
+    http::ClientPool pool(loop, "localhost", listener.port(), 4, 2000ms, http::Parser::Limits{});
+    pool.set_tls(*web);
+    pool.set_tls(nullptr);
+    CountingHandler handler;
+    std::unique_ptr<http::ClientConnection> conn;
+    pool.acquire([&](auto r) {
+      REQUIRE(r.ok());
+      conn = std::move(r.value());
+      (void)conn->send_request(get("/"), http::BodyFraming::kNone, 0, &handler);
+    });
+    uv::Timer guard(loop);
+    guard.start(5s, [&] { loop.stop(); });
+    loop.run();
+    REQUIRE_FALSE(peer.got.empty());
+    CHECK(peer.got[0] == '\x16');  // A TLS handshake record, not "GET / HTTP/1.1".
+    conn.reset();
+    peer.stream.reset();
+    listener.close();
+  }
+  CHECK(loop.close() == 0);
+}
