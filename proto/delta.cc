@@ -1,14 +1,11 @@
 #include "proto/delta.h"
 
 #include "proto/bytes.h"
-#include "proto/c_deleter.h"
 #include "proto/delta_matcher.h"
+#include "proto/zstd_frame.h"
 
 namespace coilgun::proto {
 namespace {
-
-using CCtxPtr = std::unique_ptr<ZSTD_CCtx, CDeleter<ZSTD_freeCCtx>>;
-using DCtxPtr = std::unique_ptr<ZSTD_DCtx, CDeleter<ZSTD_freeDCtx>>;
 
 // Bodies and bases shorter than this are coded in full: a delta cannot pay for its header.
 constexpr size_t kMinDeltaInput = 64;
@@ -166,25 +163,9 @@ Result<DeltaHeader> parse_delta(std::span<const uint8_t> payload) {
   }
   h.id = VersionId::from_bytes(&payload[at]);
   h.frame = payload.subspan(header);
-  // Exactly one current-format zstd frame: no legacy formats (libzstd still decodes them, with
-  // older, less hardened code), no skippable or trailing frames.
-  if (h.frame.size() < 4 || get_u32_le(h.frame.data()) != ZSTD_MAGICNUMBER) {
-    return Status(Code::kMalformed, "not a zstd frame");
-  }
-  if (ZSTD_findFrameCompressedSize(h.frame.data(), h.frame.size()) != h.frame.size()) {
-    return Status(Code::kMalformed, "payload is not exactly one zstd frame");
-  }
-  const unsigned long long size = ZSTD_getFrameContentSize(h.frame.data(), h.frame.size());
-  if (size == ZSTD_CONTENTSIZE_ERROR) return Status(Code::kMalformed, "not a zstd frame");
-  if (size == ZSTD_CONTENTSIZE_UNKNOWN) {
-    return Status(Code::kMalformed, "zstd frame does not declare its size");
-  }
-  // A block costs at least 3 bytes and yields at most ZSTD_BLOCKSIZE_MAX: a frame claiming
-  // more than its bytes can produce would only make the decoder allocate for nothing.
-  if (size > (h.frame.size() / 3 + 1) * uint64_t{ZSTD_BLOCKSIZE_MAX}) {
-    return Status(Code::kMalformed, "zstd frame claims more than it can hold");
-  }
-  h.content_size = size;
+  auto size = single_frame_size(h.frame);
+  if (!size.ok()) return size.status();
+  h.content_size = *size;
   return h;
 }
 

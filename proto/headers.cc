@@ -6,7 +6,7 @@
 #include <unordered_map>
 
 #include "proto/bytes.h"
-#include "proto/c_deleter.h"
+#include "proto/zstd_frame.h"
 
 namespace coilgun::proto {
 
@@ -77,13 +77,7 @@ const size_t kStaticNameCount = sizeof(kStaticNames) / sizeof(kStaticNames[0]);
 
 namespace {
 
-using CCtxPtr = std::unique_ptr<ZSTD_CCtx, CDeleter<ZSTD_freeCCtx>>;
-using DCtxPtr = std::unique_ptr<ZSTD_DCtx, CDeleter<ZSTD_freeDCtx>>;
-
 constexpr int kLevel = 3;
-// 64 KiB of history: enough to remember the last several requests' fields, and all a peer
-// may make the decoder keep.
-constexpr int kWindowLog = 16;
 constexpr size_t kMaxNameLength = 256;
 
 uint8_t static_index(std::string_view name) {
@@ -125,6 +119,36 @@ bool token_char(char c) {
 Status malformed(const char* what) { return Status(Code::kMalformed, what, Side::kTunnel); }
 Status too_large(const char* what) { return Status(Code::kTooLarge, what, Side::kTunnel); }
 
+// This thread's contexts, shared by every connection on it (a worker is one thread).
+ZSTD_CCtx* thread_cctx() {
+  thread_local const CCtxPtr c = [] {
+    CCtxPtr made{ZSTD_createCCtx()};
+    ZSTD_CCtx_setParameter(made.get(), ZSTD_c_compressionLevel, kLevel);
+    ZSTD_CCtx_setParameter(made.get(), ZSTD_c_checksumFlag, 0);
+    ZSTD_CCtx_setParameter(made.get(), ZSTD_c_contentSizeFlag, 1);
+    return made;
+  }();
+  return c.get();
+}
+
+ZSTD_DCtx* thread_dctx() {
+  thread_local const DCtxPtr d{ZSTD_createDCtx()};
+  return d.get();
+}
+
+// Both ends update their history the same way after each block: the block's shared part is
+// appended and only the last kHeaderHistoryBytes are kept.
+void remember(std::vector<uint8_t>& history, std::span<const uint8_t> plain) {
+  if (history.capacity() < kHeaderHistoryBytes) history.reserve(kHeaderHistoryBytes);
+  if (plain.size() >= kHeaderHistoryBytes) {
+    history.assign(plain.end() - static_cast<long>(kHeaderHistoryBytes), plain.end());
+    return;
+  }
+  const size_t keep = std::min(history.size(), kHeaderHistoryBytes - plain.size());
+  history.erase(history.begin(), history.end() - static_cast<long>(keep));
+  history.insert(history.end(), plain.begin(), plain.end());
+}
+
 }  // namespace
 
 bool is_sensitive_header(std::string_view name) {
@@ -145,19 +169,10 @@ bool valid_header_value(std::string_view value) {
 
 // ---- Encoder ------------------------------------------------------------------------------
 
-struct HeaderEncoder::Zstd {
-  CCtxPtr c{ZSTD_createCCtx()};
-};
-
-HeaderEncoder::HeaderEncoder() : zstd_(std::make_unique<Zstd>()) {
-  ZSTD_CCtx_setParameter(zstd_->c.get(), ZSTD_c_compressionLevel, kLevel);
-  ZSTD_CCtx_setParameter(zstd_->c.get(), ZSTD_c_windowLog, kWindowLog);
-  ZSTD_CCtx_setParameter(zstd_->c.get(), ZSTD_c_checksumFlag, 0);
-}
-
-HeaderEncoder::~HeaderEncoder() = default;
-
 Status HeaderEncoder::encode(std::span<const HeaderField> fields, std::vector<uint8_t>& out) {
+  // Scratch for this thread's blocks: nothing of a block stays with the connection but the
+  // history.
+  thread_local std::vector<uint8_t> plain_, secret_, shared_;
   plain_.clear();
   secret_.clear();
   put_varint(plain_, fields.size());
@@ -183,36 +198,21 @@ Status HeaderEncoder::encode(std::span<const HeaderField> fields, std::vector<ui
     }
   }
 
-  // Compress into the shared stream and flush, so the peer can decode this block now.
-  shared_.resize(ZSTD_compressBound(plain_.size()) + 64);
-  ZSTD_outBuffer o{shared_.data(), shared_.size(), 0};
-  ZSTD_inBuffer in{plain_.data(), plain_.size(), 0};
-  for (;;) {
-    const size_t left = ZSTD_compressStream2(zstd_->c.get(), &o, &in, ZSTD_e_flush);
-    if (ZSTD_isError(left)) return Status(Code::kInternal, "header compression failed");
-    if (left == 0) break;
-    shared_.resize(shared_.size() * 2);  // Rare: the flush did not fit.
-    o.dst = shared_.data();
-    o.size = shared_.size();
+  ZSTD_CCtx* c = thread_cctx();
+  ZSTD_CCtx_reset(c, ZSTD_reset_session_only);
+  if (!history_.empty() && ZSTD_isError(ZSTD_CCtx_refPrefix(c, history_.data(), history_.size()))) {
+    return Status(Code::kInternal, "header compression failed");
   }
-  put_varint(out, o.pos);
-  put_bytes(out, std::span<const uint8_t>(shared_.data(), o.pos));
+  shared_.resize(ZSTD_compressBound(plain_.size()));
+  const size_t n = ZSTD_compress2(c, shared_.data(), shared_.size(), plain_.data(), plain_.size());
+  if (ZSTD_isError(n)) return Status(Code::kInternal, "header compression failed");
+  remember(history_, plain_);
+  put_varint(out, n);
+  put_bytes(out, std::span<const uint8_t>(shared_.data(), n));
   put_bytes(out, secret_);
   return Status::Ok();
 }
-
 // ---- Decoder ------------------------------------------------------------------------------
-
-struct HeaderDecoder::Zstd {
-  DCtxPtr d{ZSTD_createDCtx()};
-};
-
-HeaderDecoder::HeaderDecoder(HeaderLimits limits)
-    : limits_(limits), zstd_(std::make_unique<Zstd>()) {
-  ZSTD_DCtx_setParameter(zstd_->d.get(), ZSTD_d_windowLogMax, kWindowLog);
-}
-
-HeaderDecoder::~HeaderDecoder() = default;
 
 Result<std::span<const HeaderField>> HeaderDecoder::decode(std::span<const uint8_t> block) {
   if (broken_) return malformed("header stream already failed");
@@ -234,23 +234,34 @@ Status HeaderDecoder::decode_block(std::span<const uint8_t> block) {
   const std::span<const uint8_t> secret_in = r.rest();
   if (secret_in.size() > limits_.max_block_bytes) return too_large("header block too large");
 
-  // Decompress into a buffer one byte larger than what may be accepted: filling it means the
-  // block is over the limit, found without ever holding more.
-  const size_t limit = limits_.max_block_bytes - secret_in.size();
-  plain_.resize(limit + 1 + secret_in.size());
-  ZSTD_outBuffer o{plain_.data(), limit + 1, 0};
-  ZSTD_inBuffer in{shared.data(), shared.size(), 0};
-  while (in.pos < in.size) {
-    const size_t r2 = ZSTD_decompressStream(zstd_->d.get(), &o, &in);
-    if (ZSTD_isError(r2))
-      return Status(Code::kCorrupt, "header stream does not decode", Side::kTunnel);
-    if (o.pos == o.size) return too_large("header block too large");
+  // The frame's declared size is checked against the limit before anything is allocated for
+  // it, and it decodes in one shot into exactly that room.
+  auto size = single_frame_size(shared);
+  if (!size.ok()) return Status(Code::kCorrupt, "header block does not decode", Side::kTunnel);
+  if (*size > limits_.max_block_bytes - secret_in.size())
+    return too_large("header block too large");
+  const size_t plain_size = *size;
+  // A block much smaller than the largest so far gives the memory back: an idle connection keeps
+  // only about its last block.
+  if (plain_.capacity() > 2 * kHeaderHistoryBytes && plain_.capacity() / 4 > plain_size) {
+    plain_ = {};
   }
+  plain_.resize(plain_size + secret_in.size());
+  ZSTD_DCtx* d = thread_dctx();
+  ZSTD_DCtx_reset(d, ZSTD_reset_session_only);
+  if (!history_.empty() && ZSTD_isError(ZSTD_DCtx_refPrefix(d, history_.data(), history_.size()))) {
+    return Status(Code::kInternal, "header decompression failed", Side::kTunnel);
+  }
+  const size_t n = ZSTD_decompressDCtx(d, plain_.data(), plain_size, shared.data(), shared.size());
+  if (ZSTD_isError(n) || n != plain_size) {
+    return Status(Code::kCorrupt, "header block does not decode", Side::kTunnel);
+  }
+  const std::span<const uint8_t> plain(plain_.data(), plain_size);
+  remember(history_, plain);
   // The sensitive section is copied next to the shared part, so every view stays valid until
   // the next call (the caller's block may not).
-  std::copy(secret_in.begin(), secret_in.end(), plain_.begin() + static_cast<long>(o.pos));
-  const std::span<const uint8_t> plain(plain_.data(), o.pos);
-  ByteReader secret(std::span<const uint8_t>(plain_.data() + o.pos, secret_in.size()));
+  std::copy(secret_in.begin(), secret_in.end(), plain_.begin() + static_cast<long>(plain_size));
+  ByteReader secret(std::span<const uint8_t>(plain_.data() + plain_size, secret_in.size()));
 
   ByteReader p(plain);
   const uint64_t count = p.varint(5);

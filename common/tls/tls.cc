@@ -74,7 +74,7 @@ constexpr const char kCertNotYetValid[] = "TLS certificate is not yet valid";
 constexpr const char kContextFailed[] = "TLS context could not be configured";
 
 // kAlpn in ALPN wire format: one length-prefixed protocol name (RFC 7301 section 3.1).
-constexpr unsigned char kAlpnWire[] = {9, 'c', 'o', 'i', 'l', 'g', 'u', 'n', '/', '1'};
+constexpr unsigned char kAlpnWire[] = {9, 'c', 'o', 'i', 'l', 'g', 'u', 'n', '/', '2'};
 static_assert(sizeof(kAlpnWire) == kAlpn.size() + 1 && kAlpnWire[0] == kAlpn.size());
 
 // The session id context a server must set when it verifies clients (OpenSSL refuses
@@ -454,7 +454,14 @@ int TlsSession::on_alpn_select(SSL* ssl, const unsigned char** out, unsigned cha
     }
     i += 1 + n;
   }
-  if (auto* self = static_cast<TlsSession*>(SSL_get_ex_data(ssl, 0))) self->alpn_refused_ = true;
+  if (auto* self = static_cast<TlsSession*>(SSL_get_ex_data(ssl, 0))) {
+    self->alpn_refused_ = true;
+    // Kept for the log: an edge of another release offers another tunnel protocol version.
+    for (unsigned int j = 0; j < in_len && self->alpn_offered_.size() < 64; ++j) {
+      const char c = static_cast<char>(in[j]);
+      self->alpn_offered_ += c >= '!' && c <= '~' ? c : ' ';
+    }
+  }
   return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
@@ -715,6 +722,13 @@ std::string TlsSession::error_detail() const {
   if (verify_result_ != X509_V_OK) {
     detail += "; certificate: ";
     detail += X509_verify_cert_error_string(verify_result_);
+  }
+  if (alpn_refused_ || failed_.message() == kPeerRefusedAlpn.message()) {
+    // Edges and agents of releases speaking different tunnel protocol versions refuse each
+    // other here (PROTOCOL.md §1).
+    detail += "; this side speaks ";
+    detail += kAlpn;
+    if (!alpn_offered_.empty()) detail += ", the peer offered:" + alpn_offered_;
   }
   return detail;
 }

@@ -44,7 +44,7 @@
 namespace coilgun::tls {
 
 // The ALPN protocol id of tunnel protocol version 1 (proto/PROTOCOL.md).
-inline constexpr std::string_view kAlpn = "coilgun/1";
+inline constexpr std::string_view kAlpn = "coilgun/2";
 
 // Which end of the tunnel a context or session is: the edge dials (kClient), the origin
 // agent accepts (kServer).
@@ -246,7 +246,7 @@ class TlsSession {
   // True once the peer's close_notify came: it sends nothing more, and cleanly so.
   bool peer_closed() const;
 
-  // The negotiated ALPN protocol ("coilgun/1"), or "" before the handshake completes. Valid
+  // The negotiated ALPN protocol ("coilgun/2"), or "" before the handshake completes. Valid
   // while the session lives.
   std::string_view alpn() const;
 
@@ -306,6 +306,7 @@ class TlsSession {
   bool handshake_done_ = false;
   bool close_sent_ = false;
   bool alpn_refused_ = false;  // Set by a callback when the peer's ALPN was unacceptable.
+  std::string alpn_offered_;   // What a refused client offered, printable, for the detail.
 };
 
 }  // namespace coilgun::tls

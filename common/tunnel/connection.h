@@ -12,9 +12,9 @@
 #include <memory>
 #include <string>
 
+#include "common/net/loop.h"
 #include "common/tls/tls.h"
 #include "common/tunnel/session.h"
-#include "common/net/loop.h"
 
 namespace coilgun::tunnel {
 
@@ -77,7 +77,6 @@ class Connection : public uv::TcpStream::Handler, public uv::Deferred {
   const bool client_;  // The edge's side.
   uv::Timer timer_;
   std::string peer_address_;
-  std::vector<uint8_t> plain_;   // Scratch for decrypted bytes.
   std::vector<uint8_t> cipher_;  // Scratch for bytes to send.
   uint64_t reported_in_ = 0, reported_out_ = 0;
   bool ready_ = false;

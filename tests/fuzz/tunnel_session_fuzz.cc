@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <set>
 #include <vector>
 
@@ -95,9 +96,11 @@ bool deliver(Peer& from, Peer& to, size_t budget, uint8_t flip, uint8_t at, uint
   return s.ok();
 }
 
-const std::vector<HeaderField> kRequest = {
-    {":method", "GET"}, {":scheme", "http"}, {":authority", "example.com"}, {":path", "/"},
-    {"cookie", "a=1"}};
+const std::vector<HeaderField> kRequest = {{":method", "GET"},
+                                           {":scheme", "http"},
+                                           {":authority", "example.com"},
+                                           {":path", "/"},
+                                           {"cookie", "a=1"}};
 const std::vector<HeaderField> kResponse = {{"content-type", "text/html"}, {"set-cookie", "b=2"}};
 
 }  // namespace
@@ -125,7 +128,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       case 2:  // The agent answers, maybe with an interim head first.
         if (uint32_t s = agent.pick(arg); s != 0) {
-          if ((arg & 2) != 0) (void)agent.session->submit_response(s, 103, BodyMode::kNone, {}, false);
+          if ((arg & 2) != 0)
+            (void)agent.session->submit_response(s, 103, BodyMode::kNone, {}, false);
           const BodyMode mode = (arg & 1) != 0 ? BodyMode::kStream : BodyMode::kNone;
           (void)agent.session->submit_response(s, 200, mode, kResponse, mode == BodyMode::kNone);
         }
@@ -137,7 +141,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         break;
       case 4:  // Trailers.
-        if (uint32_t s = agent.pick(arg); s != 0) (void)agent.session->submit_trailers(s, kResponse);
+        if (uint32_t s = agent.pick(arg); s != 0)
+          (void)agent.session->submit_trailers(s, kResponse);
         break;
       case 5:  // A reset, from either side.
         if ((arg & 1) != 0) {

@@ -358,8 +358,8 @@ TEST_CASE("TlsSession refuses a context of the other role and an empty peer name
 TEST_CASE("TlsSession client and server complete the handshake and exchange data both ways") {
   TestCerts certs;
   Pair p = connected_pair(certs);
-  CHECK(p.client.session->alpn() == "coilgun/1");
-  CHECK(p.server.session->alpn() == "coilgun/1");
+  CHECK(p.client.session->alpn() == "coilgun/2");
+  CHECK(p.server.session->alpn() == "coilgun/2");
   CHECK_THAT(p.server.session->peer_subject(), Catch::Contains("CN=edge-1"));
   CHECK_THAT(p.client.session->peer_subject(), Catch::Contains("CN=agent.coilgun.test"));
 
@@ -450,7 +450,7 @@ TEST_CASE("TlsSession server refuses a client that presents no certificate") {
   End server = server_end(server_ctx(certs.server_files()));
   RawPeer client = raw_client(certs, /*with_cert=*/false,
                               std::string_view("\x09"
-                                               "coilgun/1",
+                                               "coilgun/2",
                                                10));
   pump_raw(server, client);
   REQUIRE(server.status.code() == Code::kTls);
@@ -467,7 +467,7 @@ TEST_CASE("TlsSession server accepts a plain OpenSSL client with a trusted certi
   End server = server_end(server_ctx(certs.server_files()));
   RawPeer client = raw_client(certs, /*with_cert=*/true,
                               std::string_view("\x09"
-                                               "coilgun/1",
+                                               "coilgun/2",
                                                10));
   pump_raw(server, client);
   INFO(server.status.to_string());
@@ -482,7 +482,7 @@ TEST_CASE("TlsSession client accepts the agent by IP SAN and by DNS name") {
   for (const char* name : {"127.0.0.1", "localhost", "agent.coilgun.test"}) {
     INFO(name);
     Pair p = connected_pair(certs, name);
-    CHECK(p.client.session->alpn() == "coilgun/1");
+    CHECK(p.client.session->alpn() == "coilgun/2");
   }
 }
 
@@ -541,7 +541,7 @@ TEST_CASE("TlsSession client refuses a server that does not select ALPN") {
   CHECK(server.received.empty());
 }
 
-TEST_CASE("TlsSession server refuses a client that does not offer ALPN coilgun/1") {
+TEST_CASE("TlsSession server refuses a client that does not offer ALPN coilgun/2") {
   TestCerts certs;
   SECTION("no ALPN at all") {
     End server = server_end(server_ctx(certs.server_files()));
@@ -552,34 +552,37 @@ TEST_CASE("TlsSession server refuses a client that does not offer ALPN coilgun/1
     REQUIRE(client.failed());
     CHECK(ERR_GET_REASON(client.error) == SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL);
   }
-  SECTION("other protocols only") {
+  SECTION("other protocols only: h2, and the previous tunnel protocol") {
     End server = server_end(server_ctx(certs.server_files()));
     RawPeer client = raw_client(certs, /*with_cert=*/true,
                                 std::string_view("\x02"
                                                  "h2"
                                                  "\x09"
-                                                 "coilgun/2",
+                                                 "coilgun/1",
                                                  13));
     pump_raw(server, client);
     REQUIRE(server.status.code() == Code::kTls);
     CHECK(message_of(server.status) == "no ALPN");
+    // The log line says which versions met: an edge of an older release offers coilgun/1.
+    CHECK_THAT(server.session->error_detail(),
+               Catch::Contains("this side speaks coilgun/2, the peer offered: h2 coilgun/1"));
     REQUIRE(client.failed());
     CHECK(ERR_GET_REASON(client.error) == SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL);
   }
 }
 
-TEST_CASE("TlsSession server selects coilgun/1 among several offered protocols") {
+TEST_CASE("TlsSession server selects coilgun/2 among several offered protocols") {
   TestCerts certs;
   End server = server_end(server_ctx(certs.server_files()));
   RawPeer client = raw_client(certs, /*with_cert=*/true,
                               std::string_view("\x02"
                                                "h2"
                                                "\x09"
-                                               "coilgun/1",
+                                               "coilgun/2",
                                                13));
   pump_raw(server, client);
   REQUIRE(server.status.ok());
-  CHECK(server.session->alpn() == "coilgun/1");
+  CHECK(server.session->alpn() == "coilgun/2");
 }
 
 // ---- Closing ----
