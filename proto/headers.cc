@@ -139,13 +139,17 @@ ZSTD_DCtx* thread_dctx() {
 // Both ends update their history the same way after each block: the block's shared part is
 // appended and only the last kHeaderHistoryBytes are kept.
 void remember(std::vector<uint8_t>& history, std::span<const uint8_t> plain) {
-  if (history.capacity() < kHeaderHistoryBytes) history.reserve(kHeaderHistoryBytes);
   if (plain.size() >= kHeaderHistoryBytes) {
     history.assign(plain.end() - static_cast<long>(kHeaderHistoryBytes), plain.end());
     return;
   }
   const size_t keep = std::min(history.size(), kHeaderHistoryBytes - plain.size());
   history.erase(history.begin(), history.end() - static_cast<long>(keep));
+  // Grown as it fills, never past kHeaderHistoryBytes: a connection that carried one small
+  // request keeps a small history.
+  if (const size_t need = keep + plain.size(); need > history.capacity()) {
+    history.reserve(std::min(kHeaderHistoryBytes, std::max(need, 2 * history.capacity())));
+  }
   history.insert(history.end(), plain.begin(), plain.end());
 }
 

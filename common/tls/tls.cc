@@ -752,16 +752,20 @@ Status TlsSession::fail_with(Status status) {
   return failed_;
 }
 
-void TlsSession::maybe_shrink_buffers() {
+void TlsSession::maybe_shrink_buffers() { shrink_buffers(kShrinkAboveBytes); }
+
+void TlsSession::release_buffers() { shrink_buffers(0); }
+
+void TlsSession::shrink_buffers(size_t above) {
   // Only after the handshake: during it OpenSSL stacks a buffering BIO on the write side.
   if (!handshake_done_) return;
-  if (BIO_ctrl_pending(wbio_) == 0 && bio_allocated(wbio_) > kShrinkAboveBytes) {
+  if (BIO_ctrl_pending(wbio_) == 0 && bio_allocated(wbio_) > above) {
     if (BIO* fresh = BIO_new(BIO_s_mem())) {
       SSL_set0_wbio(ssl_.get(), fresh);  // Frees the old one.
       wbio_ = fresh;
     }
   }
-  if (BIO_ctrl_pending(rbio_) == 0 && bio_allocated(rbio_) > kShrinkAboveBytes) {
+  if (BIO_ctrl_pending(rbio_) == 0 && bio_allocated(rbio_) > above) {
     if (BIO* fresh = BIO_new(BIO_s_mem())) {
       SSL_set0_rbio(ssl_.get(), fresh);  // Frees the old one.
       rbio_ = fresh;

@@ -262,6 +262,11 @@ class TlsSession {
   // not yet taken by take_output().
   size_t pending_output_bytes() const;
 
+  // Frees both memory BIOs' buffers if they are empty (a no-op during the handshake): for a
+  // connection going idle, which then holds no buffer it is not using (issue #13: the
+  // handshake's flight left about 20 KiB in every idle tunnel).
+  void release_buffers();
+
   // Ok, or the sticky error that ended this session (Code::kClosed after a clean close by the
   // peer).
   Status status() const { return failed_; }
@@ -294,6 +299,8 @@ class TlsSession {
   Status fail_with(Status status);
   // Replaces an empty BIO whose allocation exceeds kShrinkAboveBytes (after the handshake).
   void maybe_shrink_buffers();
+  // Replaces an empty BIO whose allocation exceeds |above| (after the handshake).
+  void shrink_buffers(size_t above);
 
   std::shared_ptr<const TlsContext> ctx_;
   std::unique_ptr<SSL, CDeleter<SSL_free>> ssl_;

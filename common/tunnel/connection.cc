@@ -117,6 +117,10 @@ void Connection::write_out() {
     cipher_ = {};
     if (!s.ok()) return;  // on_error closes.
   }
+  // Idle (no stream open, nothing left to send): the TLS buffers go back until the next frame.
+  if (ready_ && session_->open_streams() == 0 && session_->output_bytes() == 0) {
+    tls_->release_buffers();
+  }
   report_bytes();
 }
 

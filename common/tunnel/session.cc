@@ -255,7 +255,7 @@ Status Session::on_response_frame(const Frame& f) {
   auto fields = header_decoder_.decode(head->header_block);
   if (!fields.ok()) return fields.status();
   Stream* st = find(f.stream);
-  if (st == nullptr) return Status::Ok();  // Reset here meanwhile.
+  if (st == nullptr) return Status::Ok();                       // Reset here meanwhile.
   const bool interim = proto::is_interim_status(head->status);  // The codec checked its form.
   if (st->head_seen) {
     stream_error(f.stream, ResetReason::kProtocol);
@@ -440,7 +440,7 @@ Status Session::encode_fields(std::span<const HeaderField> fields) {
   }
   block_.clear();
   const Status s = header_encoder_.encode(fields, block_);
-  if (s.code() == Code::kInternal) return fail(s);  // The shared stream is broken.
+  if (s.code() == Code::kInternal) return fail(s);  // The history is broken.
   return s;
 }
 
@@ -476,7 +476,8 @@ Status Session::submit_response(uint32_t stream, uint16_t status, BodyMode mode,
   const bool interim = proto::is_interim_status(status);
   // Checked before the fields enter the shared header stream: a frame not written after its
   // block was encoded would put the peer's decoder out of step.
-  if (interim ? (mode != BodyMode::kNone || end_stream) : (mode == BodyMode::kNone && !end_stream)) {
+  if (interim ? (mode != BodyMode::kNone || end_stream)
+              : (mode == BodyMode::kNone && !end_stream)) {
     return Status(Code::kInternal, "body mode and END_STREAM do not fit the status");
   }
   COILGUN_TRY(encode_fields(fields));
@@ -580,8 +581,7 @@ Status Session::on_timeout(uint64_t now_ms) {
   if (failed_) return Status::Ok();
   now_ms_ = now_ms;
   if (now_ms >= answer_due_ms_) {
-    return fail(Status(Code::kTimeout, "tunnel peer sent nothing after a request",
-                       Side::kTunnel));
+    return fail(Status(Code::kTimeout, "tunnel peer sent nothing after a request", Side::kTunnel));
   }
   if (options_.ping_interval_ms == 0) return Status::Ok();
   if (ping_outstanding_) {
@@ -589,8 +589,8 @@ Status Session::on_timeout(uint64_t now_ms) {
     // queue behind DATA on a slow link that is otherwise alive.
     const uint64_t heard = std::max({ping_sent_ms_, last_received_ms_, last_written_ms_});
     if (now_ms - heard >= options_.ping_timeout_ms) {
-      return fail(Status(Code::kTimeout, "tunnel peer sent nothing, pings unanswered",
-                         Side::kTunnel));
+      return fail(
+          Status(Code::kTimeout, "tunnel peer sent nothing, pings unanswered", Side::kTunnel));
     }
     return Status::Ok();
   }
@@ -605,11 +605,10 @@ Status Session::on_timeout(uint64_t now_ms) {
 uint64_t Session::next_timeout_ms() const {
   if (failed_) return UINT64_MAX;
   if (options_.ping_interval_ms == 0) return answer_due_ms_;
-  return std::min(answer_due_ms_,
-                  ping_outstanding_
-                      ? std::max({ping_sent_ms_, last_received_ms_, last_written_ms_}) +
-                            options_.ping_timeout_ms
-                      : next_ping_ms_);
+  return std::min(answer_due_ms_, ping_outstanding_ ? std::max({ping_sent_ms_, last_received_ms_,
+                                                                last_written_ms_}) +
+                                                          options_.ping_timeout_ms
+                                                    : next_ping_ms_);
 }
 
 }  // namespace coilgun::tunnel

@@ -1,0 +1,163 @@
+"""Many origins per edge (issue #13): one agent listening on 0.0.0.0, one edge with N routes,
+each to a distinct 127.x.y.z address of that agent, as a CDN edge carrying N small sites.
+
+    COILGUN_BUILD=build/release python3 tests/bench/many_origins.py --counts 100,1000
+
+For each N it prints the time until every tunnel is up, both daemons' RSS, the memory each idle
+tunnel costs on each side (the RSS difference against a run with --base routes, over the
+difference in tunnels), idle CPU over --idle seconds, and with --requests the p50/p99 of a first
+and of a second request to each host and what those left behind per route once idle again.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "replay"))
+
+from coilgun_replay.launch import Certs, Process, binary, merged_env, wait_until  # noqa: E402
+
+
+def agent_address(i):
+    """The i-th agent address: 127.1.0.1, 127.1.0.2, ... (never 127.0.0.1, which the edge's own
+    listeners use)."""
+    return f"127.{1 + i // 65025}.{(i // 255) % 255}.{1 + i % 255}"
+
+
+def edge_config(path, n, agent_port, certs, workers, connections, extra=""):
+    lines = [f'listen = "127.0.0.1:0"', 'admin = "127.0.0.1:0"', f"workers = {workers}",
+             "[tunnel]", f"connections = {connections}",
+             "[tls]", f'ca = "{certs.path("ca.pem")}"', f'cert = "{certs.path("edge-edge.pem")}"',
+             f'key = "{certs.path("edge-edge.key")}"', extra]
+    for i in range(n):
+        lines += ["[[route]]", f'hosts = ["site{i}.test"]', f'agent = "{agent_address(i)}:{agent_port}"',
+                  'agent_name = "localhost"']
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def stats(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as r:
+        return json.load(r)
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fetch_ms(port, host, path):
+    """Milliseconds for one GET of |path| on |host| through the edge (a new connection each
+    time)."""
+    start = time.monotonic()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        r.read()
+        if r.status >= 300:
+            raise RuntimeError(f"{host}: {r.status}")
+    return (time.monotonic() - start) * 1000
+
+
+def pick(values, q):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+
+
+class Setup:
+    """A backend, the agent on 0.0.0.0 and an edge with |n| routes."""
+
+    def __init__(self, tmp, n, args, backend_port, certs):
+        self.n = n
+        self.tunnels = n * args.connections * args.workers
+        self.origin = Process([binary("coilgun-origin"), "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0",
+                               "--backend", f"http://127.0.0.1:{backend_port}", "--workers", str(args.workers)]
+                              + certs.agent_flags(), "origin", env=merged_env({}))
+        _, self.agent_port = self.origin.address("tunnel")
+        _, self.origin_admin = self.origin.address("admin")
+        config = os.path.join(tmp, f"edge-{n}.toml")
+        edge_config(config, n, self.agent_port, certs, args.workers, args.connections, args.edge_extra)
+        self.started = time.monotonic()
+        self.edge = Process([binary("coilgun-edge"), "-c", config], "edge", env=merged_env({}))
+        _, self.http_port = self.edge.address("http")
+        _, self.edge_admin = self.edge.address("admin")
+        wait_until(lambda: stats(self.edge_admin)["tunnels"] >= self.tunnels, timeout=max(30, n / 20),
+                   what=f"{self.tunnels} tunnels up")
+        self.up_s = time.monotonic() - self.started
+
+    def stop(self):
+        for p in (self.edge, self.origin):
+            p.stop()
+
+
+def measure(tmp, n, args, backend_port, certs):
+    s = Setup(tmp, n, args, backend_port, certs)
+    try:
+        time.sleep(1)  # Lets the handshakes' leftovers be freed before RSS is read; not a wait for an event.
+        out = {"n": n, "tunnels": s.tunnels, "up_s": s.up_s,
+               "edge_rss_kib": s.edge.rss_kib(), "origin_rss_kib": s.origin.rss_kib()}
+        if args.idle > 0:
+            c0 = (cpu_seconds(s.edge.proc.pid), cpu_seconds(s.origin.proc.pid))
+            time.sleep(args.idle)  # The idle period measured.
+            c1 = (cpu_seconds(s.edge.proc.pid), cpu_seconds(s.origin.proc.pid))
+            out["idle_cpu_pct"] = [100 * (b - a) / args.idle for a, b in zip(c0, c1)]
+        if args.requests:
+            hosts = [f"site{i}.test" for i in range(n)]
+            first = [fetch_ms(s.http_port, h, args.path) for h in hosts]
+            second = [fetch_ms(s.http_port, h, args.path) for h in hosts]
+            out["first_ms"] = [pick(first, 0.5), pick(first, 0.99)]
+            out["second_ms"] = [pick(second, 0.5), pick(second, 0.99)]
+            time.sleep(1)  # As above: the tunnels idle again before RSS is read.
+            out["after_kib"] = [s.edge.rss_kib(), s.origin.rss_kib()]
+        return out
+    finally:
+        s.stop()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--counts", default="100,1000")
+    p.add_argument("--base", type=int, default=10, help="routes of the run the others are compared with")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--connections", type=int, default=2)
+    p.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measured (0: none)")
+    p.add_argument("--requests", action="store_true", help="a first and a second request to each host")
+    p.add_argument("--path", default="/", help="what the requests ask for: / is the sample site's front "
+                   "page (both daemons then keep its versions); /status/204 has no body (what a request "
+                   "leaves in the tunnels alone)")
+    p.add_argument("--edge-extra", default="", help="TOML lines added to the edge's config")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        certs = Certs(os.path.join(tmp, "certs"), agent_names=("localhost",))
+        backend = Process([binary("coilgun-sample-origin"), "--listen", "127.0.0.1:0"], "backend")
+        try:
+            _, backend_port = backend.address("origin")
+            base = measure(tmp, args.base, argparse.Namespace(**{**vars(args), "idle": 0, "requests": False}),
+                           backend_port, certs)
+            print(f"base: {args.base} routes, {base['tunnels']} tunnels: edge {base['edge_rss_kib'] / 1024:.1f} MiB, "
+                  f"agent {base['origin_rss_kib'] / 1024:.1f} MiB", flush=True)
+            for n in (int(c) for c in args.counts.split(",")):
+                r = measure(tmp, n, args, backend_port, certs)
+                extra = r["tunnels"] - base["tunnels"]
+                per = [(r[k] - base[k]) / extra for k in ("edge_rss_kib", "origin_rss_kib")]
+                line = (f"{n} routes, {r['tunnels']} tunnels: up in {r['up_s']:.2f} s; RSS edge "
+                        f"{r['edge_rss_kib'] / 1024:.1f} MiB, agent {r['origin_rss_kib'] / 1024:.1f} MiB; "
+                        f"per tunnel edge {per[0]:.1f} KiB, agent {per[1]:.1f} KiB")
+                if "idle_cpu_pct" in r:
+                    line += f"; idle CPU edge {r['idle_cpu_pct'][0]:.2f}%, agent {r['idle_cpu_pct'][1]:.2f}%"
+                if "first_ms" in r:
+                    grown = [(a - r[k]) / n for a, k in zip(r["after_kib"], ("edge_rss_kib", "origin_rss_kib"))]
+                    line += (f"; first request p50/p99 {r['first_ms'][0]:.2f}/{r['first_ms'][1]:.2f} ms, "
+                             f"second {r['second_ms'][0]:.2f}/{r['second_ms'][1]:.2f} ms; idle again, RSS grew "
+                             f"{grown[0]:.1f} KiB (edge) and {grown[1]:.1f} KiB (agent) per route")
+                print(line, flush=True)
+        finally:
+            backend.stop()
+
+
+if __name__ == "__main__":
+    main()
