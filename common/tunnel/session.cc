@@ -594,12 +594,20 @@ Status Session::on_timeout(uint64_t now_ms) {
     }
     return Status::Ok();
   }
-  if (now_ms >= next_ping_ms_) {
+  if (now_ms >= ping_due_ms()) {
     (void)proto::write_ping(out_, now_ms, false);
     ping_sent_ms_ = now_ms;
     ping_outstanding_ = true;
   }
   return Status::Ok();
+}
+
+uint64_t Session::ping_due_ms() const {
+  const uint64_t interval = options_.ping_interval_ms;
+  const uint64_t quiet = options_.client ? interval : 2 * interval;
+  const uint64_t due = std::max(next_ping_ms_, last_received_ms_ + quiet);
+  const uint64_t step = std::max<uint64_t>(1, interval / 8);
+  return (due + step - 1) / step * step;
 }
 
 uint64_t Session::next_timeout_ms() const {
@@ -608,7 +616,7 @@ uint64_t Session::next_timeout_ms() const {
   return std::min(answer_due_ms_, ping_outstanding_ ? std::max({ping_sent_ms_, last_received_ms_,
                                                                 last_written_ms_}) +
                                                           options_.ping_timeout_ms
-                                                    : next_ping_ms_);
+                                                    : ping_due_ms());
 }
 
 }  // namespace coilgun::tunnel

@@ -23,6 +23,12 @@
 // (written()). Not merely when the answer is slow: on a slow, busy link the ping itself, or
 // its answer, queues behind DATA in the network.
 //
+// Pings cost an idle tunnel as little as they can (issue #13: a thousand idle agents): a side
+// pings only when nothing came from the peer for the ping interval (the agent: twice that, so
+// an idle tunnel carries the edge's ping and its answer, not a ping each way), and a ping's
+// deadline is rounded up to a step of an eighth of the interval on the loop's clock, so one
+// worker's idle tunnels ping in one loop turn rather than one wake-up each.
+//
 // Re-entrancy: handler methods run inside receive() and on_timeout(); they may call any
 // method of the session (send, reset, respond) but must not destroy it — defer that to a
 // later loop turn.
@@ -30,11 +36,11 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
-#include <string>
-#include <utility>
 #include <span>
+#include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "proto/frame.h"
@@ -212,6 +218,8 @@ class Session {
   void close_if_done(uint32_t id);
   // Frames out one slice of |id|'s queue into |out|; returns the bytes written.
   size_t take_slice(uint32_t id, Stream& st, size_t budget, std::vector<uint8_t>& out);
+  // When the next ping is due if none is outstanding (see the top of this file).
+  uint64_t ping_due_ms() const;
   void queue_turn(uint32_t id, Stream& st);
   void forget(uint32_t id);
   // Counts |n| received bytes as taken at the connection level; grants in batches.
@@ -251,10 +259,10 @@ class Session {
   bool settings_received_ = false;
 
   uint64_t now_ms_ = 0;
-  uint64_t last_received_ms_ = 0;  // When bytes last came from the peer.
-  uint64_t last_written_ms_ = 0;   // When the owner last reported output taken by the socket.
+  uint64_t last_received_ms_ = 0;        // When bytes last came from the peer.
+  uint64_t last_written_ms_ = 0;         // When the owner last reported output taken by the socket.
   uint64_t answer_due_ms_ = UINT64_MAX;  // expect_answer(): something must come by then.
-  uint64_t next_ping_ms_;
+  uint64_t next_ping_ms_;                // No ping before then (a ping was answered lately).
   uint64_t ping_sent_ms_ = 0;
   bool ping_outstanding_ = false;
   std::optional<uint64_t> rtt_ms_;

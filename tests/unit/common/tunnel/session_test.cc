@@ -231,13 +231,66 @@ TEST_CASE("Pings measure the round trip and a silent peer is declared dead", "[t
   REQUIRE(edge.session->receive(pong, 1007).ok());
   REQUIRE(edge.session->rtt_ms().has_value());
   CHECK(*edge.session->rtt_ms() == 7);
-  CHECK(edge.session->next_timeout_ms() == 2007);
+  // The next ping is an interval after the answer, rounded up to a step of interval / 8.
+  CHECK(edge.session->next_timeout_ms() == 2125);
 
-  REQUIRE(edge.session->on_timeout(2007).ok());  // A ping nobody answers.
-  CHECK(edge.session->on_timeout(5006).ok());
-  const Status dead = edge.session->on_timeout(5007);
+  REQUIRE(edge.session->on_timeout(2125).ok());  // A ping nobody answers.
+  CHECK(edge.session->on_timeout(5124).ok());
+  const Status dead = edge.session->on_timeout(5125);
   CHECK(dead.code() == Code::kTimeout);
   CHECK(edge.session->failed());
+}
+
+TEST_CASE("An idle tunnel carries the edge's pings and their answers only", "[tunnel]") {
+  SessionOptions o;
+  o.ping_interval_ms = 1000;
+  o.ping_timeout_ms = 3000;
+  Peer edge(true, o), agent(false, o);
+  pump(edge, agent);  // SETTINGS both ways.
+  int edge_pings = 0, agent_pings = 0;
+  // Ten idle seconds, each side's timer run whenever it is due, bytes delivered at once.
+  for (uint64_t now = 0; now <= 10000; ++now) {
+    if (edge.session->next_timeout_ms() <= now) {
+      REQUIRE(edge.session->on_timeout(now).ok());
+      Bytes out;
+      edge.session->take_output(out);
+      if (!out.empty()) ++edge_pings;
+      REQUIRE(agent.session->receive(out, now).ok());
+    }
+    if (agent.session->next_timeout_ms() <= now) {
+      REQUIRE(agent.session->on_timeout(now).ok());
+      Bytes out;
+      agent.session->take_output(out);
+      if (!out.empty()) ++agent_pings;
+      REQUIRE(edge.session->receive(out, now).ok());
+    }
+    Bytes answer;
+    agent.session->take_output(answer);
+    if (!answer.empty()) REQUIRE(edge.session->receive(answer, now).ok());
+  }
+  CHECK(edge_pings >= 9);
+  CHECK(edge_pings <= 10);
+  CHECK(agent_pings == 0);
+  CHECK_FALSE(agent.session->failed());
+  CHECK_FALSE(edge.session->failed());
+}
+
+TEST_CASE("A tunnel that hears from its peer does not ping, and a silent one does", "[tunnel]") {
+  SessionOptions o;
+  o.ping_interval_ms = 1000;
+  Peer edge(true, o), agent(false, o);
+  pump(edge, agent);
+  // The agent hears from the edge every 900 ms: no ping from it, however long.
+  for (uint64_t now = 900; now <= 9000; now += 900) {
+    CHECK(agent.session->next_timeout_ms() > now);
+    auto id = edge.session->submit_request({}, request("/"), true);
+    REQUIRE(id.ok());
+    Bytes to_agent;
+    edge.session->take_output(to_agent);
+    REQUIRE(agent.session->receive(to_agent, now).ok());
+  }
+  // Then silence: the agent pings two intervals after the last bytes (9000 + 2000).
+  CHECK(agent.session->next_timeout_ms() == 11000);
 }
 
 TEST_CASE("GOAWAY lets open streams finish and refuses new ones", "[tunnel]") {
