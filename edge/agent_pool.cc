@@ -87,23 +87,27 @@ void TunnelLink::on_link_bytes(uint64_t in, uint64_t out) {
 
 // ---- AgentPool ----------------------------------------------------------------------------
 
-AgentPool::AgentPool(EdgeWorker& worker, config::HostPort address, std::string name)
+AgentPool::AgentPool(EdgeWorker& worker, config::HostPort address, std::string name,
+                     uint32_t standing)
     : worker_(worker),
       address_(std::move(address)),
       name_(std::move(name)),
       agent_(address_.to_string()),
       seed_(XXH3_64bits(agent_.data(), agent_.size())),
-      slots_(std::max<uint32_t>(1, worker.shared().now()->config.tunnel.connections)) {
-  for (size_t i = 0; i < slots_.size(); ++i) {
-    slots_[i].retry = std::make_unique<uv::Timer>(worker_.loop());
-    connect(i);
-  }
+      slots_(std::max<uint32_t>(1, standing)),
+      standing_(standing),
+      last_used_ms_(worker.loop().now_ms()),
+      dormant_(standing == 0) {
+  for (Slot& s : slots_) s.retry = std::make_unique<uv::Timer>(worker_.loop());
+  if (dormant_) return;
+  worker_.standing_changed(1);
+  for (size_t i = 0; i < slots_.size(); ++i) connect(i);
 }
 
 AgentPool::~AgentPool() { stop(); }
 
 void AgentPool::connect(size_t i) {
-  if (stopping_) return;
+  if (stopping_ || dormant_) return;
   Slot& slot = slots_[i];
   slot.connector = std::make_unique<uv::TcpConnector>(worker_.loop());
   slot.connector->connect(
@@ -113,20 +117,20 @@ void AgentPool::connect(size_t i) {
         std::unique_ptr<uv::TcpConnector> done = std::move(s.connector);  // Freed on return.
         if (!r.ok()) {
           log::debug("cannot reach agent", {{"agent", agent()}, {"error", r.status().to_string()}});
-          return schedule(i);
+          return connect_failed(i);
         }
         // New connections use the certificates of the moment (a reload changes them).
         auto tls = tls::TlsSession::client(worker_.shared().now()->tls, name_);
         if (!tls.ok()) {
           log::error("cannot start TLS", {{"error", tls.status().to_string()}});
-          return schedule(i);
+          return connect_failed(i);
         }
         s.link = std::make_unique<TunnelLink>(*this, std::move(r.value()), std::move(tls.value()));
       });
 }
 
 void AgentPool::schedule(size_t i) {
-  if (stopping_) return;
+  if (stopping_ || dormant_) return;
   Slot& slot = slots_[i];
   const auto settings = worker_.shared().now();
   const auto& t = settings->config.tunnel;
@@ -139,12 +143,32 @@ void AgentPool::schedule(size_t i) {
   slot.retry->start(delay, [this, i] { connect(i); });
 }
 
+void AgentPool::connect_failed(size_t i) {
+  ++failures_;
+  schedule(i);
+  wake_waiters(false);
+}
+
+void AgentPool::wake_waiters(bool up) {
+  std::vector<ClientExchange*> waiting;
+  waiting.swap(waiters_);
+  for (ClientExchange* ex : waiting) {
+    if (up) {
+      ex->on_tunnel_ready();
+    } else {
+      ex->on_tunnel_failed();
+    }
+  }
+}
+
 void AgentPool::link_ready(TunnelLink* link) {
   for (Slot& s : slots_) {
     if (s.link.get() == link) s.backoff = std::chrono::milliseconds(0);
   }
+  failures_ = 0;
   worker_.tunnel_up();
   log::info("tunnel up", {{"agent", agent()}});
+  wake_waiters(true);
 }
 
 void AgentPool::link_closed(TunnelLink* link, const Status& why) {
@@ -153,13 +177,17 @@ void AgentPool::link_closed(TunnelLink* link, const Status& why) {
     if (s.link.get() != link) continue;
     const bool was_ready = link->was_ready();
     worker_.loop().defer_delete(std::move(s.link));
-    if (was_ready) {
-      worker_.tunnel_down();
-      worker_.shared().metrics.errors.with({"tunnel_lost"}).inc();
-      log::warn("tunnel down", {{"agent", agent()}, {"reason", why.to_string()}});
-    } else {
+    if (!was_ready) {
       log::warn("tunnel failed", {{"agent", agent()}, {"reason", why.to_string()}});
+      return connect_failed(i);
     }
+    worker_.tunnel_down();
+    if (dormant_) {
+      log::debug("tunnel closed: agent idle", {{"agent", agent()}});
+      return;
+    }
+    worker_.shared().metrics.errors.with({"tunnel_lost"}).inc();
+    log::warn("tunnel down", {{"agent", agent()}, {"reason", why.to_string()}});
     schedule(i);
     return;
   }
@@ -176,7 +204,57 @@ TunnelLink* AgentPool::pick() {
       best = s.link.get();
     }
   }
+  if (best != nullptr) last_used_ms_ = worker_.loop().now_ms();
   return best;
+}
+
+bool AgentPool::up() {
+  return std::any_of(slots_.begin(), slots_.end(),
+                     [](const Slot& s) { return s.link && s.link->ready(); });
+}
+
+bool AgentPool::available() { return !stopping_ && (failures_ == 0 || up()); }
+
+void AgentPool::want() {
+  last_used_ms_ = worker_.loop().now_ms();
+  if (!dormant_ || stopping_) return;
+  set_dormant(false);
+  failures_ = 0;
+  // A pool without a standing share makes one tunnel; a slot still draining from the idle
+  // close reconnects when it is gone (link_closed).
+  for (size_t i = 0; i < std::max<uint32_t>(1, standing_); ++i) {
+    if (!slots_[i].link && !slots_[i].connector) connect(i);
+  }
+}
+
+void AgentPool::wait(ClientExchange* ex) {
+  want();
+  waiters_.push_back(ex);
+}
+
+void AgentPool::forget(ClientExchange* ex) { std::erase(waiters_, ex); }
+
+void AgentPool::close_if_idle(std::chrono::milliseconds idle) {
+  if (idle.count() == 0 || dormant_ || stopping_ || !waiters_.empty()) return;
+  if (worker_.loop().now_ms() - last_used_ms_ < static_cast<uint64_t>(idle.count())) return;
+  for (const Slot& s : slots_) {
+    if (s.link && s.link->load() > 0) return;
+  }
+  set_dormant(true);
+  log::debug("closing tunnels: agent idle", {{"agent", agent()}});
+  for (Slot& s : slots_) {
+    s.retry->stop();
+    s.connector.reset();
+    s.backoff = std::chrono::milliseconds(0);
+    if (s.link) s.link->drain();  // May close it at once (link_closed).
+  }
+}
+
+void AgentPool::set_dormant(bool dormant) {
+  if (dormant == dormant_) return;
+  dormant_ = dormant;
+  failures_ = 0;
+  if (standing_ > 0) worker_.standing_changed(dormant ? -1 : 1);
 }
 
 void AgentPool::drain() {
@@ -186,10 +264,12 @@ void AgentPool::drain() {
     s.connector.reset();
     if (s.link) s.link->drain();
   }
+  wake_waiters(false);
 }
 
 void AgentPool::stop() {
   stopping_ = true;
+  waiters_.clear();  // Their exchanges end with the worker.
   for (Slot& s : slots_) {
     s.retry->stop();
     s.connector.reset();

@@ -1,8 +1,11 @@
 #pragma once
-// The edge's tunnels to one origin agent. An AgentPool keeps a number of tunnel connections
-// (config tunnel.connections, default 2) up, reconnecting with capped, jittered backoff; a
-// request goes on the least busy one. A TunnelLink is one of those connections: it passes the
-// events of each stream to the ClientExchange (client_exchange.h) attached to it.
+// The edge's tunnels to one origin agent. An AgentPool keeps this worker's share of
+// tunnel.connections up (the process keeps that many per agent, spread over its workers),
+// reconnecting with capped, jittered backoff; a request goes on the least busy one. A pool
+// whose share is none, or whose agent no request used for tunnel.idle_close, is dormant: it
+// holds no tunnel, and the next request wakes it and waits for one handshake (wait()). A
+// TunnelLink is one of those connections: it passes the events of each stream to the
+// ClientExchange (client_exchange.h) attached to it.
 //
 // Ownership: a worker (EdgeWorker, worker.h) owns one pool per agent (address and name) for its
 // life, and a pool owns its links; a closed link is deleted on a later loop turn. A link only
@@ -68,16 +71,33 @@ class TunnelLink : public tunnel::Session::Handler, public tunnel::Connection::O
   bool ready_ = false;
 };
 
-// The tunnels to one agent: keeps |connections| of them up, reconnecting with backoff.
+// The tunnels to one agent: keeps |standing| of them up, reconnecting with backoff.
 class AgentPool {
  public:
-  // The agent at |address| whose certificate must carry |name|.
-  AgentPool(EdgeWorker& worker, config::HostPort address, std::string name);
+  // The agent at |address| whose certificate must carry |name|; this worker keeps |standing|
+  // tunnels to it (0: dormant until a request comes).
+  AgentPool(EdgeWorker& worker, config::HostPort address, std::string name, uint32_t standing);
   ~AgentPool();
 
-  // The ready tunnel with the fewest streams, or nullptr when none is up.
+  // The ready tunnel with the fewest streams, or nullptr when none is up. Counts as a use of
+  // the agent (tunnel.idle_close).
   TunnelLink* pick();
-  bool up() { return pick() != nullptr; }
+  bool up();
+  // A request may go to (or wait for) this agent: a tunnel is up, or it is dormant, or its
+  // tunnels are being made and none has failed yet. After a failed connect, not until one is
+  // up: requests then go elsewhere at once instead of waiting on backoffs.
+  bool available();
+  // |ex| waits for a tunnel (waking the pool if dormant): it hears on_tunnel_ready() once one
+  // is up, or on_tunnel_failed() if a connect fails first. forget() withdraws it.
+  void wait(ClientExchange* ex);
+  void forget(ClientExchange* ex);
+  // Makes the pool connect now if it is dormant.
+  void want();
+  // Closes this pool's tunnels (drained: open streams finish) if no request used the agent for
+  // |idle| and nothing waits; the pool is dormant after. No-op with |idle| 0.
+  void close_if_idle(std::chrono::milliseconds idle);
+  // Keeps tunnels up without a request: not dormant, with a standing share.
+  bool standing() const { return standing_ > 0 && !dormant_; }
   // This agent's weight for cache key |key| (rendezvous hashing: among a route's agents that
   // are up, the one with the highest weight takes the key).
   uint64_t weight(std::string_view key) const;
@@ -100,6 +120,11 @@ class AgentPool {
   };
   void connect(size_t i);
   void schedule(size_t i);
+  // A connect of slot |i| failed (before a tunnel was up): backoff, and the waiters move on.
+  void connect_failed(size_t i);
+  void set_dormant(bool dormant);
+  // Tells every waiter that a tunnel is up (|up|) or that the connect failed.
+  void wake_waiters(bool up);
 
   EdgeWorker& worker_;
   const config::HostPort address_;
@@ -107,6 +132,11 @@ class AgentPool {
   const std::string agent_;  // address_ as text, for logs.
   const uint64_t seed_;      // Of weight(): a hash of agent_.
   std::vector<Slot> slots_;
+  std::vector<ClientExchange*> waiters_;
+  const uint32_t standing_;    // Tunnels kept up while not dormant (this worker's share).
+  uint32_t failures_ = 0;      // Connects failed since a tunnel was last up (or the pool woke).
+  uint64_t last_used_ms_ = 0;  // Loop time of the last pick() or wait().
+  bool dormant_ = false;
   bool stopping_ = false;
 };
 

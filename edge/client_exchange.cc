@@ -74,6 +74,7 @@ void ClientExchange::begin() {
   expects_continue_ = req.expects_continue();
   pool_ = worker_.pick_pool(*route_, key_);
   if (pool_ == nullptr) return no_tunnel();
+  pool_->want();  // A dormant agent's handshake starts now, beside the store's answer.
   open_stream(false);
 }
 
@@ -101,10 +102,17 @@ void ClientExchange::open_stream(bool full) {
 // down meanwhile, the next agent's), then what of the body has come.
 void ClientExchange::submit(std::span<const proto::VersionId> held) {
   link_ = pool_->pick();
-  if (link_ == nullptr) {
+  if (link_ == nullptr && !pool_->available()) {
     pool_ = worker_.pick_pool(*route_, key_);
     if (pool_ == nullptr) return no_tunnel();
     link_ = pool_->pick();
+  }
+  if (link_ == nullptr) {
+    // Its tunnel is being made (the agent was dormant, or the edge just started): wait for it.
+    if (held.data() != held_.data()) held_.assign(held.begin(), held.end());
+    waiting_ = true;
+    pool_->wait(this);
+    return;
   }
   auto stream = link_->session().submit_request(held, fields_.views(), !has_body_);
   if (!stream.ok()) {
@@ -428,6 +436,22 @@ bool ClientExchange::retry_elsewhere() {
   return true;
 }
 
+void ClientExchange::on_tunnel_ready() {
+  waiting_ = false;
+  if (!finished_) submit(held_);
+}
+
+// The connect this exchange waited on failed: the next agent of the route, else the fallback
+// or 502.
+void ClientExchange::on_tunnel_failed() {
+  waiting_ = false;
+  if (finished_) return;
+  pool_ = worker_.pick_pool(*route_, key_, pool_);
+  if (pool_ == nullptr) return no_tunnel();
+  pool_->want();
+  submit(held_);
+}
+
 void ClientExchange::no_tunnel() {
   if (route_->fallback.empty() || !upgrade_.empty()) {
     // After a lost tunnel, the retry's: the request was cut, not refused at once.
@@ -584,6 +608,8 @@ void ClientExchange::finish() {
   if (finished_) return;
   finished_ = true;
   held_lookup_.cancel();
+  if (waiting_) pool_->forget(this);
+  waiting_ = false;
   base_lookup_.cancel();
   if (direct_) direct_->abandon();
   timeout_.stop();

@@ -79,6 +79,10 @@ class ClientExchange : public http::ServerExchange, private DirectFetch::Sink {
   void on_reset(proto::ResetReason reason);
   void on_window();
   void on_tunnel_lost();
+  // From the AgentPool this exchange waits on (AgentPool::wait): a tunnel is up, or its
+  // connect failed.
+  void on_tunnel_ready();
+  void on_tunnel_failed();
 
  private:
   void on_client_body(std::span<const uint8_t> data);
@@ -155,7 +159,9 @@ class ClientExchange : public http::ServerExchange, private DirectFetch::Sink {
   std::chrono::milliseconds idle_limit_{0};  // The route's request_timeout, or [limits]'.
   uint64_t last_progress_ms_ = 0;
   Pending held_lookup_;  // The store naming the versions held, before the stream opens.
-  Pending base_lookup_;  // The store finding the base a delta names.
+  std::vector<proto::VersionId> held_;   // What they named, kept while waiting for a tunnel.
+  bool waiting_ = false;                 // In pool_'s waiters (AgentPool::wait).
+  Pending base_lookup_;                  // The store finding the base a delta names.
   std::unique_ptr<DirectFetch> direct_;  // Sent to the route's fallback instead of a tunnel.
 };
 

@@ -81,6 +81,8 @@ std::vector<KeyDef<EdgeDraft>> edge_keys() {
                       milliseconds(100), milliseconds(5 * 60 * 1000)),
       duration_key<D>("tunnel.backoff_min", COILGUN_CONFIG_FIELD(cfg.tunnel.backoff_min)),
       duration_key<D>("tunnel.backoff_max", COILGUN_CONFIG_FIELD(cfg.tunnel.backoff_max)),
+      duration_key<D>("tunnel.idle_close", COILGUN_CONFIG_FIELD(cfg.tunnel.idle_close),
+                      milliseconds(0)),
       size_key<D>("tunnel.stream_window", COILGUN_CONFIG_FIELD(cfg.tunnel.stream_window), 1,
                   kMaxWindow),
       size_key<D>("tunnel.connection_window", COILGUN_CONFIG_FIELD(cfg.tunnel.connection_window), 1,

@@ -52,14 +52,19 @@ struct EdgeRoute {
 
 // [tunnel] (edge): the dialing side of the tunnel.
 struct EdgeTunnelConfig {
-  uint32_t connections = 2;            // connections: TLS connections per agent, 1..64.
+  // connections: TLS connections per agent kept by the process (spread over its workers; a
+  // worker whose share is none opens one when a request needs it), 1..64.
+  uint32_t connections = 2;
   milliseconds connect_timeout{2000};  // connect_timeout: TCP + TLS handshake.
   milliseconds ping_interval{10000};   // ping_interval
   // answer_timeout: a request was sent on a tunnel and nothing at all came back for this long
   // (a PING goes with it): the tunnel is dead and its requests fail. 100ms .. 5m.
   milliseconds answer_timeout{1000};
-  milliseconds backoff_min{100};           // backoff_min: first reconnect delay.
-  milliseconds backoff_max{5000};          // backoff_max: cap of the jittered backoff.
+  milliseconds backoff_min{100};   // backoff_min: first reconnect delay.
+  milliseconds backoff_max{5000};  // backoff_max: cap of the jittered backoff.
+  // idle_close: an agent no request used for this long has its tunnels closed; the next
+  // request reconnects (one TLS handshake). 0: never.
+  milliseconds idle_close{0};
   uint64_t stream_window = 1 * kMiB;       // stream_window: 1 .. 2^31-1 bytes.
   uint64_t connection_window = 16 * kMiB;  // connection_window: 1 .. 2^31-1 bytes.
   friend bool operator==(const EdgeTunnelConfig&, const EdgeTunnelConfig&) = default;

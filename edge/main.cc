@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   edge::Shared shared{current, store, metrics, {}};
 
   daemon::DaemonOptions opts = daemon::daemon_options("coilgun-edge", cfg);
+  shared.workers = opts.workers;
   opts.status = [&shared] { return status(shared); };
   opts.reload = daemon::reloader<config::EdgeConfig>(&config::load_edge, tls::Role::kClient, argc,
                                                      argv, env, current, restart_only);
@@ -93,6 +94,6 @@ int main(int argc, char** argv) {
                               {"link_over_body", link_over_body(metrics)},
                               {"store", daemon::store_json(store)}};
       },
-      [&shared, workers = opts.workers] { return shared.workers_with_tunnel.load() == workers; });
+      [&shared, workers = opts.workers] { return shared.workers_ready.load() == workers; });
   return d.run();
 }

@@ -28,6 +28,7 @@ EdgeWorker::EdgeWorker(uv::Loop& loop, Shared& shared, unsigned index)
     : http::Server(loop, server_options(shared.now()->config)),
       shared_(shared),
       index_(index),
+      idle_sweep_(loop),
       rng_(std::random_device{}()) {}
 
 EdgeWorker::~EdgeWorker() {
@@ -40,6 +41,8 @@ Result<uint16_t> EdgeWorker::start(uint16_t port_override) {
   const config::HostPort& l = settings->config.listen;
   COILGUN_TRY(listen(l.host, port_override != 0 ? port_override : l.port));
   connect_routes(settings);  // Tunnels come up now, before the first request needs one.
+  update_ready();
+  sweep_idle();
   log::info("listening", {{"role", "http"}, {"address", address()}, {"worker", index_}});
   return port();
 }
@@ -60,7 +63,14 @@ AgentPool* EdgeWorker::pool_for(const config::EdgeRoute& route, const config::Ho
   const std::string key = agent.to_string() + '|' + name;
   auto it = pools_.find(key);
   if (it != pools_.end()) return it->second.get();
-  auto pool = std::make_unique<AgentPool>(*this, agent, name);
+  // This worker's share of the process's tunnel.connections to the agent; the remainder goes
+  // to workers picked by the agent's address, so that one worker does not hold them all.
+  const uint32_t connections = shared_.now()->config.tunnel.connections;
+  const unsigned workers = std::max(1u, shared_.workers);
+  const size_t spread = std::hash<std::string>{}(key) % workers;
+  const uint32_t share = connections / workers +
+                         ((index_ + workers - spread) % workers < connections % workers ? 1 : 0);
+  auto pool = std::make_unique<AgentPool>(*this, agent, name, share);
   AgentPool* raw = pool.get();
   pools_[key] = std::move(pool);
   return raw;
@@ -72,7 +82,7 @@ AgentPool* EdgeWorker::pick_pool(const config::EdgeRoute& route, std::string_vie
   uint64_t best_weight = 0;
   for (const config::HostPort& a : route.agents) {
     AgentPool* p = pool_for(route, a);
-    if (p == avoid || !p->up()) continue;
+    if (p == avoid || !p->available()) continue;
     const uint64_t w = route.agents.size() == 1 ? 0 : p->weight(key);
     if (best == nullptr || w > best_weight) {
       best = p;
@@ -99,12 +109,43 @@ http::ClientPool& EdgeWorker::direct_pool(const config::BackendUrl& url,
 
 void EdgeWorker::tunnel_up() {
   shared_.metrics.tunnels.add(1);
-  if (tunnels_up_++ == 0) ++shared_.workers_with_tunnel;
+  ++tunnels_up_;
+  update_ready();
 }
 
 void EdgeWorker::tunnel_down() {
   shared_.metrics.tunnels.sub(1);
-  if (--tunnels_up_ == 0) --shared_.workers_with_tunnel;
+  --tunnels_up_;
+  update_ready();
+}
+
+void EdgeWorker::standing_changed(int delta) {
+  standing_pools_ += delta;
+  update_ready();
+}
+
+void EdgeWorker::update_ready() {
+  const bool ready = tunnels_up_ > 0 || standing_pools_ == 0;
+  if (ready == counted_ready_) return;
+  counted_ready_ = ready;
+  if (ready) {
+    ++shared_.workers_ready;
+  } else {
+    --shared_.workers_ready;
+  }
+}
+
+void EdgeWorker::sweep_idle() {
+  const auto idle = shared_.now()->config.tunnel.idle_close;
+  if (idle.count() > 0 && !draining_) {
+    for (auto& [k, p] : pools_) p->close_if_idle(idle);
+  }
+  // A quarter of the idle time, so tunnels close at most a quarter late; checked again each
+  // second while off (a reload may turn it on).
+  const auto period = idle.count() > 0 ? std::clamp(idle / 4, std::chrono::milliseconds(25),
+                                                    std::chrono::milliseconds(1000))
+                                       : std::chrono::milliseconds(1000);
+  idle_sweep_.start(period, [this] { sweep_idle(); });
 }
 
 void EdgeWorker::reloaded() {
@@ -151,6 +192,7 @@ bool EdgeWorker::drained() const {
 
 void EdgeWorker::stop() {
   draining_ = true;
+  idle_sweep_.stop();
   stop_accepting();
   close_all();
   for (auto& [k, p] : pools_) p->stop();

@@ -38,9 +38,12 @@ struct Shared {
   daemon::Reloadable<Settings>& settings;
   VersionStore& store;
   daemon::Metrics& metrics;
-  // Workers with at least one tunnel up: the edge is ready (/ready) when all of them are, since
-  // a client's connection may land on any worker.
-  std::atomic<unsigned> workers_with_tunnel{0};
+  unsigned workers = 1;  // Worker threads (tunnel.connections is spread over them).
+  // Workers that can serve: with a tunnel up, or keeping none by design (every agent's pool is
+  // dormant: no share of tunnel.connections, or idle-closed; a request then waits for one
+  // handshake). The edge is ready (/ready) when all of them are, since a client's connection
+  // may land on any worker.
+  std::atomic<unsigned> workers_ready{0};
   std::shared_ptr<const Settings> now() const { return settings.get(); }
 };
 
@@ -63,10 +66,11 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   std::mt19937& rng() { return rng_; }
   // The pool for |agent| as |route| names it (one per distinct agent address and name).
   AgentPool* pool_for(const config::EdgeRoute& route, const config::HostPort& agent);
-  // The agent of |route| that cache key |key| goes to: of its agents with a tunnel up (other
-  // than |avoid|), the one with the highest AgentPool::weight() for the key. So a key stays
-  // with one agent while that agent is up, and only the keys of an agent that goes down move
-  // (to the next by weight). nullptr when none is up.
+  // The agent of |route| that cache key |key| goes to: of its agents available (a tunnel up,
+  // or dormant, or connecting and not failed: AgentPool::available()) other than |avoid|, the
+  // one with the highest AgentPool::weight() for the key. So a key stays with one agent while
+  // that agent is up, and only the keys of an agent that goes down move (to the next by
+  // weight). nullptr when none is available.
   AgentPool* pick_pool(const config::EdgeRoute& route, std::string_view key,
                        const AgentPool* avoid = nullptr);
   // The keep-alive connections to a route's fallback URL (DirectFetch), made on first use.
@@ -75,6 +79,8 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   // A tunnel of this worker came up / went down (AgentPool).
   void tunnel_up();
   void tunnel_down();
+  // A pool began (+1) or stopped (-1) keeping standing tunnels (AgentPool::standing()).
+  void standing_changed(int delta);
   // Opens tunnels to every agent |settings| routes to, once per snapshot: at start and after
   // a reload, before a request needs them.
   void connect_routes(const std::shared_ptr<const Settings>& settings);
@@ -92,7 +98,15 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   std::unordered_map<std::string, std::unique_ptr<http::ClientPool>> direct_pools_;
   // The snapshot connect_routes() last ran for (held, so that a new one never reuses its address).
   std::shared_ptr<const Settings> routes_of_;
+  // Counts Shared::workers_ready in or out as this worker can serve or not.
+  void update_ready();
+  // Every pool closes its tunnels if its agent was idle for tunnel.idle_close.
+  void sweep_idle();
+
   unsigned tunnels_up_ = 0;
+  int standing_pools_ = 0;
+  bool counted_ready_ = false;
+  uv::Timer idle_sweep_;
   proto::DeltaDecoder decoder_;
   std::mt19937 rng_;
   size_t exchanges_ = 0;

@@ -116,8 +116,8 @@ class Fleet:
             self.edges.append({"proc": e, "port": e.address("http")[1], "admin": e.address("admin")[1],
                                "agents": len(named)})
         for e in self.edges:
-            # Every tunnel of every agent the edge names (tunnel.connections = 2 per agent and
-            # worker), so that no late handshake lands in the byte counts.
+            # Every tunnel of every agent the edge names (tunnel.connections = 2 per agent), so
+            # that no late handshake lands in the byte counts.
             want = 2 * e["agents"]
             launch.wait_until(lambda: launch.metrics(e["admin"])["coilgun_tunnel_connections"] >= want,
                               timeout=15, what=f"{want} tunnel connections on {e['proc'].name}")

@@ -73,7 +73,7 @@ class Setup:
 
     def __init__(self, tmp, n, args, backend_port, certs):
         self.n = n
-        self.tunnels = n * args.connections * args.workers
+        self.tunnels = n * args.connections  # tunnel.connections counts per process.
         self.origin = Process([binary("coilgun-origin"), "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0",
                                "--backend", f"http://127.0.0.1:{backend_port}", "--workers", str(args.workers)]
                               + certs.agent_flags(), "origin", env=merged_env({}))

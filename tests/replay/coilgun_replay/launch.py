@@ -251,7 +251,7 @@ class Pair:
         self.backend_port = backend_port
         self.origin_args = list(origin_args)
         self.workers = workers
-        self.tunnels = int((edge_env or {}).get("COILGUN_TUNNEL_CONNECTIONS", 2)) * workers
+        self.tunnels = int((edge_env or {}).get("COILGUN_TUNNEL_CONNECTIONS", 2))  # Per process.
         if start_origin:
             self.start_origin()
         else:

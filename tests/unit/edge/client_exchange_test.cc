@@ -169,7 +169,7 @@ struct EdgeRig {
     auto p = worker.start(0);
     REQUIRE(p.ok());
     port = *p;
-    REQUIRE(run_until(loop, [this] { return agent.ready() && shared.workers_with_tunnel == 1; }));
+    REQUIRE(run_until(loop, [this] { return agent.ready() && shared.workers_ready == 1; }));
   }
 
   // The edge's cache key for |target| on host example.com.
