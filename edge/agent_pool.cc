@@ -107,8 +107,24 @@ AgentPool::AgentPool(EdgeWorker& worker, config::HostPort address, std::string n
 AgentPool::~AgentPool() { stop(); }
 
 void AgentPool::connect(size_t i) {
-  if (stopping_ || dormant_) return;
   Slot& slot = slots_[i];
+  if (stopping_ || dormant_ || slot.queued || slot.holds_place || slot.link) return;
+  slot.queued = true;
+  // A connect a request waits for goes before those that only keep tunnels up.
+  worker_.queue_connect([this, i] { dial(i); }, !waiters_.empty());
+}
+
+void AgentPool::release_place(Slot& slot) {
+  if (!slot.holds_place) return;
+  slot.holds_place = false;
+  worker_.connect_done();
+}
+
+void AgentPool::dial(size_t i) {
+  Slot& slot = slots_[i];
+  slot.queued = false;
+  slot.holds_place = true;
+  if (stopping_ || dormant_) return release_place(slot);
   slot.connector = std::make_unique<uv::TcpConnector>(worker_.loop());
   slot.connector->connect(
       address_.host, address_.port, worker_.shared().now()->config.tunnel.connect_timeout,
@@ -144,6 +160,8 @@ void AgentPool::schedule(size_t i) {
 }
 
 void AgentPool::connect_failed(size_t i) {
+  release_place(slots_[i]);
+  if (dormant_) return;  // The idle close cut a handshake short.
   ++failures_;
   schedule(i);
   wake_waiters(false);
@@ -163,7 +181,9 @@ void AgentPool::wake_waiters(bool up) {
 
 void AgentPool::link_ready(TunnelLink* link) {
   for (Slot& s : slots_) {
-    if (s.link.get() == link) s.backoff = std::chrono::milliseconds(0);
+    if (s.link.get() != link) continue;
+    s.backoff = std::chrono::milliseconds(0);
+    release_place(s);
   }
   failures_ = 0;
   worker_.tunnel_up();
@@ -213,7 +233,7 @@ bool AgentPool::up() {
                      [](const Slot& s) { return s.link && s.link->ready(); });
 }
 
-bool AgentPool::available() { return !stopping_ && (failures_ == 0 || up()); }
+bool AgentPool::available() { return !stopping_ && (dormant_ || failures_ == 0 || up()); }
 
 void AgentPool::want() {
   last_used_ms_ = worker_.loop().now_ms();
@@ -222,9 +242,7 @@ void AgentPool::want() {
   failures_ = 0;
   // A pool without a standing share makes one tunnel; a slot still draining from the idle
   // close reconnects when it is gone (link_closed).
-  for (size_t i = 0; i < std::max<uint32_t>(1, standing_); ++i) {
-    if (!slots_[i].link && !slots_[i].connector) connect(i);
-  }
+  for (size_t i = 0; i < std::max<uint32_t>(1, standing_); ++i) connect(i);
 }
 
 void AgentPool::wait(ClientExchange* ex) {
@@ -246,6 +264,7 @@ void AgentPool::close_if_idle(std::chrono::milliseconds idle) {
     s.retry->stop();
     s.connector.reset();
     s.backoff = std::chrono::milliseconds(0);
+    if (!s.link) release_place(s);
     if (s.link) s.link->drain();  // May close it at once (link_closed).
   }
 }
@@ -262,6 +281,7 @@ void AgentPool::drain() {
   for (Slot& s : slots_) {
     s.retry->stop();
     s.connector.reset();
+    if (!s.link) release_place(s);
     if (s.link) s.link->drain();
   }
   wake_waiters(false);

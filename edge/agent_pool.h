@@ -117,8 +117,14 @@ class AgentPool {
     std::unique_ptr<TunnelLink> link;
     std::unique_ptr<uv::Timer> retry;
     std::chrono::milliseconds backoff{0};
+    bool queued = false;       // Waiting for a place among the worker's handshakes.
+    bool holds_place = false;  // Holds one, until its tunnel is up or the connect failed.
   };
+  // Queues slot |i|'s connect for a place among the worker's handshakes
+  // (EdgeWorker::queue_connect); dial() makes it once there is one.
   void connect(size_t i);
+  void dial(size_t i);
+  void release_place(Slot& slot);
   void schedule(size_t i);
   // A connect of slot |i| failed (before a tunnel was up): backoff, and the waiters move on.
   void connect_failed(size_t i);

@@ -84,6 +84,8 @@ std::vector<KeyDef<EdgeDraft>> edge_keys() {
       duration_key<D>("tunnel.backoff_max", COILGUN_CONFIG_FIELD(cfg.tunnel.backoff_max)),
       duration_key<D>("tunnel.idle_close", COILGUN_CONFIG_FIELD(cfg.tunnel.idle_close),
                       milliseconds(0)),
+      int_key<D>("tunnel.max_pending_handshakes",
+                 COILGUN_CONFIG_FIELD(cfg.tunnel.max_pending_handshakes), 1, 4096),
       size_key<D>("tunnel.stream_window", COILGUN_CONFIG_FIELD(cfg.tunnel.stream_window), 1,
                   kMaxWindow),
       size_key<D>("tunnel.connection_window", COILGUN_CONFIG_FIELD(cfg.tunnel.connection_window), 1,

@@ -65,6 +65,10 @@ struct EdgeTunnelConfig {
   // idle_close: an agent no request used for this long has its tunnels closed; the next
   // request reconnects (one TLS handshake). 0: never.
   milliseconds idle_close{0};
+  // max_pending_handshakes: tunnels of the whole process (spread over its workers) in their TCP
+  // and TLS handshake at once; more wait their turn, so that an edge starting with thousands of
+  // agents, or an agent host coming back, is not hit by every handshake at the same moment.
+  uint32_t max_pending_handshakes = 32;
   uint64_t stream_window = 1 * kMiB;       // stream_window: 1 .. 2^31-1 bytes.
   uint64_t connection_window = 16 * kMiB;  // connection_window: 1 .. 2^31-1 bytes.
   friend bool operator==(const EdgeTunnelConfig&, const EdgeTunnelConfig&) = default;

@@ -135,6 +135,34 @@ void EdgeWorker::update_ready() {
   }
 }
 
+void EdgeWorker::queue_connect(std::function<void()> dial, bool urgent) {
+  if (urgent) {
+    connect_queue_.push_front(std::move(dial));
+  } else {
+    connect_queue_.push_back(std::move(dial));
+  }
+  next_connects();
+}
+
+void EdgeWorker::connect_done() {
+  --connecting_;
+  next_connects();
+}
+
+void EdgeWorker::next_connects() {
+  if (starting_next_ || draining_) return;
+  starting_next_ = true;
+  const unsigned limit = std::max(
+      1u, shared_.now()->config.tunnel.max_pending_handshakes / std::max(1u, shared_.workers));
+  while (connecting_ < limit && !connect_queue_.empty()) {
+    std::function<void()> dial = std::move(connect_queue_.front());
+    connect_queue_.pop_front();
+    ++connecting_;
+    dial();
+  }
+  starting_next_ = false;
+}
+
 void EdgeWorker::sweep_idle() {
   const auto idle = shared_.now()->config.tunnel.idle_close;
   if (idle.count() > 0 && !draining_) {
@@ -193,6 +221,7 @@ bool EdgeWorker::drained() const {
 void EdgeWorker::stop() {
   draining_ = true;
   idle_sweep_.stop();
+  connect_queue_.clear();
   stop_accepting();
   close_all();
   for (auto& [k, p] : pools_) p->stop();

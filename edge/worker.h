@@ -13,6 +13,8 @@
 // (exchange_done()), for drained().
 
 #include <atomic>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -81,6 +83,12 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   void tunnel_down();
   // A pool began (+1) or stopped (-1) keeping standing tunnels (AgentPool::standing()).
   void standing_changed(int delta);
+  // Runs |dial| once this worker has fewer than its share of tunnel.max_pending_handshakes
+  // connects in flight (at once if it has): first in line if |urgent| (a request waits for
+  // it), else last. Each |dial| that ran must be followed by one connect_done() when its
+  // handshake ended, whatever the outcome.
+  void queue_connect(std::function<void()> dial, bool urgent);
+  void connect_done();
   // Opens tunnels to every agent |settings| routes to, once per snapshot: at start and after
   // a reload, before a request needs them.
   void connect_routes(const std::shared_ptr<const Settings>& settings);
@@ -102,11 +110,16 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   void update_ready();
   // Every pool closes its tunnels if its agent was idle for tunnel.idle_close.
   void sweep_idle();
+  // Starts queued connects while there is room.
+  void next_connects();
 
   unsigned tunnels_up_ = 0;
   int standing_pools_ = 0;
   bool counted_ready_ = false;
   uv::Timer idle_sweep_;
+  std::deque<std::function<void()>> connect_queue_;
+  unsigned connecting_ = 0;     // Connects started and not done.
+  bool starting_next_ = false;  // Inside next_connects() (a dial may end at once).
   proto::DeltaDecoder decoder_;
   std::mt19937 rng_;
   size_t exchanges_ = 0;

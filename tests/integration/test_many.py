@@ -75,10 +75,10 @@ class TestManyOrigins(PairTestCase):
     ROUTES = 300
     BOUND_KIB = 48  # Issue #13: memory per idle tunnel on each side, TLS included.
 
-    def edge(self, routes, agent_port, certs, name):
+    def edge(self, routes, agent_port, certs, name, env=None):
         config = os.path.join(self.tmp, f"{name}.toml")
         many_origins.edge_config(config, routes, agent_port, certs, workers=1, connections=1)
-        e = harness.Process([harness.binary("coilgun-edge"), "-c", config], name)
+        e = harness.Process([harness.binary("coilgun-edge"), "-c", config], name, env=harness.merged_env(env))
         self.procs.append(e)
         _, http = e.address("http")
         _, admin = e.address("admin")
@@ -86,15 +86,19 @@ class TestManyOrigins(PairTestCase):
                            what=f"{routes} tunnels on {name}")
         return e, http, admin
 
-    def test_three_hundred_agent_addresses_each_answer_within_the_memory_bound(self):
-        certs = harness.Certs(os.path.join(self.tmp, "certs"), agent_names=("localhost",))
+    def agent(self, certs, env=None):
         backend = harness.Process([harness.binary("coilgun-sample-origin"), "--listen", "127.0.0.1:0"], "backend")
         self.procs.append(backend)
         _, backend_port = backend.address("origin")
         agent = harness.Process([harness.binary("coilgun-origin"), "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0",
                                  "--backend", f"http://127.0.0.1:{backend_port}", "--workers", "1"]
-                                + certs.agent_flags(), "origin")
+                                + certs.agent_flags(), "origin", env=harness.merged_env(env))
         self.procs.append(agent)
+        return agent
+
+    def test_three_hundred_agent_addresses_each_answer_within_the_memory_bound(self):
+        certs = harness.Certs(os.path.join(self.tmp, "certs"), agent_names=("localhost",))
+        agent = self.agent(certs)
         _, agent_port = agent.address("tunnel")
         small, _, _ = self.edge(1, agent_port, certs, "edge-1")
         time.sleep(1)  # Lets the handshakes' leftovers be freed before RSS is read; not a wait for an event.
@@ -111,6 +115,17 @@ class TestManyOrigins(PairTestCase):
             return  # ASan's redzones and shadow: the release run of this test checks the bound.
         for side, kib in per_tunnel.items():
             self.assertLess(kib, self.BOUND_KIB, f"{side}: {kib:.1f} KiB per idle tunnel")
+
+    def test_an_edge_starting_with_three_hundred_agents_dials_a_few_at_a_time(self):
+        # The agent refuses a source with more than 8 connections in their handshake; an edge
+        # dialling every agent at once met that limit (and the agent's warning) at start.
+        certs = harness.Certs(os.path.join(self.tmp, "certs"), agent_names=("localhost",))
+        agent = self.agent(certs, {"COILGUN_TUNNEL_MAX_PENDING_PER_SOURCE": "8"})
+        _, agent_port = agent.address("tunnel")
+        _, agent_admin = agent.address("admin")
+        self.edge(self.ROUTES, agent_port, certs, "edge", {"COILGUN_TUNNEL_MAX_PENDING_HANDSHAKES": "8"})
+        self.assertEqual(metrics(agent_admin).get('coilgun_errors_total{reason="tunnel_handshake_limit"}', 0), 0)
+        self.assertEqual([r for r in agent.records() if "too many connections" in r.get("msg", "")], [])
 
 
 if __name__ == "__main__":

@@ -174,13 +174,14 @@ TEST_CASE("The origin's handshake limits are bounded and errors name file, line 
              Contains("environment variable COILGUN_TUNNEL_HANDSHAKE_TIMEOUT: "
                       "must be between 100ms and 5m, got 1h"));
 
-  // They belong to the accepting side: the edge does not know them.
+  // The per-source bound belongs to the accepting side: the edge does not know it (its own
+  // tunnel.max_pending_handshakes bounds the handshakes it starts).
   auto on_edge = parse_edge_toml(std::string("agent = \"10.0.0.1:2408\"\n") + kTlsToml +
-                                     "[tunnel]\nmax_pending_handshakes = 4\n",
+                                     "[tunnel]\nmax_pending_per_source = 4\n",
                                  "e.toml");
   REQUIRE_FALSE(on_edge.ok());
   CHECK_THAT(on_edge.error().message,
-             Contains("e.toml:7: unknown key \"tunnel.max_pending_handshakes\""));
+             Contains("e.toml:7: unknown key \"tunnel.max_pending_per_source\""));
 }
 
 TEST_CASE("to_toml prints every key and round-trips an origin config", "[config]") {
