@@ -44,6 +44,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "replay"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coilgun_replay import launch  # noqa: E402
+import many_origins  # noqa: E402
 
 CORPUS = os.environ.get("COILGUN_CORPUS", os.path.join(launch.ROOT, "..", "shared", "corpus"))
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -60,7 +61,8 @@ def parse_args(argv):
     p.add_argument("--template", help="the real page /bench pages are made of")
     p.add_argument("--only", help="comma-separated subset of the setups")
     p.add_argument("--sections", default="throughput,slowlink,memory",
-                   help="comma-separated: throughput, slowlink, memory, fleet (tests/bench/fleet.py)")
+                   help="comma-separated: throughput, slowlink, memory, fleet (tests/bench/fleet.py), "
+                        "many-origins (tests/bench/many_origins.py, its options prefixed --many-)")
     p.add_argument("--slow-versions", type=int, default=20,
                    help="versions of each corpus series fetched back to back over each slow link")
     p.add_argument("--slow-idle", type=float, default=2.0,
@@ -73,6 +75,7 @@ def parse_args(argv):
     p.add_argument("--index-fresh",
                    help="store.memcached_index_fresh of the daemons that use memcached, e.g. 50ms "
                         "(0ms: every request reads its page's index; default: the daemons' own)")
+    many_origins.add_arguments(p, "many-")
     p.add_argument("--fleet-passes", type=int, default=1,
                    help="times each fleet setup runs (the setups taking turns); latencies pooled")
     p.add_argument("--idle-connections", type=int, default=10000)
@@ -718,7 +721,7 @@ def main(argv=None):
     if args.index_fresh:
         SHARED_ENV["COILGUN_STORE_MEMCACHED_INDEX_FRESH"] = args.index_fresh
     template = args.template or default_template()
-    results, memory, slow, fleet_report = {}, None, None, None
+    results, memory, slow, fleet_report, many = {}, None, None, None, None
     tmp = tempfile.mkdtemp(prefix="coilgun-bench-")
     try:
         certs = launch.Certs(os.path.join(tmp, "certs"))
@@ -738,17 +741,22 @@ def main(argv=None):
                 import fleet
                 fleet_report = fleet.fleet_section(tmp, certs, CORPUS, corpus_requests(1 << 30),
                                                    args.fleet_passes, SHARED_ENV)
+            if "many-origins" in sections:
+                many = many_origins.section(tmp, backend_port, args)
         finally:
             backend.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report = {"template": template, "duration_s": args.duration, "connections": args.connections,
               "sizes_kb": sizes, "throughput": results, "ratios": ratios(results), "slow_link": slow,
-              "memory": memory, "fleet": fleet_report}
+              "memory": memory, "fleet": fleet_report,
+              "many_origins": {"base": many[0], "runs": many[1]} if many else None}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
         table(report)
+        if many:
+            many_origins.table(*many)
     return 0
 
 

@@ -2,8 +2,10 @@
 each to a distinct 127.x.y.z address of that agent, as a CDN edge carrying N small sites.
 
     COILGUN_BUILD=build/release python3 tests/bench/many_origins.py --counts 100,1000
+    bash tests/bench/run-pairs.sh --sections many-origins --many-counts 100,1000,5000 --many-requests
 
-For each N it prints the time until every tunnel is up, both daemons' RSS, the memory each idle
+For each N it prints the time until every tunnel is up, how long a reload (SIGHUP) of the same
+file takes, both daemons' RSS, the memory each idle
 tunnel costs on each side (the RSS difference against a run with --base routes, over the
 difference in tunnels), idle CPU over --idle seconds, and with --requests the p50/p99 of a first
 and of a second request to each host and what those left behind per route once idle again.
@@ -12,6 +14,7 @@ and of a second request to each host and what those left behind per route once i
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -73,14 +76,14 @@ class Setup:
 
     def __init__(self, tmp, n, args, backend_port, certs):
         self.n = n
-        self.tunnels = n * args.connections  # tunnel.connections counts per process.
+        self.tunnels = n * args.many_connections  # tunnel.connections counts per process.
         self.origin = Process([binary("coilgun-origin"), "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0",
-                               "--backend", f"http://127.0.0.1:{backend_port}", "--workers", str(args.workers)]
+                               "--backend", f"http://127.0.0.1:{backend_port}", "--workers", str(args.many_workers)]
                               + certs.agent_flags(), "origin", env=merged_env({}))
         _, self.agent_port = self.origin.address("tunnel")
         _, self.origin_admin = self.origin.address("admin")
         config = os.path.join(tmp, f"edge-{n}.toml")
-        edge_config(config, n, self.agent_port, certs, args.workers, args.connections, args.edge_extra)
+        edge_config(config, n, self.agent_port, certs, args.many_workers, args.many_connections, args.many_edge_extra)
         self.started = time.monotonic()
         self.edge = Process([binary("coilgun-edge"), "-c", config], "edge", env=merged_env({}))
         _, self.http_port = self.edge.address("http")
@@ -100,15 +103,20 @@ def measure(tmp, n, args, backend_port, certs):
         time.sleep(1)  # Lets the handshakes' leftovers be freed before RSS is read; not a wait for an event.
         out = {"n": n, "tunnels": s.tunnels, "up_s": s.up_s,
                "edge_rss_kib": s.edge.rss_kib(), "origin_rss_kib": s.origin.rss_kib()}
-        if args.idle > 0:
+        # A reload of the same file: read, validated, compared and applied by every worker.
+        start = time.monotonic()
+        s.edge.signal(signal.SIGHUP)
+        s.edge.wait_for(lambda r: r.get("msg") == "reloaded", timeout=60, what="reloaded")
+        out["reload_s"] = time.monotonic() - start
+        if args.many_idle > 0:
             c0 = (cpu_seconds(s.edge.proc.pid), cpu_seconds(s.origin.proc.pid))
-            time.sleep(args.idle)  # The idle period measured.
+            time.sleep(args.many_idle)  # The idle period measured.
             c1 = (cpu_seconds(s.edge.proc.pid), cpu_seconds(s.origin.proc.pid))
-            out["idle_cpu_pct"] = [100 * (b - a) / args.idle for a, b in zip(c0, c1)]
-        if args.requests:
+            out["idle_cpu_pct"] = [100 * (b - a) / args.many_idle for a, b in zip(c0, c1)]
+        if args.many_requests:
             hosts = [f"site{i}.test" for i in range(n)]
-            first = [fetch_ms(s.http_port, h, args.path) for h in hosts]
-            second = [fetch_ms(s.http_port, h, args.path) for h in hosts]
+            first = [fetch_ms(s.http_port, h, args.many_path) for h in hosts]
+            second = [fetch_ms(s.http_port, h, args.many_path) for h in hosts]
             out["first_ms"] = [pick(first, 0.5), pick(first, 0.99)]
             out["second_ms"] = [pick(second, 0.5), pick(second, 0.99)]
             time.sleep(1)  # As above: the tunnels idle again before RSS is read.
@@ -118,43 +126,60 @@ def measure(tmp, n, args, backend_port, certs):
         s.stop()
 
 
+def section(tmp, backend_port, args):
+    """The runs for --base and each of --counts; returns (base, [result])."""
+    certs = Certs(os.path.join(tmp, "many-certs"), agent_names=("localhost",))
+    base = measure(tmp, args.many_base, argparse.Namespace(**{**vars(args), "many_idle": 0, "many_requests": False}),
+                   backend_port, certs)
+    return base, [measure(tmp, int(c), args, backend_port, certs) for c in str(args.many_counts).split(",")]
+
+
+def table(base, rows):
+    print(f"\nmany origins: one agent, an edge with N routes to distinct 127.1.x.y addresses "
+          f"(base {base['n']} routes: edge {base['edge_rss_kib'] / 1024:.1f} MiB, "
+          f"agent {base['origin_rss_kib'] / 1024:.1f} MiB)")
+    for r in rows:
+        extra = r["tunnels"] - base["tunnels"]
+        per = [(r[k] - base[k]) / extra for k in ("edge_rss_kib", "origin_rss_kib")]
+        line = (f"{r['n']} routes, {r['tunnels']} tunnels: up in {r['up_s']:.2f} s, reload {r['reload_s']:.2f} s; "
+                f"RSS edge {r['edge_rss_kib'] / 1024:.1f} MiB, agent {r['origin_rss_kib'] / 1024:.1f} MiB; "
+                f"per tunnel edge {per[0]:.1f} KiB, agent {per[1]:.1f} KiB")
+        if "idle_cpu_pct" in r:
+            line += f"; idle CPU edge {r['idle_cpu_pct'][0]:.2f}%, agent {r['idle_cpu_pct'][1]:.2f}%"
+        if "first_ms" in r:
+            grown = [(a - r[k]) / r["n"] for a, k in zip(r["after_kib"], ("edge_rss_kib", "origin_rss_kib"))]
+            line += (f"; first request p50/p99 {r['first_ms'][0]:.2f}/{r['first_ms'][1]:.2f} ms, "
+                     f"second {r['second_ms'][0]:.2f}/{r['second_ms'][1]:.2f} ms; idle again, RSS grew "
+                     f"{grown[0]:.1f} KiB (edge) and {grown[1]:.1f} KiB (agent) per route")
+        print(line, flush=True)
+
+
+def add_arguments(p, prefix=""):
+    p.add_argument(f"--{prefix}counts", dest="many_counts", default="100,1000")
+    p.add_argument(f"--{prefix}base", dest="many_base", type=int, default=10,
+                   help="routes of the run the others are compared with")
+    p.add_argument(f"--{prefix}workers", dest="many_workers", type=int, default=2)
+    p.add_argument(f"--{prefix}connections", dest="many_connections", type=int, default=2)
+    p.add_argument(f"--{prefix}idle", dest="many_idle", type=float, default=30.0,
+                   help="seconds of idle CPU measured (0: none)")
+    p.add_argument(f"--{prefix}requests", dest="many_requests", action="store_true",
+                   help="a first and a second request to each host")
+    p.add_argument(f"--{prefix}path", dest="many_path", default="/",
+                   help="what the requests ask for: / is the sample site's front page (both daemons then "
+                        "keep its versions); /status/204 has no body (what a request leaves in the tunnels alone)")
+    p.add_argument(f"--{prefix}edge-extra", dest="many_edge_extra", default="",
+                   help="TOML lines added to the edge's config")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--counts", default="100,1000")
-    p.add_argument("--base", type=int, default=10, help="routes of the run the others are compared with")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--connections", type=int, default=2)
-    p.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measured (0: none)")
-    p.add_argument("--requests", action="store_true", help="a first and a second request to each host")
-    p.add_argument("--path", default="/", help="what the requests ask for: / is the sample site's front "
-                   "page (both daemons then keep its versions); /status/204 has no body (what a request "
-                   "leaves in the tunnels alone)")
-    p.add_argument("--edge-extra", default="", help="TOML lines added to the edge's config")
+    add_arguments(p)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        certs = Certs(os.path.join(tmp, "certs"), agent_names=("localhost",))
         backend = Process([binary("coilgun-sample-origin"), "--listen", "127.0.0.1:0"], "backend")
         try:
             _, backend_port = backend.address("origin")
-            base = measure(tmp, args.base, argparse.Namespace(**{**vars(args), "idle": 0, "requests": False}),
-                           backend_port, certs)
-            print(f"base: {args.base} routes, {base['tunnels']} tunnels: edge {base['edge_rss_kib'] / 1024:.1f} MiB, "
-                  f"agent {base['origin_rss_kib'] / 1024:.1f} MiB", flush=True)
-            for n in (int(c) for c in args.counts.split(",")):
-                r = measure(tmp, n, args, backend_port, certs)
-                extra = r["tunnels"] - base["tunnels"]
-                per = [(r[k] - base[k]) / extra for k in ("edge_rss_kib", "origin_rss_kib")]
-                line = (f"{n} routes, {r['tunnels']} tunnels: up in {r['up_s']:.2f} s; RSS edge "
-                        f"{r['edge_rss_kib'] / 1024:.1f} MiB, agent {r['origin_rss_kib'] / 1024:.1f} MiB; "
-                        f"per tunnel edge {per[0]:.1f} KiB, agent {per[1]:.1f} KiB")
-                if "idle_cpu_pct" in r:
-                    line += f"; idle CPU edge {r['idle_cpu_pct'][0]:.2f}%, agent {r['idle_cpu_pct'][1]:.2f}%"
-                if "first_ms" in r:
-                    grown = [(a - r[k]) / n for a, k in zip(r["after_kib"], ("edge_rss_kib", "origin_rss_kib"))]
-                    line += (f"; first request p50/p99 {r['first_ms'][0]:.2f}/{r['first_ms'][1]:.2f} ms, "
-                             f"second {r['second_ms'][0]:.2f}/{r['second_ms'][1]:.2f} ms; idle again, RSS grew "
-                             f"{grown[0]:.1f} KiB (edge) and {grown[1]:.1f} KiB (agent) per route")
-                print(line, flush=True)
+            table(*section(tmp, backend_port, args))
         finally:
             backend.stop()
 

@@ -3,7 +3,8 @@
 # builds the release configuration and runs tests/bench/bench_pairs.py: throughput and latency
 # at 10/100/400 KB, the corpus over emulated slow links (needs root: network namespaces and TUN
 # devices), memory. About 25 minutes. --sections fleet: 4 edges, 2 agents, 2 memcached
-# (tests/bench/fleet.py).
+# (tests/bench/fleet.py). --sections many-origins: one agent, one edge with N routes to distinct
+# addresses (tests/bench/many_origins.py; --many-counts 100,1000,5000 --many-requests).
 #
 #   bash tests/bench/run-pairs.sh [bench_pairs.py options, e.g. --json or --sections memory]
 #
