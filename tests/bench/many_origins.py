@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -126,9 +127,24 @@ def measure(tmp, n, args, backend_port, certs):
         s.stop()
 
 
+def check_seconds(tmp, n, certs):
+    """Seconds `coilgun-edge -c FILE --check` takes on a file with |n| routes (best of 3)."""
+    config = os.path.join(tmp, f"check-{n}.toml")
+    edge_config(config, n, 2408, certs, 2, 2)
+    times = []
+    for _ in range(3):
+        start = time.monotonic()
+        subprocess.run([binary("coilgun-edge"), "-c", config, "--check"], check=True, capture_output=True)
+        times.append(time.monotonic() - start)
+    return min(times)
+
+
 def section(tmp, backend_port, args):
     """The runs for --base and each of --counts; returns (base, [result])."""
     certs = Certs(os.path.join(tmp, "many-certs"), agent_names=("localhost",))
+    if args.many_check:
+        print(f"many origins: --check of {args.many_check} routes: {check_seconds(tmp, args.many_check, certs):.2f} s",
+              flush=True)
     base = measure(tmp, args.many_base, argparse.Namespace(**{**vars(args), "many_idle": 0, "many_requests": False}),
                    backend_port, certs)
     return base, [measure(tmp, int(c), args, backend_port, certs) for c in str(args.many_counts).split(",")]
@@ -167,6 +183,8 @@ def add_arguments(p, prefix=""):
     p.add_argument(f"--{prefix}path", dest="many_path", default="/",
                    help="what the requests ask for: / is the sample site's front page (both daemons then "
                         "keep its versions); /status/204 has no body (what a request leaves in the tunnels alone)")
+    p.add_argument(f"--{prefix}check", dest="many_check", type=int, default=10000,
+                   help="also time --check on a file with this many routes (0: not)")
     p.add_argument(f"--{prefix}edge-extra", dest="many_edge_extra", default="",
                    help="TOML lines added to the edge's config")
 
