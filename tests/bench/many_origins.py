@@ -22,8 +22,9 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "replay"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from coilgun_replay.launch import Certs, Process, binary, merged_env, wait_until  # noqa: E402
+from coilgun_replay.launch import Certs, Process, binary, free_port, merged_env, wait_until  # noqa: E402
 
 
 def agent_address(i):
@@ -127,6 +128,79 @@ def measure(tmp, n, args, backend_port, certs):
         s.stop()
 
 
+NGINX_MANY_EDGE_SERVER = """
+  upstream up{i} {{ server {addr}:{port}; keepalive 2; }}
+  server {{
+    listen 127.0.0.1:{listen};
+    server_name site{i}.test;
+    location / {{
+      proxy_pass https://up{i};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_ssl_protocols TLSv1.3;
+      proxy_ssl_certificate {certs}/edge-edge.pem;
+      proxy_ssl_certificate_key {certs}/edge-edge.key;
+      proxy_ssl_trusted_certificate {certs}/ca.pem;
+      proxy_ssl_verify on;
+      proxy_ssl_name localhost;
+      proxy_ssl_session_reuse on;
+    }}
+  }}
+"""
+
+
+def established_to(port):
+    """TCP connections established to local port |port| (counted on the connecting side)."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def nginx_peer(tmp, n, args, backend_port, certs):
+    """The same shape through nginx: an nginx origin (mutual TLS, like the agent) on 0.0.0.0 in
+    front of the backend, and an nginx edge with one server and one keep-alive TLS upstream per
+    host (127.1.x.y). nginx opens upstream connections on demand, so its figures are taken
+    after one request to each host: RSS per idle upstream connection (against the RSS before
+    any request) and the first and second request's latency."""
+    import bench_pairs  # Here, not at the top: bench_pairs imports this module.
+    user = "user root;" if os.geteuid() == 0 else ""
+    origin_port, edge_port = free_port(), free_port()
+    head = bench_pairs.NGINX_HEAD.format(user=user, workers=args.many_workers, dir="{dir}")
+    origin_conf = bench_pairs.NGINX_ORIGIN.format(user=user, workers=args.many_workers, dir="{dir}",
+                                                  backend=backend_port, host="0.0.0.0", port=origin_port,
+                                                  certs=certs.dir, gzip="gzip off;")
+    servers = "".join(NGINX_MANY_EDGE_SERVER.format(i=i, addr=agent_address(i), port=origin_port, listen=edge_port,
+                                                    certs=certs.dir) for i in range(n))
+    procs = []
+    try:
+        for role, conf in (("origin", origin_conf), ("edge", head + servers + "}\n")):
+            d = os.path.join(tmp, f"nginx-many-{n}-{role}")
+            os.makedirs(d, exist_ok=True)
+            path = os.path.join(d, "nginx.conf")
+            with open(path, "w") as f:
+                f.write(conf.replace("{dir}", d))
+            procs.append(subprocess.Popen([bench_pairs.NGINX, "-p", d, "-c", path], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        for port in (origin_port, edge_port):
+            wait_until(lambda: bench_pairs.port_open(port), timeout=60, what=f"nginx on {port}")
+        pids = [[p.pid] + bench_pairs.children(p.pid) for p in procs]
+        before = [bench_pairs.rss_kib(x) for x in pids]
+        hosts = [f"site{i}.test" for i in range(n)]
+        first = [fetch_ms(edge_port, h, args.many_path) for h in hosts]
+        second = [fetch_ms(edge_port, h, args.many_path) for h in hosts]
+        time.sleep(1)  # As for Coilgun: idle again before RSS is read.
+        after = [bench_pairs.rss_kib(x) for x in pids]
+        conns = established_to(origin_port)
+        return {"n": n, "connections": conns, "rss_kib": after,
+                "per_connection_kib": [(a - b) / max(1, conns) for a, b in zip(after, before)],
+                "first_ms": [pick(first, 0.5), pick(first, 0.99)], "second_ms": [pick(second, 0.5), pick(second, 0.99)]}
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+
+
 def check_seconds(tmp, n, certs):
     """Seconds `coilgun-edge -c FILE --check` takes on a file with |n| routes (best of 3)."""
     config = os.path.join(tmp, f"check-{n}.toml")
@@ -147,7 +221,13 @@ def section(tmp, backend_port, args):
               flush=True)
     base = measure(tmp, args.many_base, argparse.Namespace(**{**vars(args), "many_idle": 0, "many_requests": False}),
                    backend_port, certs)
-    return base, [measure(tmp, int(c), args, backend_port, certs) for c in str(args.many_counts).split(",")]
+    rows = []
+    for c in str(args.many_counts).split(","):
+        r = measure(tmp, int(c), args, backend_port, certs)
+        if args.many_nginx:
+            r["nginx"] = nginx_peer(tmp, int(c), args, backend_port, certs)
+        rows.append(r)
+    return base, rows
 
 
 def table(base, rows):
@@ -168,6 +248,13 @@ def table(base, rows):
                      f"second {r['second_ms'][0]:.2f}/{r['second_ms'][1]:.2f} ms; idle again, RSS grew "
                      f"{grown[0]:.1f} KiB (edge) and {grown[1]:.1f} KiB (agent) per route")
         print(line, flush=True)
+        if "nginx" in r:
+            x = r["nginx"]
+            print(f"  nginx, {x['n']} upstreams: {x['connections']} keep-alive TLS upstream connections after the "
+                  f"requests; RSS edge {x['rss_kib'][1] / 1024:.1f} MiB, origin {x['rss_kib'][0] / 1024:.1f} MiB; "
+                  f"per idle connection edge {x['per_connection_kib'][1]:.1f} KiB, origin "
+                  f"{x['per_connection_kib'][0]:.1f} KiB; first request p50/p99 {x['first_ms'][0]:.2f}/"
+                  f"{x['first_ms'][1]:.2f} ms, second {x['second_ms'][0]:.2f}/{x['second_ms'][1]:.2f} ms", flush=True)
 
 
 def add_arguments(p, prefix=""):
@@ -183,6 +270,8 @@ def add_arguments(p, prefix=""):
     p.add_argument(f"--{prefix}path", dest="many_path", default="/",
                    help="what the requests ask for: / is the sample site's front page (both daemons then "
                         "keep its versions); /status/204 has no body (what a request leaves in the tunnels alone)")
+    p.add_argument(f"--{prefix}nginx", dest="many_nginx", action="store_true",
+                   help="the same shape through nginx (one keep-alive TLS upstream per host) after each N")
     p.add_argument(f"--{prefix}check", dest="many_check", type=int, default=10000,
                    help="also time --check on a file with this many routes (0: not)")
     p.add_argument(f"--{prefix}edge-extra", dest="many_edge_extra", default="",
