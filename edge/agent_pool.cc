@@ -64,6 +64,7 @@ void TunnelLink::on_send_window(uint32_t stream) {
 }
 
 void TunnelLink::on_goaway(uint32_t, proto::GoawayCode) {
+  peer_drained_ = true;
   log::info("agent draining this tunnel", {{"agent", pool_.agent()}});
 }
 
@@ -206,8 +207,13 @@ void AgentPool::link_closed(TunnelLink* link, const Status& why) {
       log::debug("tunnel closed: agent idle", {{"agent", agent()}});
       return;
     }
-    worker_.shared().metrics.errors.with({"tunnel_lost"}).inc();
-    log::warn("tunnel down", {{"agent", agent()}, {"reason", why.to_string()}});
+    // A close the agent announced (GOAWAY: it drains) or this edge made is no loss. Requests a
+    // drop cut are counted as tunnel_lost by their exchanges, not here (issue #14).
+    if (stopping_ || link->peer_drained()) {
+      log::info("tunnel closed", {{"agent", agent()}, {"reason", why.to_string()}});
+    } else {
+      log::warn("tunnel down", {{"agent", agent()}, {"reason", why.to_string()}});
+    }
     schedule(i);
     return;
   }

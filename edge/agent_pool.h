@@ -40,6 +40,8 @@ class TunnelLink : public tunnel::Session::Handler, public tunnel::Connection::O
   bool ready() const { return ready_ && !conn_->closed() && !conn_->session().draining(); }
   // TLS came up on this connection at some point (it counted as a tunnel).
   bool was_ready() const { return ready_; }
+  // The agent sent GOAWAY: it drains this tunnel, and its close is announced, not a loss.
+  bool peer_drained() const { return peer_drained_; }
   tunnel::Session& session() { return conn_->session(); }
   void flush() { conn_->flush(); }
   void close(Status why) { conn_->close(why); }
@@ -69,6 +71,7 @@ class TunnelLink : public tunnel::Session::Handler, public tunnel::Connection::O
   std::unique_ptr<tunnel::Connection> conn_;
   std::unordered_map<uint32_t, ClientExchange*> exchanges_;
   bool ready_ = false;
+  bool peer_drained_ = false;
 };
 
 // The tunnels to one agent: keeps |standing| of them up, reconnecting with backoff.

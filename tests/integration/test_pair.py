@@ -386,6 +386,18 @@ class TestFaults(PairTestCase):
                                  what="the exchange's access line")
         self.assertEqual(line.get("error"), "tunnel_lost")
 
+    def test_an_agent_draining_cleanly_is_no_lost_tunnel_on_the_edge(self):
+        # Issue #14: an agent's graceful stop (GOAWAY, its streams finished, then the close)
+        # counted tunnel_lost and warned "tunnel down" once per tunnel on the edge.
+        p = self.pair()
+        self.assertEqual(get(p.http_port, "/status/204")[0], 204)
+        p.origin.signal(signal.SIGTERM)
+        self.assertEqual(p.origin.proc.wait(timeout=15), 0)
+        harness.wait_until(lambda: metrics(p.edge_admin)["coilgun_tunnel_connections"] == 0,
+                           what="the edge seeing the tunnels close")
+        self.assertEqual(metrics(p.edge_admin).get('coilgun_errors_total{reason="tunnel_lost"}', 0), 0)
+        self.assertEqual([r for r in p.edge.records() if r.get("msg") == "tunnel down"], [])
+
     def test_a_delta_whose_base_the_edge_evicted_meanwhile_is_fetched_again_in_full(self):
         # The edge's store holds one 20 KiB page: a page of another URL stored while a request
         # is out evicts the base that request listed, so the delta that comes back cannot be
