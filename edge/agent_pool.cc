@@ -133,7 +133,9 @@ void AgentPool::dial(size_t i) {
         Slot& s = slots_[i];
         std::unique_ptr<uv::TcpConnector> done = std::move(s.connector);  // Freed on return.
         if (!r.ok()) {
-          log::debug("cannot reach agent", {{"agent", agent()}, {"error", r.status().to_string()}});
+          // At warn (issue #14): an agent down or on the wrong port is otherwise visible only as
+          // 502s. Once per attempt, so at most once per backoff step.
+          log::warn("cannot reach agent", {{"agent", agent()}, {"error", r.status().to_string()}});
           return connect_failed(i);
         }
         // New connections use the certificates of the moment (a reload changes them).

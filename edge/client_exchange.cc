@@ -122,6 +122,7 @@ void ClientExchange::submit(std::span<const proto::VersionId> held) {
     return fail(502, "tunnel_busy");
   }
   stream_ = *stream;
+  agent_ = pool_->agent();
   link_->attach(stream_, this);
   link_->session().expect_answer(worker_.loop().now_ms());
   link_->flush();
@@ -453,6 +454,12 @@ void ClientExchange::on_tunnel_failed() {
 }
 
 void ClientExchange::no_tunnel() {
+  // The access line names the agents none of which had a tunnel (issue #14).
+  agent_.clear();
+  for (const config::HostPort& a : route_->agents) {
+    if (!agent_.empty()) agent_ += ',';
+    agent_ += a.to_string();
+  }
   if (route_->fallback.empty() || !upgrade_.empty()) {
     // After a lost tunnel, the retry's: the request was cut, not refused at once.
     return fail(502, lost_ ? "tunnel_lost" : "tunnel_down");
@@ -633,7 +640,8 @@ void ClientExchange::finish() {
                .stream = {},  // Why a body streamed is the agent's knowledge.
                .duration_ms = secs * 1000,
                .upstream_ms = upstream_ms_,
-               .error = error_});
+               .error = error_,
+               .agent = agent_});
   client_ = nullptr;
   worker_.exchange_done();
 }

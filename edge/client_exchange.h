@@ -159,7 +159,8 @@ class ClientExchange : public http::ServerExchange, private DirectFetch::Sink {
   std::chrono::milliseconds idle_limit_{0};  // The route's request_timeout, or [limits]'.
   uint64_t last_progress_ms_ = 0;
   Pending held_lookup_;  // The store naming the versions held, before the stream opens.
-  std::vector<proto::VersionId> held_;   // What they named, kept while waiting for a tunnel.
+  std::vector<proto::VersionId> held_;  // What they named, kept while waiting for a tunnel.
+  std::string agent_;  // For the access line: the agent the stream went to (or, for 502s, tried).
   bool waiting_ = false;                 // In pool_'s waiters (AgentPool::wait).
   Pending base_lookup_;                  // The store finding the base a delta names.
   std::unique_ptr<DirectFetch> direct_;  // Sent to the route's fallback instead of a tunnel.

@@ -475,7 +475,8 @@ void Exchange::finish() {
                .stream = streamed ? stream_why_ : "",
                .duration_ms = secs * 1000,
                .upstream_ms = upstream_ms_,
-               .error = error_ != nullptr ? error_ : ""});
+               .error = error_ != nullptr ? error_ : "",
+               .agent = {}});
   link_.finished(stream_);
 }
 

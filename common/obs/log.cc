@@ -318,6 +318,10 @@ void access(const AccessRecord& record, Fields extra) {
     append_key(buf, "error");
     append_json_string(buf, record.error);
   }
+  if (!record.agent.empty()) {
+    append_key(buf, "agent");
+    append_json_string(buf, record.agent);
+  }
   append_fields(buf, extra);
   buf += '}';
   finish_line(buf);

@@ -185,6 +185,9 @@ struct AccessRecord {
   double upstream_ms = -1;
   // Why the exchange failed, e.g. "tunnel_lost" or a Code name; empty leaves the member out.
   std::string_view error;
+  // Edge: the agent the request went to, or for a 502 "tunnel_down" the route's agents; empty
+  // leaves the member out.
+  std::string_view agent;
 };
 
 // Keeps a warning that anyone can trigger at will (a stranger failing the TLS handshake, a

@@ -328,6 +328,14 @@ class TestFaults(PairTestCase):
         self.assertEqual(status, 502)
         self.assertIn(b"tunnel_down", body)
         self.assertLess(time.monotonic() - t0, 1.0)
+        # Issue #14 (2): at the default level the log says which agent cannot be reached and
+        # why, and the 502's access line names it.
+        agent = f"127.0.0.1:{p.tunnel_port}"
+        warned = p.edge.wait_for(lambda r: r.get("msg") == "cannot reach agent", what="the warning")
+        self.assertEqual((warned.get("level"), warned.get("agent")), ("warn", agent))
+        self.assertIn("refused", warned.get("error", ""))
+        line = p.edge.wait_for(lambda r: r.get("type") == "access" and r.get("status") == 502, what="the access line")
+        self.assertEqual(line.get("agent"), agent)
         self.assertEqual(get(p.edge_admin, "/ready", host="127.0.0.1")[0], 503)
         # The agent comes (back): the edge reconnects by itself.
         p.start_origin()
