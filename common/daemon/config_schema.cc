@@ -266,6 +266,11 @@ ConfigResult<toml::value> parse_toml(std::string_view text, const std::string& f
       const size_t colon = what.find(": ");
       if (colon != std::string::npos) what.erase(0, colon + 2);
     }
+    // A bare word where a value goes is most often a string left unquoted (issue #14).
+    if (const size_t at = what.find("unknown value appeared"); at != std::string::npos) {
+      what.insert(at + std::strlen("unknown value appeared"),
+                  " (strings are quoted in TOML: workers = \"auto\", not workers = auto)");
+    }
     return ConfigError{file_name + ":" + std::to_string(e.location().line()) + ": " + what};
   } catch (const std::exception& e) {
     return ConfigError{file_name + ": " + e.what()};
@@ -304,7 +309,8 @@ ConfigResult<CommandLine> parse_command_line(const char* program, const char* de
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return ConfigError{std::string(program) + ": " + e.what() + " (see --help)"};
+    // No program name: whoever prints the error puts it first (it was there twice).
+    return ConfigError{std::string(e.what()) + " (see --help)"};
   }
   for (size_t i = 0; i < flags.size(); ++i) {
     if (options[i]->count() == 0) {

@@ -121,6 +121,8 @@ int one_shot(const char* program, const config::Invocation<Config>& inv,
   if (inv.check) {
     std::printf("%s: configuration OK (%s)\n", program,
                 inv.config_path.empty() ? "no file" : inv.config_path.c_str());
+    // What a start would log as a warning: a misspelt COILGUN_* variable, for one.
+    for (const std::string& w : inv.warnings) std::printf("%s: warning: %s\n", program, w.c_str());
     // Not a configuration error: the daemon runs from memory while memcached does not answer.
     for (const auto& [server, why] :
          probe_memcached(store_options(inv.config.store, "", settings.memcached_password))) {

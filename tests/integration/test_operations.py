@@ -109,6 +109,29 @@ class TestConfigFiles(OpsTestCase):
         self.assertIn("conections", r.stderr)
 
 
+    def test_small_cli_mistakes_get_one_clear_line(self):
+        # Issue #14 (7): an unknown flag said the program's name twice; an unquoted string
+        # gave only toml11's "unknown value appeared"; --check kept quiet about a misspelt
+        # COILGUN_* variable that a start warns about.
+        edge = harness.binary("coilgun-edge")
+        r = subprocess.run([edge, "--bogus"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.count("coilgun-edge:"), 1, r.stderr)
+        path = os.path.join(self.tmp, "auto.toml")
+        with open(path, "w") as f:
+            f.write('agent = "127.0.0.1:2408"\nworkers = auto\n')
+        r = subprocess.run([edge, "-c", path, "--check"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"{path}:2", r.stderr)
+        self.assertIn('workers = "auto"', r.stderr)
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        r = subprocess.run([edge, "--agent", "127.0.0.1:2408", "--check"] + certs.edge_flags(), capture_output=True,
+                           text=True, env=harness.merged_env({"COILGUN_TUNNEL_CONECTIONS": "3"}))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("warning: unknown environment variable COILGUN_TUNNEL_CONECTIONS", r.stdout)
+        self.assertIn("COILGUN_TUNNEL_CONNECTIONS", r.stdout)  # The suggestion.
+
+
 class TestReload(OpsTestCase):
     def test_sighup_applies_routes_and_keeps_tunnels_up(self):
         certs = harness.Certs(os.path.join(self.tmp, "c"))
