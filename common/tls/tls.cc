@@ -316,6 +316,41 @@ bool is_ip_literal(const std::string& name) {
 }
 
 // Bytes a memory BIO has allocated (its capacity, not what it holds).
+// The DNS and IP subjectAltNames of |cert|, printable, for a name-mismatch log line.
+std::string san_list(X509* cert) {
+  if (cert == nullptr) return "(none)";
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names == nullptr) return "(no subjectAltName)";
+  std::string out;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names) && out.size() < 256; ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
+    std::string one;
+    if (n->type == GEN_DNS) {
+      const ASN1_STRING* v = n->d.dNSName;
+      one.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)),
+                 static_cast<size_t>(ASN1_STRING_length(v)));
+      for (char& c : one) {
+        if (c < '!' || c > '~') c = '?';
+      }
+    } else if (n->type == GEN_IPADD) {
+      const ASN1_OCTET_STRING* v = n->d.iPAddress;
+      char text[INET6_ADDRSTRLEN] = "?";
+      const int len = ASN1_STRING_length(v);
+      if (len == 4 || len == 16) {
+        inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(v), text, sizeof text);
+      }
+      one = text;
+    } else {
+      continue;
+    }
+    if (!out.empty()) out += ' ';
+    out += one;
+  }
+  GENERAL_NAMES_free(names);
+  return out.empty() ? "(no DNS or IP names)" : out;
+}
+
 size_t bio_allocated(BIO* bio) {
   BUF_MEM* mem = nullptr;
   if (BIO_get_mem_ptr(bio, &mem) != 1 || mem == nullptr) return 0;
@@ -486,7 +521,16 @@ int TlsSession::on_verify_server(X509_STORE_CTX* store, void* /*arg*/) {
     X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
     return 0;
   }
-  return X509_verify_cert(store);
+  const int ok = X509_verify_cert(store);
+  const int err = X509_STORE_CTX_get_error(store);
+  if (ok != 1 && ssl != nullptr &&
+      (err == X509_V_ERR_HOSTNAME_MISMATCH || err == X509_V_ERR_IP_ADDRESS_MISMATCH)) {
+    // For the log (issue #14): the names the certificate does carry.
+    if (auto* self = static_cast<TlsSession*>(SSL_get_ex_data(ssl, 0))) {
+      self->peer_names_ = san_list(X509_STORE_CTX_get0_cert(store));
+    }
+  }
+  return ok;
 }
 
 // ---- TlsSession ----
@@ -541,6 +585,7 @@ Result<std::unique_ptr<TlsSession>> TlsSession::client(std::shared_ptr<const Tls
   if (ssl == nullptr) return kNoSession;
   auto session = std::make_unique<TlsSession>(Passkey{}, std::move(ctx), ssl);
   const std::string name(peer_name);
+  session->expected_name_ = name;
   ERR_clear_error();
   if (is_ip_literal(name)) {
     // An address: match IP SANs only. No SNI (RFC 6066 section 3: "Literal IPv4 and IPv6
@@ -722,6 +767,9 @@ std::string TlsSession::error_detail() const {
   if (verify_result_ != X509_V_OK) {
     detail += "; certificate: ";
     detail += X509_verify_cert_error_string(verify_result_);
+  }
+  if (!peer_names_.empty()) {
+    detail += "; expected " + expected_name_ + ", the certificate carries: " + peer_names_;
   }
   if (alpn_refused_ || failed_.message() == kPeerRefusedAlpn.message()) {
     // Edges and agents of releases speaking different tunnel protocol versions refuse each

@@ -314,6 +314,8 @@ class TlsSession {
   bool close_sent_ = false;
   bool alpn_refused_ = false;  // Set by a callback when the peer's ALPN was unacceptable.
   std::string alpn_offered_;   // What a refused client offered, printable, for the detail.
+  std::string expected_name_;  // Client: the name the server's certificate must carry.
+  std::string peer_names_;     // Its names, when it carried another: for the detail.
 };
 
 }  // namespace coilgun::tls

@@ -497,6 +497,10 @@ TEST_CASE("TlsSession client refuses an agent whose certificate lacks the expect
     REQUIRE(client.status.code() == Code::kTls);
     CHECK(message_of(client.status) == "peer certificate does not carry the expected name");
     CHECK_THAT(client.session->error_detail(), Catch::Contains("mismatch"));
+    // Both names are in the log line (issue #14): what was expected, what the peer carries.
+    CHECK_THAT(client.session->error_detail(),
+               Catch::Contains(std::string("expected ") + name + ", the certificate carries: ") &&
+                   Catch::Contains("agent.coilgun.test"));
     CHECK_FALSE(client.session->handshake_done());
     CHECK(server.status.code() == Code::kTls);
     CHECK(server.received.empty());
