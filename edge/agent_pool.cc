@@ -101,18 +101,22 @@ AgentPool::AgentPool(EdgeWorker& worker, config::HostPort address, std::string n
       dormant_(standing == 0) {
   for (Slot& s : slots_) s.retry = std::make_unique<uv::Timer>(worker_.loop());
   if (dormant_) return;
+  counted_standing_ = true;  // /ready waits for the tunnels made at start.
   worker_.standing_changed(1);
-  for (size_t i = 0; i < slots_.size(); ++i) connect(i);
+  for (size_t i = 0; i < slots_.size(); ++i) connect(i, false);
 }
 
 AgentPool::~AgentPool() { stop(); }
 
-void AgentPool::connect(size_t i) {
+void AgentPool::connect(size_t i, bool urgent) {
   Slot& slot = slots_[i];
-  if (stopping_ || dormant_ || slot.queued || slot.holds_place || slot.link) return;
+  if (stopping_ || dormant_ || slot.holds_place || slot.link) return;
+  if (slot.queued && !urgent) return;  // In line already.
+  // A connect a request waits for goes before those that only keep tunnels up: an urgent one
+  // is queued again at the front, and whichever entry runs first dials (dial()).
   slot.queued = true;
-  // A connect a request waits for goes before those that only keep tunnels up.
-  worker_.queue_connect([this, i] { dial(i); }, !waiters_.empty());
+  slot.retry->stop();
+  worker_.queue_connect([this, i] { dial(i); }, urgent);
 }
 
 void AgentPool::release_place(Slot& slot) {
@@ -123,6 +127,7 @@ void AgentPool::release_place(Slot& slot) {
 
 void AgentPool::dial(size_t i) {
   Slot& slot = slots_[i];
+  if (!slot.queued) return worker_.connect_done();  // The slot's other entry dialled it.
   slot.queued = false;
   slot.holds_place = true;
   if (stopping_ || dormant_) return release_place(slot);
@@ -159,7 +164,7 @@ void AgentPool::schedule(size_t i) {
   const auto half = slot.backoff.count() / 2;
   const auto delay =
       std::chrono::milliseconds(half + static_cast<long>(worker_.rng()() % (half + 1)));
-  slot.retry->start(delay, [this, i] { connect(i); });
+  slot.retry->start(delay, [this, i] { connect(i, false); });
 }
 
 void AgentPool::connect_failed(size_t i) {
@@ -190,6 +195,10 @@ void AgentPool::link_ready(TunnelLink* link) {
   }
   failures_ = 0;
   worker_.tunnel_up();
+  if (standing_ > 0 && !counted_standing_) {
+    counted_standing_ = true;
+    worker_.standing_changed(1);
+  }
   log::info("tunnel up", {{"agent", agent()}});
   wake_waiters(true);
 }
@@ -241,21 +250,32 @@ bool AgentPool::up() {
                      [](const Slot& s) { return s.link && s.link->ready(); });
 }
 
-bool AgentPool::available() { return !stopping_ && (dormant_ || failures_ == 0 || up()); }
+bool AgentPool::available() {
+  if (stopping_) return false;
+  if (dormant_ || up()) return true;
+  // A tunnel is coming: a slot in line, dialling, in its handshake or waiting to retry (which
+  // a waiting request dials at once). Not a slot whose link is draining (GOAWAY), nor after a
+  // failed connect: those requests go elsewhere at once.
+  return failures_ == 0 && std::any_of(slots_.begin(), slots_.end(),
+                                       [](const Slot& s) { return !s.link || s.holds_place; });
+}
 
-void AgentPool::want() {
+void AgentPool::want(bool urgent) {
   last_used_ms_ = worker_.loop().now_ms();
-  if (!dormant_ || stopping_) return;
-  set_dormant(false);
-  failures_ = 0;
+  if (stopping_) return;
+  if (dormant_) {
+    set_dormant(false);
+  } else if (!urgent) {
+    return;
+  }
   // A pool without a standing share makes one tunnel; a slot still draining from the idle
   // close reconnects when it is gone (link_closed).
-  for (size_t i = 0; i < std::max<uint32_t>(1, standing_); ++i) connect(i);
+  for (size_t i = 0; i < std::max<uint32_t>(1, standing_); ++i) connect(i, urgent);
 }
 
 void AgentPool::wait(ClientExchange* ex) {
-  want();
-  waiters_.push_back(ex);
+  waiters_.push_back(ex);  // First: a connect that fails at once wakes it.
+  want(true);
 }
 
 void AgentPool::forget(ClientExchange* ex) { std::erase(waiters_, ex); }
@@ -269,6 +289,9 @@ void AgentPool::close_if_idle(std::chrono::milliseconds idle) {
   set_dormant(true);
   log::debug("closing tunnels: agent idle", {{"agent", agent()}});
   for (Slot& s : slots_) {
+    // A drain below may run other pools' connects, whose failures may send a request here
+    // and wake this pool again: then it keeps what it has.
+    if (!dormant_) return;
     s.retry->stop();
     s.connector.reset();
     s.backoff = std::chrono::milliseconds(0);
@@ -281,7 +304,12 @@ void AgentPool::set_dormant(bool dormant) {
   if (dormant == dormant_) return;
   dormant_ = dormant;
   failures_ = 0;
-  if (standing_ > 0) worker_.standing_changed(dormant ? -1 : 1);
+  // Woken, it counts as standing again only once a tunnel is up (link_ready): /ready stays
+  // 200 while traffic comes back to an idle-closed agent.
+  if (dormant && counted_standing_) {
+    counted_standing_ = false;
+    worker_.standing_changed(-1);
+  }
 }
 
 void AgentPool::drain() {

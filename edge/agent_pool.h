@@ -94,13 +94,12 @@ class AgentPool {
   // is up, or on_tunnel_failed() if a connect fails first. forget() withdraws it.
   void wait(ClientExchange* ex);
   void forget(ClientExchange* ex);
-  // Makes the pool connect now if it is dormant.
-  void want();
+  // Makes the pool connect now if it is dormant; with |urgent| (a request waits for it) its
+  // connects also go to the front of the worker's queue.
+  void want(bool urgent);
   // Closes this pool's tunnels (drained: open streams finish) if no request used the agent for
   // |idle| and nothing waits; the pool is dormant after. No-op with |idle| 0.
   void close_if_idle(std::chrono::milliseconds idle);
-  // Keeps tunnels up without a request: not dormant, with a standing share.
-  bool standing() const { return standing_ > 0 && !dormant_; }
   // This agent's weight for cache key |key| (rendezvous hashing: among a route's agents that
   // are up, the one with the highest weight takes the key).
   uint64_t weight(std::string_view key) const;
@@ -125,7 +124,7 @@ class AgentPool {
   };
   // Queues slot |i|'s connect for a place among the worker's handshakes
   // (EdgeWorker::queue_connect); dial() makes it once there is one.
-  void connect(size_t i);
+  void connect(size_t i, bool urgent);
   void dial(size_t i);
   void release_place(Slot& slot);
   void schedule(size_t i);
@@ -146,6 +145,7 @@ class AgentPool {
   uint32_t failures_ = 0;      // Connects failed since a tunnel was last up (or the pool woke).
   uint64_t last_used_ms_ = 0;  // Loop time of the last pick() or wait().
   bool dormant_ = false;
+  bool counted_standing_ = false;  // In the worker's standing count (EdgeWorker::standing_changed).
   bool stopping_ = false;
 };
 

@@ -74,7 +74,8 @@ void ClientExchange::begin() {
   expects_continue_ = req.expects_continue();
   pool_ = worker_.pick_pool(*route_, key_);
   if (pool_ == nullptr) return no_tunnel();
-  pool_->want();  // A dormant agent's handshake starts now, beside the store's answer.
+  // A dormant agent's handshake starts now, beside the store's answer.
+  if (!pool_->up()) pool_->want(true);
   open_stream(false);
 }
 
@@ -449,7 +450,7 @@ void ClientExchange::on_tunnel_failed() {
   if (finished_) return;
   pool_ = worker_.pick_pool(*route_, key_, pool_);
   if (pool_ == nullptr) return no_tunnel();
-  pool_->want();
+  if (!pool_->up()) pool_->want(true);
   submit(held_);
 }
 

@@ -81,7 +81,8 @@ class EdgeWorker : public daemon::Worker, public http::Server {
   // A tunnel of this worker came up / went down (AgentPool).
   void tunnel_up();
   void tunnel_down();
-  // A pool began (+1) or stopped (-1) keeping standing tunnels (AgentPool::standing()).
+  // A pool began (+1) or stopped (-1) counting as one that keeps standing tunnels: at start,
+  // or once a tunnel is up after it woke; until it goes dormant.
   void standing_changed(int delta);
   // Runs |dial| once this worker has fewer than its share of tunnel.max_pending_handshakes
   // connects in flight (at once if it has): first in line if |urgent| (a request waits for

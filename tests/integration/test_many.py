@@ -11,7 +11,9 @@ each address.
 """
 
 import os
+import signal
 import sys
+import threading
 import time
 import unittest
 
@@ -63,6 +65,33 @@ class TestTunnelsMatchTraffic(PairTestCase):
         self.assertEqual(status, 502)
         self.assertIn(b"tunnel_down", body)
         self.assertLess(time.monotonic() - t0, 3.0)
+        # A woken pool counts for /ready only once a tunnel is up: an edge whose quiet agent is
+        # gone stays ready (its other routes serve), as /ready says with many agents.
+        self.assertEqual(get(p.edge_admin, "/ready", host="127.0.0.1")[0], 200)
+
+    def test_requests_do_not_wait_on_a_tunnel_the_agent_is_draining(self):
+        # The agent drains (GOAWAY) while a slow answer keeps its only tunnel open: a new request
+        # goes to the fallback or gets 502 at once, not after that answer (a review found it
+        # waiting for a tunnel that was not coming).
+        p = self.pair(edge_env={"COILGUN_TUNNEL_CONNECTIONS": "1"})
+        slow = {}
+
+        def fetch():
+            slow["status"] = get(p.http_port, "/slow?ms=4000", timeout=15)[0]
+        t = threading.Thread(target=fetch)
+        t.start()
+        harness.wait_until(lambda: metrics(p.origin_admin)["coilgun_exchanges_in_flight"] >= 1,
+                           what="the slow request at the agent")
+        p.origin.signal(signal.SIGTERM)
+        p.edge.wait_for(lambda r: r.get("msg") == "agent draining this tunnel", what="the GOAWAY")
+        t0 = time.monotonic()
+        status, _, body = get(p.http_port, "/")
+        took = time.monotonic() - t0
+        t.join(timeout=15)
+        self.assertEqual(status, 502)
+        self.assertIn(b"tunnel_down", body)
+        self.assertLess(took, 2.0)
+        self.assertEqual(slow.get("status"), 200)  # The draining agent finished its answer.
 
 
 def instrumented(program):
