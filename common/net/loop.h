@@ -76,6 +76,9 @@ class Loop {
   void stop();
   // The loop's cached monotonic time in milliseconds.
   uint64_t now_ms() const { return uv_now(&loop_); }
+  // Reads the clock now: a timer started from outside a loop turn (a test between runs)
+  // otherwise counts from when the loop last ran.
+  void update_time() { uv_update_time(&loop_); }
 
   // Takes |object| and deletes it on a later loop turn: the way to destroy something from
   // inside its own callback without pulling the stack out from under it.

@@ -63,6 +63,9 @@ struct Answer {
 inline void run_until(uv::Loop& loop, const std::function<bool()>& answered) {
   if (answered()) return;
   uv::Timer guard(loop);  // Also keeps the loop running while an answer comes from elsewhere.
+  // From now: the loop's clock stood still while it did not run (a concurrent workload ran
+  // for seconds on other threads), and a guard counted from then fired at once.
+  loop.update_time();
   guard.start(std::chrono::seconds(5), [&] { loop.stop(); });
   while (!answered() && guard.active()) loop.run();
 }
