@@ -177,7 +177,9 @@ class TestDeltas(PairTestCase):
         """16 clients at once on a page that differs on every response (a per-request token):
         bases advance once per round trip (PROTOCOL.md section 6), so after the first answers
         nearly every response is a small delta."""
-        p = self.pair()
+        # A body that pauses for delta.stream_after streams instead, counted neither delta nor
+        # full (the ASan run of 6ba3804 streamed 3 of 400): not what this test is about.
+        p = self.pair(origin_env={"COILGUN_DELTA_STREAM_AFTER": "10s"})
         self.assertEqual(get(p.http_port, "/bench?kb=64")[0], 200)  # The first base.
         before = metrics(p.edge_admin)
 
