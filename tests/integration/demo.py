@@ -5,8 +5,11 @@
 
 Makes certificates, starts the sample origin (a news site whose pages change as they are read,
 or a corpus served one version per request), the agent and the edge, sends traffic through
-the edge, and prints what crossed the tunnel next to what gzip would have sent. From a
-terminal it then keeps the pair running for you to explore until Ctrl-C (--once: exit).
+the edge, and prints what crossed the tunnel next to what gzip would have sent. With
+--corpus, each series is requested once per version it has, in order, so every version
+crosses once (as coilgun-replay of the same corpus sends them). From a terminal it then keeps
+the pair running for you to explore until Ctrl-C; with --once or without a terminal it stops
+and says so.
 """
 
 import argparse
@@ -29,6 +32,7 @@ def main():
     ap.add_argument("--once", action="store_true", help="exit after the summary")
     args = ap.parse_args()
 
+    stopped = ""  # Why the demo did not keep the pair up, once it is down.
     with harness.TempDir() as tmp:
         print("starting the sample origin, coilgun-origin and coilgun-edge on 127.0.0.1 ...")
         pair = harness.Pair(tmp, corpus=os.path.abspath(args.corpus) if args.corpus else None)
@@ -36,18 +40,18 @@ def main():
             if args.corpus:
                 with open(os.path.join(args.corpus, "manifest.json")) as f:
                     manifest = json.load(f)
-                paths = [("/" + s["name"], s.get("host", "www.example.com"), s["name"])
+                # (path, host, label, how many requests): one per version of each series.
+                paths = [("/" + s["name"], s.get("host", "www.example.com"), s["name"], len(s["versions"]))
                          for s in manifest["series"]]
-                rounds = max(len(s["versions"]) for s in manifest["series"])
             else:
-                paths = [("/", "www.example.com", "front page (HTML)"),
-                         ("/api/headlines", "www.example.com", "headlines API (JSON)"),
-                         ("/news/1003", "www.example.com", "article (HTML)"),
-                         ("/static/site.css", "www.example.com", "stylesheet (CSS)")]
-                rounds = args.requests
-            rows = {label: {"requests": 0, "body": 0, "link": 0, "gzip": 0} for _, _, label in paths}
-            for _ in range(rounds):
-                for path, host, label in paths:
+                paths = [(path, "www.example.com", label, args.requests) for path, label in (
+                    ("/", "front page (HTML)"), ("/api/headlines", "headlines API (JSON)"),
+                    ("/news/1003", "article (HTML)"), ("/static/site.css", "stylesheet (CSS)"))]
+            rows = {label: {"requests": 0, "body": 0, "link": 0, "gzip": 0} for _, _, label, _ in paths}
+            for round in range(max(n for _, _, _, n in paths)):
+                for path, host, label, n in paths:
+                    if round >= n:
+                        continue
                     before = harness.metrics(pair.edge_admin)[LINK_IN]
                     status, _, body = harness.get(pair.http_port, path, host=host)
                     after = harness.metrics(pair.edge_admin)[LINK_IN]
@@ -75,21 +79,26 @@ def main():
             print(f"\nresponses as deltas: {count['delta']}, full: {count['full']}, "
                   f"streamed: {count['stream']}; "
                   f"tunnel bytes saved against gzip: {1 - tot['link'] / tot['gzip']:.1%}")
+            if args.once or not sys.stdin.isatty():
+                stopped = "--once" if args.once else "no terminal to keep it running for"
+                return 0
             print(f"""
 the pair is running:
   site through the edge   curl -H 'Host: www.example.com' http://127.0.0.1:{pair.http_port}/
   edge admin              http://127.0.0.1:{pair.edge_admin}/stats  /metrics  /ready
   origin admin            http://127.0.0.1:{pair.origin_admin}/stats  /metrics  /ready
-  certificates            {pair.certs.dir}""")
-            if not args.once and sys.stdin.isatty():
-                print("\nCtrl-C stops it.")
-                try:
-                    while True:
-                        time.sleep(3600)
-                except KeyboardInterrupt:
-                    print()
+  certificates            {pair.certs.dir}
+
+Ctrl-C stops it.""")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                print()
         finally:
             pair.stop()
+            if stopped:
+                print(f"\nthe pair has stopped ({stopped}); run the demo from a terminal to explore it")
     return 0
 
 

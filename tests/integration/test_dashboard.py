@@ -5,62 +5,14 @@ totals it shows are /stats's figures, and it fetches nothing but its own admin l
     COILGUN_BUILD=build/release python3 -m unittest -v test_dashboard
 """
 
-import base64
 import json
 import os
-import shutil
 import tempfile
-import time
 import unittest
-import urllib.request
 
 import harness
+from chromium import WebDriver
 from harness import get, metrics
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-class WebDriver:
-    """The few WebDriver commands the test needs."""
-
-    def __init__(self, tmp):
-        self.port = harness.free_port()
-        self.proc = harness.Process([CHROMEDRIVER, f"--port={self.port}"], "chromedriver")
-        harness.wait_until(self._up, timeout=20, what="chromedriver")
-        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000", f"--user-data-dir={tmp}/profile"]}}}}
-        self.session = self._call("POST", "/session", caps)["sessionId"]
-
-    def _up(self):
-        try:
-            return self._call("GET", "/status")["ready"]
-        except OSError:
-            return False
-
-    def _call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return json.loads(r.read())["value"]
-
-    def open(self, url):
-        self._call("POST", f"/session/{self.session}/url", {"url": url})
-
-    def script(self, js):
-        return self._call("POST", f"/session/{self.session}/execute/sync", {"script": js, "args": []})
-
-    def screenshot(self):
-        return base64.b64decode(self._call("GET", f"/session/{self.session}/screenshot"))
-
-    def quit(self):
-        try:
-            self._call("DELETE", f"/session/{self.session}")
-        finally:
-            self.proc.stop()
 
 
 class TestDashboard(unittest.TestCase):

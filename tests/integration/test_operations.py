@@ -14,6 +14,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -130,6 +131,88 @@ class TestConfigFiles(OpsTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("warning: unknown environment variable COILGUN_TUNNEL_CONECTIONS", r.stdout)
         self.assertIn("COILGUN_TUNNEL_CONNECTIONS", r.stdout)  # The suggestion.
+
+
+class TestCerts(OpsTestCase):
+    """coilgun-certs, the script a first install runs (issue #14, 6)."""
+
+    def certs(self, *args):
+        return subprocess.run([os.path.join(DEPLOY, "coilgun-certs"), "--dir", os.path.join(self.tmp, "c")]
+                              + list(args), capture_output=True, text=True)
+
+    def names(self):
+        r = subprocess.run(["openssl", "x509", "-in", os.path.join(self.tmp, "c", "agent.pem"), "-noout",
+                            "-ext", "subjectAltName"], capture_output=True, text=True, check=True)
+        return set(re.findall(r"(?:DNS|IP Address):([^,\s]+)", r.stdout))
+
+    def test_a_new_agent_name_is_not_claimed_for_a_kept_certificate(self):
+        self.assertEqual(self.certs().returncode, 0)
+        self.assertEqual(self.names(), {"127.0.0.1", "localhost"})
+        r = self.certs("--agent", "agent.example", "--agent", "10.1.2.3")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("kept the existing", r.stderr)
+        self.assertIn("agent.example 10.1.2.3", r.stderr)
+        self.assertIn("--force", r.stderr)
+        self.assertIn("agent certificate names: localhost 127.0.0.1", r.stdout)
+        self.assertNotIn("--agent-name agent.example", r.stdout)
+        self.assertEqual(self.names(), {"127.0.0.1", "localhost"})
+        r = self.certs("--agent", "agent.example", "--agent", "10.1.2.3", "--force")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.names(), {"agent.example", "10.1.2.3"})
+        self.assertIn("--agent-name agent.example", r.stdout)
+        # Asking again for what it holds, or for nothing, keeps it quietly.
+        self.assertEqual(self.certs("--agent", "agent.example").returncode, 0)
+        self.assertEqual(self.certs().returncode, 0)
+
+    def test_bad_option_values_get_one_clear_line(self):
+        for args, says in ((["--days", "abc"], "--days must be a whole number"),
+                           (["--days", "0"], "--days must be a whole number"),
+                           (["--dir"], "--dir needs a value"),
+                           (["--agent", "--edge", "x"], "--agent needs a value"),
+                           (["--group", ""], "--group needs a value"),
+                           (["--frobnicate"], "unknown argument --frobnicate")):
+            r = subprocess.run([os.path.join(DEPLOY, "coilgun-certs")] + args, capture_output=True, text=True,
+                               cwd=self.tmp)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            lines = r.stderr.strip().splitlines()
+            self.assertEqual(len(lines), 1, (args, r.stderr))
+            self.assertTrue(lines[0].startswith(f"coilgun-certs: {says}"), (args, r.stderr))
+            self.assertFalse(os.path.exists(os.path.join(self.tmp, "coilgun-certs")), args)
+
+
+class TestDemo(OpsTestCase):
+    """deploy/demo.sh's last step (issue #14, 5): a corpus serves each version once, and without a
+    terminal the demo says it stopped instead of printing addresses that are already dead."""
+
+    def test_each_version_crosses_once_and_the_end_is_told(self):
+        corpus = os.path.join(self.tmp, "corpus")
+        series = {"short": 3, "long": 7}
+        manifest = {"series": []}
+        for name, count in series.items():
+            os.makedirs(os.path.join(corpus, name))
+            versions = []
+            for v in range(count):
+                body = "".join(f"<p>{name} item {i} of version {v if i % 9 == 0 else 0}</p>\n"
+                               for i in range(200)).encode()
+                with open(os.path.join(corpus, name, f"{v:03d}.html"), "wb") as f:
+                    f.write(body)
+                versions.append({"file": f"{v:03d}.html"})
+            manifest["series"].append({"name": name, "content_type": "text/html", "versions": versions})
+        with open(os.path.join(corpus, "manifest.json"), "w") as f:
+            json.dump(manifest, f)
+        r = subprocess.run([sys.executable, os.path.join(harness.ROOT, "tests", "integration", "demo.py"),
+                            "--corpus", corpus], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        for name, count in series.items():
+            row = re.search(rf"^{name}\s+(\d+)\s", r.stdout, re.M)
+            self.assertIsNotNone(row, r.stdout)
+            self.assertEqual(int(row.group(1)), count, r.stdout)
+        counted = re.search(r"responses as deltas: (\d+), full: (\d+), streamed: (\d+)", r.stdout)
+        self.assertEqual(sum(int(n) for n in counted.groups()), sum(series.values()), r.stdout)
+        self.assertNotIn("the pair is running", r.stdout)
+        self.assertNotIn("127.0.0.1:", r.stdout)  # No address that is no longer served.
+        self.assertIn("the pair has stopped (no terminal", r.stdout)
 
 
 class TestReload(OpsTestCase):

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -150,6 +151,27 @@ def run_replay(*args, timeout=600):
     return r.returncode, r.stdout.decode(), r.stderr.decode()
 
 
+def har_entry(url, status, content, headers=()):
+    """One HAR entry: a GET of |url| answered with |status|, |content| and |headers|."""
+    return {"request": {"method": "GET", "url": url, "headers": []},
+            "response": {"status": status, "headers": [{"name": n, "value": v} for n, v in headers],
+                         "content": content}}
+
+
+def replay_against_sample_site(har, entries):
+    """Replays a HAR of |entries(pair)| through a running pair in front of the sample site, with
+    --edge and --edge-admin; returns (exit code, stdout, stderr)."""
+    with launch.TempDir() as tmp:
+        pair = launch.Pair(tmp, backend_args=[launch.binary("coilgun-sample-origin"), "--listen", "127.0.0.1:0"])
+        try:
+            with open(har, "w") as f:
+                json.dump({"log": {"version": "1.2", "entries": entries(pair)}}, f)
+            return run_replay(har, "--edge", f"http://127.0.0.1:{pair.http_port}",
+                              "--edge-admin", f"http://127.0.0.1:{pair.edge_admin}", "--json")
+        finally:
+            pair.stop()
+
+
 class ReplayTestCase(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -236,32 +258,66 @@ class TestWarc(ReplayTestCase):
 
 class TestAgainstARunningEdge(ReplayTestCase):
     def test_mismatches_are_caught_and_named(self):
-        with launch.TempDir() as tmp:
-            pair = launch.Pair(tmp, backend_args=[launch.binary("coilgun-sample-origin"), "--listen", "127.0.0.1:0"])
-            try:
-                css = launch.get(pair.http_port, "/static/site.css")[2]
-                har = os.path.join(self.tmp, "drifted.har")
-                entry = lambda path, text: {  # noqa: E731
-                    "request": {"method": "GET", "url": f"http://www.example.com{path}", "headers": []},
-                    "response": {"status": 200, "headers": [{"name": "Content-Type", "value": "text/plain"}],
-                                 "content": {"size": len(text), "mimeType": "text/plain", "text": text}}}
-                with open(har, "w") as f:
-                    json.dump({"log": {"version": "1.2", "entries": [
-                        entry("/static/site.css", css.decode()),
-                        entry("/news/3", "not what the site serves"),
-                    ]}}, f)
-                code, out, err = run_replay(har, "--edge", f"http://127.0.0.1:{pair.http_port}",
-                                            "--edge-admin", f"http://127.0.0.1:{pair.edge_admin}", "--json")
-            finally:
-                pair.stop()
+        def entries(pair):
+            css = launch.get(pair.http_port, "/static/site.css")[2].decode()
+            return [har_entry("http://www.example.com/static/site.css", 200,
+                              {"size": len(css), "mimeType": "text/css", "text": css},
+                              [("Content-Type", "text/css")]),
+                    har_entry("http://www.example.com/news/3", 200,
+                              {"size": 24, "mimeType": "text/html", "text": "not what the site serves"},
+                              [("Content-Type", "text/html; charset=utf-8")])]
+
+        code, out, err = replay_against_sample_site(os.path.join(self.tmp, "drifted.har"), entries)
         self.assertEqual(code, 1, err)
         report = json.loads(out)
         self.assertEqual(report["total"]["entries"], 2)
         self.assertEqual(report["total"]["mismatches"], 1)
-        self.assertEqual(report["mismatches"][0]["entry"], "drifted.har entry 1")
+        self.assertEqual(report["mismatches"][0]["entry"], "drifted.har entry 2")  # Counted from 1.
         self.assertIn("/news/3", report["mismatches"][0]["url"])
         self.assertEqual(report["mode"], "edge")
         self.assertGreater(report["total"]["link_bytes"], 0)
+
+
+class TestRealCaptureShapes(ReplayTestCase):
+    """What real captures hold (issue #14, 4): a redirect saved without a body, 204s, a 304 whose
+    entry carries the cached body, https URLs, entries skipped as never sent; and an edge that
+    is not there."""
+
+    def test_bodyless_answers_replay_and_entries_keep_their_numbers_and_scheme(self):
+        code, out, err = replay_against_sample_site(os.path.join(self.tmp, "shapes.har"), lambda pair: [
+            har_entry("data:image/png;base64,AAAA", 200, {"size": 4, "mimeType": "image/png"}),
+            har_entry("https://www.example.com/status/301", 301, {"size": 0, "mimeType": "x-unknown"}),
+            har_entry("https://www.example.com/status/204", 204, {"size": 0, "mimeType": "text/plain"},
+                      [("Content-Type", "text/plain")]),
+            har_entry("https://www.example.com/status/304", 304,
+                      {"size": 11, "mimeType": "text/plain", "text": "cached page"}, [("Content-Type", "text/plain")]),
+            har_entry("https://www.example.com/news/3", 200, {"size": 4, "mimeType": "text/html", "text": "nope"}),
+            har_entry("https://www.example.com/status/204", 204, {"size": 0, "mimeType": "x-unknown"},
+                      [("Content-Type", "application/json")]),
+        ])
+        self.assertEqual(code, 1, err)
+        report = json.loads(out)
+        self.assertEqual(report["total"]["entries"], 5)  # The data: URL never crossed.
+        self.assertEqual(report["total"]["errors"], 0)
+        self.assertEqual([(m["entry"], m["url"]) for m in report["mismatches"]],
+                         [("shapes.har entry 5", "https://www.example.com/news/3"),
+                          ("shapes.har entry 6", "https://www.example.com/status/204")])
+        self.assertIn("body", report["mismatches"][0]["reason"])
+        # The recorded Content-Type is checked even where there is no body.
+        self.assertIn("content-type: 'text/plain', recorded 'application/json'", report["mismatches"][1]["reason"])
+
+    def test_an_edge_that_is_not_there_is_one_line(self):
+        har = os.path.join(self.tmp, "one.har")
+        make_har(har, self.pages)
+        port = launch.free_port()
+        started = time.monotonic()
+        code, out, err = run_replay(har, "--edge", f"http://127.0.0.1:{port}", timeout=60)
+        self.assertEqual(code, 2, err)
+        self.assertEqual(out, "")
+        self.assertEqual(err.strip().splitlines(),
+                         [f"coilgun-replay: cannot connect to the edge (--edge) at http://127.0.0.1:{port}: "
+                          "Connection refused"])
+        self.assertLess(time.monotonic() - started, 30)
 
 
 class TestBadCaptures(unittest.TestCase):

@@ -2,7 +2,13 @@
 
 Every reader yields Entry objects in capture order. Bodies are bytes exactly as the client
 received them (HAR: content.text, decoded from base64 when its encoding says so; WARC: the
-archived HTTP body, de-chunked, content-coding kept; corpus: the version files).
+archived HTTP body, de-chunked, content-coding kept; corpus: the version files). Responses
+that carry no body by definition (1xx, 204, 304, and answers to HEAD) have an empty one
+whatever the capture says (browsers record a 304's cached body); a HAR entry with no
+content.text and content.size 0 (a redirect, as Chromium saves it) has an empty one too.
+
+HAR entries are named by their position in log.entries counted from 1, as HAR viewers number
+them (entries skipped as never sent keep their numbers).
 
 Bad input raises CaptureError naming the file and the entry; every size is bounded before
 anything is read into memory. Standard library only.
@@ -47,10 +53,11 @@ class Entry:
     request_headers: list = field(default_factory=list)   # [(name, value)], secrets removed.
     response_headers: list = field(default_factory=list)  # [(name, value)], secrets removed.
     request_body: bytes = b""
+    scheme: str = "http"      # As recorded; the replay itself always speaks http to the edge.
 
     @property
     def url(self):
-        return f"http://{self.host}{self.target}"
+        return f"{self.scheme}://{self.host}{self.target}"
 
 
 def scrub(headers):
@@ -59,13 +66,20 @@ def scrub(headers):
 
 
 def _split_url(url, where):
+    """(scheme, host, target) of an absolute http(s) URL."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CaptureError(f"{where}: not an http(s) URL: {url[:200]!r}")
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    return parts.hostname.lower(), target
+    return parts.scheme, parts.hostname.lower(), target
+
+
+def bodyless(method, status):
+    """Whether a response to |method| with |status| has no body, whatever its headers say
+    (RFC 9110 sections 6.4.1, 15.3.5 and 15.4.5)."""
+    return method == "HEAD" or status < 200 or status in (204, 304)
 
 
 def _content_type(headers, fallback=""):
@@ -100,7 +114,7 @@ def read_har(path):
         raise CaptureError(f"{path}: not a HAR file ({e})") from None
     if not isinstance(entries, list) or len(entries) > MAX_ENTRIES:
         raise CaptureError(f"{path}: log.entries must be a list of at most {MAX_ENTRIES}")
-    for i, e in enumerate(entries):
+    for i, e in enumerate(entries, start=1):
         entry = _har_entry(e, f"{os.path.basename(path)} entry {i}")
         if entry is not None:
             yield entry
@@ -125,14 +139,18 @@ def _har_entry(e, where):
         content = resp.get("content") or {}
     except (KeyError, TypeError, ValueError):
         raise CaptureError(f"{where}: request.method, request.url or response.status missing") from None
-    if status <= 0 or url.startswith("data:"):
-        return None  # Blocked or failed in the browser, or an inline resource: nothing crossed.
-    host, target = _split_url(url, where)
+    if status <= 0 or urlsplit(url).scheme.lower() not in ("http", "https"):
+        # Blocked or failed in the browser, or not from the network (data:, blob:, the
+        # browser's own chrome:// and extension pages): nothing crossed.
+        return None
+    scheme, host, target = _split_url(url, where)
     text = content.get("text")
-    if text is None:
+    if bodyless(method, status) or (text is None and content.get("size") == 0):
+        text = ""
+    elif text is None:
         raise CaptureError(f"{where} ({url[:200]}): the HAR holds no body (content.text); "
                            "export it with content")
-    if content.get("encoding") == "base64":
+    if text and content.get("encoding") == "base64":
         if len(text) > MAX_BODY * 4 // 3 + 4:
             raise CaptureError(f"{where}: body over {MAX_BODY} bytes")
         try:
@@ -151,8 +169,9 @@ def _har_entry(e, where):
     req_headers = [(n, v) for n, v in _har_headers(req.get("headers", []), where)
                    if not n.startswith(":")]
     post = req.get("postData") or {}
-    return Entry(name=where, method=method, host=host, target=target, status=status,
-                 content_type=_content_type(resp_headers, str(content.get("mimeType", ""))),
+    mime = str(content.get("mimeType", ""))
+    return Entry(name=where, method=method, scheme=scheme, host=host, target=target, status=status,
+                 content_type=_content_type(resp_headers, "" if mime == "x-unknown" else mime),
                  body=body, request_headers=scrub(req_headers),
                  response_headers=scrub(resp_headers),
                  request_body=str(post.get("text", "")).encode("utf-8"))
@@ -287,7 +306,7 @@ def read_warc(path):
 
 
 def _warc_entry(fields, block, uri, requests, where):
-    host, target = _split_url(uri, where)
+    scheme, host, target = _split_url(uri, where)
     start, headers, body = _split_http(block, where)
     parts = start.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
@@ -304,8 +323,11 @@ def _warc_entry(fields, block, uri, requests, where):
             body = body[:declared]
     req = requests.get(fields.get("warc-record-id", "")) or requests.get(uri)
     method, req_headers, req_body = req if req else ("GET", [], b"")
+    status = int(parts[1])
+    if bodyless(method, status):
+        body = b""
     resp_headers = [(n, v) for n, v in headers if n.lower() not in FRAMING_HEADERS]
-    return Entry(name=where, method=method, host=host, target=target, status=int(parts[1]),
+    return Entry(name=where, method=method, scheme=scheme, host=host, target=target, status=status,
                  content_type=_content_type(headers), body=body,
                  request_headers=scrub(req_headers), response_headers=scrub(resp_headers),
                  request_body=req_body)

@@ -12,8 +12,13 @@ certificates made on the spot, and sends the recorded requests through the edge 
 time. With --edge, it drives an edge that is already running (its agent's backend must serve
 the recorded content); --edge-admin gives that edge's admin listener, for link bytes.
 
+Each entry's status and the recorded Location, ETag, Last-Modified and Content-Type fields are
+checked too; a response with no body by definition (204, 304, a redirect saved without one)
+is checked for that alone.
+
 Exit status: 0 when every entry was byte-exact, 1 when any was not (each is named), 2 on bad
-usage or an unreadable capture. Cookie, Set-Cookie, Authorization and Proxy-Authorization
+usage, an unreadable capture, or an edge given with --edge that cannot be reached (before or
+during the run: requests that never reached it are not reported as results). Cookie, Set-Cookie, Authorization and Proxy-Authorization
 never reach anything it writes (the mock origin's files, the report) nor the requests it
 sends.
 """
@@ -24,6 +29,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -33,6 +39,8 @@ from . import capture, launch, report
 
 # Request fields not replayed: hop-by-hop and framing (http.client frames the body itself).
 DROPPED_REQUEST_HEADERS = capture.FRAMING_HEADERS | {"host", "expect"}
+# Response fields a proxy passes on unchanged, checked where the capture recorded them.
+CHECKED_HEADERS = ("location", "etag", "last-modified", "content-type")
 LINK_IN = 'coilgun_link_bytes_total{direction="in"}'
 KINDS = ("delta", "full", "stream")
 
@@ -52,11 +60,24 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+class Unreachable(Exception):
+    """The edge given with --edge refused or dropped a connection: nothing after it is a result."""
+
+
 def host_port(url, what):
     parts = urlsplit(url if "//" in url else "http://" + url)
     if parts.scheme != "http" or not parts.hostname:
         raise SystemExit(f"coilgun-replay: {what} must be http://HOST:PORT, not {url!r}")
     return parts.hostname, parts.port or 80
+
+
+def reachable(address, port, what, timeout):
+    """Raises Unreachable naming |what| when nothing accepts a connection at address:port."""
+    try:
+        socket.create_connection((address, port), timeout=min(timeout, 5.0)).close()
+    except OSError as e:
+        raise Unreachable(f"cannot connect to {what} at http://{address}:{port}: "
+                          f"{e.strerror or e}") from None
 
 
 class Staged:
@@ -67,6 +88,8 @@ class Staged:
     def __init__(self, entry, body_file):
         self.name, self.method, self.host, self.target = entry.name, entry.method, entry.host, entry.target
         self.url, self.status, self.body_file = entry.url, entry.status, body_file
+        lower = {n.lower(): v for n, v in entry.response_headers}
+        self.checked_headers = {n: lower[n] for n in CHECKED_HEADERS if n in lower}
         self.content_type = entry.content_type.split(";")[0].strip().lower()
         self.request_headers = [(n, v) for n, v in entry.request_headers
                                 if n.lower() not in DROPPED_REQUEST_HEADERS]
@@ -124,7 +147,11 @@ class Driver:
     def counters(self):
         if self.admin is None:
             return None
-        m = launch.metrics(self.admin[1], address=self.admin[0])
+        try:
+            m = launch.metrics(self.admin[1], address=self.admin[0])
+        except OSError as e:
+            raise Unreachable(f"cannot read the edge's /metrics at http://{self.admin[0]}:{self.admin[1]}: "
+                              f"{e.strerror or e}") from None
         return {"link": m.get(LINK_IN, 0.0),
                 **{k: m.get(f'coilgun_delta_responses_total{{result="{k}"}}', 0.0) for k in KINDS}}
 
@@ -140,10 +167,14 @@ class Driver:
             data = r.read()
             if r.will_close:
                 self.close()
-            return r.status, data
+            return r.status, {n.lower(): v for n, v in r.getheaders()}, data
+        except ConnectionRefusedError as e:
+            self.close()
+            raise Unreachable(f"the edge at http://{self.address}:{self.port} refused a connection "
+                              f"at {s.name}: {e.strerror}") from None
         except (OSError, http.client.HTTPException) as e:
             self.close()
-            return None, f"{report.REQUEST_FAILED}: {e}"
+            return None, {}, f"{report.REQUEST_FAILED}: {e}"
 
     def close(self):
         if self.conn is not None:
@@ -153,7 +184,7 @@ class Driver:
     def run(self, s):
         before = self.counters()
         t0 = time.perf_counter()
-        status, data = self.exchange(s)
+        status, headers, data = self.exchange(s)
         latency_ms = (time.perf_counter() - t0) * 1000
         after = self.counters()
         link, kind = None, ""
@@ -165,7 +196,9 @@ class Driver:
         elif status != s.status:
             error = f"status {status}, recorded {s.status}"
         else:
-            error = "" if data == s.body() else first_difference(data, s.body())
+            error = next((f"{n}: {headers.get(n)!r}, recorded {v!r}" for n, v in s.checked_headers.items()
+                          if headers.get(n) != v), "")
+            error = error or ("" if data == s.body() else first_difference(data, s.body()))
         return report.Result(name=s.name, url=s.url, host=s.host, content_type=s.content_type,
                              ok=not error, error=error, body_bytes=s.body_bytes,
                              gzip6_bytes=s.gzip6_bytes, link_bytes=link, kind=kind,
@@ -207,11 +240,17 @@ def main(argv=None):
         if args.edge:
             address, port = host_port(args.edge, "--edge")
             admin = host_port(args.edge_admin, "--edge-admin") if args.edge_admin else None
+            reachable(address, port, "the edge (--edge)", args.timeout)
+            if admin:
+                reachable(*admin, "the edge's admin (--edge-admin)", args.timeout)
             results = replay(staged, Driver(address, port, admin, args.timeout), progress)
             mode = "edge"
         else:
             results = replay_locally(staged, work, args, progress)
             mode = "local pair"
+    except Unreachable as e:
+        print(f"coilgun-replay: {e}", file=sys.stderr)
+        return 2
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
