@@ -39,7 +39,9 @@ EdgeWorker::~EdgeWorker() {
 Result<uint16_t> EdgeWorker::start(uint16_t port_override) {
   const auto settings = shared_.now();
   const config::HostPort& l = settings->config.listen;
-  COILGUN_TRY(listen(l.host, port_override != 0 ? port_override : l.port));
+  const uint16_t wanted = port_override != 0 ? port_override : l.port;
+  COILGUN_TRY(daemon::logged_listen(listen(l.host, wanted, daemon::worker_sharing(port_override)),
+                                    "http", l.host, wanted));
   connect_routes(settings);  // Tunnels come up now, before the first request needs one.
   update_ready();
   sweep_idle();

@@ -38,8 +38,11 @@ AgentWorker::~AgentWorker() { stop(); }
 Result<uint16_t> AgentWorker::start(uint16_t port_override) {
   const config::HostPort l = shared_.now()->config.listen;
   const uint16_t port = port_override != 0 ? port_override : l.port;
-  COILGUN_TRY(listener_.listen(
-      l.host, port, [this](std::unique_ptr<uv::TcpStream> s) { on_accept(std::move(s)); }));
+  COILGUN_TRY(daemon::logged_listen(
+      listener_.listen(
+          l.host, port, [this](std::unique_ptr<uv::TcpStream> s) { on_accept(std::move(s)); },
+          daemon::worker_sharing(port_override)),
+      "tunnel", l.host, port));
   log::info("listening",
             {{"role", "tunnel"}, {"address", listener_.address()}, {"worker", index_}});
   return listener_.port();

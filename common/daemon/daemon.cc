@@ -7,6 +7,7 @@
 #include <future>
 #include <mutex>
 
+#include "common/daemon/config.h"
 #include "common/daemon/dashboard.h"
 #include "common/daemon/sd_notify.h"
 #include "common/daemon/start_up.h"
@@ -224,6 +225,15 @@ Daemon::~Daemon() {
   }
 }
 
+Status logged_listen(Status s, const char* role, const std::string& host, uint16_t port) {
+  if (!s.ok()) {
+    const config::HostPort address{host, port};
+    log::error("cannot listen",
+               {{"role", role}, {"address", address.to_string()}, {"error", s.message()}});
+  }
+  return s;
+}
+
 void tune_malloc() {
   (void)mallopt(M_MMAP_THRESHOLD, 8 << 20);
   (void)mallopt(M_TRIM_THRESHOLD, 32 << 20);
@@ -310,9 +320,9 @@ int Daemon::run() {
   }
 
   admin_ = std::make_unique<Admin>(*this, loop_);
-  const Status s = admin_->listen(options_.admin_host, options_.admin_port);
+  const Status s = logged_listen(admin_->listen(options_.admin_host, options_.admin_port), "admin",
+                                 options_.admin_host, options_.admin_port);
   if (!s.ok()) {
-    log::error("cannot listen", {{"role", "admin"}, {"error", s.to_string()}});
     admin_.reset();
     begin_drain();
     loop_.run();

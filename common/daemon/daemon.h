@@ -79,13 +79,24 @@ nlohmann::json store_json(const VersionStore& store);
 // (Daemon::trim_when_idle). Call it before the first thread starts.
 void tune_malloc();
 
+// How a worker's main listener shares its address: the first worker (no |port_override|)
+// binds alone, so a second copy of the daemon, or any program on the address, makes it fail;
+// the others then join it (uv::PortSharing).
+inline uv::PortSharing worker_sharing(uint16_t port_override) {
+  return port_override == 0 ? uv::PortSharing::kFirst : uv::PortSharing::kJoin;
+}
+
+// Logs "cannot listen" naming |role|, the address and the OS's error when |s| failed.
+// Returns |s|.
+Status logged_listen(Status s, const char* role, const std::string& host, uint16_t port);
+
 // One worker's logic; created, used and destroyed on its own thread.
 class Worker {
  public:
   virtual ~Worker() = default;
   // Binds listeners. |port_override| (when nonzero) replaces the configured port of the main
   // listener: the first worker binds the configured one (maybe 0, any), the others then bind
-  // the port it got (SO_REUSEPORT). Returns the bound port of the main listener.
+  // the port it got (worker_sharing). Returns the bound port of the main listener.
   virtual Result<uint16_t> start(uint16_t port_override) = 0;
   // Stops accepting new work; what is in flight goes on. drained() reports when it is done.
   virtual void drain() = 0;

@@ -462,8 +462,8 @@ Server::Server(uv::Loop& loop, ServerOptions options)
 
 Server::~Server() { close_all(); }
 
-Status Server::listen(const std::string& host, uint16_t port) {
-  return listener_.listen(host, port, [this](std::unique_ptr<uv::TcpStream> socket) {
+Status Server::listen(const std::string& host, uint16_t port, uv::PortSharing sharing) {
+  auto on_accept = [this](std::unique_ptr<uv::TcpStream> socket) {
     if (options_.max_connections != 0 && open_.size() >= options_.max_connections) {
       on_connection_refused();
       return;  // The socket closes as it goes.
@@ -471,7 +471,8 @@ Status Server::listen(const std::string& host, uint16_t port) {
     auto c = std::make_unique<ServerConnection>(loop_, std::move(socket), *this, options_);
     ServerConnection* key = c.get();
     open_.emplace(key, std::move(c));
-  });
+  };
+  return listener_.listen(host, port, std::move(on_accept), sharing);
 }
 
 void Server::on_closed(ServerConnection& c) {

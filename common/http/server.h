@@ -248,7 +248,9 @@ class Server : public ServerHandler {
   Server(uv::Loop& loop, ServerOptions options);
   ~Server() override;
 
-  Status listen(const std::string& host, uint16_t port);
+  // As uv::TcpListener::listen.
+  Status listen(const std::string& host, uint16_t port,
+                uv::PortSharing sharing = uv::PortSharing::kNone);
   uint16_t port() const { return listener_.port(); }
   std::string address() const { return listener_.address(); }
   // Stops accepting; open connections go on until they end.

@@ -439,12 +439,27 @@ void TcpStream::set_notsent_lowat(uint32_t bytes) {
 
 // ---- TcpListener --------------------------------------------------------------------------
 
+namespace {
+
+// Sets SO_REUSEPORT on |handle|'s socket; 0 or a libuv error.
+int allow_port_sharing(uv_tcp_t* handle) {
+  uv_os_fd_t fd;
+  const int r = uv_fileno(as_handle(handle), &fd);
+  if (r != 0) return r;
+  const int one = 1;
+  return setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0
+             ? 0
+             : uv_translate_sys_error(errno);
+}
+
+}  // namespace
+
 TcpListener::TcpListener(Loop& loop) : loop_(loop) {}
 
 TcpListener::~TcpListener() { close(); }
 
 Status TcpListener::listen(const std::string& host, uint16_t port, OnAccept on_accept,
-                           int backlog) {
+                           PortSharing sharing, int backlog) {
   sockaddr_storage addr;
   if (!parse_ip(host, port, addr)) return Status(Code::kConfig, "listen address is not an IP");
   close();
@@ -456,18 +471,16 @@ Status TcpListener::listen(const std::string& host, uint16_t port, OnAccept on_a
     return from_uv(r, "cannot create socket");
   }
   handle_->data = this;
-  // SO_REUSEPORT: every worker loop listens on the same port and the kernel spreads
-  // connections over them.
-  uv_os_fd_t fd;
-  if (uv_fileno(as_handle(handle_), &fd) == 0) {
-    const int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-  }
-  r = uv_tcp_bind(handle_, reinterpret_cast<const sockaddr*>(&addr), 0);
+  // Order matters (see PortSharing): a joining socket sets SO_REUSEPORT before bind, the
+  // first one after. uv_tcp_bind binds at once (libuv sets SO_REUSEADDR, for TIME_WAIT).
+  if (sharing == PortSharing::kJoin) r = allow_port_sharing(handle_);
+  if (r == 0) r = uv_tcp_bind(handle_, reinterpret_cast<const sockaddr*>(&addr), 0);
+  if (r == 0 && sharing == PortSharing::kFirst) r = allow_port_sharing(handle_);
   if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(handle_), backlog, on_connection);
   if (r < 0) {
     close();
-    return from_uv(r, "cannot listen on the address");
+    // uv_strerror's text is static for every error the OS gives here.
+    return Status(Code::kIo, uv_strerror(r));
   }
   on_accept_ = std::move(on_accept);
   return Status::Ok();

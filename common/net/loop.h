@@ -250,8 +250,19 @@ class TcpStream {
   uint64_t bytes_read_ = 0, bytes_written_ = 0;
 };
 
-// Accepts TCP connections on one address. Each worker loop may listen on the same address:
-// SO_REUSEPORT lets the kernel spread connections over them.
+// Who may listen on an address beside a listener. The workers of one process share theirs
+// with SO_REUSEPORT, which lets the kernel spread connections over them. Linux admits a socket
+// to such a group only when every socket in it set the option before it was bound, so the
+// first worker binds without it (failing when anything at all holds the address: another
+// program, or another copy of this daemon) and sets it once bound, before listening; the
+// others then join. Nothing else can join but a program that sets SO_REUSEPORT itself.
+enum class PortSharing {
+  kNone,   // This listener alone.
+  kFirst,  // Bound alone, then open to kJoin listeners on the same address.
+  kJoin,   // Joins the address a kFirst listener opened.
+};
+
+// Accepts TCP connections on one address.
 class TcpListener {
  public:
   // Called with each accepted connection; the callee owns it.
@@ -262,8 +273,10 @@ class TcpListener {
   TcpListener(const TcpListener&) = delete;
   TcpListener& operator=(const TcpListener&) = delete;
 
-  // Binds |host| (an IP address) and |port| (0: any free port) and starts listening.
-  Status listen(const std::string& host, uint16_t port, OnAccept on_accept, int backlog = 1024);
+  // Binds |host| (an IP address) and |port| (0: any free port) and starts listening. The
+  // error's message is the OS's ("address already in use"): the caller names the address.
+  Status listen(const std::string& host, uint16_t port, OnAccept on_accept,
+                PortSharing sharing = PortSharing::kNone, int backlog = 1024);
   // The bound port (useful after listen on port 0).
   uint16_t port() const;
   std::string address() const;

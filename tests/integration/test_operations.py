@@ -133,6 +133,51 @@ class TestConfigFiles(OpsTestCase):
         self.assertIn("COILGUN_TUNNEL_CONNECTIONS", r.stdout)  # The suggestion.
 
 
+class TestAddressInUse(OpsTestCase):
+    """Issue #14 (1): a daemon refuses an address anything else holds, naming it and the OS's
+    error; SO_REUSEPORT joins only the workers of one process."""
+
+    def refused(self, args, address):
+        """Runs a daemon that must refuse to start on |address|; returns its "cannot listen" record."""
+        r = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        records = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+        failed = [rec for rec in records if rec.get("msg") == "cannot listen"]
+        self.assertEqual(len(failed), 1, r.stderr)
+        self.assertEqual(failed[0]["address"], address, r.stderr)
+        self.assertEqual(failed[0]["error"], "address already in use", r.stderr)
+        self.assertNotIn("listening", [rec.get("msg") for rec in records if rec.get("role") == failed[0]["role"]])
+        return failed[0]
+
+    def test_a_second_copy_and_another_program_are_refused(self):
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        edge_args = [harness.binary("coilgun-edge"), "--agent", "127.0.0.1:1", "--workers", "2"] + certs.edge_flags()
+        first = self.start(edge_args + ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"], "edge")
+        _, port = first.address("http")
+        _, admin = first.address("admin")
+        self.assertEqual(len([r for r in first.records() if r.get("msg") == "listening" and r.get("role") == "http"]), 2)
+        # A second copy on the same HTTP port (its own admin port), then on the same admin port.
+        self.assertEqual(self.refused(edge_args + ["--listen", f"127.0.0.1:{port}", "--admin", "127.0.0.1:0"],
+                                      f"127.0.0.1:{port}")["role"], "http")
+        self.assertEqual(self.refused(edge_args + ["--listen", "127.0.0.1:0", "--admin", f"127.0.0.1:{admin}"],
+                                      f"127.0.0.1:{admin}")["role"], "admin")
+        # The first copy alone answers every connection.
+        for _ in range(20):
+            get(port, "/", timeout=10)
+        self.assertEqual(metrics(admin)['coilgun_requests_total{code="5xx"}'], 20)  # No agent: 502s, all its own.
+        # Another program, with or without SO_REUSEPORT: the agent refuses its address too.
+        for reuse_port in (False, True):
+            with socket.socket() as other:
+                if reuse_port:
+                    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                other.bind(("127.0.0.1", 0))
+                other.listen()
+                taken = other.getsockname()[1]
+                self.assertEqual(self.refused([harness.binary("coilgun-origin"), "--listen", f"127.0.0.1:{taken}",
+                                               "--admin", "127.0.0.1:0", "--backend", "http://127.0.0.1:1"]
+                                              + certs.agent_flags(), f"127.0.0.1:{taken}")["role"], "tunnel")
+
+
 class TestCerts(OpsTestCase):
     """coilgun-certs, the script a first install runs (issue #14, 6)."""
 

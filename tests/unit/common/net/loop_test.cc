@@ -261,6 +261,23 @@ TEST_CASE("Closing the loop cuts a lingering stream short and frees it", "[uv]")
   CHECK(std::chrono::steady_clock::now() - started < TcpStream::kLingerTimeout / 2);
 }
 
+TEST_CASE("Listeners share an address only when the first opened it to them", "[uv]") {
+  Loop loop;
+  {
+    TcpListener first(loop), worker(loop), copy(loop), alone(loop), intruder(loop);
+    REQUIRE(first.listen("127.0.0.1", 0, [](auto) {}, PortSharing::kFirst).ok());
+    CHECK(worker.listen("127.0.0.1", first.port(), [](auto) {}, PortSharing::kJoin).ok());
+    // Another copy's first listener binds alone, so it fails; the message is the OS's.
+    const Status s = copy.listen("127.0.0.1", first.port(), [](auto) {}, PortSharing::kFirst);
+    CHECK(s.code() == Code::kIo);
+    CHECK(std::string(s.message()) == "address already in use");
+    // A listener that opened nothing cannot be joined.
+    REQUIRE(alone.listen("127.0.0.1", 0, [](auto) {}).ok());
+    CHECK_FALSE(intruder.listen("127.0.0.1", alone.port(), [](auto) {}, PortSharing::kJoin).ok());
+  }
+  CHECK(loop.close() == 0);
+}
+
 TEST_CASE("Connecting to a closed port reports a refusal", "[uv]") {
   Loop loop;
   uint16_t port;
