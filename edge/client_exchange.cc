@@ -401,6 +401,8 @@ void ClientExchange::on_reset(ResetReason reason) {
       return fail(504, "backend_timeout");
     case ResetReason::kUpstreamFailed:
       return fail(502, "backend_failed");
+    case ResetReason::kUpstreamRefused:
+      return fail(502, "backend_refused");
     default:
       return fail(502, "stream_reset");
   }
@@ -546,11 +548,19 @@ void ClientExchange::direct_end() {
   finish();
 }
 
-void ClientExchange::direct_failed(Status why) {
-  log::warn("fallback failed", {{"fallback", route_->fallback.to_string()},
-                                {"error", why.to_string()},
-                                {"host", host_},
-                                {"path", target_}});
+void ClientExchange::direct_failed(Status why, std::string detail) {
+  const std::string fallback = route_->fallback.to_string();
+  if (detail.empty()) {
+    log::warn(
+        "fallback failed",
+        {{"fallback", fallback}, {"error", why.to_string()}, {"host", host_}, {"path", target_}});
+  } else {  // TLS: OpenSSL's reason, the certificate's error and names.
+    log::warn("fallback failed", {{"fallback", fallback},
+                                  {"error", why.to_string()},
+                                  {"tls", detail},
+                                  {"host", host_},
+                                  {"path", target_}});
+  }
   fail(why.code() == Code::kTimeout ? 504 : 502, "direct_failed");
 }
 

@@ -24,7 +24,8 @@
 //
 // Failures and their answers: no route for the Host 421; no tunnel up and no fallback 502 at
 // once (reason "tunnel_down"); tunnel lost mid-request 502 ("tunnel_lost"); backend refused
-// 502 ("backend_failed"); the fallback refused 502 ("direct_failed"); backend or exchange too
+// the agent's connection 502 ("backend_refused"), broke it or answered malformed 502
+// ("backend_failed"); the fallback refused 502 ("direct_failed"); backend or exchange too
 // slow 504.
 //
 // Ownership: made by its worker for a client connection's request and owned by that connection
@@ -102,7 +103,7 @@ class ClientExchange : public http::ServerExchange, private DirectFetch::Sink {
   void direct_head(http::ResponseHead&& head) override;
   void direct_body(std::span<const uint8_t> data) override;
   void direct_end() override;
-  void direct_failed(Status why) override;
+  void direct_failed(Status why, std::string detail) override;
   void direct_writable() override;
   void on_interim(uint16_t status, std::span<const proto::HeaderField> fields);
   void send_body();

@@ -122,10 +122,11 @@ void DirectFetch::on_error(Status status) {
     drop_connection();
     return acquire(true);
   }
+  std::string detail = conn_ ? conn_->error_detail() : std::string();
   drop_connection();
   Sink* sink = sink_;
   sink_ = nullptr;
-  if (sink != nullptr) sink->direct_failed(std::move(status));  // Last, as above.
+  if (sink != nullptr) sink->direct_failed(std::move(status), std::move(detail));  // Last.
 }
 
 void DirectFetch::on_writable() {

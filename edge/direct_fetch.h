@@ -35,7 +35,9 @@ class DirectFetch : private http::ClientHandler {
     virtual void direct_head(http::ResponseHead&& head) = 0;
     virtual void direct_body(std::span<const uint8_t> data) = 0;
     virtual void direct_end() = 0;
-    virtual void direct_failed(Status why) = 0;
+    // |detail|: what TLS knows beyond |why| (OpenSSL's reason, the certificate's error and
+    // names), or "".
+    virtual void direct_failed(Status why, std::string detail) = 0;
     // writable() turned true: the client's body may be read again.
     virtual void direct_writable() = 0;
 

@@ -119,10 +119,11 @@ void Exchange::acquire(bool fresh) {
           return;
         }
         if (finished_) return;
-        if (!r.ok()) {
-          return fail(r.status().code() == Code::kTimeout ? ResetReason::kUpstreamTimeout
-                                                          : ResetReason::kUpstreamFailed,
-                      "backend_refused");
+        if (!r.ok()) {  // Named as the edge names it, from the reason it gets.
+          if (r.status().code() == Code::kTimeout) {
+            return fail(ResetReason::kUpstreamTimeout, "backend_timeout");
+          }
+          return fail(ResetReason::kUpstreamRefused, "backend_refused");
         }
         conn_ = std::move(r.value());
         send_request();

@@ -126,6 +126,8 @@ const char* reset_reason_name(ResetReason reason) {
       return "internal";
     case ResetReason::kBaseMissing:
       return "base_missing";
+    case ResetReason::kUpstreamRefused:
+      return "upstream_refused";
   }
   return "unknown";
 }
@@ -227,7 +229,8 @@ Status write_response(std::vector<uint8_t>& out, uint32_t stream, uint16_t statu
   if (status < 100 || status > 999) return Status(Code::kMalformed, "status out of range");
   if (is_interim_status(status)) {
     if (mode != BodyMode::kNone || end_stream) {
-      return Status(Code::kMalformed, "an interim response has no body and does not end the stream");
+      return Status(Code::kMalformed,
+                    "an interim response has no body and does not end the stream");
     }
   } else if (mode == BodyMode::kNone && !end_stream) {
     return Status(Code::kMalformed, "a response without a body must end the stream");

@@ -159,11 +159,12 @@ enum class ResetReason : uint32_t {
   kRefused = 1,          // Not processed at all: safe to retry elsewhere.
   kProtocol = 2,         // The peer broke a rule on this stream.
   kFlowControl = 3,      // The peer sent more than the window allowed.
-  kUpstreamFailed = 4,   // The backend refused, reset or sent a malformed response.
+  kUpstreamFailed = 4,   // The backend broke the connection or sent a malformed response.
   kUpstreamTimeout = 5,  // The backend did not answer in time.
   kTooLarge = 6,         // A body or header block over a limit.
   kInternal = 7,
-  kBaseMissing = 8,  // A delta named a base the edge no longer holds: ask again in full.
+  kBaseMissing = 8,      // A delta named a base the edge no longer holds: ask again in full.
+  kUpstreamRefused = 9,  // No connection to the backend could be made: nothing was sent to it.
 };
 const char* reset_reason_name(ResetReason reason);
 Result<ResetReason> parse_reset(const Frame& frame);

@@ -131,15 +131,14 @@ function rates(window) {
 }
 
 // The upper bound of the histogram bucket holding quantile q of the interval's observations.
+// Buckets are [{le, count}] in bound order, +Inf last.
 function bucketQuantile(before, after, count, q) {
-  if (!after) return NaN;
-  const bounds = Object.keys(after).filter((k) => k !== "+Inf").map(Number).sort((x, y) => x - y);
-  for (const le of bounds) {
-    const key = Object.keys(after).find((k) => Number(k) === le);
-    const n = after[key] - ((before || {})[key] || 0);
-    if (n >= q * count) return le;
+  const finite = (Array.isArray(after) ? after : []).filter((b) => b.le !== "+Inf");
+  for (let i = 0; i < finite.length; i++) {
+    const n = finite[i].count - (before && before[i] ? before[i].count : 0);
+    if (n >= q * count) return Number(finite[i].le);
   }
-  return bounds.length ? bounds[bounds.length - 1] : NaN;
+  return finite.length ? Number(finite[finite.length - 1].le) : NaN;
 }
 
 function plot(id, series, window) {

@@ -162,14 +162,16 @@ std::shared_ptr<const Settings<Config>> start_up(const char* program, LoadFn<Con
 }
 
 // The SIGHUP handler for DaemonOptions::reload: loads and validates a new snapshot like at
-// start-up, logs keys that only a restart applies (|restart_only| says which differ), applies
-// [log] and publishes the snapshot. On any failure logs why and keeps the running one.
+// start-up, logs keys that only a restart applies (|restart_only| says which differ from the
+// snapshot the process started with, which is what runs: a change not yet applied is named at
+// every reload until the restart), applies [log] and publishes the snapshot. On any failure
+// logs why and keeps the running one. Call it at start-up, before any reload.
 template <typename Config>
 std::function<bool()> reloader(
     LoadFn<Config> load, tls::Role role, int argc, const char* const* argv,
     std::function<config::EnvMap()> env, Reloadable<Settings<Config>>& current,
     std::function<std::vector<std::string>(const Config&, const Config&)> restart_only) {
-  return [=, &current]() -> bool {
+  return [=, &current, started = current.get()]() -> bool {
     std::string error;
     auto next = load_settings(load, role, argc, argv, env(), &error);
     const auto now = current.get();
@@ -178,7 +180,7 @@ std::function<bool()> reloader(
       log::error("reload: invalid configuration or certificates", {{"error", error}});
       return false;
     }
-    for (const std::string& key : restart_only(now->config, next->config)) {
+    for (const std::string& key : restart_only(started->config, next->config)) {
       log::warn("reload: this change applies after a restart", {{"key", key}});
     }
     current.set(std::move(next));

@@ -18,8 +18,8 @@ namespace coilgun::daemon {
 // One sample of the totals the dashboard plots.
 struct HistorySample {
   // A JSON object: t (Unix ms), body, link_in, link_out, requests, errors (5xx) and duration
-  // (the request duration histogram: count, sum and the cumulative bucket counts, "le" ->
-  // count).
+  // (the request duration histogram: count, sum and the cumulative bucket counts, an array
+  // of {le, count} in bound order).
   std::string text;
   double requests = 0;   // Every coilgun_requests_total, summed.
   double in_flight = 0;  // coilgun_exchanges_in_flight.

@@ -43,6 +43,7 @@ class TlsFilter final : public uv::StreamFilter {
   }
   size_t held() const override { return session_->pending_output_bytes(); }
   bool peer_closed() const override { return session_->peer_closed(); }
+  std::string error_detail() const override { return session_->error_detail(); }
 
  private:
   std::unique_ptr<tls::TlsSession> session_;

@@ -34,6 +34,8 @@ class Connection : public uv::TcpStream::Handler, public uv::Deferred, protected
 
   // Bytes written and not yet handed to the kernel.
   size_t write_queue_bytes() const { return socket_->write_queue_bytes(); }
+  // What the socket's filter knows of a failure beyond its Status (uv::TcpStream).
+  std::string error_detail() const { return socket_->error_detail(); }
 
  protected:
   // Takes |socket| (reporting its events to this connection, Nagle off) and makes a parser of

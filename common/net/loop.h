@@ -152,6 +152,9 @@ class StreamFilter {
   // The peer ended its side cleanly (TLS's close_notify): an end of stream after it is no cut.
   // The stream then shuts its own side down (shutdown()).
   virtual bool peer_closed() const = 0;
+  // For the log line of a failure: what the filter knows beyond its Status (TLS: OpenSSL's
+  // reason, the certificate's verification error and names). "" when it knows nothing more.
+  virtual std::string error_detail() const { return {}; }
 };
 
 // A connected TCP socket. Reading delivers bytes to the handler as they arrive; writing
@@ -204,6 +207,8 @@ class TcpStream {
   // Whether the peer's end of stream (on_eof) was a clean one: always without a filter; with
   // one, only after the filter's own close (a TLS stream cut by a bare FIN may be truncated).
   bool eof_clean() const { return filter_ == nullptr || filter_->peer_closed(); }
+  // The filter's detail behind a failure (StreamFilter::error_detail); "" without a filter.
+  std::string error_detail() const { return filter_ ? filter_->error_detail() : std::string(); }
   // Bytes read and written so far, for link-byte metrics.
   uint64_t bytes_read() const { return bytes_read_; }
   uint64_t bytes_written() const { return bytes_written_; }

@@ -133,11 +133,13 @@ void append_sample_start(std::string& out, std::string_view name, std::string_vi
 // The JSON value of one metric.
 nlohmann::json metric_json(const Counter& c, const std::vector<std::string>&) { return c.value(); }
 nlohmann::json metric_json(const Gauge& g, const std::vector<std::string>&) { return g.value(); }
+// Buckets are an array in bound order ({"le": "0.5", "count": n}, ..., {"le": "+Inf", ...}):
+// a JSON object's keys come out sorted as strings ("+Inf", "0.5", "1", "10", "2.5").
 nlohmann::json metric_json(const Histogram& h, const std::vector<std::string>& le) {
   HistogramSnapshot snap = h.snapshot();
-  nlohmann::json buckets = nlohmann::json::object();
+  nlohmann::json buckets = nlohmann::json::array();
   for (size_t i = 0; i < snap.cumulative.size(); ++i) {
-    buckets[le[i]] = snap.cumulative[i];
+    buckets.push_back({{"le", le[i]}, {"count", snap.cumulative[i]}});
   }
   return nlohmann::json{
       {"count", snap.count}, {"sum", json_double(snap.sum)}, {"buckets", buckets}};

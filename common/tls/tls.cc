@@ -384,6 +384,7 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::web_client(const std::stri
   no_resumption(ctx.get());
   SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_cert_verify_callback(ctx.get(), TlsSession::on_verify_web, nullptr);
   const int loaded = ca.empty() ? SSL_CTX_set_default_verify_paths(ctx.get())
                                 : SSL_CTX_load_verify_file(ctx.get(), ca.c_str());
   if (loaded != 1) return config_error(kCaInvalid, ca, detail);
@@ -521,6 +522,12 @@ int TlsSession::on_verify_server(X509_STORE_CTX* store, void* /*arg*/) {
     X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
     return 0;
   }
+  return on_verify_web(store, nullptr);
+}
+
+int TlsSession::on_verify_web(X509_STORE_CTX* store, void* /*arg*/) {
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
   const int ok = X509_verify_cert(store);
   const int err = X509_STORE_CTX_get_error(store);
   if (ok != 1 && ssl != nullptr &&

@@ -288,6 +288,9 @@ class TlsSession {
   static int on_alpn_select(SSL* ssl, const unsigned char** out, unsigned char* out_len,
                             const unsigned char* in, unsigned int in_len, void* arg);
   static int on_verify_server(X509_STORE_CTX* store, void* arg);
+  // The web client's: OpenSSL's verification, remembering the names of a certificate that
+  // does not carry the expected one, for error_detail().
+  static int on_verify_web(X509_STORE_CTX* store, void* arg);
 
   // Runs SSL_do_handshake() and, when it completes, checks ALPN and flushes held plaintext.
   Status drive_handshake();

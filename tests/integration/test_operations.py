@@ -302,6 +302,30 @@ class TestReload(OpsTestCase):
                       what="keeping the old config")
         self.assertEqual(get(port, "/", host="news.example.org")[0], 200)
 
+    def test_restart_only_keys_compare_against_the_running_process(self):
+        # Issue #14 (7): a key that waits for a restart is named at every reload until the
+        # restart, not only at the first; setting it back names nothing.
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        conf = os.path.join(self.tmp, "edge.toml")
+        self.write_edge_config(conf, certs, 1, ["www.example.com"])
+        edge = self.start([harness.binary("coilgun-edge"), "-c", conf], "edge")
+        edge.address("admin")
+
+        def reload(workers, reloads):
+            with open(conf) as f:
+                text = re.sub(r"(?m)^workers = \d+$", f"workers = {workers}", f.read())
+            with open(conf, "w") as f:
+                f.write(text)
+            edge.signal(signal.SIGHUP)
+            harness.wait_until(lambda: sum(r.get("msg") == "reloaded" for r in edge.records()) == reloads,
+                               what=f"reload {reloads}")
+            return sum(r.get("msg") == "reload: this change applies after a restart" and r.get("key") == "workers"
+                       for r in edge.records())
+
+        self.assertEqual(reload(2, 1), 1)
+        self.assertEqual(reload(2, 2), 2)  # Still not applied: said again.
+        self.assertEqual(reload(1, 3), 2)  # Back to what runs: nothing to say.
+
     def test_sighup_reloads_certificates_and_refuses_a_bad_key(self):
         certs = harness.Certs(os.path.join(self.tmp, "c"), edges=("edge", "edge2"))
         origin, tunnel = self.site_and_origin(certs)

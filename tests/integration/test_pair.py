@@ -298,9 +298,12 @@ class TestFaults(PairTestCase):
         t0 = time.monotonic()
         status, _, body = get(p.http_port, "/")
         self.assertEqual(status, 502)
-        self.assertIn(b"backend", body)
+        self.assertIn(b"backend_refused", body)
         self.assertLess(time.monotonic() - t0, 3.0)
+        # One event, one name on both sides (issue #14, 7: the edge said backend_failed).
         self.assertGreaterEqual(metrics(p.origin_admin)['coilgun_errors_total{reason="backend_refused"}'], 1)
+        self.assertEqual(metrics(p.edge_admin)['coilgun_errors_total{reason="backend_refused"}'], 1)
+        self.assertEqual(metrics(p.edge_admin).get('coilgun_errors_total{reason="backend_failed"}', 0), 0)
 
     def test_slow_backend_gives_504(self):
         p = self.pair(origin_env={"COILGUN_BACKEND_POOL_RESPONSE_TIMEOUT": "400ms"})

@@ -411,6 +411,7 @@ TEST_CASE("An edge answers a stream reset before the head with 502 or 504 and st
   };
   const Case cases[] = {
       {ResetReason::kUpstreamFailed, 502, "Bad Gateway (backend_failed)\n"},
+      {ResetReason::kUpstreamRefused, 502, "Bad Gateway (backend_refused)\n"},
       {ResetReason::kUpstreamTimeout, 504, "Gateway Timeout (backend_timeout)\n"},
       {ResetReason::kInternal, 502, "Bad Gateway (stream_reset)\n"},
   };
@@ -429,9 +430,10 @@ TEST_CASE("An edge answers a stream reset before the head with 502 or 504 and st
       CHECK(r.body == c.body);
       CHECK(r.extra == 0);
     }
-    CHECK(rig.agent.requests().size() == 3);  // None was retried.
+    CHECK(rig.agent.requests().size() == 4);  // None was retried.
     CHECK(rig.store.held(rig.key("/fails")).empty());
     CHECK(rig.errors("backend_failed") == 1);
+    CHECK(rig.errors("backend_refused") == 1);
     CHECK(rig.errors("backend_timeout") == 1);
     CHECK(rig.errors("stream_reset") == 1);
   }

@@ -349,14 +349,14 @@ TEST_CASE("An agent retries once on a fresh connection when a reused one fails u
   CHECK(loop.close() == 0);
 }
 
-TEST_CASE("An agent resets the stream as upstream_failed when the backend refuses connections",
+TEST_CASE("An agent resets the stream as upstream_refused when the backend refuses connections",
           "[origin][exchange]") {
   uv::Loop loop;
   {
     OriginRig rig(loop, /*backend_up=*/false);
     const TunnelPeer::Stream& s = rig.get("/page");
     CHECK(s.reset);
-    CHECK(s.reset_reason == ResetReason::kUpstreamFailed);
+    CHECK(s.reset_reason == ResetReason::kUpstreamRefused);
     CHECK(s.statuses.empty());
     CHECK(rig.errors("backend_refused") == 1);
   }

@@ -231,13 +231,19 @@ TEST_CASE("Registry::to_json has the documented shape") {
   CHECK(j["coilgun_ratio"] == 0.25);
   CHECK(j["coilgun_broken"].is_null());
   CHECK(j["coilgun_empty"] == nlohmann::json::object());
+  // Buckets in bound order, not as strings sort ("+Inf" < "0.125" < "1").
+  const auto bucket = [](const char* le, int count) {
+    return nlohmann::json{{"le", le}, {"count", count}};
+  };
   CHECK(j["coilgun_op_seconds"] ==
-        nlohmann::json{
-            {"count", 2}, {"sum", 2.0625}, {"buckets", {{"0.125", 1}, {"1", 1}, {"+Inf", 2}}}});
+        nlohmann::json{{"count", 2},
+                       {"sum", 2.0625},
+                       {"buckets", {bucket("0.125", 1), bucket("1", 1), bucket("+Inf", 2)}}});
   CHECK(j["coilgun_peer_seconds"] ==
-        nlohmann::json{
-            {"peer=a",
-             {{"count", 1}, {"sum", 0.5}, {"buckets", {{"0.125", 0}, {"1", 1}, {"+Inf", 1}}}}}});
+        nlohmann::json{{"peer=a",
+                        {{"count", 1},
+                         {"sum", 0.5},
+                         {"buckets", {bucket("0.125", 0), bucket("1", 1), bucket("+Inf", 1)}}}}});
   CHECK(j.size() == 8);
   CHECK_NOTHROW(j.dump());
 }
