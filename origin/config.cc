@@ -29,15 +29,30 @@ ConfigResult<std::string> namespace_value(std::string_view s) {
   return std::string(s);
 }
 
+// The backend_tls.name key: "" or a DNS name (lower-cased) or IP address, as a certificate
+// names it.
+ConfigResult<std::string> tls_name(std::string_view s) {
+  if (s.empty()) return std::string();
+  auto parsed = parse_host(s, /*allow_bare_ipv6=*/true);
+  if (!parsed.ok()) {
+    return ConfigError{"backend_tls.name " + quote(s) + " is not a DNS name or an IP address"};
+  }
+  return std::move(parsed).value();
+}
+
 std::vector<KeyDef<OriginDraft>> origin_keys() {
   using D = OriginDraft;
   std::vector<KeyDef<D>> keys{
       host_port_key<D>("listen", COILGUN_CONFIG_FIELD(cfg.listen)),
       host_port_key<D>("admin", COILGUN_CONFIG_FIELD(cfg.admin)),
-      backend_key<D>("backend", COILGUN_CONFIG_FIELD(cfg.backend)),
+      backend_key<D>("backend", COILGUN_CONFIG_FIELD(cfg.backend), /*https_ok=*/true),
       string_key<D>("namespace", COILGUN_CONFIG_FIELD(cfg.namespace_name), namespace_value),
       workers_key<D>("workers", COILGUN_CONFIG_FIELD(cfg.workers)),
       duration_key<D>("drain_timeout", COILGUN_CONFIG_FIELD(cfg.drain_timeout), milliseconds(0)),
+      string_key<D>("backend_tls.ca", COILGUN_CONFIG_FIELD(cfg.backend_tls.ca), any_path),
+      string_key<D>("backend_tls.cert", COILGUN_CONFIG_FIELD(cfg.backend_tls.cert), any_path),
+      string_key<D>("backend_tls.key", COILGUN_CONFIG_FIELD(cfg.backend_tls.key), any_path),
+      string_key<D>("backend_tls.name", COILGUN_CONFIG_FIELD(cfg.backend_tls.name), tls_name),
       string_key<D>("tls.ca", COILGUN_CONFIG_FIELD(cfg.tls.ca), non_empty_path),
       string_key<D>("tls.cert", COILGUN_CONFIG_FIELD(cfg.tls.cert), non_empty_path),
       string_key<D>("tls.key", COILGUN_CONFIG_FIELD(cfg.tls.key), non_empty_path),
@@ -80,13 +95,23 @@ void finish_origin(OriginDraft& d, const std::map<std::string, Layer>&, Errors& 
   if (d.cfg.backend.empty()) {
     errors.add("backend is not set; " + where_to_set("backend", "--backend"));
   }
+  const BackendTlsConfig& b = d.cfg.backend_tls;
+  if (b.cert.empty() != b.key.empty()) {
+    errors.add("backend_tls.cert and backend_tls.key go together: set both or neither");
+  }
+  if (!d.cfg.backend.https && !(b == BackendTlsConfig{})) {
+    errors.add("[backend_tls] is set but backend " + quote(d.cfg.backend.to_string()) +
+               " is not https://");
+  }
   require_tls(d.cfg.tls, errors);
 }
 
 std::vector<FlagDef> origin_flags() {
   return {
       {"--listen", "listen", "HOST:PORT", "Tunnel listener HOST:PORT (default 0.0.0.0:2408)"},
-      {"--backend", "backend", "URL", "Web server to forward to, http://HOST:PORT"},
+      {"--backend", "backend", "URL", "Web server to forward to, http(s)://HOST:PORT"},
+      {"--backend-ca", "backend_tls.ca", "FILE",
+       "CA (PEM) an https:// backend's certificate must chain to (default: the system's)"},
       {"--admin", "admin", "HOST:PORT", "Admin listener HOST:PORT (default 127.0.0.1:9408)"},
       {"--tls-ca", "tls.ca", "FILE", "CA certificate (PEM) edges must be signed by"},
       {"--tls-cert", "tls.cert", "FILE", "This agent's certificate (PEM)"},

@@ -32,6 +32,17 @@ struct BackendPoolConfig {
   friend bool operator==(const BackendPoolConfig&, const BackendPoolConfig&) = default;
 };
 
+// [backend_tls] (origin): how the agent speaks to an https:// backend.
+struct BackendTlsConfig {
+  std::string ca;    // ca: PEM the backend's certificate must chain to; "": the system's store.
+  std::string cert;  // cert: a client certificate (PEM) for backends that ask; "": none.
+  std::string key;   // key: its private key (PEM); set with cert.
+  // name: the name the backend's certificate must carry, sent as SNI; "": the backend URL's
+  // host.
+  std::string name;
+  friend bool operator==(const BackendTlsConfig&, const BackendTlsConfig&) = default;
+};
+
 // [limits] (origin).
 struct OriginLimits {
   uint64_t max_header_bytes = 64 * kKiB;  // max_header_bytes: of a backend response head.
@@ -69,7 +80,8 @@ struct OriginTunnelConfig {
 struct OriginConfig {
   HostPort listen{"0.0.0.0", 2408};   // listen: where edges connect (tunnel, TLS).
   HostPort admin{"127.0.0.1", 9408};  // admin: /metrics, /stats, /ready.
-  BackendUrl backend;                 // backend: required.
+  BackendUrl backend;                 // backend: required, http:// or https://.
+  BackendTlsConfig backend_tls;       // [backend_tls]: for an https:// backend.
   // namespace: names this agent's content in every cache key, so one agent's versions are never
   // a base for another's. 1..64 characters of [A-Za-z0-9._-].
   std::string namespace_name = "default";
@@ -89,7 +101,7 @@ struct OriginConfig {
 // Loading
 
 // Parses coilgun-origin's command line
-//   coilgun-origin [-c FILE] [--listen HOST:PORT] [--backend http://HOST:PORT]
+//   coilgun-origin [-c FILE] [--listen HOST:PORT] [--backend http(s)://HOST:PORT] [--backend-ca F]
 //                  [--admin HOST:PORT] [--tls-ca F --tls-cert F --tls-key F]
 //                  [--workers N|auto] [--log-level L] [--check] [--version] [--help]
 // reads the file (from -c, else COILGUN_CONFIG, else none), applies |env| and the flags, and

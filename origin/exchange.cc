@@ -410,6 +410,10 @@ void Exchange::on_error(Status status) {
     drop_backend();
     return acquire(true);
   }
+  if (std::string detail = conn_ ? conn_->error_detail() : std::string(); !detail.empty()) {
+    // An https:// backend's TLS failed: OpenSSL's reason, the certificate's error and names.
+    log::warn("backend TLS failed", {{"error", status.to_string()}, {"tls", detail}});
+  }
   log::debug("backend failed", {{"error", status.to_string()}, {"host", host_}});
   fail(status.code() == Code::kTimeout ? ResetReason::kUpstreamTimeout
                                        : ResetReason::kUpstreamFailed,

@@ -19,7 +19,16 @@ AgentWorker::AgentWorker(uv::Loop& loop, Shared& shared, unsigned index)
           shared.now()->config.backend_pool.max_idle_per_worker,
           shared.now()->config.backend_pool.connect_timeout,
           http::Parser::Limits{.max_header_bytes = shared.now()->config.limits.max_header_bytes,
-                               .max_headers = shared.now()->config.limits.max_headers}) {}
+                               .max_headers = shared.now()->config.limits.max_headers}) {
+  apply_backend_tls();
+}
+
+void AgentWorker::apply_backend_tls() {
+  const auto settings = shared_.now();
+  if (settings->config.backend.https) {
+    backend_.set_tls(settings->web_tls, settings->config.backend_tls.name);
+  }
+}
 
 proto::DeltaEncoder& AgentWorker::encoder(const config::DeltaConfig& delta) {
   // Rebuilt only for what it is made of: exchanges from before and after a reload that
@@ -55,8 +64,8 @@ void AgentWorker::on_accept(std::unique_ptr<uv::TcpStream> socket) {
   const config::OriginTunnelConfig& t = settings->config.tunnel;
   const std::string source = socket->peer_ip();
   HandshakeGate::Refusal why = HandshakeGate::Refusal::kNone;
-  HandshakeGate::Slot pending = shared_.handshakes.try_enter(
-      t.max_pending_handshakes, source, t.max_pending_per_source, &why);
+  HandshakeGate::Slot pending = shared_.handshakes.try_enter(t.max_pending_handshakes, source,
+                                                             t.max_pending_per_source, &why);
   // Full: the oldest connection of this worker still in its handshake gives way. Silent
   // connections then last only until newer ones come, and a real edge's handshake, done in
   // milliseconds, gets through a flood of them (issue #10: an edge locked out for 38 s).

@@ -54,6 +54,8 @@ class AgentWorker : public daemon::Worker {
   void drain() override;
   bool drained() const override { return links_.empty(); }
   void stop() override;
+  // New backend TLS files (an https:// backend) apply to new backend connections.
+  void reloaded() override { apply_backend_tls(); }
 
   uv::Loop& loop() { return loop_; }
   Shared& shared() { return shared_; }
@@ -66,6 +68,8 @@ class AgentWorker : public daemon::Worker {
 
  private:
   void on_accept(std::unique_ptr<uv::TcpStream> socket);
+  // An https:// backend: the pool speaks TLS with the snapshot's context and backend_tls.name.
+  void apply_backend_tls();
   // Closes this worker's oldest connection still in the handshake, if it has one.
   bool give_way(uint32_t limit);
   // Counts (and logs, at most once a second) a connection closed for the handshake limits:

@@ -99,6 +99,9 @@ struct HostPort {
 // Parses "HOST:PORT": "10.0.0.1:80", "[::1]:80", "origin.example:2408". The port is required
 // (0..65535); IPv6 literals need brackets; DNS names are lower-cased.
 ConfigResult<HostPort> parse_host_port(std::string_view text);
+// Checks and normalises a host without a port: IPv4, IPv6 (bracketed, or bare when
+// |allow_bare_ipv6|) or a DNS name (lower-cased).
+ConfigResult<std::string> parse_host(std::string_view host, bool allow_bare_ipv6);
 
 // Parses "HOST:PORT,HOST:PORT" (the environment's and a flag's form of an address list): each
 // as parse_host_port, a port of 0 refused, no address twice, at most 64; "" is the empty list.

@@ -36,7 +36,8 @@ template <typename Config>
 struct Settings {
   Config config;
   std::shared_ptr<const tls::TlsContext> tls;  // The tunnel's.
-  // The edge's, for https:// fallbacks (tls::TlsContext::web_client); null when none is https.
+  // tls::TlsContext::web_client for the edge's https:// fallbacks or the agent's https://
+  // backend; null when there is none.
   std::shared_ptr<const tls::TlsContext> web_tls = nullptr;
   // From [store] memcached_password_file ("" without SASL): read once, with the snapshot.
   std::string memcached_password{};

@@ -74,6 +74,17 @@ std::shared_ptr<const Settings<Config>> load_settings(LoadFn<Config> load, tls::
       web = std::move(w).value();
     }
   }
+  if constexpr (requires { loaded->config.backend_tls; }) {
+    const auto& b = loaded->config.backend_tls;
+    if (loaded->config.backend.https) {
+      auto w = tls::TlsContext::web_client(b.ca, &detail, b.cert, b.key);
+      if (!w.ok()) {
+        *error = "backend_tls: " + detail;
+        return nullptr;
+      }
+      web = std::move(w).value();
+    }
+  }
   return std::make_shared<const Settings<Config>>(
       Settings<Config>{std::move(loaded->config), std::move(ctx).value(), std::move(web),
                        std::move(password).value()});

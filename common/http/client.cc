@@ -336,36 +336,38 @@ void ClientPool::acquire(OnAcquire done, bool fresh) {
   auto connector = std::make_unique<uv::TcpConnector>(loop_);
   uv::TcpConnector* raw = connector.get();
   connecting_.push_back(std::move(connector));
-  raw->connect(host_, port_, connect_timeout_,
-               [this, raw, done = std::move(done)](Result<std::unique_ptr<uv::TcpStream>> r) {
-                 // The connector is done with us: it may go (see TcpConnector::finish).
-                 auto it = std::find_if(connecting_.begin(), connecting_.end(),
-                                        [raw](const auto& p) { return p.get() == raw; });
-                 std::unique_ptr<uv::TcpConnector> keep;
-                 if (it != connecting_.end()) {
-                   keep = std::move(*it);
-                   connecting_.erase(it);
-                 }
-                 if (!r.ok()) {
-                   done(r.status().from(Side::kUpstream));
-                   return;
-                 }
-                 if (tls_ != nullptr) {
-                   auto session = tls::TlsSession::client(tls_, host_);
-                   if (!session.ok()) return done(session.status().from(Side::kUpstream));
-                   const Status s = r.value()->set_filter(
-                       std::make_unique<TlsFilter>(std::move(session).value()));
-                   if (!s.ok()) return done(s);
-                 }
-                 auto c = std::make_unique<ClientConnection>(std::move(r.value()), limits_);
-                 c->tls_generation_ = tls_generation_;
-                 done(std::move(c));
-               });
+  raw->connect(
+      host_, port_, connect_timeout_,
+      [this, raw, done = std::move(done)](Result<std::unique_ptr<uv::TcpStream>> r) {
+        // The connector is done with us: it may go (see TcpConnector::finish).
+        auto it = std::find_if(connecting_.begin(), connecting_.end(),
+                               [raw](const auto& p) { return p.get() == raw; });
+        std::unique_ptr<uv::TcpConnector> keep;
+        if (it != connecting_.end()) {
+          keep = std::move(*it);
+          connecting_.erase(it);
+        }
+        if (!r.ok()) {
+          done(r.status().from(Side::kUpstream));
+          return;
+        }
+        if (tls_ != nullptr) {
+          auto session = tls::TlsSession::client(tls_, tls_name_.empty() ? host_ : tls_name_);
+          if (!session.ok()) return done(session.status().from(Side::kUpstream));
+          const Status s =
+              r.value()->set_filter(std::make_unique<TlsFilter>(std::move(session).value()));
+          if (!s.ok()) return done(s);
+        }
+        auto c = std::make_unique<ClientConnection>(std::move(r.value()), limits_);
+        c->tls_generation_ = tls_generation_;
+        done(std::move(c));
+      });
 }
 
-void ClientPool::set_tls(std::shared_ptr<const tls::TlsContext> tls) {
-  if (tls == tls_ || tls == nullptr) return;
+void ClientPool::set_tls(std::shared_ptr<const tls::TlsContext> tls, std::string name) {
+  if ((tls == tls_ && name == tls_name_) || tls == nullptr) return;
   tls_ = std::move(tls);
+  tls_name_ = std::move(name);
   ++tls_generation_;
   for (auto& c : idle_) {
     c->pool_ = nullptr;

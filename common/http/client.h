@@ -161,11 +161,11 @@ class ClientPool {
   ~ClientPool();
 
   // New connections speak TLS with |tls| (a tls::TlsContext::web_client(): the server's
-  // certificate must carry the pool's host), or plain HTTP while no context was ever set (the
-  // default). Idle connections made with another context are dropped, and connections made
-  // with one are not taken back. A null |tls| after a context is ignored: a pool that spoke TLS
-  // never goes back to cleartext.
-  void set_tls(std::shared_ptr<const tls::TlsContext> tls);
+  // certificate must carry |name|, sent as SNI unless an IP address; empty: the pool's host),
+  // or plain HTTP while no context was ever set (the default). Idle connections made with
+  // another context or name are dropped, and connections made with one are not taken back. A
+  // null |tls| after a context is ignored: a pool that spoke TLS never goes back to cleartext.
+  void set_tls(std::shared_ptr<const tls::TlsContext> tls, std::string name = "");
 
   // Hands over an idle connection (at once) or a new one (when connected). An idle one is
   // handed out only if its socket is quiet (nothing unread, no close): the others are dropped.
@@ -186,6 +186,7 @@ class ClientPool {
   std::chrono::milliseconds connect_timeout_;
   Parser::Limits limits_;
   std::shared_ptr<const tls::TlsContext> tls_;
+  std::string tls_name_;         // The name the server's certificate must carry ("": host_).
   uint64_t tls_generation_ = 0;  // Counts set_tls() changes.
   std::vector<std::unique_ptr<ClientConnection>> idle_;
   std::vector<std::unique_ptr<uv::TcpConnector>> connecting_;

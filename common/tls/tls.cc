@@ -174,6 +174,30 @@ void no_resumption(SSL_CTX* ctx) {
 
 // Loads and validates files into a context for |role|; see TlsContext::server()/client(). The
 // ALPN and verification callbacks are installed by TlsContext::build().
+// Loads |ctx|'s own certificate (plus intermediates) from |cert| and its key from |key|.
+Status use_own_certificate(SSL_CTX* ctx, const std::string& cert, const std::string& key_file,
+                           std::string* detail) {
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
+    return config_error(kCertInvalid, cert, detail);
+  }
+  PKeyPtr key;
+  {
+    BioPtr bio{BIO_new_file(key_file.c_str(), "r")};
+    if (bio != nullptr) key.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  }
+  if (key == nullptr) return config_error(kKeyInvalid, key_file, detail);
+  // Check the pair ourselves first: SSL_CTX_use_PrivateKey fails on a mismatch too, but
+  // with an error that does not say which.
+  X509* own = SSL_CTX_get0_certificate(ctx);
+  if (own == nullptr || X509_check_private_key(own, key.get()) != 1) {
+    return config_error(kKeyMismatch, key_file, detail);
+  }
+  if (SSL_CTX_use_PrivateKey(ctx, key.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+    return config_error(kKeyMismatch, key_file, detail);
+  }
+  return Status::Ok();
+}
+
 Status configure(SSL_CTX* ctx, Role role, const TlsFiles& files, std::string* detail) {
   const bool server = role == Role::kServer;
   // TLS 1.3 only, both bounds (DESIGN.md: "TLS 1.3 (OpenSSL) with mutual authentication").
@@ -182,26 +206,7 @@ Status configure(SSL_CTX* ctx, Role role, const TlsFiles& files, std::string* de
     return config_error(kContextFailed, {}, detail);
   }
   no_resumption(ctx);
-
-  // Own certificate (plus intermediates) and key.
-  if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1) {
-    return config_error(kCertInvalid, files.cert, detail);
-  }
-  PKeyPtr key;
-  {
-    BioPtr bio{BIO_new_file(files.key.c_str(), "r")};
-    if (bio != nullptr) key.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-  }
-  if (key == nullptr) return config_error(kKeyInvalid, files.key, detail);
-  // Check the pair ourselves first: SSL_CTX_use_PrivateKey fails on a mismatch too, but
-  // with an error that does not say which.
-  X509* own = SSL_CTX_get0_certificate(ctx);
-  if (own == nullptr || X509_check_private_key(own, key.get()) != 1) {
-    return config_error(kKeyMismatch, files.key, detail);
-  }
-  if (SSL_CTX_use_PrivateKey(ctx, key.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-    return config_error(kKeyMismatch, files.key, detail);
-  }
+  COILGUN_TRY(use_own_certificate(ctx, files.cert, files.key, detail));
 
   // The CA the peer must chain to.
   if (SSL_CTX_load_verify_file(ctx, files.ca.c_str()) != 1) {
@@ -370,8 +375,14 @@ TlsContext::TlsContext(Passkey, Role role, SSL_CTX* ctx, int64_t not_before_unix
       subject_(std::move(subject)) {}
 
 Result<std::shared_ptr<const TlsContext>> TlsContext::web_client(const std::string& ca,
-                                                                 std::string* detail) {
+                                                                 std::string* detail,
+                                                                 const std::string& cert,
+                                                                 const std::string& key) {
   if (!ca.empty()) COILGUN_TRY(check_readable(ca, kCaUnset, kCaUnreadable, detail));
+  if (!cert.empty()) {
+    COILGUN_TRY(check_readable(cert, kCertUnset, kCertUnreadable, detail));
+    COILGUN_TRY(check_readable(key, kKeyUnset, kKeyUnreadable, detail));
+  }
   ERR_clear_error();
   SslCtxPtr ctx{SSL_CTX_new(TLS_client_method())};
   if (ctx == nullptr) return config_error(kContextFailed, {}, detail);
@@ -382,6 +393,7 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::web_client(const std::stri
     return config_error(kContextFailed, {}, detail);
   }
   no_resumption(ctx.get());
+  if (!cert.empty()) COILGUN_TRY(use_own_certificate(ctx.get(), cert, key, detail));
   SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
   SSL_CTX_set_cert_verify_callback(ctx.get(), TlsSession::on_verify_web, nullptr);

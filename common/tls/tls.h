@@ -92,13 +92,16 @@ class TlsContext {
   static Result<std::shared_ptr<const TlsContext>> client(const TlsFiles& files,
                                                           std::string* detail = nullptr);
 
-  // Builds a context for dialling an HTTPS server (the edge's fallback to an origin): TLS 1.2
-  // or 1.3, the server's certificate verified against |ca| (PEM; empty: the system's trust
-  // store) and against the name the session dials, ALPN http/1.1 offered and none required,
-  // no certificate of its own, no resumption. Errors and |detail| as for server(); the dates
-  // and subject are empty.
+  // Builds a context for dialling an HTTPS server (the edge's fallback to an origin, the
+  // agent's https:// backend): TLS 1.2 or 1.3, the server's certificate verified against |ca|
+  // (PEM; empty: the system's trust store) and against the name the session dials, ALPN
+  // http/1.1 offered and none required, no resumption. With |cert| (and |key|, both PEM) it
+  // presents that client certificate to servers that ask; empty: none. Errors and |detail| as
+  // for server(); the dates and subject are empty.
   static Result<std::shared_ptr<const TlsContext>> web_client(const std::string& ca,
-                                                              std::string* detail = nullptr);
+                                                              std::string* detail = nullptr,
+                                                              const std::string& cert = "",
+                                                              const std::string& key = "");
 
   // For server()/client() only (the passkey cannot be named elsewhere). Takes ownership of
   // |ctx|.

@@ -503,6 +503,66 @@ class TestNginxBackend(BackendTestCase):
         self.assertEqual((status, body), (200, b""))
 
 
+class TestHttpsBackend(BackendTestCase):
+    """An https:// backend (issue #14, "Missing"): a stock nginx terminating TLS with a
+    certificate from the test's CA (names 127.0.0.1 and localhost) in front of the sample site,
+    verified against backend_tls.ca; a client certificate for an nginx that asks for one."""
+
+    def https_pair(self, tag, verify_client=False, ca=True, client_cert=False):
+        """The site behind nginx (TLS) behind a pair; returns the pair and the site's port."""
+        tmp = os.path.join(self.tmp, tag)
+        os.makedirs(tmp)
+        site = harness.Process([harness.binary("coilgun-sample-origin"), "--listen", "127.0.0.1:0"], "site")
+        self.addCleanup(site.stop)
+        _, site_port = site.address("origin")
+        certs = harness.Certs(os.path.join(tmp, "certs"))
+        verify = f"ssl_verify_client on; ssl_client_certificate {certs.path('ca.pem')};" if verify_client else ""
+        nginx = harness.Nginx(tmp, f"""
+    listen 127.0.0.1:{{port}} ssl; keepalive_requests 10000;
+    ssl_certificate {certs.path('agent.pem')}; ssl_certificate_key {certs.path('agent.key')};
+    ssl_protocols TLSv1.2 TLSv1.3; {verify}
+    location / {{{{ proxy_pass http://127.0.0.1:{site_port}; proxy_http_version 1.1;
+                   proxy_set_header Host $host; }}}}""")
+        self.addCleanup(nginx.stop)
+        conf = os.path.join(tmp, "origin.toml")
+        with open(conf, "w") as f:
+            f.write(f'backend = "https://localhost:{nginx.port}"\n[backend_tls]\n')
+            if ca:
+                f.write(f'ca = "{certs.path("ca.pem")}"\n')
+            if client_cert:  # A clientAuth certificate from the same CA.
+                f.write(f'cert = "{certs.path("edge-edge.pem")}"\nkey = "{certs.path("edge-edge.key")}"\n')
+        # The last --backend flag wins over the pair's own (http://) one and over the file.
+        p = self.pair(backend_port=nginx.port, origin_args=["-c", conf, "--backend", f"https://localhost:{nginx.port}"])
+        return p, site_port
+
+    def test_an_https_backend_is_verified_and_answers_byte_exact(self):
+        p, site_port = self.https_pair("verified")
+        for _ in range(3):
+            status, _, page = get(p.http_port, "/")
+            self.assertEqual(status, 200)
+            self.assertIn(b"<html", page)
+        self.assertGreaterEqual(metrics(p.edge_admin)['coilgun_delta_responses_total{result="delta"}'], 1)
+        big = get(p.http_port, "/big?bytes=3000000", timeout=30)
+        self.assertEqual((big[0], big[2]), (200, get(site_port, "/big?bytes=3000000", timeout=30)[2]))
+        body = os.urandom(200000)
+        self.assertEqual(get(p.http_port, "/echo", method="POST", body=body)[::2], (200, body))
+        errors = {k: v for k, v in metrics(p.origin_admin).items() if k.startswith("coilgun_errors_total")}
+        self.assertEqual(sum(errors.values()), 0, errors)
+
+    def test_a_backend_certificate_that_fails_verification_is_never_used(self):
+        # The system's trust store does not hold the test's CA.
+        p, _ = self.https_pair("untrusted", ca=False)
+        self.assertEqual(get(p.http_port, "/")[::2], (502, b"Bad Gateway (backend_failed)\n"))
+        warned = p.origin.wait_for(lambda r: r.get("msg") == "backend TLS failed", what="the TLS warning")
+        self.assertIn("certificate: unable to get local issuer certificate", warned["tls"])
+
+    def test_a_client_certificate_for_a_backend_that_asks(self):
+        p, _ = self.https_pair("no-client-cert", verify_client=True)
+        self.assertEqual(get(p.http_port, "/")[0], 400)  # nginx: "No required SSL certificate was sent".
+        p2, _ = self.https_pair("client-cert", verify_client=True, client_cert=True)
+        self.assertEqual(get(p2.http_port, "/")[0], 200)
+
+
 class TestRetries(BackendTestCase):
     """A request that fails on a reused connection before any byte of its answer: sent again only
     when it is safe (RFC 9110 §9.2.1), so that the backend never runs a DELETE or a POST twice."""

@@ -215,10 +215,6 @@ TEST_CASE("fallback: per route, else the top-level one; http:// or https://", "[
   auto https_back = parse_edge_toml(to_toml(*https), "printed.toml");
   REQUIRE(https_back.ok());
   CHECK(*https_back == *https);
-  // The agent's backend still takes http:// only.
-  auto agent_backend = parse_backend_url("https://origin.internal");
-  REQUIRE_FALSE(agent_backend.ok());
-  CHECK_THAT(agent_backend.error().message, Contains("https:// backends are not supported yet"));
   auto bad = parse_edge_toml(std::string(kTlsToml) +
                                  "[[route]]\nhost = \"x.example\"\nagent = \"a:1\"\n"
                                  "fallback = \"ftp://origin.internal\"\n",

@@ -227,3 +227,30 @@ TEST_CASE("to_toml prints every key and round-trips an origin config", "[config]
   REQUIRE(dback.ok());
   CHECK(*dback == d);
 }
+
+TEST_CASE("An https:// backend takes [backend_tls], checked and printed back", "[config]") {
+  auto ok =
+      parse_origin_toml(std::string("backend = \"https://App.Internal\"\n") + kTlsToml +
+                            "[backend_tls]\nca = \"/etc/app-ca.pem\"\n"
+                            "cert = \"/etc/agent-client.pem\"\nkey = \"/etc/agent-client.key\"\n"
+                            "name = \"App.Example\"\n",
+                        "o.toml");
+  REQUIRE(ok.ok());
+  CHECK(ok->backend == BackendUrl{"app.internal", 443, true});
+  CHECK(ok->backend_tls.ca == "/etc/app-ca.pem");
+  CHECK(ok->backend_tls.cert == "/etc/agent-client.pem");
+  CHECK(ok->backend_tls.name == "app.example");
+  auto back = parse_origin_toml(to_toml(*ok), "printed.toml");
+  REQUIRE(back.ok());
+  CHECK(*back == *ok);
+
+  const auto error_of = [](const std::string& backend, const std::string& table) {
+    auto r = parse_origin_toml(
+        "backend = \"" + backend + "\"\n" + kTlsToml + "[backend_tls]\n" + table, "o.toml");
+    REQUIRE_FALSE(r.ok());
+    return r.error().message;
+  };
+  CHECK_THAT(error_of("https://a", "cert = \"/c.pem\"\n"), Contains("go together"));
+  CHECK_THAT(error_of("http://a", "ca = \"/ca.pem\"\n"), Contains("is not https://"));
+  CHECK_THAT(error_of("https://a", "name = \"not a name\"\n"), Contains("backend_tls.name"));
+}
