@@ -67,7 +67,29 @@ int main(int argc, char** argv) {
   const config::EdgeConfig& cfg = settings->config;
 
   metrics::Registry registry;
-  daemon::Metrics metrics(registry);
+  // Every coilgun_errors_total reason the edge counts (deploy/METRICS.md lists them).
+  static constexpr const char* kErrorReasons[] = {"tunnel_down",
+                                                  "tunnel_lost",
+                                                  "tunnel_busy",
+                                                  "request_timeout",
+                                                  "backend_timeout",
+                                                  "backend_refused",
+                                                  "backend_failed",
+                                                  "unknown_host",
+                                                  "no_host",
+                                                  "bad_target",
+                                                  "request_fields_over_limit",
+                                                  "bad_response_fields",
+                                                  "coded_body_over_limit",
+                                                  "malformed_payload",
+                                                  "refetch",
+                                                  "verify_failed",
+                                                  "stream_reset",
+                                                  "bad_upgrade",
+                                                  "direct_failed",
+                                                  "client_gone",
+                                                  "client_connection_limit"};
+  daemon::Metrics metrics(registry, "coilgun-edge", kErrorReasons);
   // The edge decodes against bases; it never encodes.
   const std::unique_ptr<VersionStore> owned_store =
       make_version_store(daemon::store_options(cfg.store, "edge", settings->memcached_password));

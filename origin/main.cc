@@ -51,7 +51,20 @@ int main(int argc, char** argv) {
   const config::OriginConfig& cfg = settings->config;
 
   metrics::Registry registry;
-  daemon::Metrics metrics(registry);
+  // Every coilgun_errors_total reason the agent counts (deploy/METRICS.md lists them).
+  static constexpr const char* kErrorReasons[] = {"backend_refused",
+                                                  "backend_timeout",
+                                                  "backend_failed",
+                                                  "bad_response_fields",
+                                                  "bad_content_length",
+                                                  "encode_failed",
+                                                  "stream_gone",
+                                                  "client_gone",
+                                                  "tunnel_lost",
+                                                  "tunnel_handshake",
+                                                  "tunnel_handshake_limit",
+                                                  "request_without_method_or_path"};
+  daemon::Metrics metrics(registry, "coilgun-origin", kErrorReasons);
   // The agent looks versions up only to use them as bases.
   const std::unique_ptr<VersionStore> owned_store = make_version_store(daemon::store_options(
       cfg.store, "origin/" + cfg.namespace_name, settings->memcached_password));

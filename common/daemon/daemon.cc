@@ -2,8 +2,12 @@
 
 #include <malloc.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
+#include <filesystem>
 #include <future>
 #include <mutex>
 
@@ -30,9 +34,47 @@ metrics::CounterFamily& delta_family(metrics::Registry& r) {
   return r.counter("coilgun_delta_responses_total", "Responses by how their body crossed the link",
                    {"result"});
 }
+
+// The process's own figures, under the names every Prometheus client library uses.
+void watch_process(metrics::Registry& r) {
+  r.gauge_fn("process_resident_memory_bytes", "Resident memory size in bytes", [] {
+    long pages = 0, resident = 0;
+    std::FILE* f = std::fopen("/proc/self/statm", "r");
+    if (f != nullptr) {
+      if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+      std::fclose(f);
+    }
+    return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  });
+  r.counter_fn("process_cpu_seconds_total", "User and system CPU time spent, in seconds", [] {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    const auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+    return seconds(u.ru_utime) + seconds(u.ru_stime);
+  });
+  r.gauge_fn("process_open_fds", "Open file descriptors", [] {
+    std::error_code ec;
+    double n = 0;
+    for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      ++n;
+    }
+    return n;
+  });
+  r.gauge_fn("process_max_fds", "The limit on open file descriptors", [] {
+    rlimit l{};
+    return getrlimit(RLIMIT_NOFILE, &l) == 0 ? static_cast<double>(l.rlim_cur) : 0.0;
+  });
+  const double started =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  r.gauge_fn("process_start_time_seconds", "Start time of the process since the Unix epoch",
+             [started] { return started; });
+}
+
 }  // namespace
 
-Metrics::Metrics(metrics::Registry& r)
+Metrics::Metrics(metrics::Registry& r, std::string_view daemon,
+                 std::span<const char* const> error_reasons)
     : registry(r),
       body_bytes(r.counter("coilgun_body_bytes_total", "Response body bytes before link encoding")),
       link_in(link_family(r).with({"in"})),
@@ -55,6 +97,11 @@ Metrics::Metrics(metrics::Registry& r)
       r.counter("coilgun_requests_total", "Requests answered, by status class", {"code"});
   static const char* kClasses[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
   for (int i = 0; i < 6; ++i) by_class_[i] = &requests.with({kClasses[i]});
+  for (const char* reason : error_reasons) (void)errors.with({reason});
+  r.gauge("coilgun_build_info", "Always 1: the daemon and its version", {"daemon", "version"})
+      .with({daemon, COILGUN_VERSION})
+      .set(1);
+  watch_process(r);
 }
 
 void Metrics::request(int status, double seconds) {

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,7 +32,11 @@ namespace coilgun::daemon {
 // The metrics every daemon publishes (names and labels: deploy/METRICS.md).
 class Metrics {
  public:
-  explicit Metrics(metrics::Registry& registry);
+  // Registers them in |registry| with coilgun_build_info for |daemon| ("coilgun-edge"), the
+  // process's own figures (process_*), and coilgun_errors_total at zero for each of
+  // |error_reasons|, so that a rate is defined before the first error.
+  explicit Metrics(metrics::Registry& registry, std::string_view daemon = "coilgun",
+                   std::span<const char* const> error_reasons = {});
 
   // Counts a finished request by status class and observes its duration.
   void request(int status, double seconds);

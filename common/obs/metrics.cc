@@ -16,6 +16,7 @@ namespace coilgun::metrics {
 namespace {
 
 constexpr std::string_view kNamePrefix = "coilgun_";
+constexpr std::string_view kProcessPrefix = "process_";
 constexpr std::string_view kCounterSuffix = "_total";
 
 // Prints a programming error about metric |name| and aborts. Registration and label arity
@@ -348,9 +349,9 @@ template class Family<Histogram>;
 // ---------------------------------------------------------------------------------------------
 // GaugeFnFamily
 
-GaugeFnFamily::GaugeFnFamily(Passkey, std::string name, std::string help,
+GaugeFnFamily::GaugeFnFamily(Passkey, std::string name, std::string help, Type type,
                              std::vector<std::string> labels)
-    : FamilyBase(std::move(name), std::move(help), Type::kGauge, std::move(labels)) {}
+    : FamilyBase(std::move(name), std::move(help), type, std::move(labels)) {}
 
 void GaugeFnFamily::set(std::span<const std::string_view> values, std::function<double()> fn) {
   check_arity(values);
@@ -402,14 +403,15 @@ Registry::~Registry() = default;
 Result<FamilyBase*> Registry::register_family(Kind kind, std::string_view name,
                                               std::string_view help, Labels label_names,
                                               std::span<const double> bounds) {
-  const Type type = kind == Kind::kCounter     ? Type::kCounter
-                    : kind == Kind::kHistogram ? Type::kHistogram
-                                               : Type::kGauge;
+  const bool fn = kind == Kind::kGaugeFn || kind == Kind::kCounterFn;
+  const Type type = kind == Kind::kCounter || kind == Kind::kCounterFn ? Type::kCounter
+                    : kind == Kind::kHistogram                         ? Type::kHistogram
+                                                                       : Type::kGauge;
   if (!valid_metric_name(name)) {
     return Status(Code::kConfig, "metric name must match [a-zA-Z_:][a-zA-Z0-9_:]*");
   }
-  if (!name.starts_with(kNamePrefix)) {
-    return Status(Code::kConfig, "metric name must start with coilgun_");
+  if (!name.starts_with(kNamePrefix) && !name.starts_with(kProcessPrefix)) {
+    return Status(Code::kConfig, "metric name must start with coilgun_ (or process_)");
   }
   if (type == Type::kCounter && !name.ends_with(kCounterSuffix)) {
     return Status(Code::kConfig, "counter name must end in _total");
@@ -442,7 +444,7 @@ Result<FamilyBase*> Registry::register_family(Kind kind, std::string_view name,
     const bool same_labels =
         std::equal(existing->label_names().begin(), existing->label_names().end(),
                    label_names.begin(), label_names.end());
-    if (existing->type() != type || existing_fn != (kind == Kind::kGaugeFn) || !same_labels ||
+    if (existing->type() != type || existing_fn != fn || !same_labels ||
         !existing->same_bounds(bounds)) {
       return Status(Code::kConfig,
                     "metric already registered with a different kind, labels or buckets");
@@ -471,8 +473,9 @@ Result<FamilyBase*> Registry::register_family(Kind kind, std::string_view name,
       make.template operator()<HistogramFamily>({bounds.begin(), bounds.end()});
       break;
     case Kind::kGaugeFn:
+    case Kind::kCounterFn:
       family = std::make_unique<GaugeFnFamily>(GaugeFnFamily::Passkey(), std::string(name),
-                                               std::string(help), std::move(labels));
+                                               std::string(help), type, std::move(labels));
       break;
   }
   FamilyBase* out = family.get();
@@ -566,6 +569,13 @@ Histogram& Registry::histogram(std::string_view name, std::string_view help,
 
 void Registry::gauge_fn(std::string_view name, std::string_view help, std::function<double()> fn) {
   gauge_fn(name, help, Labels{}).set({}, std::move(fn));
+}
+
+void Registry::counter_fn(std::string_view name, std::string_view help,
+                          std::function<double()> fn) {
+  auto r = register_family(Kind::kCounterFn, name, help, Labels{}, {});
+  if (!r.ok()) die(name, r.status().message());
+  static_cast<GaugeFnFamily*>(*r)->set({}, std::move(fn));
 }
 
 std::string Registry::render_prometheus() const {

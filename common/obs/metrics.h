@@ -31,7 +31,8 @@
 //    return an error, the plain variants print the reason and abort at startup.
 //
 // Naming rules (enforced): a metric name matches [a-zA-Z_:][a-zA-Z0-9_:]* and starts with
-// "coilgun_"; a counter's name ends in "_total" and no other kind's name does. Label names
+// "coilgun_" (or "process_", the names every Prometheus client gives a process's own figures);
+// a counter's name ends in "_total" and no other kind's name does. Label names
 // match [a-zA-Z_][a-zA-Z0-9_]*, do not start with "__", are unique within a family, and a
 // histogram may not use "le". By convention (not enforced) sizes end in "_bytes" and
 // durations in "_seconds" (https://prometheus.io/docs/practices/naming/).
@@ -257,7 +258,8 @@ using GaugeFamily = Family<Gauge>;
 using HistogramFamily = Family<Histogram>;
 
 // A gauge family whose values are computed when rendered, by callbacks registered at setup:
-// the size of a version store, the number of tunnels up. Rendered as Prometheus "gauge".
+// the size of a version store, the number of tunnels up. Rendered as Prometheus "gauge", or
+// "counter" for a value that only grows (Registry::counter_fn: CPU seconds).
 //
 // Callbacks run on the thread that renders (the admin thread), while the family's mutex is
 // held: they must be thread-safe with respect to whatever they read, quick, and must not call
@@ -280,7 +282,8 @@ class GaugeFnFamily final : public FamilyBase {
     friend class Registry;
     Passkey() = default;
   };
-  GaugeFnFamily(Passkey, std::string name, std::string help, std::vector<std::string> labels);
+  GaugeFnFamily(Passkey, std::string name, std::string help, Type type,
+                std::vector<std::string> labels);
 
  private:
   struct Entry {
@@ -321,6 +324,8 @@ class Registry {
                        std::span<const double> bounds);
   // An unlabeled callback gauge; a second call with the same name replaces the callback.
   void gauge_fn(std::string_view name, std::string_view help, std::function<double()> fn);
+  // The same for a value that only grows, rendered as a counter (its name ends in _total).
+  void counter_fn(std::string_view name, std::string_view help, std::function<double()> fn);
 
   // A labeled family; resolve children with Family::with() (GaugeFnFamily::set()).
   CounterFamily& counter(std::string_view name, std::string_view help, Labels label_names);
@@ -388,7 +393,7 @@ class Registry {
 
  private:
   // What register_family() makes.
-  enum class Kind : uint8_t { kCounter, kGauge, kGaugeFn, kHistogram };
+  enum class Kind : uint8_t { kCounter, kGauge, kGaugeFn, kCounterFn, kHistogram };
 
   // Checks the names and bounds, then returns the compatible family already registered as
   // |name| or a new one of |kind| (an unlabeled one with its child made). Takes mutex_.

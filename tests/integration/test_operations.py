@@ -488,6 +488,32 @@ class TestDocs(OpsTestCase):
         for name in sorted(names):
             self.assertIn(f"`{name}`", reference, f"{name} is not in deploy/METRICS.md")
 
+    def test_every_error_reason_and_the_process_are_there_from_the_start(self):
+        # Issue #14 ("Missing"): an alert on a rate needs the series before the first error;
+        # build_info and the process's own figures, as every Prometheus exporter has them.
+        with open(os.path.join(DEPLOY, "METRICS.md")) as f:
+            row = next(line for line in f if line.startswith("| `coilgun_errors_total`"))
+        edge_part, origin_part = row.split("Edge reasons:")[1].split("Origin reasons:")
+        # A reason opens a list item: after "reasons:", a comma or a slash ("`no_host`/`bad_target`").
+        item = re.compile(r"(?:^|[:,/]) ?`([a-z_]+)`")
+        documented = {"edge": set(item.findall(edge_part)), "origin": set(item.findall(origin_part))}
+        pair = harness.Pair(self.tmp)
+        self.addCleanup(pair.stop)
+        version = subprocess.run([harness.binary("coilgun-edge"), "--version"], capture_output=True,
+                                 text=True).stdout.split()[-1]
+        for role, admin in (("edge", pair.edge_admin), ("origin", pair.origin_admin)):
+            m = metrics(admin)
+            reasons = {k[len('coilgun_errors_total{reason="'):-2]: v for k, v in m.items()
+                       if k.startswith("coilgun_errors_total{")}
+            self.assertEqual(set(reasons), documented[role], role)
+            self.assertEqual(set(reasons.values()), {0.0}, role)
+            self.assertEqual(m[f'coilgun_build_info{{daemon="coilgun-{role}",version="{version}"}}'], 1.0)
+            self.assertGreater(m["process_resident_memory_bytes"], 1 << 20)
+            self.assertGreater(m["process_open_fds"], 3)
+            self.assertGreaterEqual(m["process_cpu_seconds_total"], 0.0)
+            self.assertGreater(m["process_max_fds"], m["process_open_fds"])
+            self.assertLess(abs(m["process_start_time_seconds"] - time.time()), 600)
+
 
 class TestContainers(OpsTestCase):
     """No container runtime runs here: the Dockerfiles are checked for what they promise, and

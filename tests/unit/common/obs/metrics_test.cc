@@ -248,6 +248,22 @@ TEST_CASE("Registry::to_json has the documented shape") {
   CHECK_NOTHROW(j.dump());
 }
 
+TEST_CASE("A process's own figures: process_ names, and a callback counter renders as one") {
+  Registry registry;
+  double cpu = 1.5;
+  registry.counter_fn("process_cpu_seconds_total", "CPU.", [&cpu] { return cpu; });
+  registry.gauge_fn("process_open_fds", "Fds.", [] { return 7.0; });
+  cpu = 2.25;
+  const std::string text = registry.render_prometheus();
+  CHECK_THAT(text,
+             Catch::Matchers::Contains(
+                 "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 2.25\n"));
+  CHECK_THAT(text,
+             Catch::Matchers::Contains("# TYPE process_open_fds gauge\nprocess_open_fds 7\n"));
+  CHECK_FALSE(registry.try_gauge_fn("process_x_total", "Gauge with _total.", {}).ok());
+  CHECK_FALSE(registry.try_gauge("proc_x", "Another prefix.", {}).ok());
+}
+
 TEST_CASE("Registry refuses invalid names") {
   Registry registry;
   const auto refused = [](const Status& s) { return !s.ok() && s.code() == Code::kConfig; };
