@@ -1,6 +1,8 @@
 #include "edge/client_exchange.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <random>
 
 #include "common/obs/log.h"
 #include "common/store/cache_key.h"
@@ -21,6 +23,21 @@ std::string host_without_port(std::string_view authority) {
   return http::to_lower(authority.substr(0, authority.find(':')));
 }
 
+// The request's id: the client's X-Request-ID when it is 1..128 visible ASCII characters (a
+// load balancer in front named it), else 32 random hex digits (128 bits: unique in practice).
+std::string request_id(const std::vector<http::Header>& headers) {
+  const auto given = http::find(headers, "x-request-id");
+  if (given && !given->empty() && given->size() <= 128 &&
+      std::all_of(given->begin(), given->end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
+    return std::string(*given);
+  }
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  char out[33];
+  std::snprintf(out, sizeof out, "%016llx%016llx", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng()));
+  return out;
+}
+
 }  // namespace
 
 ClientExchange::ClientExchange(EdgeWorker& worker, http::ServerConnection& c)
@@ -32,6 +49,10 @@ void ClientExchange::begin() {
   const http::RequestHead& req = client_->request();
   method_ = req.method;
   target_ = req.target;
+  client_ip_ = client_->peer_ip();
+  user_agent_ = http::find(req.headers, "user-agent").value_or("");
+  request_id_ = request_id(req.headers);
+  protocol_ = req.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
   authority_ = std::string(http::find(req.headers, "host").value_or(""));
   // RFC 9112 §3.2.2: "When an origin server receives a request with an absolute-form of
   // request-target, the origin server MUST ignore the received Host header field (if any) and
@@ -66,8 +87,9 @@ void ClientExchange::begin() {
   request.path = target_;
   request.upgrade = upgrade_;
   request.headers = req.headers;
+  http::set(request.headers, "X-Request-ID", request_id_);
   route_options(*route_, request);
-  fields_ = tunnel::request_fields(request, client_->peer_ip());
+  fields_ = tunnel::request_fields(request, client_ip_);
 
   progress();
   arm_timeout(idle_limit_);
@@ -652,7 +674,11 @@ void ClientExchange::finish() {
                .duration_ms = secs * 1000,
                .upstream_ms = upstream_ms_,
                .error = error_,
-               .agent = agent_});
+               .agent = agent_,
+               .client = client_ip_,
+               .protocol = protocol_,
+               .user_agent = user_agent_,
+               .request_id = request_id_});
   client_ = nullptr;
   worker_.exchange_done();
 }

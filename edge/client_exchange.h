@@ -128,6 +128,9 @@ class ClientExchange : public http::ServerExchange, private DirectFetch::Sink {
   uint32_t stream_ = 0;
 
   std::string method_, target_, authority_, host_, key_;
+  // For the access line; request_id_ also goes to the backend as X-Request-ID.
+  std::string client_ip_, user_agent_, request_id_;
+  const char* protocol_ = "";
   tunnel::FieldList fields_;  // What goes to the agent (kept for a refetch or a retry).
   bool has_body_ = false;     // The stream carries request bytes (a body, or what follows a 101).
   bool client_body_done_ = false;

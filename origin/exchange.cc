@@ -481,7 +481,11 @@ void Exchange::finish() {
                .duration_ms = secs * 1000,
                .upstream_ms = upstream_ms_,
                .error = error_ != nullptr ? error_ : "",
-               .agent = {}});
+               .agent = {},
+               .client = {},
+               .protocol = {},
+               .user_agent = {},
+               .request_id = http::find(request_.headers, "x-request-id").value_or("")});
   link_.finished(stream_);
 }
 

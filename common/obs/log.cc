@@ -314,13 +314,14 @@ void access(const AccessRecord& record, Fields extra) {
     append_key(buf, "upstream_ms");
     append_fixed3(buf, record.upstream_ms);
   }
-  if (!record.error.empty()) {
-    append_key(buf, "error");
-    append_json_string(buf, record.error);
-  }
-  if (!record.agent.empty()) {
-    append_key(buf, "agent");
-    append_json_string(buf, record.agent);
+  const std::pair<const char*, std::string_view> optional[] = {
+      {"error", record.error},           {"agent", record.agent},
+      {"client", record.client},         {"protocol", record.protocol},
+      {"user_agent", record.user_agent}, {"request_id", record.request_id}};
+  for (const auto& [key, value] : optional) {
+    if (value.empty()) continue;
+    append_key(buf, key);
+    append_json_string(buf, value);
   }
   append_fields(buf, extra);
   buf += '}';

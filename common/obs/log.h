@@ -159,7 +159,8 @@ const char* delta_result_name(DeltaResult result);
 // call. Both daemons write theirs with designated initializers, naming what they know; every
 // member has a default, so what they leave out is left out of the line. Written, in this order, as:
 // ts, type ("access"), method, host, path, status, body_bytes, link_bytes, delta, then stream when
-// set, duration_ms, then upstream_ms and error when set.
+// set, duration_ms, then upstream_ms, error, agent, client, protocol, user_agent and request_id
+// when set.
 struct AccessRecord {
   // When the request arrived. The default (the epoch) means "now, when written".
   std::chrono::system_clock::time_point ts{};
@@ -188,6 +189,12 @@ struct AccessRecord {
   // Edge: the agent the request went to, or for a 502 "tunnel_down" the route's agents; empty
   // leaves the member out.
   std::string_view agent;
+  // Edge: the client's address, its protocol ("HTTP/1.1") and User-Agent. Both daemons: the
+  // request id (X-Request-ID) the backend received. Empty leaves each member out.
+  std::string_view client;
+  std::string_view protocol;
+  std::string_view user_agent;
+  std::string_view request_id;
 };
 
 // Keeps a warning that anyone can trigger at will (a stranger failing the TLS handshake, a

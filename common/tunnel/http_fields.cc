@@ -42,6 +42,7 @@ FieldList request_fields(const TunnelRequest& r, std::string_view client_ip) {
   http::remove(headers, "host");
   http::remove(headers, "expect");
   http::add_forwarded_for(headers, client_ip);
+  http::set(headers, "X-Forwarded-Proto", r.scheme);  // What the client spoke, never its claim.
   for (auto& h : headers) out.add(h.name, std::move(h.value));
   return out;
 }

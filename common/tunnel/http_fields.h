@@ -58,7 +58,8 @@ struct TunnelRequest {
 // The REQUEST fields for |r|: the pseudo-fields, then its headers lower-cased, without
 // hop-by-hop fields, Host (it is ":authority") and Expect (the edge answers it), and with
 // |client_ip| appended to X-Forwarded-For (after the hop-by-hop fields went, so a client
-// cannot make the proxy drop it by naming it in Connection).
+// cannot make the proxy drop it by naming it in Connection) and X-Forwarded-Proto set to the
+// request's scheme (replacing any the client sent).
 FieldList request_fields(const TunnelRequest& r, std::string_view client_ip);
 
 // The request |fields| carry. Unknown pseudo-fields are dropped and a ":backend-timeout"

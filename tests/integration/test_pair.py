@@ -232,6 +232,37 @@ class TestDeltas(PairTestCase):
 
 
 class TestHttp(PairTestCase):
+    def test_request_ids_forwarded_fields_and_the_access_line(self):
+        # Issue #14 ("Missing"): what an nginx or Envoy user reads in an access line, and what
+        # their backend reads in a request.
+        p = self.pair()
+        cases = (({"User-Agent": "probe/1.0"}, None),
+                 ({"X-Request-ID": "lb-4711", "X-Forwarded-Proto": "https"}, "lb-4711"),
+                 ({"X-Request-ID": "x" * 200}, None),       # Too long to be anyone's id.
+                 ({"X-Request-ID": "two words"}, None))     # Not one visible token.
+        seen = []
+        for headers, kept in cases:
+            status, _, body = get(p.http_port, "/headers", headers=headers)
+            self.assertEqual(status, 200)
+            got = {n.lower(): v for n, v in json.loads(body)["headers"]}
+            rid = got["x-request-id"]
+            if kept:
+                self.assertEqual(rid, kept)
+            else:
+                self.assertRegex(rid, r"^[0-9a-f]{32}$")
+            self.assertEqual(got["x-forwarded-proto"], "http")  # The client's claim is not passed on.
+            self.assertEqual(got["x-forwarded-for"], "127.0.0.1")
+            seen.append(rid)
+        self.assertEqual(len(set(seen)), len(seen))
+        harness.wait_until(lambda: len([r for r in p.origin.records() if r.get("type") == "access"]) == 4,
+                           what="4 agent access lines")
+        edge_lines = [r for r in p.edge.records() if r.get("type") == "access"]
+        origin_lines = [r for r in p.origin.records() if r.get("type") == "access"]
+        self.assertEqual([r["request_id"] for r in edge_lines], seen)
+        self.assertEqual([r["request_id"] for r in origin_lines], seen)
+        self.assertEqual({(r["client"], r["protocol"]) for r in edge_lines}, {("127.0.0.1", "HTTP/1.1")})
+        self.assertEqual(edge_lines[0]["user_agent"], "probe/1.0")
+
     def test_pipelined_requests_are_answered_in_order(self):
         p = self.pair()
         req = b"".join(b"GET /status/%d HTTP/1.1\r\nHost: www.example.com\r\n\r\n" % c for c in (201, 202, 203))

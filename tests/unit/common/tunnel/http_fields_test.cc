@@ -66,12 +66,13 @@ TEST_CASE(
   const FieldList f = request_fields(client_request(), "192.0.2.7");
   CHECK(names(f) == std::vector<std::string>{":method", ":scheme", ":authority", ":path",
                                              "content-type", "content-length", "cookie",
-                                             "x-forwarded-for"});
+                                             "x-forwarded-for", "x-forwarded-proto"});
   CHECK(value(f, ":method") == "POST");
   CHECK(value(f, ":scheme") == "http");
   CHECK(value(f, ":authority") == "Example.com:8080");
   CHECK(value(f, ":path") == "/a?b=1");
   CHECK(value(f, "x-forwarded-for") == "192.0.2.7");
+  CHECK(value(f, "x-forwarded-proto") == "http");
 }
 
 TEST_CASE("A client cannot make the edge drop X-Forwarded-For by naming it in Connection",
