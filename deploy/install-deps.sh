@@ -18,8 +18,9 @@ packages=(
   sasl2-bin
   # the slow-link benchmark (network namespaces, sysctl) and profiles
   iproute2 procps linux-perf
-  # the package test: cpack's dependency scan, the units' checks, the install's user and sandbox
-  dpkg-dev systemd adduser util-linux sudo
+  # the package: man pages from --help; its test: cpack's dependency scan, the units' checks,
+  # the install's user and sandbox, the logrotate snippet
+  help2man dpkg-dev systemd adduser util-linux sudo logrotate
   # the dashboard test: a real headless browser
   chromium chromium-driver
   # the WebSocket tests: a real client and server (Debian's python3)

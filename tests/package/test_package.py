@@ -75,6 +75,21 @@ class TestDebianPackage(unittest.TestCase):
         self.assertEqual(r.stderr.strip(), "")  # Clean: not even a warning.
         self.assertIn("usage: coilgun-replay", sh("/usr/bin/coilgun-replay", "--help").stdout)
 
+    def test_man_pages_copyright_and_logrotate(self):
+        # Issue #14 ("Packaging").
+        self.assertEqual(self.install.returncode, 0, self.install.stderr)
+        for program in ("coilgun-origin", "coilgun-edge", "coilgun-certs", "coilgun-replay"):
+            page = sh("zcat", f"/usr/share/man/man1/{program}.1.gz").stdout
+            self.assertIn(f".TH {program.upper()} \"1\"", page)
+            self.assertIn("\\-\\-", page)  # Its options, from --help.
+        with open("/usr/share/doc/coilgun/copyright") as f:
+            self.assertIn("License: Expat", f.read())
+        self.assertIn("/etc/logrotate.d/coilgun", sh("dpkg-query", "-W", "-f=${Conffiles}", "coilgun").stdout)
+        r = sh("logrotate", "--debug", "/etc/logrotate.d/coilgun")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("/var/log/coilgun/*.log", r.stderr)
+        self.assertNotIn("error", r.stderr.lower())
+
     def test_the_units_start_as_the_coilgun_user(self):
         self.assertEqual(self.install.returncode, 0, self.install.stderr)
         r = sh("coilgun-certs", "--dir", "/etc/coilgun/certs", "--group", "coilgun",
