@@ -1,5 +1,6 @@
 #include "origin/config.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -40,6 +41,14 @@ ConfigResult<std::string> tls_name(std::string_view s) {
   return std::move(parsed).value();
 }
 
+// The backend_health.path key: "" (no checks) or an origin-form target: "/", then visible
+// ASCII, at most 1024 characters.
+ConfigResult<std::string> health_path(std::string_view s) {
+  const bool visible = std::all_of(s.begin(), s.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+  if (s.empty() || (s[0] == '/' && s.size() <= 1024 && visible)) return std::string(s);
+  return ConfigError{"backend_health.path " + quote(s) + " must be a path such as \"/healthz\""};
+}
+
 std::vector<KeyDef<OriginDraft>> origin_keys() {
   using D = OriginDraft;
   std::vector<KeyDef<D>> keys{
@@ -53,6 +62,12 @@ std::vector<KeyDef<OriginDraft>> origin_keys() {
       string_key<D>("backend_tls.cert", COILGUN_CONFIG_FIELD(cfg.backend_tls.cert), any_path),
       string_key<D>("backend_tls.key", COILGUN_CONFIG_FIELD(cfg.backend_tls.key), any_path),
       string_key<D>("backend_tls.name", COILGUN_CONFIG_FIELD(cfg.backend_tls.name), tls_name),
+      string_key<D>("backend_health.path", COILGUN_CONFIG_FIELD(cfg.backend_health.path),
+                    health_path),
+      duration_key<D>("backend_health.interval", COILGUN_CONFIG_FIELD(cfg.backend_health.interval),
+                      milliseconds(100), milliseconds(3600000)),
+      duration_key<D>("backend_health.timeout", COILGUN_CONFIG_FIELD(cfg.backend_health.timeout),
+                      milliseconds(10), milliseconds(60000)),
       string_key<D>("tls.ca", COILGUN_CONFIG_FIELD(cfg.tls.ca), non_empty_path),
       string_key<D>("tls.cert", COILGUN_CONFIG_FIELD(cfg.tls.cert), non_empty_path),
       string_key<D>("tls.key", COILGUN_CONFIG_FIELD(cfg.tls.key), non_empty_path),

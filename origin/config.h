@@ -43,6 +43,14 @@ struct BackendTlsConfig {
   friend bool operator==(const BackendTlsConfig&, const BackendTlsConfig&) = default;
 };
 
+// [backend_health] (origin): whether the backend answers, for /ready (origin/backend_health.h).
+struct BackendHealthConfig {
+  std::string path;             // path: "GET <path>" to the backend; "": no checks. [restart]
+  milliseconds interval{5000};  // interval: between checks, 100ms .. 1h.
+  milliseconds timeout{2000};   // timeout: for one check (connect included), 10ms .. 1m.
+  friend bool operator==(const BackendHealthConfig&, const BackendHealthConfig&) = default;
+};
+
 // [limits] (origin).
 struct OriginLimits {
   uint64_t max_header_bytes = 64 * kKiB;  // max_header_bytes: of a backend response head.
@@ -78,10 +86,11 @@ struct OriginTunnelConfig {
 
 // Everything coilgun-origin (the agent) reads at start-up.
 struct OriginConfig {
-  HostPort listen{"0.0.0.0", 2408};   // listen: where edges connect (tunnel, TLS).
-  HostPort admin{"127.0.0.1", 9408};  // admin: /metrics, /stats, /ready.
-  BackendUrl backend;                 // backend: required, http:// or https://.
-  BackendTlsConfig backend_tls;       // [backend_tls]: for an https:// backend.
+  HostPort listen{"0.0.0.0", 2408};    // listen: where edges connect (tunnel, TLS).
+  HostPort admin{"127.0.0.1", 9408};   // admin: /metrics, /stats, /ready.
+  BackendUrl backend;                  // backend: required, http:// or https://.
+  BackendTlsConfig backend_tls;        // [backend_tls]: for an https:// backend.
+  BackendHealthConfig backend_health;  // [backend_health]
   // namespace: names this agent's content in every cache key, so one agent's versions are never
   // a base for another's. 1..64 characters of [A-Za-z0-9._-].
   std::string namespace_name = "default";

@@ -24,6 +24,7 @@ std::vector<std::string> restart_only(const config::OriginConfig& a,
                                       const config::OriginConfig& b) {
   std::vector<std::string> keys = daemon::restart_only_common(a, b);
   if (!(a.backend == b.backend)) keys.push_back("backend");
+  if (a.backend_health.path != b.backend_health.path) keys.push_back("backend_health.path");
   if (a.backend_pool.max_idle_per_worker != b.backend_pool.max_idle_per_worker ||
       a.backend_pool.connect_timeout != b.backend_pool.connect_timeout) {
     keys.push_back("backend_pool");
@@ -71,7 +72,14 @@ int main(int argc, char** argv) {
   VersionStore& store = *owned_store;
   metrics.watch_store(store);
   daemon::Reloadable<origin::Settings> current(settings);
-  origin::Shared shared{current, store, metrics, {}, log::ReportLimiter(), {}};
+  origin::Shared shared{current, store, metrics, {}, log::ReportLimiter(), {}, {}};
+  if (!cfg.backend_health.path.empty()) {
+    registry.gauge_fn(
+        "coilgun_backend_up", "1 while the last [backend_health] check of the backend succeeded",
+        [&shared] {
+          return shared.backend_health.state() == origin::HealthState::State::kUp ? 1.0 : 0.0;
+        });
+  }
 
   daemon::DaemonOptions opts = daemon::daemon_options("coilgun-origin", cfg);
   opts.status = [&shared] { return status(shared); };
@@ -85,10 +93,11 @@ int main(int argc, char** argv) {
       [&shared, &store] {
         const auto now = shared.now();
         return nlohmann::json{{"backend", now->config.backend.to_string()},
+                              {"backend_health", shared.backend_health.to_json()},
                               {"namespace", now->config.namespace_name},
                               {"tunnels", shared.metrics.tunnels.value()},
                               {"store", daemon::store_json(store)}};
       },
-      [] { return true; });
+      [&shared] { return shared.backend_health.ready(); });
   return d.run();
 }

@@ -54,6 +54,9 @@ Result<uint16_t> AgentWorker::start(uint16_t port_override) {
       "tunnel", l.host, port));
   log::info("listening",
             {{"role", "tunnel"}, {"address", listener_.address()}, {"worker", index_}});
+  if (index_ == 0 && !shared_.now()->config.backend_health.path.empty()) {
+    health_ = std::make_unique<BackendHealth>(loop_, shared_);
+  }
   return listener_.port();
 }
 
@@ -113,6 +116,7 @@ void AgentWorker::link_closed(EdgeLink* link) {
 void AgentWorker::drain() {
   draining_ = true;
   listener_.close();
+  health_.reset();
   std::vector<EdgeLink*> all;
   for (auto& l : links_) all.push_back(l.get());
   for (EdgeLink* l : all) l->drain();
@@ -121,6 +125,7 @@ void AgentWorker::drain() {
 void AgentWorker::stop() {
   draining_ = true;
   listener_.close();
+  health_.reset();
   std::vector<EdgeLink*> all;
   for (auto& l : links_) all.push_back(l.get());
   for (EdgeLink* l : all) l->close(Status(Code::kClosed, "agent stopping"));

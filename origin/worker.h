@@ -19,6 +19,7 @@
 #include "common/http/client.h"
 #include "common/obs/log.h"
 #include "common/store/version_store.h"
+#include "origin/backend_health.h"
 #include "origin/base_policy.h"
 #include "origin/config.h"
 #include "origin/edge_link.h"
@@ -42,6 +43,8 @@ struct Shared {
   // Which versions become bases (proto/PROTOCOL.md §6), for every worker's exchanges; they pass
   // their loop's time (loop().now_ms()).
   BasePolicy base_policy;
+  // What the last [backend_health] check found (worker 0 checks).
+  HealthState backend_health;
   std::shared_ptr<const Settings> now() const { return settings.get(); }
 };
 
@@ -85,6 +88,7 @@ class AgentWorker : public daemon::Worker {
   config::DeltaConfig encoder_config_;
   std::unique_ptr<proto::DeltaEncoder> encoder_;
   std::vector<std::unique_ptr<EdgeLink>> links_;
+  std::unique_ptr<BackendHealth> health_;  // Worker 0, with backend_health.path set.
   bool draining_ = false;
 };
 

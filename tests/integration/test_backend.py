@@ -11,6 +11,7 @@ one worker on each side, so that consecutive requests share the agent's one back
 import hashlib
 import http.client
 import http.server
+import json
 import os
 import socket
 import struct
@@ -561,6 +562,50 @@ class TestHttpsBackend(BackendTestCase):
         self.assertEqual(get(p.http_port, "/")[0], 400)  # nginx: "No required SSL certificate was sent".
         p2, _ = self.https_pair("client-cert", verify_client=True, client_cert=True)
         self.assertEqual(get(p2.http_port, "/")[0], 200)
+
+
+class TestBackendHealth(BackendTestCase):
+    """[backend_health] (issue #14, "Missing"): the agent's /ready follows whether its backend
+    answers GET <path>; /stats, coilgun_backend_up and the log say so."""
+
+    def ready(self, p):
+        return get(p.origin_admin, "/ready", host="127.0.0.1")[0]
+
+    def health(self, p):
+        return json.loads(get(p.origin_admin, "/stats", host="127.0.0.1")[2])["backend_health"]
+
+    def test_ready_follows_the_backend_down_and_back(self):
+        p = self.pair(origin_env={"COILGUN_BACKEND_HEALTH_PATH": "/status/204",
+                                  "COILGUN_BACKEND_HEALTH_INTERVAL": "100ms",
+                                  "COILGUN_BACKEND_HEALTH_TIMEOUT": "500ms"})
+        harness.wait_until(lambda: self.ready(p) == 200, timeout=5, what="ready with the backend up")
+        self.assertEqual(self.health(p)["state"], "up")
+        self.assertEqual(metrics(p.origin_admin)["coilgun_backend_up"], 1.0)
+        site_port = p.backend_port
+        p.site.stop()
+        harness.wait_until(lambda: self.ready(p) == 503, timeout=5, what="not ready with the backend gone")
+        h = self.health(p)
+        self.assertEqual(h["state"], "down")
+        self.assertIn("refused", h["last_error"])
+        self.assertEqual(metrics(p.origin_admin)["coilgun_backend_up"], 0.0)
+        p.origin.wait_for(lambda r: r.get("msg") == "backend unhealthy: the agent is not ready", what="the warning")
+        p.site = harness.Process([harness.binary("coilgun-sample-origin"), "--listen", f"127.0.0.1:{site_port}"],
+                                 "backend")
+        harness.wait_until(lambda: self.ready(p) == 200, timeout=5, what="ready again")
+        ups = [r for r in p.origin.records() if r.get("msg") == "backend healthy"]
+        self.assertEqual(len(ups), 2)  # At start and after the outage: once per change.
+        self.assertEqual(get(p.http_port, "/")[0], 200)
+
+    def test_an_error_status_is_unhealthy_and_checks_are_off_by_default(self):
+        p = self.pair(origin_env={"COILGUN_BACKEND_HEALTH_PATH": "/status/500",
+                                  "COILGUN_BACKEND_HEALTH_INTERVAL": "100ms"})
+        harness.wait_until(lambda: self.health(p)["state"] == "down", timeout=5, what="down on a 500")
+        self.assertEqual(self.health(p)["last_error"], "status 500")
+        self.assertEqual(self.ready(p), 503)
+        plain = self.pair()
+        self.assertEqual(self.health(plain), {"state": "off"})
+        self.assertEqual(self.ready(plain), 200)
+        self.assertNotIn("coilgun_backend_up", metrics(plain.origin_admin))
 
 
 class TestRetries(BackendTestCase):

@@ -254,3 +254,19 @@ TEST_CASE("An https:// backend takes [backend_tls], checked and printed back", "
   CHECK_THAT(error_of("http://a", "ca = \"/ca.pem\"\n"), Contains("is not https://"));
   CHECK_THAT(error_of("https://a", "name = \"not a name\"\n"), Contains("backend_tls.name"));
 }
+
+TEST_CASE("[backend_health] takes a path, an interval and a timeout within bounds", "[config]") {
+  const auto parse = [](const std::string& table) {
+    return parse_origin_toml(std::string("backend = \"http://a:1\"\n") + kTlsToml +
+                                 "[backend_health]\n" + table,
+                             "o.toml");
+  };
+  auto ok = parse("path = \"/healthz?deep=1\"\ninterval = \"250ms\"\ntimeout = \"100ms\"\n");
+  REQUIRE(ok.ok());
+  CHECK(ok->backend_health.path == "/healthz?deep=1");
+  CHECK(ok->backend_health.interval == milliseconds(250));
+  CHECK_FALSE(parse("path = \"healthz\"\n").ok());
+  CHECK_FALSE(parse("path = \"/two words\"\n").ok());
+  CHECK_FALSE(parse("interval = \"10ms\"\n").ok());
+  CHECK_FALSE(parse("timeout = \"2m\"\n").ok());
+}

@@ -110,7 +110,7 @@ struct OriginRig {
         backend_port(backend_up ? listen(backend) : closed_port(l)),
         metrics(registry),
         settings(origin_settings(certs, backend_port)),
-        shared{settings, store, metrics, {}, log::ReportLimiter(), {}},
+        shared{settings, store, metrics, {}, log::ReportLimiter(), {}, {}},
         worker(l, shared, 0),
         edge(l, context(tls::TlsContext::client(certs.client_files()))) {
     auto port = worker.start(0);
