@@ -63,6 +63,8 @@ void TunnelLink::on_send_window(uint32_t stream) {
   for (ClientExchange* ex : all) ex->on_window();
 }
 
+void TunnelLink::on_rtt(uint64_t ms) { pool_.directory().rtt(pool_.agent(), ms); }
+
 void TunnelLink::on_goaway(uint32_t, proto::GoawayCode) {
   peer_drained_ = true;
   log::info("agent draining this tunnel", {{"agent", pool_.agent()}});
@@ -100,6 +102,7 @@ AgentPool::AgentPool(EdgeWorker& worker, config::HostPort address, std::string n
       last_used_ms_(worker.loop().now_ms()),
       dormant_(standing == 0) {
   for (Slot& s : slots_) s.retry = std::make_unique<uv::Timer>(worker_.loop());
+  directory().known(agent_);
   if (dormant_) return;
   counted_standing_ = true;  // /ready waits for the tunnels made at start.
   worker_.standing_changed(1);
@@ -141,6 +144,7 @@ void AgentPool::dial(size_t i) {
           // At warn (issue #14): an agent down or on the wrong port is otherwise visible only as
           // 502s. Once per attempt, so at most once per backoff step.
           log::warn("cannot reach agent", {{"agent", agent()}, {"error", r.status().to_string()}});
+          directory().failed(agent_, r.status().to_string());
           return connect_failed(i);
         }
         // New connections use the certificates of the moment (a reload changes them).
@@ -200,6 +204,7 @@ void AgentPool::link_ready(TunnelLink* link) {
     worker_.standing_changed(1);
   }
   log::info("tunnel up", {{"agent", agent()}});
+  directory().tunnel_up(agent_);
   wake_waiters(true);
 }
 
@@ -211,24 +216,30 @@ void AgentPool::link_closed(TunnelLink* link, const Status& why) {
     worker_.loop().defer_delete(std::move(s.link));
     if (!was_ready) {
       log::warn("tunnel failed", {{"agent", agent()}, {"reason", why.to_string()}});
+      directory().failed(agent_, why.to_string());
       return connect_failed(i);
     }
     worker_.tunnel_down();
     if (dormant_) {
       log::debug("tunnel closed: agent idle", {{"agent", agent()}});
+      directory().tunnel_down(agent_, "");
       return;
     }
     // A close the agent announced (GOAWAY: it drains) or this edge made is no loss. Requests a
     // drop cut are counted as tunnel_lost by their exchanges, not here (issue #14).
     if (stopping_ || link->peer_drained()) {
       log::info("tunnel closed", {{"agent", agent()}, {"reason", why.to_string()}});
+      directory().tunnel_down(agent_, "");
     } else {
       log::warn("tunnel down", {{"agent", agent()}, {"reason", why.to_string()}});
+      directory().tunnel_down(agent_, why.to_string());
     }
     schedule(i);
     return;
   }
 }
+
+AgentDirectory& AgentPool::directory() { return worker_.shared().agents; }
 
 uint64_t AgentPool::weight(std::string_view key) const {
   return XXH3_64bits_withSeed(key.data(), key.size(), seed_);

@@ -22,6 +22,7 @@
 
 #include "common/tls/tls.h"
 #include "common/tunnel/connection.h"
+#include "edge/agent_directory.h"
 #include "edge/config.h"
 
 namespace coilgun::edge {
@@ -58,6 +59,7 @@ class TunnelLink : public tunnel::Session::Handler, public tunnel::Connection::O
   void on_stream_reset(uint32_t stream, proto::ResetReason reason) override;
   void on_send_window(uint32_t stream) override;
   void on_goaway(uint32_t last_stream, proto::GoawayCode code) override;
+  void on_rtt(uint64_t ms) override;
 
   // tunnel::Connection::Owner
   void on_ready(tunnel::Connection& c) override;
@@ -108,6 +110,8 @@ class AgentPool {
   bool idle() const;
   EdgeWorker& worker() { return worker_; }
   const std::string& agent() const { return agent_; }
+  // The edge's record of every agent (Shared::agents).
+  AgentDirectory& directory();
 
   // From TunnelLink.
   void link_ready(TunnelLink* link);

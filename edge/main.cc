@@ -42,6 +42,9 @@ std::vector<std::string> restart_only(const config::EdgeConfig& a, const config:
 }
 
 // Tunnel bytes in over body bytes served, so far.
+// /stats lists at most this many agents (those down first); it counts them all.
+constexpr size_t kAgentsListed = 100;
+
 double link_over_body(const daemon::Metrics& m) {
   const double body = static_cast<double>(m.body_bytes.value());
   return body > 0 ? static_cast<double>(m.link_in.value()) / body : 0.0;
@@ -96,7 +99,7 @@ int main(int argc, char** argv) {
   VersionStore& store = *owned_store;
   metrics.watch_store(store);
   daemon::Reloadable<edge::Settings> current(settings);
-  edge::Shared shared{current, store, metrics, {}};
+  edge::Shared shared{current, store, metrics, {}, {}, {}};
 
   daemon::DaemonOptions opts = daemon::daemon_options("coilgun-edge", cfg);
   shared.workers = opts.workers;
@@ -108,8 +111,9 @@ int main(int argc, char** argv) {
       [&shared](uv::Loop& loop, unsigned index) {
         return std::make_unique<edge::EdgeWorker>(loop, shared, index);
       },
-      [&store, &metrics] {
+      [&store, &metrics, &shared] {
         return nlohmann::json{{"tunnels", metrics.tunnels.value()},
+                              {"agents", shared.agents.to_json(kAgentsListed)},
                               {"body_bytes", metrics.body_bytes.value()},
                               {"link_bytes_in", metrics.link_in.value()},
                               {"link_bytes_out", metrics.link_out.value()},

@@ -26,6 +26,7 @@
 #include "common/http/server.h"
 #include "common/obs/log.h"
 #include "common/store/version_store.h"
+#include "edge/agent_directory.h"
 #include "edge/agent_pool.h"
 #include "edge/config.h"
 #include "proto/delta.h"
@@ -46,6 +47,8 @@ struct Shared {
   // handshake). The edge is ready (/ready) when all of them are, since a client's connection
   // may land on any worker.
   std::atomic<unsigned> workers_ready{0};
+  // Each agent's tunnels, RTT and last error, for the admin's /stats.
+  AgentDirectory agents;
   std::shared_ptr<const Settings> now() const { return settings.get(); }
 };
 

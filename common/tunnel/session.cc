@@ -215,6 +215,7 @@ Status Session::on_frame(const Frame& f) {
         rtt_ms_ = now_ms_ - ping_sent_ms_;
         ping_outstanding_ = false;
         next_ping_ms_ = now_ms_ + options_.ping_interval_ms;
+        handler_.on_rtt(*rtt_ms_);
       }
       return Status::Ok();
     }

@@ -105,6 +105,8 @@ class Session {
     virtual void on_send_window(uint32_t stream) { (void)stream; }
     // The peer is draining: it will process nothing above |last_stream|.
     virtual void on_goaway(uint32_t last_stream, GoawayCode code) { (void)last_stream, (void)code; }
+    // A PING of ours was answered after |ms| (rtt_ms() says the same from now on).
+    virtual void on_rtt(uint64_t ms) { (void)ms; }
   };
 
   // Queues this side's SETTINGS and connection WINDOW_UPDATE. |handler| must outlive it.

@@ -613,6 +613,28 @@ class TestLoad(PairTestCase):
 
 
 class TestOperations(PairTestCase):
+    def test_the_edge_admin_lists_its_agents(self):
+        # Issue #14 ("Missing"): each agent with its state, tunnels, RTT and last error.
+        p = self.pair(edge_env={"COILGUN_TUNNEL_PING_INTERVAL": "100ms"})
+
+        def agents():
+            return json.loads(get(p.edge_admin, "/stats", host="127.0.0.1")[2])["agents"]
+
+        address = f"127.0.0.1:{p.agent_port}"
+        harness.wait_until(lambda: "rtt_ms" in agents()["list"][0], timeout=5, what="a ping answered")
+        a = agents()
+        self.assertEqual((a["up"], a["down"], a["idle"]), (1, 0, 0))
+        self.assertEqual({k: a["list"][0][k] for k in ("agent", "state", "tunnels")},
+                         {"agent": address, "state": "up", "tunnels": 2})
+        self.assertLess(a["list"][0]["rtt_ms"], 1000)
+        up_since = a["list"][0]["since"]
+        p.origin.stop()  # Drains: a GOAWAY, no loss, then nothing to reconnect to.
+        harness.wait_until(lambda: agents()["list"][0]["state"] == "down", timeout=10, what="the agent down")
+        gone = agents()["list"][0]
+        self.assertEqual(gone["tunnels"], 0)
+        self.assertIn("refused", gone["last_error"])
+        self.assertGreaterEqual(gone["since"], up_since)
+
     def test_sigterm_drains_in_flight_requests(self):
         p = self.pair()
         result = {}

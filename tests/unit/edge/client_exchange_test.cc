@@ -164,7 +164,7 @@ struct EdgeRig {
         agent_port(agent.listen()),
         metrics(registry),
         settings(edge_settings(certs, agent_port)),
-        shared{settings, store, metrics},
+        shared{settings, store, metrics, 1, {}, {}},
         worker(l, shared, 0) {
     auto p = worker.start(0);
     REQUIRE(p.ok());
