@@ -29,6 +29,7 @@ HistorySample history_sample(const nlohmann::json& totals, int64_t unix_ms) {
       {"link_out", number("coilgun_link_bytes_total", "direction=out")},
       {"requests", out.requests},
       {"errors", number("coilgun_requests_total", "code=5xx")},
+      {"client_errors", number("coilgun_requests_total", "code=4xx")},
       {"duration", duration},
   };
   out.text = sample.dump();

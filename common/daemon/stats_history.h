@@ -17,7 +17,8 @@ namespace coilgun::daemon {
 
 // One sample of the totals the dashboard plots.
 struct HistorySample {
-  // A JSON object: t (Unix ms), body, link_in, link_out, requests, errors (5xx) and duration
+  // A JSON object: t (Unix ms), body, link_in, link_out, requests, errors (5xx), client_errors
+  // (4xx) and duration
   // (the request duration histogram: count, sum and the cumulative bucket counts, an array
   // of {le, count} in bound order).
   std::string text;

@@ -50,6 +50,17 @@ class TestDashboard(unittest.TestCase):
               ratio_text: t('total-ratio'),
               points: [...document.querySelectorAll('svg polyline')].map(
                   (p) => p.getAttribute('points').trim().split(/\\s+/).filter(Boolean).length),
+              first_x: [...document.querySelectorAll('svg polyline')].map(
+                  (p) => Math.min(...p.getAttribute('points').trim().split(/\\s+/).filter(Boolean)
+                                     .map((xy) => Number(xy.split(',')[0])))),
+              saved: Number(v('total-saved')),
+              axis_labels: [...document.querySelectorAll('svg')].map((s) => s.querySelectorAll('text').length),
+              boxes: [...document.querySelectorAll('.chart, .total')].map((e) => {
+                  const r = e.getBoundingClientRect();
+                  return [e.querySelector('h2, .k').textContent, r.left, r.top, r.right, r.bottom]; }),
+              peers: [...document.querySelectorAll('#peers tr')].map(
+                  (tr) => [...tr.children].map((c) => c.textContent)),
+              reasons: [...document.querySelectorAll('#reasons tr')].length,
               resources: performance.getEntriesByType('resource').map((r) => r.name),
             };""")
         stats = json.loads(get(p.edge_admin, "/stats", host="127.0.0.1")[2])
@@ -65,8 +76,23 @@ class TestDashboard(unittest.TestCase):
         self.assertEqual(shown["kinds"], ",".join(str(m["coilgun_delta_responses_total"][k])
                                                   for k in ("result=delta", "result=full", "result=stream")))
         self.assertTrue(shown["ratio_text"].endswith("%"))
-        self.assertEqual(len(shown["points"]), 6)  # bytes (2), ratio, requests, latency (2)
+        # body, link (own panel: ~1% of the body), ratio, requests, 4xx and 5xx, mean and p99.
+        self.assertEqual(len(shown["points"]), 8)
         self.assertGreaterEqual(max(shown["points"]), 2)  # Lines, not empty charts.
+        # A daemon seconds old fills the width instead of the window's right-hand end.
+        self.assertLess(min(x for x, n in zip(shown["first_x"], shown["points"]) if n >= 2), 150)
+        self.assertEqual(shown["saved"], m["coilgun_body_bytes_total"] - m["coilgun_link_bytes_total"]["direction=in"])
+        self.assertTrue(all(n >= 9 for n in shown["axis_labels"]), shown["axis_labels"])  # 4 values, 5 times.
+        # The layout: the headline first, and no two panels overlapping.
+        self.assertEqual(shown["boxes"][0][0], "link bytes saved")
+        boxes = shown["boxes"]
+        for i, a in enumerate(boxes):
+            self.assertGreater(a[3] - a[1], 100, a)
+            for b in boxes[i + 1:]:
+                apart = a[3] <= b[1] or b[3] <= a[1] or a[4] <= b[2] or b[4] <= a[2]
+                self.assertTrue(apart, (a, b))
+        self.assertEqual(shown["peers"][1][:3], [f"127.0.0.1:{p.agent_port}", "up", "2"])
+        self.assertGreaterEqual(shown["reasons"], 2)
         for url in shown["resources"]:
             self.assertTrue(url.startswith(admin + "/"), url)  # Nothing fetched from elsewhere.
         self.assertIn(admin + "/stats/history", shown["resources"])
