@@ -31,9 +31,31 @@ void AgentDirectory::changed(Entry& e, const char* before) {
   if (std::strcmp(before, state(e)) != 0) e.since_ms = unix_ms();
 }
 
+void AgentDirectory::export_to(metrics::GaugeFnFamily* tunnels, metrics::GaugeFnFamily* rtt) {
+  tunnels_family_ = tunnels;
+  rtt_family_ = rtt;
+}
+
 void AgentDirectory::known(const std::string& agent) {
+  bool made;
+  {
+    std::lock_guard lock(mutex_);
+    made = !agents_.contains(agent);
+    (void)at(agent);
+  }
+  // Outside this mutex: rendering takes the family's, then (figure()) this one.
+  if (made && tunnels_family_ != nullptr) {
+    tunnels_family_->set({agent}, [this, agent] { return figure(agent, false); });
+    rtt_family_->set({agent}, [this, agent] { return figure(agent, true); });
+  }
+}
+
+double AgentDirectory::figure(const std::string& agent, bool rtt) const {
   std::lock_guard lock(mutex_);
-  (void)at(agent);
+  const auto it = agents_.find(agent);
+  if (it == agents_.end()) return 0;
+  if (!rtt) return it->second.tunnels;
+  return it->second.rtt_ms ? static_cast<double>(*it->second.rtt_ms) / 1000 : 0;
 }
 
 void AgentDirectory::tunnel_up(const std::string& agent) {

@@ -11,10 +11,15 @@
 #include <optional>
 #include <string>
 
+#include "common/obs/metrics.h"
+
 namespace coilgun::edge {
 
 class AgentDirectory {
  public:
+  // Publishes each agent's tunnels and RTT in these families (label "agent"), from now on and
+  // for agents known later. Call before any worker starts.
+  void export_to(metrics::GaugeFnFamily* tunnels, metrics::GaugeFnFamily* rtt_seconds);
   // |agent| is one a route names (listed as idle until something happens).
   void known(const std::string& agent);
   // A tunnel to |agent| is up (one of a worker's).
@@ -47,8 +52,13 @@ class AgentDirectory {
   // Sets since_ms when the state of |e| changed from |before|.
   static void changed(Entry& e, const char* before);
 
+  // Reads one figure of |agent| for a metric (family mutex held, then this one's).
+  double figure(const std::string& agent, bool rtt) const;
+
   mutable std::mutex mutex_;
   std::map<std::string, Entry> agents_;
+  metrics::GaugeFnFamily* tunnels_family_ = nullptr;  // Set once, before the workers start.
+  metrics::GaugeFnFamily* rtt_family_ = nullptr;
 };
 
 }  // namespace coilgun::edge

@@ -107,6 +107,7 @@ std::vector<KeyDef<EdgeDraft>> edge_keys() {
       log_level_key<D>("log.level", COILGUN_CONFIG_FIELD(cfg.log.level)),
       bool_key<D>("log.access", COILGUN_CONFIG_FIELD(cfg.log.access)),
       string_key<D>("log.file", COILGUN_CONFIG_FIELD(cfg.log.file), any_path),
+      bool_key<D>("metrics.per_agent", COILGUN_CONFIG_FIELD(cfg.per_agent_metrics)),
   };
   for (auto& k : store_keys<D>()) keys.push_back(std::move(k));
   return keys;

@@ -113,6 +113,10 @@ struct EdgeConfig {
   EdgeLimits limits;
   LogConfig log;
   milliseconds drain_timeout{10000};  // drain_timeout
+  // metrics.per_agent: coilgun_agent_tunnels and coilgun_agent_rtt_seconds with an "agent"
+  // label, a series per agent: off by default, so that /metrics stays bounded with thousands
+  // of agents (/stats lists them either way). [restart]
+  bool per_agent_metrics = false;
   friend bool operator==(const EdgeConfig&, const EdgeConfig&) = default;
 };
 

@@ -38,6 +38,7 @@ std::vector<std::string> restart_only(const config::EdgeConfig& a, const config:
   }
   // A reload's new routes connect at once; agents already connected keep their tunnels.
   if (a.tunnel.connections != b.tunnel.connections) keys.push_back("tunnel.connections");
+  if (a.per_agent_metrics != b.per_agent_metrics) keys.push_back("metrics.per_agent");
   return keys;
 }
 
@@ -103,6 +104,13 @@ int main(int argc, char** argv) {
 
   daemon::DaemonOptions opts = daemon::daemon_options("coilgun-edge", cfg);
   shared.workers = opts.workers;
+  if (cfg.per_agent_metrics) {
+    shared.agents.export_to(
+        &registry.gauge_fn("coilgun_agent_tunnels", "Tunnel connections up, per agent", {"agent"}),
+        &registry.gauge_fn("coilgun_agent_rtt_seconds",
+                           "Round trip of the last ping answered, per agent (0: none yet)",
+                           {"agent"}));
+  }
   opts.status = [&shared] { return status(shared); };
   opts.reload = daemon::reloader<config::EdgeConfig>(&config::load_edge, tls::Role::kClient, argc,
                                                      argv, env, current, restart_only);

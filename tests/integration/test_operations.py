@@ -513,6 +513,8 @@ class TestDocs(OpsTestCase):
             self.assertGreaterEqual(m["process_cpu_seconds_total"], 0.0)
             self.assertGreater(m["process_max_fds"], m["process_open_fds"])
             self.assertLess(abs(m["process_start_time_seconds"] - time.time()), 600)
+            # Bounded with thousands of agents: no per-agent series unless metrics.per_agent.
+            self.assertEqual([k for k in m if k.startswith("coilgun_agent_")], [])
 
 
 class TestContainers(OpsTestCase):

@@ -615,7 +615,7 @@ class TestLoad(PairTestCase):
 class TestOperations(PairTestCase):
     def test_the_edge_admin_lists_its_agents(self):
         # Issue #14 ("Missing"): each agent with its state, tunnels, RTT and last error.
-        p = self.pair(edge_env={"COILGUN_TUNNEL_PING_INTERVAL": "100ms"})
+        p = self.pair(edge_env={"COILGUN_TUNNEL_PING_INTERVAL": "100ms", "COILGUN_METRICS_PER_AGENT": "true"})
 
         def agents():
             return json.loads(get(p.edge_admin, "/stats", host="127.0.0.1")[2])["agents"]
@@ -628,6 +628,10 @@ class TestOperations(PairTestCase):
                          {"agent": address, "state": "up", "tunnels": 2})
         self.assertLess(a["list"][0]["rtt_ms"], 1000)
         up_since = a["list"][0]["since"]
+        # metrics.per_agent: the same per agent in /metrics (off by default: TestDocs).
+        m = metrics(p.edge_admin)
+        self.assertEqual(m[f'coilgun_agent_tunnels{{agent="{address}"}}'], 2.0)
+        self.assertLess(m[f'coilgun_agent_rtt_seconds{{agent="{address}"}}'], 1.0)
         p.origin.stop()  # Drains: a GOAWAY, no loss, then nothing to reconnect to.
         harness.wait_until(lambda: agents()["list"][0]["state"] == "down", timeout=10, what="the agent down")
         gone = agents()["list"][0]
