@@ -216,7 +216,8 @@ void AgentPool::link_closed(TunnelLink* link, const Status& why) {
     worker_.loop().defer_delete(std::move(s.link));
     if (!was_ready) {
       log::warn("tunnel failed", {{"agent", agent()}, {"reason", why.to_string()}});
-      directory().failed(agent_, why.to_string());
+      // A handshake this edge cut (idle close, drain, stop) says nothing about the agent.
+      if (!dormant_ && !stopping_) directory().failed(agent_, why.to_string());
       return connect_failed(i);
     }
     worker_.tunnel_down();

@@ -47,12 +47,15 @@ nlohmann::json HealthState::to_json() const {
 BackendHealth::BackendHealth(uv::Loop& loop, Shared& shared)
     : loop_(loop),
       shared_(shared),
+      // No idle connection is kept: each check dials (a backend that closes idle connections
+      // would otherwise fail the check that reuses one just as it closes).
       pool_(loop, shared.now()->config.backend.host, shared.now()->config.backend.port,
-            /*max_idle=*/1, shared.now()->config.backend_health.timeout,
+            /*max_idle=*/0, shared.now()->config.backend_health.timeout,
             http::Parser::Limits{.max_header_bytes = shared.now()->config.limits.max_header_bytes,
                                  .max_headers = shared.now()->config.limits.max_headers}),
       next_(loop),
-      deadline_(loop) {
+      deadline_(loop),
+      https_(shared.now()->config.backend.https) {
   shared_.backend_health.enable();
   check();
 }
@@ -64,14 +67,16 @@ BackendHealth::~BackendHealth() {
 void BackendHealth::check() {
   const auto settings = shared_.now();
   const config::OriginConfig& c = settings->config;
-  if (c.backend.https) pool_.set_tls(settings->web_tls, c.backend_tls.name);
+  // As the backend pool: the backend of the start (restart-only) decides TLS.
+  if (https_ && settings->web_tls != nullptr) pool_.set_tls(settings->web_tls, c.backend_tls.name);
   checking_ = true;
+  const uint64_t id = ++check_id_;
   status_ = 0;
   started_ms_ = loop_.now_ms();
   deadline_.start(c.backend_health.timeout,
                   [this] { done(false, "no answer within backend_health.timeout"); });
-  pool_.acquire([this](Result<std::unique_ptr<http::ClientConnection>> r) {
-    if (!checking_) {  // Timed out meanwhile: a connection that came late goes back.
+  pool_.acquire([this, id](Result<std::unique_ptr<http::ClientConnection>> r) {
+    if (!checking_ || id != check_id_) {  // Of a check that timed out: it comes too late.
       if (r.ok()) pool_.release(std::move(r.value()));
       return;
     }

@@ -1,6 +1,6 @@
 #pragma once
 // Whether the backend answers (issue #14). With [backend_health] path set, worker 0 sends
-// "GET <path>" to the backend on a connection of its own every backend_health.interval; an
+// "GET <path>" to the backend on a new connection every backend_health.interval; an
 // answer with a 2xx or 3xx status within backend_health.timeout is healthy, anything else
 // (refused, reset, a TLS failure, the timeout, a 4xx or 5xx) is not. The agent's /ready
 // follows the last result, so that whatever sends it work (a load balancer, an edge checking
@@ -75,7 +75,9 @@ class BackendHealth : private http::ClientHandler {
   http::ClientPool pool_;  // Its acquire callbacks never run once it is gone, with this.
   uv::Timer next_, deadline_;
   std::unique_ptr<http::ClientConnection> conn_;
+  const bool https_;  // The backend of the start (restart-only) is https://.
   bool checking_ = false;
+  uint64_t check_id_ = 0;  // Numbers the checks: a late connection is matched to its own.
   int status_ = 0;
   uint64_t started_ms_ = 0;
 };

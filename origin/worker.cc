@@ -19,13 +19,16 @@ AgentWorker::AgentWorker(uv::Loop& loop, Shared& shared, unsigned index)
           shared.now()->config.backend_pool.max_idle_per_worker,
           shared.now()->config.backend_pool.connect_timeout,
           http::Parser::Limits{.max_header_bytes = shared.now()->config.limits.max_header_bytes,
-                               .max_headers = shared.now()->config.limits.max_headers}) {
+                               .max_headers = shared.now()->config.limits.max_headers}),
+      backend_https_(shared.now()->config.backend.https) {
   apply_backend_tls();
 }
 
 void AgentWorker::apply_backend_tls() {
+  // The pool dials the backend of the start (backend is restart-only): a reload that names an
+  // https:// one instead must not turn TLS on towards the old http:// port.
   const auto settings = shared_.now();
-  if (settings->config.backend.https) {
+  if (backend_https_ && settings->web_tls != nullptr) {
     backend_.set_tls(settings->web_tls, settings->config.backend_tls.name);
   }
 }

@@ -85,6 +85,7 @@ class AgentWorker : public daemon::Worker {
   metrics::Counter& refused_;  // coilgun_errors_total{reason="tunnel_handshake_limit"}
   uv::TcpListener listener_;
   http::ClientPool backend_;
+  const bool backend_https_;  // The backend of the start (restart-only) is https://.
   config::DeltaConfig encoder_config_;
   std::unique_ptr<proto::DeltaEncoder> encoder_;
   std::vector<std::unique_ptr<EdgeLink>> links_;

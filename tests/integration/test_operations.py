@@ -326,6 +326,32 @@ class TestReload(OpsTestCase):
         self.assertEqual(reload(2, 2), 2)  # Still not applied: said again.
         self.assertEqual(reload(1, 3), 2)  # Back to what runs: nothing to say.
 
+    def test_a_backend_changed_to_https_waits_for_the_restart(self):
+        # A review found the reload turning TLS on towards the http:// backend the agent still
+        # dials (backend is restart-only): every request then failed.
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        site = self.start([harness.binary("coilgun-sample-origin"), "--listen", "127.0.0.1:0"], "site")
+        _, backend = site.address("origin")
+        conf = os.path.join(self.tmp, "origin.toml")
+        with open(conf, "w") as f:
+            f.write(f'backend = "http://127.0.0.1:{backend}"\n')
+        origin = self.start([harness.binary("coilgun-origin"), "-c", conf, "--listen", "127.0.0.1:0",
+                             "--admin", "127.0.0.1:0", "--workers", "1"] + certs.agent_flags(), "origin")
+        _, tunnel = origin.address("tunnel")
+        edge_conf = os.path.join(self.tmp, "edge.toml")
+        self.write_edge_config(edge_conf, certs, tunnel, ["www.example.com"])
+        edge = self.start([harness.binary("coilgun-edge"), "-c", edge_conf], "edge")
+        _, port = edge.address("http")
+        self.assertEqual(get(port, "/")[0], 200)
+        with open(conf, "w") as f:
+            f.write(f'backend = "https://localhost:{backend}"\n[backend_tls]\nca = {toml_str(certs.path("ca.pem"))}\n')
+        origin.signal(signal.SIGHUP)
+        origin.wait_for(lambda r: r.get("msg") == "reload: this change applies after a restart"
+                        and r.get("key") == "backend", what="the restart warning")
+        origin.wait_for(lambda r: r.get("msg") == "reloaded", what="reloaded")
+        for _ in range(3):
+            self.assertEqual(get(port, "/")[0], 200)
+
     def test_sighup_reloads_certificates_and_refuses_a_bad_key(self):
         certs = harness.Certs(os.path.join(self.tmp, "c"), edges=("edge", "edge2"))
         origin, tunnel = self.site_and_origin(certs)
