@@ -6,6 +6,7 @@
 // The snapshot itself, which the workers read, is in settings.h.
 
 #include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <functional>
@@ -156,6 +157,11 @@ template <typename Config>
 std::shared_ptr<const Settings<Config>> start_up(const char* program, LoadFn<Config> load,
                                                  tls::Role role, int argc, const char* const* argv,
                                                  const config::EnvMap& env, int* exit_code) {
+  // SIGHUP and SIGUSR1 end a process by default. Until Daemon::run watches them, one that
+  // systemd's reload or logrotate sends during the start is dropped instead (libuv's watchers
+  // replace this disposition).
+  std::signal(SIGHUP, SIG_IGN);
+  std::signal(SIGUSR1, SIG_IGN);
   config::Invocation<Config> inv;
   std::string error;
   auto settings = load_settings(load, role, argc, argv, env, &error, &inv);

@@ -326,6 +326,27 @@ class TestReload(OpsTestCase):
         self.assertEqual(reload(2, 2), 2)  # Still not applied: said again.
         self.assertEqual(reload(1, 3), 2)  # Back to what runs: nothing to say.
 
+    def test_sighup_and_sigusr1_during_start_up_never_kill_the_daemon(self):
+        # The fresh-clone ASan run: a SIGHUP sent as the admin listener came up found no
+        # watcher yet, and its default action ended the edge. logrotate's SIGUSR1 or systemd's
+        # reload can come at any moment of a start just the same.
+        certs = harness.Certs(os.path.join(self.tmp, "c"))
+        for daemon, flags in (("coilgun-edge", ["--agent", "127.0.0.1:1"] + certs.edge_flags()),
+                              ("coilgun-origin", ["--backend", "http://127.0.0.1:1"] + certs.agent_flags())):
+            p = self.start([harness.binary(daemon), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                            "--workers", "2"] + flags, daemon)
+            p.wait_for(lambda r: True, what="its first line")  # main() runs: the process is ours.
+            deadline = time.monotonic() + 10
+            while not any(r.get("msg") == "started" for r in p.records()):
+                self.assertIsNone(p.proc.poll(), f"{daemon} died of a signal during start-up")
+                self.assertLess(time.monotonic(), deadline, f"{daemon}: no 'started' line")
+                for sig in (signal.SIGHUP, signal.SIGUSR1):
+                    os.kill(p.proc.pid, sig)  # Not p.signal(): that waits for "started".
+                time.sleep(0.001)  # Signals at a steady pace through the start, not an event.
+            _, admin = p.address("admin")
+            self.assertEqual(get(admin, "/healthz", host="127.0.0.1")[0], 200)
+            self.assertIsNone(p.proc.poll())
+
     def test_a_backend_changed_to_https_waits_for_the_restart(self):
         # A review found the reload turning TLS on towards the http:// backend the agent still
         # dials (backend is restart-only): every request then failed.
@@ -407,10 +428,11 @@ class TestLogFiles(OpsTestCase):
             return os.path.exists(path) and needle in open(path).read()
 
         harness.wait_until(lambda: log_has(log_path, '"tunnel up"'), what="the log file")
+        harness.wait_until(lambda: log_has(log_path, '"started"'), what="signals watched")
         self.assertEqual(get(port, "/static/site.css")[0], 200)
         harness.wait_until(lambda: log_has(log_path, "/static/site.css"), what="an access line")
         os.rename(log_path, log_path + ".1")  # What logrotate does, then it signals.
-        edge.signal(signal.SIGUSR1)
+        os.kill(edge.proc.pid, signal.SIGUSR1)  # Its "started" line is in the file, not on stderr.
         harness.wait_until(lambda: log_has(log_path, "log file reopened"), what="a new log file")
         self.assertEqual(get(port, "/api/headlines")[0], 200)
         harness.wait_until(lambda: log_has(log_path, "/api/headlines"), what="access line in the new file")

@@ -145,6 +145,10 @@ class Process:
         return "\n".join(json.dumps(r) if not r.get("raw") else r["msg"] for r in self.records()[-n:])
 
     def signal(self, signum):
+        """Sends |signum|. A daemon drops SIGHUP and SIGUSR1 until it watches them, which its
+        "started" line says: for those, waits for that line first."""
+        if signum in (signal.SIGHUP, signal.SIGUSR1):
+            self.wait_for(lambda r: r.get("msg") == "started", what="started")
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
 
