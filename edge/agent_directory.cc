@@ -27,10 +27,6 @@ const char* AgentDirectory::state(const Entry& e) {
   return e.failing ? "down" : "idle";
 }
 
-void AgentDirectory::changed(Entry& e, const char* before) {
-  if (std::strcmp(before, state(e)) != 0) e.since_ms = unix_ms();
-}
-
 void AgentDirectory::export_to(metrics::GaugeFnFamily* tunnels, metrics::GaugeFnFamily* rtt) {
   tunnels_family_ = tunnels;
   rtt_family_ = rtt;
@@ -58,34 +54,27 @@ double AgentDirectory::figure(const std::string& agent, bool rtt) const {
   return it->second.rtt_ms ? static_cast<double>(*it->second.rtt_ms) / 1000 : 0;
 }
 
-void AgentDirectory::tunnel_up(const std::string& agent) {
+void AgentDirectory::update(const std::string& agent, int tunnels, const std::string& error) {
   std::lock_guard lock(mutex_);
   Entry& e = at(agent);
   const char* before = state(e);
-  ++e.tunnels;
-  e.failing = false;
-  changed(e, before);
-}
-
-void AgentDirectory::tunnel_down(const std::string& agent, const std::string& error) {
-  std::lock_guard lock(mutex_);
-  Entry& e = at(agent);
-  const char* before = state(e);
-  e.tunnels = std::max(0, e.tunnels - 1);
+  e.tunnels = std::max(0, e.tunnels + tunnels);
+  if (tunnels > 0) e.failing = false;
   if (!error.empty()) {
     e.failing = true;
     e.last_error = error;
   }
-  changed(e, before);
+  if (std::strcmp(before, state(e)) != 0) e.since_ms = unix_ms();
+}
+
+void AgentDirectory::tunnel_up(const std::string& agent) { update(agent, 1, ""); }
+
+void AgentDirectory::tunnel_down(const std::string& agent, const std::string& error) {
+  update(agent, -1, error);
 }
 
 void AgentDirectory::failed(const std::string& agent, const std::string& error) {
-  std::lock_guard lock(mutex_);
-  Entry& e = at(agent);
-  const char* before = state(e);
-  e.failing = true;
-  e.last_error = error;
-  changed(e, before);
+  update(agent, 0, error);
 }
 
 void AgentDirectory::rtt(const std::string& agent, uint64_t ms) {

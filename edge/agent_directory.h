@@ -49,8 +49,9 @@ class AgentDirectory {
   // The entry for |agent|, made on first use. Requires mutex_.
   Entry& at(const std::string& agent);
   static const char* state(const Entry& e);
-  // Sets since_ms when the state of |e| changed from |before|.
-  static void changed(Entry& e, const char* before);
+  // Adds |tunnels| (clamped at 0; one up clears a failure) and records a non-empty |error| as
+  // the last, a failure; since_ms moves when the state changes.
+  void update(const std::string& agent, int tunnels, const std::string& error);
 
   // Reads one figure of |agent| for a metric (family mutex held, then this one's).
   double figure(const std::string& agent, bool rtt) const;

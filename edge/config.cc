@@ -68,7 +68,7 @@ std::vector<KeyDef<EdgeDraft>> edge_keys() {
       host_port_key<D>("admin", COILGUN_CONFIG_FIELD(cfg.admin)),
       host_port_list_key<D>("agent", COILGUN_CONFIG_FIELD(agents)),
       string_key<D>("agent_name", COILGUN_CONFIG_FIELD(agent_name), agent_name_value),
-      backend_key<D>("fallback", COILGUN_CONFIG_FIELD(cfg.fallback), /*https_ok=*/true),
+      backend_key<D>("fallback", COILGUN_CONFIG_FIELD(cfg.fallback)),
       string_key<D>("fallback_ca", COILGUN_CONFIG_FIELD(cfg.fallback_ca), any_path),
       workers_key<D>("workers", COILGUN_CONFIG_FIELD(cfg.workers)),
       duration_key<D>("drain_timeout", COILGUN_CONFIG_FIELD(cfg.drain_timeout), milliseconds(0)),
@@ -181,7 +181,7 @@ void read_route(const toml::value& v, const std::vector<std::string>& known, Edg
       }
     } else if (k == "fallback") {
       ConfigResult<BackendUrl> url =
-          x.is_string() ? parse_backend_url(x.as_string().str, /*https_ok=*/true)
+          x.is_string() ? parse_backend_url(x.as_string().str)
                         : ConfigResult<BackendUrl>(
                               ConfigError{"expected a string like \"http://10.0.0.1:80\", "
                                           "got " +

@@ -54,7 +54,7 @@ std::vector<KeyDef<OriginDraft>> origin_keys() {
   std::vector<KeyDef<D>> keys{
       host_port_key<D>("listen", COILGUN_CONFIG_FIELD(cfg.listen)),
       host_port_key<D>("admin", COILGUN_CONFIG_FIELD(cfg.admin)),
-      backend_key<D>("backend", COILGUN_CONFIG_FIELD(cfg.backend), /*https_ok=*/true),
+      backend_key<D>("backend", COILGUN_CONFIG_FIELD(cfg.backend)),
       string_key<D>("namespace", COILGUN_CONFIG_FIELD(cfg.namespace_name), namespace_value),
       workers_key<D>("workers", COILGUN_CONFIG_FIELD(cfg.workers)),
       duration_key<D>("drain_timeout", COILGUN_CONFIG_FIELD(cfg.drain_timeout), milliseconds(0)),

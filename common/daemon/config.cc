@@ -259,17 +259,12 @@ std::string BackendUrl::to_string() const {
   return (https ? "https://" : "http://") + HostPort{host, port}.to_string();
 }
 
-ConfigResult<BackendUrl> parse_backend_url(std::string_view text, bool https_ok) {
+ConfigResult<BackendUrl> parse_backend_url(std::string_view text) {
   const std::string_view t = trim(text);
   constexpr std::string_view kHttp = "http://", kHttps = "https://";
   const bool https = t.size() >= kHttps.size() && iequals(t.substr(0, kHttps.size()), kHttps);
-  if (https && !https_ok) {
-    return ConfigError{"backend " + quote(t) +
-                       ": https:// backends are not supported yet; use http://HOST:PORT"};
-  }
   if (!https && (t.size() < kHttp.size() || !iequals(t.substr(0, kHttp.size()), kHttp))) {
-    return ConfigError{"backend " + quote(t) + " is not a URL of the form " +
-                       (https_ok ? "http(s)://HOST:PORT" : "http://HOST:PORT")};
+    return ConfigError{"backend " + quote(t) + " is not a URL of the form http(s)://HOST:PORT"};
   }
   std::string_view rest = t.substr(https ? kHttps.size() : kHttp.size());
   const size_t slash = rest.find_first_of("/?#");

@@ -122,10 +122,9 @@ struct BackendUrl {
   friend bool operator==(const BackendUrl&, const BackendUrl&) = default;
 };
 
-// Parses "http://HOST[:PORT][/]" (port defaults to 80) and, with |https_ok|,
-// "https://HOST[:PORT][/]" (443). A path other than "/", a query, credentials, or https://
-// without |https_ok| (the agent's backend: not supported yet) are errors.
-ConfigResult<BackendUrl> parse_backend_url(std::string_view text, bool https_ok = false);
+// Parses "http://HOST[:PORT][/]" (port defaults to 80) or "https://HOST[:PORT][/]" (443). A
+// path other than "/", a query or credentials are errors.
+ConfigResult<BackendUrl> parse_backend_url(std::string_view text);
 
 // Parses "250ms", "10s", "5m", "1h" or a bare integer (seconds). Negative values, fractions and
 // other units are errors.

@@ -177,12 +177,12 @@ KeyDef<D> host_port_list_key(std::string key, F field) {
       });
 }
 
-// A backend URL; https:// only with |https_ok| (parse_backend_url).
+// A backend URL, http:// or https:// (parse_backend_url).
 template <typename D, typename F>
-KeyDef<D> backend_key(std::string key, F field, bool https_ok = false) {
+KeyDef<D> backend_key(std::string key, F field) {
   return text_key<D>(
       std::move(key), field, "a string like \"http://127.0.0.1:8080\"",
-      [https_ok](std::string_view text) { return parse_backend_url(text, https_ok); },
+      [](std::string_view text) { return parse_backend_url(text); },
       [](const BackendUrl& v) -> std::optional<std::string> {
         if (v.empty()) return std::nullopt;
         return quote(v.to_string());

@@ -87,10 +87,9 @@ TEST_CASE("Backend URLs accept http only", "[config]") {
   CHECK(*parse_backend_url("http://[::1]:81") == BackendUrl{"::1", 81});
   CHECK(*parse_backend_url("http://[::1]") == BackendUrl{"::1", 80});
   CHECK(parse_backend_url("http://[::1]:81")->to_string() == "http://[::1]:81");
-  CHECK_THAT(parse_backend_url("https://a:443").error().message,
-             Contains("https:// backends are not "
-                      "supported yet"));
-  CHECK_THAT(parse_backend_url("127.0.0.1:8080").error().message, Contains("http://HOST:PORT"));
+  CHECK(*parse_backend_url("https://a") == BackendUrl{"a", 443, true});
+  CHECK_THAT(parse_backend_url("127.0.0.1:8080").error().message,
+             Contains("http(s)://HOST:PORT"));
   CHECK_THAT(parse_backend_url("http://a:80/app").error().message,
              Contains("a path, query or fragment"));
   CHECK_THAT(parse_backend_url("http://u:p@a:80").error().message, Contains("credentials"));
